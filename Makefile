@@ -1,0 +1,53 @@
+# opskit — build, test, lint, demo, bench, install.
+#
+# `make test` is what CI runs (.ci/run calls it and nothing else). On a fresh
+# Debian machine it installs what it needs that is missing and says so.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+PREFIX ?= /usr/local
+DESTDIR ?=
+SCRIPTS := $(wildcard scripts/*.sh) $(wildcard tests/bench/*.sh)
+
+.PHONY: all build test lint fmt-check clippy unit deps demo bench install uninstall clean
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+# Everything CI runs.
+test: deps lint unit
+
+deps:
+	@scripts/ensure-deps.sh
+
+lint: fmt-check clippy shellcheck
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+
+shellcheck:
+	shellcheck -x $(SCRIPTS)
+
+unit:
+	$(CARGO) test --workspace
+
+# Filled in by the procedures issue (#9).
+demo: build
+	@echo "make demo: the procedures demo is not built yet (issue 9)"; exit 2
+
+# Every benchmark under tests/bench/, one table of ratios.
+bench: build
+	@tests/bench/run-all.sh
+
+# Filled in by the servers issue (#10).
+install: build
+	@echo "make install: not built yet (issue 10)"; exit 2
+
+clean:
+	$(CARGO) clean

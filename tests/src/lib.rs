@@ -1,0 +1,8 @@
+//! What opskit's tests share: a throwaway PostgreSQL cluster ([`pg`]) and
+//! helpers to run the tool binaries and read their records ([`tools`]).
+
+pub mod pg;
+pub mod tools;
+
+pub use pg::{Cluster, TestDb, cluster};
+pub use tools::{Output, bin};

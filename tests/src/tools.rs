@@ -1,0 +1,82 @@
+//! Running the tool binaries from tests and reading their records.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// Path of a tool binary built by this workspace (beside the test binary's
+/// target dir; `CARGO_BIN_EXE_<name>` only exists in the owning package).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binary is not in target/<profile>/deps");
+    let p = profile_dir.join(name);
+    if !p.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--bins", "--quiet"])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+    }
+    assert!(p.exists(), "{} was not built", p.display());
+    p
+}
+
+/// What a tool run produced.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Every stdout line parsed as a JSON object; panics on a line that is not one.
+    pub fn records(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"));
+                assert!(v.is_object(), "record is not an object: {l}");
+                v
+            })
+            .collect()
+    }
+
+    /// The records with `event` == `event`.
+    pub fn events(&self, event: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["event"] == event)
+            .collect()
+    }
+
+    /// The last record, which must be the summary.
+    pub fn summary(&self) -> Value {
+        let recs = self.records();
+        let last = recs.last().cloned().expect("no records on stdout");
+        assert_eq!(
+            last["event"], "summary",
+            "last record is not a summary: {last}"
+        );
+        last
+    }
+}
+
+/// Run `cmd` to completion with stdin closed, capturing everything.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,48 @@
+//! Every tool answers --help and --version, and a bad flag is a one-line
+//! usage error: exit 64, or 3 (UNKNOWN) for healthcheck.
+
+use std::process::Command;
+
+use opskit_testkit::tools::run;
+use opskit_testkit::bin;
+
+const TOOLS: [(&str, i32); 6] = [
+    ("pgbackup", 64),
+    ("verify-backup", 64),
+    ("prune", 64),
+    ("healthcheck", 3),
+    ("migrate", 64),
+    ("logrotate-lite", 64),
+];
+
+#[test]
+fn help_and_version() {
+    for (tool, _) in TOOLS {
+        let out = run(Command::new(bin(tool)).arg("--help"));
+        assert_eq!(out.code, 0, "{tool} --help: {}", out.stderr);
+        assert!(out.stdout.contains("Usage:"), "{tool} --help: {}", out.stdout);
+        let out = run(Command::new(bin(tool)).arg("--version"));
+        assert_eq!(out.code, 0);
+        assert_eq!(
+            out.stdout.trim(),
+            format!("{tool} {}", env!("CARGO_PKG_VERSION")),
+            "{tool} --version"
+        );
+    }
+}
+
+#[test]
+fn unknown_flag_is_one_line_usage_error() {
+    for (tool, code) in TOOLS {
+        let out = run(Command::new(bin(tool)).arg("--no-such-flag"));
+        assert_eq!(out.code, code, "{tool}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{tool}: {:?}", out.stderr);
+        assert!(
+            out.stderr.starts_with(&format!("{tool}: "))
+                && out.stderr.contains("--no-such-flag"),
+            "{tool}: {}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty(), "{tool} printed records for a usage error");
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    opskit::cli::main("healthcheck", opskit::Exit::Unknown, healthcheck::run)
+}

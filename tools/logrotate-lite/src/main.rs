@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    opskit::cli::main("logrotate-lite", opskit::Exit::Usage, logrotate_lite::run)
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    opskit::cli::main("migrate", opskit::Exit::Usage, migrate::run)
+}

@@ -1,0 +1,99 @@
+//! The common `main` of every tool: parse arguments (a bad one is a one-line
+//! error and exit 64, or 3 for healthcheck), set up logging and the record
+//! stream, run, and turn the outcome into an exit status and, for an error,
+//! an `error` record.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Args, Parser};
+
+use crate::record::Emitter;
+use crate::{Error, Exit, fields, logging};
+
+/// `-v`/`-q`, flattened into every tool's arguments.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Verbosity {
+    /// More detail on stderr (-v debug, -vv trace); overrides OPSKIT_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less on stderr (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+impl Verbosity {
+    pub fn level(&self) -> i8 {
+        (self.verbose.min(10) as i8) - (self.quiet.min(10) as i8)
+    }
+    pub fn explicit(&self) -> bool {
+        self.verbose > 0 || self.quiet > 0
+    }
+}
+
+/// Implemented by each tool's argument struct.
+pub trait ToolArgs: Parser {
+    fn verbosity(&self) -> &Verbosity;
+}
+
+/// Parse the arguments or exit: `--help`/`--version` print and exit 0; any
+/// other problem prints one line and exits with `usage_exit`.
+pub fn parse_or_exit<A: Parser>(tool: &str, usage_exit: Exit) -> A {
+    match A::try_parse() {
+        Ok(a) => a,
+        Err(e) => match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            _ => {
+                eprintln!("{tool}: {} (see {tool} --help)", one_line(&e));
+                std::process::exit(usage_exit.code().into());
+            }
+        },
+    }
+}
+
+/// The first line of a clap error, without its "error: " prefix.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+/// Report a run's error: an `error` record on stdout and one line on stderr.
+pub fn report(em: &mut Emitter, err: &Error) {
+    log::error!("{}", err.msg);
+    em.emit(
+        "error",
+        &fields! {"ok" => false, "exit" => err.exit.code(), "message" => err.msg},
+    );
+}
+
+/// The whole `main` of a tool.
+///
+/// `run` gets the parsed arguments and the record stream and returns the
+/// status of a completed run, or the error that ended it.
+pub fn main<A: ToolArgs>(
+    tool: &'static str,
+    usage_exit: Exit,
+    run: impl FnOnce(A, &mut Emitter) -> Result<Exit, Error>,
+) -> ExitCode {
+    let args: A = parse_or_exit(tool, usage_exit);
+    let v = args.verbosity();
+    logging::init(tool, v.level(), v.explicit());
+    crate::durable::ignore_sigxfsz();
+    let mut em = Emitter::stdout(tool);
+    match run(args, &mut em) {
+        Ok(exit) => exit.into(),
+        Err(mut err) => {
+            if err.exit == Exit::Usage {
+                err.exit = usage_exit;
+            }
+            report(&mut em, &err);
+            err.exit.into()
+        }
+    }
+}

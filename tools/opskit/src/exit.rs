@@ -1,0 +1,184 @@
+//! Exit statuses (the second contract between tools) and the error type that
+//! carries one.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// The exit status of a run, as `DESIGN.md` defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// Everything asked for was done and every check passed.
+    Ok,
+    /// The run worked, but something it checked failed (WARNING for healthcheck).
+    CheckFailed,
+    /// The job could not be done (CRITICAL for healthcheck).
+    Failure,
+    /// healthcheck only: the check itself could not run.
+    Unknown,
+    /// Usage or configuration error (EX_USAGE).
+    Usage,
+}
+
+impl Exit {
+    /// The numeric process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::CheckFailed => 1,
+            Exit::Failure => 2,
+            Exit::Unknown => 3,
+            Exit::Usage => 64,
+        }
+    }
+
+    /// The more severe of two statuses (usage > unknown > failure > check > ok).
+    pub fn worst(self, other: Exit) -> Exit {
+        self.max(other)
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}
+
+/// An error that ends a run: a one-line message and the status it exits with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub exit: Exit,
+    pub msg: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(exit: Exit, msg: impl Into<String>) -> Self {
+        Error {
+            exit,
+            msg: msg.into(),
+        }
+    }
+    /// A usage or configuration error (exit 64).
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Self::new(Exit::Usage, msg)
+    }
+    /// The job could not be done (exit 2).
+    pub fn failure(msg: impl Into<String>) -> Self {
+        Self::new(Exit::Failure, msg)
+    }
+    /// A check failed (exit 1).
+    pub fn check(msg: impl Into<String>) -> Self {
+        Self::new(Exit::CheckFailed, msg)
+    }
+
+    /// An I/O error while doing `what` on `path`, worded for an operator:
+    /// a full disk says "no space left on <path>".
+    pub fn io(what: &str, path: &Path, err: &io::Error) -> Self {
+        Self::failure(describe_io(what, path, err))
+    }
+
+    /// Prefix the message with more context ("while X: <msg>").
+    pub fn context(mut self, ctx: impl fmt::Display) -> Self {
+        self.msg = format!("{ctx}: {}", self.msg);
+        self
+    }
+}
+
+/// The operator's wording of an I/O error on a path.
+pub fn describe_io(what: &str, path: &Path, err: &io::Error) -> String {
+    let p = path.display();
+    match err.raw_os_error() {
+        Some(libc::ENOSPC) => format!("no space left on {p} ({what})"),
+        Some(libc::EDQUOT) => format!("disk quota exceeded on {p} ({what})"),
+        Some(libc::EFBIG) => format!("file size limit exceeded on {p} ({what})"),
+        _ => format!("{what} {p}: {}", strip_os_code(err)),
+    }
+}
+
+/// `io::Error`'s Display appends " (os error N)"; operators need the words.
+fn strip_os_code(err: &io::Error) -> String {
+    let s = err.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Attach "what" and "where" to an `io::Result`.
+pub trait IoContext<T> {
+    /// `file.write_all(b).at("writing", &path)?`
+    fn at(self, what: &str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, what: &str, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(what, path, &e))
+    }
+}
+
+/// Whether an I/O error means the disk (or the file size limit) is full.
+pub fn is_out_of_space(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_design() {
+        assert_eq!(Exit::Ok.code(), 0);
+        assert_eq!(Exit::CheckFailed.code(), 1);
+        assert_eq!(Exit::Failure.code(), 2);
+        assert_eq!(Exit::Unknown.code(), 3);
+        assert_eq!(Exit::Usage.code(), 64);
+    }
+
+    #[test]
+    fn worst_orders_by_severity() {
+        assert_eq!(Exit::Ok.worst(Exit::CheckFailed), Exit::CheckFailed);
+        assert_eq!(Exit::Failure.worst(Exit::CheckFailed), Exit::Failure);
+        assert_eq!(Exit::Usage.worst(Exit::Failure), Exit::Usage);
+    }
+
+    #[test]
+    fn full_disk_is_named() {
+        let e = io::Error::from_raw_os_error(libc::ENOSPC);
+        let err = Error::io("writing", Path::new("/var/backups/x"), &e);
+        assert_eq!(err.exit, Exit::Failure);
+        assert_eq!(err.msg, "no space left on /var/backups/x (writing)");
+        assert!(is_out_of_space(&e));
+        let big = io::Error::from_raw_os_error(libc::EFBIG);
+        assert!(
+            Error::io("writing", Path::new("/f"), &big)
+                .msg
+                .contains("file size limit")
+        );
+    }
+
+    #[test]
+    fn other_io_errors_name_path_without_os_code() {
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        let err = Error::io("opening", Path::new("/etc/shadow"), &e);
+        assert_eq!(err.msg, "opening /etc/shadow: Permission denied");
+    }
+
+    #[test]
+    fn context_prefixes() {
+        let e = Error::failure("boom").context("dumping app");
+        assert_eq!(e.to_string(), "dumping app: boom");
+    }
+}

@@ -1,0 +1,26 @@
+//! The library every opskit tool shares.
+//!
+//! It holds exactly what each tool needs and nothing tool-specific:
+//!
+//! * [`record`]: the NDJSON record stream on stdout, and [`reader`] for the
+//!   records a tool consumes on stdin;
+//! * [`exit`]: the exit codes of the design and the error type that maps to them;
+//! * [`logging`]: human logs on stderr behind the `log` crate;
+//! * [`durable`]: temp + fsync + rename writes for files and directories;
+//! * [`lock`]: an exclusive `flock` lock file that names its holder;
+//! * [`pgconn`]: PostgreSQL connection settings resolved the way libpq does;
+//! * [`units`]: durations (`90s`, `7d`) and sizes (`10M`);
+//! * [`cli`]: the common `main` of every tool.
+
+pub mod cli;
+pub mod durable;
+pub mod exit;
+pub mod lock;
+pub mod logging;
+pub mod pgconn;
+pub mod reader;
+pub mod record;
+pub mod units;
+
+pub use exit::{Error, Exit, IoContext, Result};
+pub use record::Emitter;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    opskit::cli::main("pgbackup", opskit::Exit::Usage, pgbackup::run)
+}

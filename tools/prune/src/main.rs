@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    opskit::cli::main("prune", opskit::Exit::Usage, prune::run)
+}
