@@ -10,7 +10,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 SCRIPTS := $(wildcard scripts/*.sh) $(wildcard tests/bench/*.sh)
 
-.PHONY: all build test lint fmt-check clippy unit deps demo bench install uninstall clean
+.PHONY: all build test lint fmt fmt-check clippy shellcheck unit deps demo bench install clean
 
 all: build
 
@@ -24,6 +24,9 @@ deps:
 	@scripts/ensure-deps.sh
 
 lint: fmt-check clippy shellcheck
+
+fmt:
+	$(CARGO) fmt --all
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

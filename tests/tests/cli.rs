@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use opskit_testkit::tools::run;
 use opskit_testkit::bin;
+use opskit_testkit::tools::run;
 
 const TOOLS: [(&str, i32); 6] = [
     ("pgbackup", 64),
@@ -20,7 +20,11 @@ fn help_and_version() {
     for (tool, _) in TOOLS {
         let out = run(Command::new(bin(tool)).arg("--help"));
         assert_eq!(out.code, 0, "{tool} --help: {}", out.stderr);
-        assert!(out.stdout.contains("Usage:"), "{tool} --help: {}", out.stdout);
+        assert!(
+            out.stdout.contains("Usage:"),
+            "{tool} --help: {}",
+            out.stdout
+        );
         let out = run(Command::new(bin(tool)).arg("--version"));
         assert_eq!(out.code, 0);
         assert_eq!(
@@ -38,11 +42,13 @@ fn unknown_flag_is_one_line_usage_error() {
         assert_eq!(out.code, code, "{tool}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{tool}: {:?}", out.stderr);
         assert!(
-            out.stderr.starts_with(&format!("{tool}: "))
-                && out.stderr.contains("--no-such-flag"),
+            out.stderr.starts_with(&format!("{tool}: ")) && out.stderr.contains("--no-such-flag"),
             "{tool}: {}",
             out.stderr
         );
-        assert!(out.stdout.is_empty(), "{tool} printed records for a usage error");
+        assert!(
+            out.stdout.is_empty(),
+            "{tool} printed records for a usage error"
+        );
     }
 }
