@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 DESTDIR ?=
-SCRIPTS := $(wildcard scripts/*.sh) $(wildcard tests/bench/*.sh)
+SCRIPTS := $(wildcard scripts/*.sh) $(wildcard scripts/lib/*.sh) $(wildcard tests/bench/*.sh)
 
 .PHONY: all build test lint fmt fmt-check clippy shellcheck unit deps demo bench install clean
 

@@ -20,7 +20,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The superuser the harness creates.
@@ -37,7 +37,7 @@ pub struct Cluster {
     /// Serialises stop/start.
     state: Mutex<()>,
     /// Tests share the server; a test that stops it holds it alone.
-    users: RwLock<()>,
+    users: Users,
     _watchdog: Mutex<Option<Child>>,
 }
 
@@ -50,10 +50,53 @@ pub struct TestDb {
     _hold: Hold,
 }
 
-#[allow(dead_code)]
+/// Who uses the server: any number of sharing tests, or one test alone.
+/// Unlike `std::sync::RwLock`, a waiting lone test does not block new
+/// sharers, so a test that holds two databases cannot deadlock against it;
+/// the lone test runs once the sharers are done.
+#[derive(Default)]
+struct Users {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
 enum Hold {
-    Shared(RwLockReadGuard<'static, ()>),
-    Alone(RwLockWriteGuard<'static, ()>),
+    Shared(&'static Users),
+    Alone(&'static Users),
+}
+
+impl Users {
+    fn share(&'static self) -> Hold {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.1 {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.0 += 1;
+        Hold::Shared(self)
+    }
+
+    fn alone(&'static self) -> Hold {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.1 || s.0 > 0 {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.1 = true;
+        Hold::Alone(self)
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let users = match self {
+            Hold::Shared(u) | Hold::Alone(u) => *u,
+        };
+        let mut s = users.state.lock().unwrap_or_else(|e| e.into_inner());
+        match self {
+            Hold::Shared(_) => s.0 -= 1,
+            Hold::Alone(_) => s.1 = false,
+        }
+        users.changed.notify_all();
+    }
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -165,7 +208,7 @@ impl Cluster {
             run_as,
             next_db: AtomicUsize::new(0),
             state: Mutex::new(()),
-            users: RwLock::new(()),
+            users: Users::default(),
             _watchdog: Mutex::new(None),
         };
         c.initdb()?;
@@ -343,16 +386,14 @@ impl Cluster {
     /// A fresh, empty database for one test, sharing the server with the
     /// other tests of the binary.
     pub fn create_db(&'static self) -> TestDb {
-        let g = self.users.read().unwrap_or_else(|e| e.into_inner());
-        self.new_db(Hold::Shared(g))
+        self.new_db(self.users.share())
     }
 
     /// A fresh database for a test that stops or restarts the server: it
     /// waits until no other test uses the server and keeps others out
     /// until it is dropped.
     pub fn create_db_alone(&'static self) -> TestDb {
-        let g = self.users.write().unwrap_or_else(|e| e.into_inner());
-        self.new_db(Hold::Alone(g))
+        self.new_db(self.users.alone())
     }
 
     fn new_db(&self, hold: Hold) -> TestDb {

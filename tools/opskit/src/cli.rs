@@ -56,19 +56,35 @@ pub fn parse_or_exit<A: Parser>(tool: &str, usage_exit: Exit) -> A {
     }
 }
 
-/// The first line of a clap error, without its "error: " prefix.
+/// A clap error in one line, without its "error: " prefix; a first line
+/// ending in ':' takes the indented lines that follow it ("the following
+/// required arguments were not provided: --dest <DIR>").
 fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments");
-    first.strip_prefix("error: ").unwrap_or(first).to_string()
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut out = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if out.ends_with(':') {
+        let more: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .collect();
+        out = format!("{} {}", out, more.join(", "));
+    }
+    out
 }
 
-/// Report a run's error: an `error` record on stdout and one line on stderr.
+/// Report the error that ended a run: one line on stderr, an `error`
+/// record, and the closing `summary` (the last record of every run).
 pub fn report(em: &mut Emitter, err: &Error) {
     log::error!("{}", err.msg);
     em.emit(
         "error",
         &fields! {"ok" => false, "exit" => err.exit.code(), "message" => err.msg},
+    );
+    em.emit(
+        "summary",
+        &fields! {"ok" => false, "exit" => err.exit.code(), "errors" => 1},
     );
 }
 

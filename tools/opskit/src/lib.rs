@@ -4,17 +4,21 @@
 //!
 //! * [`record`]: the NDJSON record stream on stdout, and [`reader`] for the
 //!   records a tool consumes on stdin;
+//! * [`backupset`]: the backup-set layout and manifest;
 //! * [`exit`]: the exit codes of the design and the error type that maps to them;
 //! * [`logging`]: human logs on stderr behind the `log` crate;
 //! * [`durable`]: temp + fsync + rename writes for files and directories;
 //! * [`lock`]: an exclusive `flock` lock file that names its holder;
 //! * [`pgconn`]: PostgreSQL connection settings resolved the way libpq does;
+//! * [`gz`]: parallel multi-member gzip and sha256 while streaming;
 //! * [`units`]: durations (`90s`, `7d`) and sizes (`10M`);
 //! * [`cli`]: the common `main` of every tool.
 
+pub mod backupset;
 pub mod cli;
 pub mod durable;
 pub mod exit;
+pub mod gz;
 pub mod lock;
 pub mod logging;
 pub mod pgconn;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# pgbackup against the commands it replaces, side by side in one run, on a
+# generated table of realistic rows (about 700 MB; not pgbench's blank
+# padding, which compresses 50:1 and hides the cost of compression).
+#
+# Prints: name<TAB>ours_s<TAB>ref_s<TAB>ratio<TAB>target  (medians of RUNS)
+# Env: BENCH_ROWS (default 3000000), RUNS (default 3), BENCH_DIR.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=scripts/lib/throwaway-pg.sh
+source "$repo/scripts/lib/throwaway-pg.sh"
+
+rows=${BENCH_ROWS:-3000000}
+runs=${RUNS:-3}
+work=${BENCH_DIR:-$(mktemp -d /var/tmp/opskit-bench.XXXXXX)}
+pgbackup="$repo/target/release/pgbackup"
+[[ -x "$pgbackup" ]] || { echo "build first: make build" >&2; exit 1; }
+
+cleanup() { pg_throwaway_stop; rm -rf "$work"; }
+pg_throwaway_start "$work/pg"
+trap cleanup EXIT
+db=bench
+"$PG_BINDIR/createdb" "$db"
+echo "generating $rows rows ..." >&2
+"$PG_BINDIR/psql" -Xq -d "$db" -v ON_ERROR_STOP=1 <<SQL
+create table events as
+select g id, md5(g::text) k, now() - (g || ' s')::interval ts,
+       jsonb_build_object('user', g % 1000, 'action', (array['login','logout','view','buy'])[1 + g % 4],
+                          'ip', '10.0.' || (g % 255) || '.' || (g % 7)) payload,
+       repeat(md5((g * 7)::text), 3) note
+from generate_series(1, $rows) g;
+vacuum analyze events;
+SQL
+echo "table: $("$PG_BINDIR/psql" -XAtc "select pg_size_pretty(pg_total_relation_size('events'))" -d "$db")" >&2
+out="$work/out"
+
+# time_cmd NAME CMD...: run, record elapsed seconds and peak RSS (KiB).
+declare -A times rss
+time_cmd() {
+    local name=$1
+    shift
+    rm -rf "$out" && mkdir -p "$out"
+    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || {
+        cat "$work/stderr" >&2
+        return 1
+    }
+    read -r t m <"$work/time"
+    times[$name]+="$t "
+    rss[$name]=$(( ${rss[$name]:-0} > m ? ${rss[$name]:-0} : m ))
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+export PATH="$PG_BINDIR:$PATH"
+# Warm the cache once so no contender pays for the first read.
+pg_dump -Fc -Z0 -d "$db" >/dev/null
+for ((i = 1; i <= runs; i++)); do
+    echo "run $i/$runs" >&2
+    time_cmd pg_dump_fc pg_dump -Fc -d "$db" -f "$out/f.dump"
+    fc_bytes=$(stat -c %s "$out/f.dump")
+    time_cmd pgbackup "$pgbackup" -q --dest "$out" --db "postgresql:///$db"
+    set_bytes=$(stat -c %s "$out"/bench-*/db.dump.gz)
+    time_cmd oneliner bash -o pipefail -c "pg_dump -d '$db' | gzip > '$out/f.sql.gz' && sha256sum '$out/f.sql.gz'"
+    time_cmd pg_dump_z0 pg_dump -Fc -Z0 -d "$db" -f "$out/f.dump"
+    time_cmd pgbackup_z0 "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress 0
+done
+
+row() { # name ours ref target
+    local o r
+    o=$(median "${times[$2]}")
+    r=$(median "${times[$3]}")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$o" "$r" "$(awk -v a="$o" -v b="$r" 'BEGIN {printf "%.2f", a / b}')" "$4"
+}
+row "pgbackup vs pg_dump -Fc (wall)" pgbackup pg_dump_fc "<= 0.60"
+row "one-liner pg_dump|gzip+sha256sum vs pgbackup" oneliner pgbackup ">= 2.00"
+row "pgbackup --compress 0 vs pg_dump -Fc -Z0" pgbackup_z0 pg_dump_z0 "<= 1.10"
+printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup dump bytes vs pg_dump -Fc bytes" "$set_bytes" "$fc_bytes" \
+    "$(awk -v a="$set_bytes" -v b="$fc_bytes" 'BEGIN {printf "%.3f", a / b}')" "<= 1.05"
+printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup peak RSS MiB (default, -Z0)" \
+    "$((rss[pgbackup] / 1024))" "$((rss[pgbackup_z0] / 1024))" "-" "< 64"

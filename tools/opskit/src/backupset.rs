@@ -1,0 +1,236 @@
+//! Backup sets: the directory layout and `MANIFEST.json` that pgbackup
+//! writes and verify-backup, prune and healthcheck read.
+//!
+//! A set is `<root>/<name>-<UTC YYYYmmddTHHMMSSZ>/` holding its files, a
+//! `MANIFEST.json` and a `SHA256SUMS`. A directory without a manifest is not
+//! a set.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, IoContext, Result};
+
+pub const MANIFEST: &str = "MANIFEST.json";
+pub const SUMS: &str = "SHA256SUMS";
+/// The manifest format this version writes.
+pub const FORMAT: &str = "opskit-set/1";
+/// The timestamp in a set's directory name.
+pub const TS_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+/// The largest manifest read (a manifest is a few KiB; refuse anything absurd).
+pub const MAX_MANIFEST: u64 = 16 << 20;
+
+/// What a file in a set holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// The database dump.
+    Database,
+    /// Roles and tablespaces (`pg_dumpall --globals-only`).
+    Globals,
+    /// A tar archive of a directory.
+    Files,
+}
+
+/// One file of a set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub kind: FileKind,
+    pub bytes: u64,
+    pub sha256: String,
+    /// `gzip` or absent for an uncompressed file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// Size before compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_bytes: Option<u64>,
+    /// The directory a `files` archive was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Entries in a `files` archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
+    /// Paths left out of a `files` archive, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// The database part of a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    pub name: String,
+    /// Where it was dumped from, redacted (`host:port` or socket).
+    pub server: String,
+    pub server_version: String,
+    pub server_version_num: u32,
+    pub pg_dump_version: String,
+    /// `custom` (pg_restore) or `plain` (psql).
+    pub format: String,
+    /// The set file holding the dump.
+    pub file: String,
+    /// A one-line restore with stock tools; `$TARGET_DB` is the database
+    /// (name or URL) to restore into, created beforehand.
+    pub restore_command: String,
+    /// Exact per-table row counts in the dump's snapshot (`schema.table`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_counts: Option<BTreeMap<String, u64>>,
+}
+
+/// `MANIFEST.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub set: String,
+    pub name: String,
+    pub tool: String,
+    pub tool_version: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseInfo>,
+    pub files: Vec<FileEntry>,
+}
+
+/// Whether `name` is usable as a set name prefix: `[A-Za-z0-9._-]`, not
+/// starting with a dot, at most 100 characters.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// `<name>-<UTC timestamp>`.
+pub fn set_dir_name(name: &str, at: DateTime<Utc>) -> String {
+    format!("{name}-{}", at.format(TS_FORMAT))
+}
+
+/// Split a set directory name into its name and time.
+pub fn parse_set_dir_name(dir: &str) -> Option<(&str, DateTime<Utc>)> {
+    let (name, ts) = dir.rsplit_once('-')?;
+    let t = NaiveDateTime::parse_from_str(ts, TS_FORMAT).ok()?;
+    valid_name(name).then(|| (name, t.and_utc()))
+}
+
+/// Whether a file name inside a set is safe to open: a plain name, no
+/// directories, no `..`, not absolute, not hidden.
+pub fn safe_member_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && !name.contains('\0')
+        && name != MANIFEST
+        && name != SUMS
+}
+
+/// Read and parse a set's manifest, refusing anything that would make a
+/// reader open a path outside the set.
+pub fn read_manifest(set: &Path) -> Result<Manifest> {
+    let path = set.join(MANIFEST);
+    let meta = fs::symlink_metadata(&path).at("reading", &path)?;
+    if !meta.is_file() {
+        return Err(Error::check(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_MANIFEST {
+        return Err(Error::check(format!(
+            "{} is {} bytes, larger than any manifest pgbackup writes",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let text = fs::read(&path).at("reading", &path)?;
+    let m: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| Error::check(format!("{}: not a valid manifest: {e}", path.display())))?;
+    if !m.format.starts_with("opskit-set/") {
+        return Err(Error::check(format!(
+            "{}: unknown manifest format '{}'",
+            path.display(),
+            m.format
+        )));
+    }
+    for f in &m.files {
+        if !safe_member_name(&f.name) {
+            return Err(Error::check(format!(
+                "{}: lists unsafe file name {:?} (outside the set); refused",
+                path.display(),
+                f.name
+            )));
+        }
+    }
+    Ok(m)
+}
+
+/// The `SHA256SUMS` text for a manifest's files (`sha256sum -c` format).
+pub fn sums_text(entries: &[(String, String)]) -> String {
+    entries
+        .iter()
+        .map(|(name, sha)| format!("{sha}  {name}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn set_names_round_trip() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 23, 3, 0, 5).unwrap();
+        let d = set_dir_name("app-prod", t);
+        assert_eq!(d, "app-prod-20261123T030005Z");
+        assert_eq!(parse_set_dir_name(&d), Some(("app-prod", t)));
+        assert_eq!(parse_set_dir_name("app-2026"), None);
+        assert_eq!(parse_set_dir_name(".app-20261123T030005Z"), None);
+        assert_eq!(parse_set_dir_name("lost+found"), None);
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("app_db.prod-1"));
+        for bad in ["", ".hidden", "a/b", "a b", "é"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn member_names_cannot_escape() {
+        assert!(safe_member_name("db.dump.gz"));
+        for bad in ["../x", "/etc/passwd", "a/b", "", ".hidden", "MANIFEST.json"] {
+            assert!(!safe_member_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn manifest_with_escaping_path_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let m = serde_json::json!({
+            "format": FORMAT, "set": "a-20261123T030005Z", "name": "a", "tool": "pgbackup",
+            "tool_version": "0", "started_at": "2026-11-23T03:00:05Z",
+            "finished_at": "2026-11-23T03:00:06Z", "duration_s": 1.0,
+            "files": [{"name": "../x", "kind": "files", "bytes": 1, "sha256": "00"}]
+        });
+        fs::write(d.path().join(MANIFEST), m.to_string()).unwrap();
+        let e = read_manifest(d.path()).unwrap_err();
+        assert!(e.msg.contains("unsafe file name"), "{}", e.msg);
+        fs::write(d.path().join(MANIFEST), "{not json").unwrap();
+        let e = read_manifest(d.path()).unwrap_err();
+        assert!(e.msg.contains("not a valid manifest"), "{}", e.msg);
+        assert_eq!(e.exit, crate::Exit::CheckFailed);
+    }
+
+    #[test]
+    fn sums_format() {
+        let s = sums_text(&[("a".into(), "00ff".into())]);
+        assert_eq!(s, "00ff  a\n");
+    }
+}

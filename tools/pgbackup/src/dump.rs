@@ -1,0 +1,246 @@
+//! The database part of a set: the real `pg_dump` streamed through the
+//! set's compressor and hash, optionally in a snapshot shared with exact
+//! row counts; and the server's globals via `pg_dumpall --globals-only`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+
+use opskit::backupset::{FileEntry, FileKind};
+use opskit::gz::GzOptions;
+use opskit::pgconn::{ConnSpec, describe_pg_error, table_row_counts};
+use opskit::{Error, Result};
+use postgres::Client;
+
+use crate::pgtools::{ChildGuard, PgTool, StderrTail};
+use crate::sink::Sink;
+
+/// The dump's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// pg_dump's custom format, restored with pg_restore.
+    Custom,
+    /// Plain SQL, restored with psql.
+    Plain,
+}
+
+/// What to dump and how.
+pub struct DumpOptions<'a> {
+    pub spec: &'a ConnSpec,
+    pub pg_dump: &'a PgTool,
+    pub format: Format,
+    pub no_owner: bool,
+    pub no_privileges: bool,
+    pub extra_args: &'a [String],
+    pub gz: Option<GzOptions>,
+}
+
+/// The set file name for a dump.
+pub fn dump_file_name(format: Format, compressed: bool) -> &'static str {
+    match (format, compressed) {
+        (Format::Custom, true) => "db.dump.gz",
+        (Format::Custom, false) => "db.dump",
+        (Format::Plain, true) => "db.sql.gz",
+        (Format::Plain, false) => "db.sql",
+    }
+}
+
+/// The one-line stock-tools restore of a dump file into `$TARGET_DB`
+/// (a database name or URL; the database must exist).
+pub fn restore_command(format: Format, file: &str) -> String {
+    let gz = file.ends_with(".gz");
+    match (format, gz) {
+        (Format::Custom, true) => format!(
+            "gunzip -c {file} | pg_restore --no-owner --exit-on-error --dbname=\"$TARGET_DB\""
+        ),
+        (Format::Custom, false) => {
+            format!("pg_restore --no-owner --exit-on-error --dbname=\"$TARGET_DB\" {file}")
+        }
+        (Format::Plain, true) => format!(
+            "gunzip -c {file} | psql -X --set ON_ERROR_STOP=1 --single-transaction --dbname=\"$TARGET_DB\""
+        ),
+        (Format::Plain, false) => format!(
+            "psql -X --set ON_ERROR_STOP=1 --single-transaction --dbname=\"$TARGET_DB\" --file={file}"
+        ),
+    }
+}
+
+/// Run `pg_dump` into `dir`, optionally in `snapshot`.
+pub fn dump(opts: &DumpOptions, dir: &Path, snapshot: Option<&str>) -> Result<FileEntry> {
+    let name = dump_file_name(opts.format, opts.gz.is_some());
+    let mut cmd = Command::new(&opts.pg_dump.path);
+    opts.spec.configure_child(&mut cmd);
+    match opts.format {
+        Format::Custom => cmd.args(["--format=custom", "--compress=0"]),
+        Format::Plain => cmd.arg("--format=plain"),
+    };
+    if opts.no_owner {
+        cmd.arg("--no-owner");
+    }
+    if opts.no_privileges {
+        cmd.arg("--no-privileges");
+    }
+    if let Some(s) = snapshot {
+        cmd.arg(format!("--snapshot={s}"));
+    }
+    cmd.args(opts.extra_args);
+    log::debug!(
+        "running {} for {}",
+        opts.pg_dump.path.display(),
+        opts.spec.redacted()
+    );
+    let sink = Sink::create(dir, name, FileKind::Database, opts.gz)?.with_progress();
+    stream_child(cmd, "pg_dump", sink)
+}
+
+/// Dump roles and tablespaces. Without the right to read password hashes,
+/// the roles are dumped without them (`--no-role-passwords`).
+pub fn globals(
+    spec: &ConnSpec,
+    pg_dumpall: &PgTool,
+    client: &mut Client,
+    dir: &Path,
+    gz: Option<GzOptions>,
+) -> Result<FileEntry> {
+    let can_read: bool = client
+        .query_one(
+            "SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')",
+            &[],
+        )
+        .map_err(|e| {
+            Error::failure(format!(
+                "checking role privileges: {}",
+                describe_pg_error(&e)
+            ))
+        })?
+        .get(0);
+    let mut cmd = Command::new(&pg_dumpall.path);
+    spec.configure_child(&mut cmd);
+    cmd.arg("--globals-only")
+        .arg(format!("--database={}", spec.dbname));
+    if !can_read {
+        log::warn!(
+            "{} cannot read role passwords; globals are dumped without them",
+            spec.user
+        );
+        cmd.arg("--no-role-passwords");
+    }
+    let name = if gz.is_some() {
+        "globals.sql.gz"
+    } else {
+        "globals.sql"
+    };
+    let sink = Sink::create(dir, name, FileKind::Globals, gz)?;
+    stream_child(cmd, "pg_dumpall", sink)
+}
+
+/// Stream a child's stdout into `sink`; the child must exit 0.
+fn stream_child(mut cmd: Command, tool: &'static str, mut sink: Sink) -> Result<FileEntry> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().map_err(|e| {
+        Error::failure(format!(
+            "cannot run {}: {e}",
+            cmd.get_program().to_string_lossy()
+        ))
+    })?;
+    let mut guard = ChildGuard(Some(child));
+    let tail = StderrTail::start(guard.child(), tool);
+    let mut out = guard.child().stdout.take().expect("stdout is piped");
+    let mut buf = vec![0u8; 256 * 1024];
+    let out_path = sink.path().to_path_buf();
+    loop {
+        let n = match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::failure(format!("reading {tool} output: {e}"))),
+        };
+        // On a write error the guard kills the child and the caller's
+        // staging directory is removed.
+        sink.write_all(&buf[..n])
+            .map_err(|e| Error::io("writing", &out_path, &e))?;
+    }
+    drop(out);
+    let status = guard
+        .wait()
+        .map_err(|e| Error::failure(format!("waiting for {tool}: {e}")))?;
+    let msg = tail.summary();
+    if !status.success() {
+        let how = match status.code() {
+            Some(c) => format!("exit {c}"),
+            None => "killed by a signal".into(),
+        };
+        return Err(Error::failure(format!(
+            "{tool} failed ({how}): {}",
+            if msg.is_empty() { "no message" } else { &msg }
+        )));
+    }
+    if !msg.is_empty() {
+        log::warn!("{tool}: {msg}");
+    }
+    sink.finish()
+}
+
+/// A transaction holding an exported snapshot, counting rows in it on a
+/// thread while pg_dump runs.
+pub struct SnapshotCounts {
+    pub snapshot: String,
+    handle: JoinHandle<(Client, Result<BTreeMap<String, u64>>)>,
+}
+
+impl SnapshotCounts {
+    /// Export a snapshot from `client` and start counting in it.
+    pub fn start(mut client: Client) -> Result<Self> {
+        let pg = |e: postgres::Error| {
+            Error::failure(format!("exporting a snapshot: {}", describe_pg_error(&e)))
+        };
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .map_err(pg)?;
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .map_err(pg)?
+            .get(0);
+        log::debug!("exported snapshot {snapshot}");
+        let handle = std::thread::spawn(move || {
+            let counts = table_row_counts(&mut client)
+                .map_err(|e| Error::failure(format!("counting rows: {}", describe_pg_error(&e))));
+            (client, counts)
+        });
+        Ok(SnapshotCounts { snapshot, handle })
+    }
+
+    /// Wait for the counts and end the snapshot's transaction. Call only
+    /// after pg_dump has finished with the snapshot.
+    pub fn finish(self) -> Result<(Client, BTreeMap<String, u64>)> {
+        let (mut client, counts) = self
+            .handle
+            .join()
+            .map_err(|_| Error::failure("row counting thread panicked"))?;
+        let counts = counts?;
+        client
+            .batch_execute("COMMIT")
+            .map_err(|e| Error::failure(format!("ending snapshot: {}", describe_pg_error(&e))))?;
+        Ok((client, counts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_restore_commands() {
+        assert_eq!(dump_file_name(Format::Custom, true), "db.dump.gz");
+        assert_eq!(dump_file_name(Format::Plain, false), "db.sql");
+        let c = restore_command(Format::Custom, "db.dump.gz");
+        assert!(c.starts_with("gunzip -c db.dump.gz | pg_restore"), "{c}");
+        assert!(c.contains("\"$TARGET_DB\""));
+        let p = restore_command(Format::Plain, "db.sql.gz");
+        assert!(p.contains("ON_ERROR_STOP=1"), "{p}");
+    }
+}
