@@ -38,6 +38,10 @@ pg_throwaway_start() {
     mkdir -p "$PG_THROWAWAY_DIR/sock"
     if [[ $(id -u) -eq 0 ]]; then
         chown -R postgres:postgres "$PG_THROWAWAY_DIR"
+        if ! runuser -u postgres -- test -x "$PG_THROWAWAY_DIR"; then
+            echo "the postgres user cannot reach $PG_THROWAWAY_DIR (a parent directory is not searchable)" >&2
+            return 1
+        fi
     fi
     _pg_as_owner "$PG_BINDIR/initdb" -D "$PG_THROWAWAY_DIR/data" -U opskit \
         --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync >"$PG_THROWAWAY_DIR/initdb.log" 2>&1 || {

@@ -17,6 +17,7 @@ work=${BENCH_DIR:-$(mktemp -d /var/tmp/opskit-bench.XXXXXX)}
 pgbackup="$repo/target/release/pgbackup"
 [[ -x "$pgbackup" ]] || { echo "build first: make build" >&2; exit 1; }
 
+chmod 0755 "$work"
 cleanup() { pg_throwaway_stop; rm -rf "$work"; }
 pg_throwaway_start "$work/pg"
 trap cleanup EXIT

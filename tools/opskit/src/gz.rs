@@ -245,6 +245,97 @@ fn write_in_order<W: Write>(mut out: W, rx: Receiver<Block>) -> io::Result<W> {
     Ok(out)
 }
 
+/// Reads a file on a thread of its own, hashing every byte, and hands the
+/// bytes on through a bounded channel. Hashing and whatever consumes the
+/// stream (inflate, tar, pg_restore) run on two cores, and the file is read
+/// once.
+pub struct HashedReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+    handle: Option<JoinHandle<(u64, String)>>,
+}
+
+impl HashedReader {
+    pub fn new(mut src: impl io::Read + Send + 'static) -> Self {
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(8);
+        let handle = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            let mut total = 0u64;
+            loop {
+                let mut buf = vec![0u8; 256 * 1024];
+                match src.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        hasher.update(&buf);
+                        total += n as u64;
+                        if tx.send(Ok(buf)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+            (total, hex(&hasher.finalize()))
+        });
+        HashedReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+            handle: Some(handle),
+        }
+    }
+
+    /// Read whatever the consumer left unread (so the hash covers the whole
+    /// file) and return the byte count and sha256.
+    pub fn finish(mut self) -> io::Result<(u64, String)> {
+        while !self.done {
+            match self.rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => self.done = true,
+            }
+        }
+        self.handle
+            .take()
+            .expect("finish called once")
+            .join()
+            .map_err(|_| io::Error::other("hashing thread panicked"))
+    }
+}
+
+impl io::Read for HashedReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(buf)) => {
+                    self.cur = buf;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +431,23 @@ mod tests {
         let res = w.write_all(&data).and_then(|()| w.finish().map(|_| ()));
         let err = res.unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    }
+
+    #[test]
+    fn hashed_reader_hashes_everything_even_unread() {
+        let data = sample(1_000_000);
+        let mut r = HashedReader::new(std::io::Cursor::new(data.clone()));
+        let mut first = vec![0u8; 1000];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(first, data[..1000]);
+        let (n, digest) = r.finish().unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(digest, sha256_hex(&data));
+        let mut all = Vec::new();
+        HashedReader::new(std::io::Cursor::new(data.clone()))
+            .read_to_end(&mut all)
+            .unwrap();
+        assert_eq!(all, data);
     }
 
     #[test]

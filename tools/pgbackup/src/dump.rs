@@ -14,8 +14,8 @@ use opskit::pgconn::{ConnSpec, describe_pg_error, table_row_counts};
 use opskit::{Error, Result};
 use postgres::Client;
 
-use crate::pgtools::{ChildGuard, PgTool, StderrTail};
 use crate::sink::Sink;
+use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
 
 /// The dump's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -8,7 +8,6 @@
 
 pub mod dump;
 pub mod files;
-pub mod pgtools;
 pub mod sink;
 
 use std::fs;
@@ -157,8 +156,9 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
     let server_version: String = row.get(0);
     let server_num: i32 = row.get(1);
     let dbname: String = row.get(2);
-    let major = pgtools::major_of_num(server_num as u32);
-    let pg_dump = pgtools::find("pg_dump", major, &server_version, args.pg_bindir.as_deref())?;
+    let major = opskit::pgtools::major_of_num(server_num as u32);
+    let pg_dump =
+        opskit::pgtools::find("pg_dump", major, &server_version, args.pg_bindir.as_deref())?;
     log::info!(
         "backing up {} (PostgreSQL {server_version}) with {} {}",
         spec.redacted(),
@@ -204,7 +204,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
     let db_file = entries[0].name.clone();
 
     if args.globals {
-        let pg_dumpall = pgtools::find(
+        let pg_dumpall = opskit::pgtools::find(
             "pg_dumpall",
             major,
             &server_version,

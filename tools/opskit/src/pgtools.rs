@@ -1,11 +1,13 @@
-//! Finding and running the real PostgreSQL client tools.
+//! Finding and running the real PostgreSQL client tools (`pg_dump`,
+//! `pg_dumpall`, `pg_restore`, `psql`): the version that matches the server,
+//! their stderr, and their lifetime.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::thread::JoinHandle;
 
-use opskit::{Error, Result};
+use crate::{Error, Result};
 
 /// A client tool found on this machine, with its version.
 #[derive(Debug, Clone)]
@@ -212,6 +214,15 @@ impl Drop for ChildGuard {
 mod tests {
     use super::*;
 
+    fn test_bindir() -> PathBuf {
+        candidates("pg_dump", None)
+            .into_iter()
+            .filter_map(|p| probe(&p))
+            .max_by_key(|t| t.major)
+            .and_then(|t| t.path.parent().map(Path::to_path_buf))
+            .expect("no pg_dump installed")
+    }
+
     #[test]
     fn majors() {
         assert_eq!(major_of_num(150018), 15);
@@ -246,7 +257,7 @@ mod tests {
 
     #[test]
     fn older_tool_is_refused_naming_both_versions() {
-        let bindir = opskit_testkit::pg::bindir();
+        let bindir = test_bindir();
         let e = find("pg_dump", 99, "99.1", Some(&bindir)).unwrap_err();
         assert!(e.msg.contains("older than the server (99.1)"), "{}", e.msg);
         assert!(e.msg.contains("pg_dump 1"), "{}", e.msg);

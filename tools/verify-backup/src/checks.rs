@@ -1,0 +1,452 @@
+//! The checks of one set: quick (manifest, sizes, sha256, permissions, no
+//! unlisted files, SHA256SUMS) and structural (every gzip stream to its
+//! end, every tar entry readable, the dump's table of contents lists, plain
+//! dumps end with pg_dump's completion marker). One read of each file does
+//! the hashing and the decompression at once, on two cores.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use flate2::bufread::MultiGzDecoder;
+use opskit::backupset::{self, FileEntry, FileKind, Manifest};
+use opskit::gz::HashedReader;
+use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
+use serde::Serialize;
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn pass(name: &'static str, file: Option<&str>, detail: impl Into<String>) -> Self {
+        Check {
+            name,
+            file: file.map(str::to_string),
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+    pub fn fail(name: &'static str, file: Option<&str>, detail: impl Into<String>) -> Self {
+        Check {
+            ok: false,
+            ..Self::pass(name, file, detail)
+        }
+    }
+}
+
+/// How deep to look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Depth {
+    Quick,
+    Structural,
+    Restore,
+}
+
+impl Depth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Depth::Quick => "quick",
+            Depth::Structural => "structural",
+            Depth::Restore => "restore",
+        }
+    }
+}
+
+/// Set-level checks that need no file contents: permissions, unlisted
+/// files, and SHA256SUMS agreeing with the manifest.
+pub fn layout(set: &Path, m: &Manifest, manifest_sha: &str) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut loose = Vec::new();
+    if let Ok(meta) = fs::metadata(set)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        loose.push(format!(
+            "set directory is {:o}",
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let listed: BTreeSet<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
+    let mut unlisted = Vec::new();
+    match fs::read_dir(set) {
+        Ok(rd) => {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Ok(meta) = e.path().symlink_metadata()
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    loose.push(format!("{name} is {:o}", meta.permissions().mode() & 0o777));
+                }
+                if name != backupset::MANIFEST
+                    && name != backupset::SUMS
+                    && !listed.contains(name.as_str())
+                {
+                    unlisted.push(name);
+                }
+            }
+        }
+        Err(e) => out.push(Check::fail(
+            "unlisted",
+            None,
+            format!("cannot list the set: {e}"),
+        )),
+    }
+    out.push(if loose.is_empty() {
+        Check::pass(
+            "permissions",
+            None,
+            "set 0700-like, files not group/world readable",
+        )
+    } else {
+        Check::fail(
+            "permissions",
+            None,
+            format!("group/world access: {}", loose.join(", ")),
+        )
+    });
+    unlisted.sort();
+    out.push(if unlisted.is_empty() {
+        Check::pass("unlisted", None, "no files beyond the manifest")
+    } else {
+        Check::fail(
+            "unlisted",
+            None,
+            format!("files not in the manifest: {}", unlisted.join(", ")),
+        )
+    });
+    out.push(sums(set, m, manifest_sha));
+    out
+}
+
+/// SHA256SUMS must list exactly the manifest's files with the same hashes,
+/// and the manifest itself with its actual hash (so a changed manifest is
+/// caught even when it still parses).
+fn sums(set: &Path, m: &Manifest, manifest_sha: &str) -> Check {
+    let path = set.join(backupset::SUMS);
+    let text = match fs::read(&path) {
+        Ok(t) if t.len() < 1 << 20 => String::from_utf8_lossy(&t).into_owned(),
+        Ok(_) => return Check::fail("sums", Some(backupset::SUMS), "too large"),
+        Err(e) => return Check::fail("sums", Some(backupset::SUMS), format!("cannot read: {e}")),
+    };
+    let mut want: Vec<(String, String)> = m
+        .files
+        .iter()
+        .map(|f| (f.name.clone(), f.sha256.clone()))
+        .collect();
+    want.push((backupset::MANIFEST.into(), manifest_sha.into()));
+    let expected = backupset::sums_text(&want);
+    if text == expected {
+        Check::pass("sums", Some(backupset::SUMS), "agrees with the manifest")
+    } else {
+        let mut problems = Vec::new();
+        for (name, sha) in &want {
+            if !text.lines().any(|l| l == format!("{sha}  {name}")) {
+                problems.push(name.clone());
+            }
+        }
+        let detail = if problems.is_empty() {
+            "differs from the manifest (extra or malformed lines)".to_string()
+        } else {
+            format!("wrong or missing entries for {}", problems.join(", "))
+        };
+        Check::fail("sums", Some(backupset::SUMS), detail)
+    }
+}
+
+/// Read one file once: size, sha256 and, at structural depth, its
+/// structure. `pg_restore` is needed for a database dump in custom format.
+pub fn file(
+    set: &Path,
+    f: &FileEntry,
+    m: &Manifest,
+    depth: Depth,
+    pg_restore: Option<&PgTool>,
+) -> Vec<Check> {
+    let name = f.name.as_str();
+    let path = set.join(name);
+    let meta = match path.symlink_metadata() {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return vec![Check::fail("exists", Some(name), "missing")];
+        }
+        Err(e) => {
+            return vec![Check::fail(
+                "exists",
+                Some(name),
+                format!("cannot stat: {e}"),
+            )];
+        }
+    };
+    if !meta.is_file() {
+        return vec![Check::fail(
+            "exists",
+            Some(name),
+            "not a regular file (a symlink or directory)",
+        )];
+    }
+    let mut out = Vec::new();
+    out.push(if meta.len() == f.bytes {
+        Check::pass("size", Some(name), format!("{} bytes", f.bytes))
+    } else {
+        Check::fail(
+            "size",
+            Some(name),
+            format!("expected {} bytes, found {}", f.bytes, meta.len()),
+        )
+    });
+    let file = match File::open(&path) {
+        Ok(fh) => fh,
+        Err(e) => {
+            out.push(Check::fail(
+                "sha256",
+                Some(name),
+                format!("cannot open: {e}"),
+            ));
+            return out;
+        }
+    };
+    let mut reader = HashedReader::new(file);
+    if depth >= Depth::Structural {
+        out.extend(structure(&mut reader, f, m, pg_restore));
+    }
+    out.push(match reader.finish() {
+        Ok((_, sha)) if sha == f.sha256 => Check::pass("sha256", Some(name), "matches"),
+        Ok((_, sha)) => Check::fail(
+            "sha256",
+            Some(name),
+            format!("expected {}, found {sha}", f.sha256),
+        ),
+        Err(e) => Check::fail("sha256", Some(name), format!("read error: {e}")),
+    });
+    out
+}
+
+/// The content checks for one file, reading from `src` (the hashed stream).
+fn structure(
+    src: &mut HashedReader,
+    f: &FileEntry,
+    m: &Manifest,
+    pg_restore: Option<&PgTool>,
+) -> Vec<Check> {
+    let name = f.name.as_str();
+    let gz = f.compression.as_deref() == Some("gzip");
+    let mut content: Box<dyn Read + '_> = if gz {
+        Box::new(MultiGzDecoder::new(BufReader::with_capacity(
+            256 * 1024,
+            src,
+        )))
+    } else {
+        Box::new(src)
+    };
+    let db_format = m
+        .database
+        .as_ref()
+        .map(|d| d.format.as_str())
+        .unwrap_or("custom");
+    let mut checks = Vec::new();
+    let outcome = match f.kind {
+        FileKind::Files => tar_walk(&mut content, f, &mut checks),
+        FileKind::Database if db_format == "custom" => {
+            toc(&mut content, name, pg_restore, &mut checks)
+        }
+        FileKind::Database => marker(
+            &mut content,
+            name,
+            "-- PostgreSQL database dump complete",
+            &mut checks,
+        ),
+        FileKind::Globals => marker(
+            &mut content,
+            name,
+            "-- PostgreSQL database cluster dump complete",
+            &mut checks,
+        ),
+    };
+    if let Err(e) = outcome {
+        checks.push(Check::fail(
+            if gz { "gzip" } else { "read" },
+            Some(name),
+            format!("stream broken: {e}"),
+        ));
+    } else if gz {
+        checks.push(Check::pass(
+            "gzip",
+            Some(name),
+            "every member inflates with valid CRC and length",
+        ));
+    }
+    checks
+}
+
+/// Read to the end, keeping the last bytes; the text must contain `want`
+/// near its end (current pg_dump writes `\unrestrict` after the marker).
+fn marker(src: &mut dyn Read, name: &str, want: &str, checks: &mut Vec<Check>) -> io::Result<()> {
+    let mut tail: Vec<u8> = Vec::with_capacity(8192);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 4096 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    let text = String::from_utf8_lossy(&tail);
+    checks.push(if text.contains(want) {
+        Check::pass(
+            "complete",
+            Some(name),
+            format!("{total} bytes, ends with pg_dump's completion marker"),
+        )
+    } else {
+        Check::fail(
+            "complete",
+            Some(name),
+            format!("no '{want}' near the end: the dump was cut short"),
+        )
+    });
+    Ok(())
+}
+
+/// Walk the archive to its end, reading every entry, then drain the rest
+/// of the stream so gzip's trailer is checked.
+fn tar_walk(src: &mut dyn Read, f: &FileEntry, checks: &mut Vec<Check>) -> io::Result<()> {
+    let name = f.name.as_str();
+    let mut count = 0u64;
+    let walked: io::Result<()> = (|| {
+        let mut ar = tar::Archive::new(&mut *src);
+        for entry in ar.entries()? {
+            let mut e = entry?;
+            io::copy(&mut e, &mut io::sink())?;
+            count += 1;
+        }
+        Ok(())
+    })();
+    match walked {
+        Ok(()) => {
+            // Bytes after the end-of-archive marker (padding) still count.
+            io::copy(src, &mut io::sink())?;
+            checks.push(match f.entries {
+                Some(n) if n != count => Check::fail(
+                    "tar",
+                    Some(name),
+                    format!("expected {n} entries, found {count}"),
+                ),
+                _ => Check::pass(
+                    "tar",
+                    Some(name),
+                    format!("{count} entries, every one readable"),
+                ),
+            });
+            Ok(())
+        }
+        Err(e) => {
+            checks.push(Check::fail(
+                "tar",
+                Some(name),
+                format!("archive broken after {count} entries: {e}"),
+            ));
+            // The stream itself may be fine (or not): read it to its end.
+            io::copy(src, &mut io::sink()).map(|_| ())
+        }
+    }
+}
+
+/// Feed the dump to `pg_restore --list` until it has read the table of
+/// contents, while reading the whole stream to its end.
+fn toc(
+    src: &mut dyn Read,
+    name: &str,
+    pg_restore: Option<&PgTool>,
+    checks: &mut Vec<Check>,
+) -> io::Result<()> {
+    let Some(tool) = pg_restore else {
+        checks.push(Check::fail(
+            "toc",
+            Some(name),
+            "no pg_restore available to list the dump",
+        ));
+        return io::copy(src, &mut io::sink()).map(|_| ());
+    };
+    let child = Command::new(&tool.path)
+        .arg("--list")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut guard = match child {
+        Ok(c) => ChildGuard(Some(c)),
+        Err(e) => {
+            checks.push(Check::fail(
+                "toc",
+                Some(name),
+                format!("cannot run pg_restore: {e}"),
+            ));
+            return io::copy(src, &mut io::sink()).map(|_| ());
+        }
+    };
+    let tail = StderrTail::start(guard.child(), "pg_restore");
+    let mut stdout = guard.child().stdout.take().expect("piped");
+    let listing = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let mut stdin = guard.child().stdin.take();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read_err = None;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                read_err = Some(e);
+                break;
+            }
+        };
+        if let Some(w) = stdin.as_mut()
+            && w.write_all(&buf[..n]).is_err()
+        {
+            // pg_restore has what it needs (or gave up): keep reading.
+            stdin = None;
+        }
+    }
+    drop(stdin);
+    let status = guard.wait();
+    let listing = listing.join().unwrap_or_default();
+    let msg = tail.summary();
+    let entries = listing
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .count();
+    checks.push(match status {
+        Ok(s) if s.success() && listing.contains("Format: CUSTOM") => Check::pass(
+            "toc",
+            Some(name),
+            format!("pg_restore --list: {entries} entries"),
+        ),
+        Ok(_) => Check::fail(
+            "toc",
+            Some(name),
+            format!("pg_restore --list failed: {msg}"),
+        ),
+        Err(e) => Check::fail("toc", Some(name), format!("pg_restore --list: {e}")),
+    });
+    match read_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

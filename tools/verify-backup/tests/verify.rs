@@ -1,0 +1,559 @@
+//! verify-backup against real sets written by pgbackup from a real server.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use opskit_testkit::tools::{Output, run};
+use opskit_testkit::{Cluster, TestDb, bin, cluster};
+
+fn verify() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_verify-backup"));
+    c.env_remove("OPSKIT_LOG");
+    c
+}
+
+/// A real set of `db` under `root`, with globals and a files archive.
+fn make_set(c: &Cluster, db: &TestDb, root: &Path) -> PathBuf {
+    let files = root.join("appfiles");
+    fs::create_dir_all(files.join("sub")).unwrap();
+    fs::write(files.join("a.txt"), "hello\n".repeat(1000)).unwrap();
+    fs::write(
+        files.join("sub/b.bin"),
+        (0..50_000u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let out = run(Command::new(bin("pgbackup"))
+        .args(["--dest"])
+        .arg(root.join("sets"))
+        .args(["--db", &db.url, "--row-counts", "--globals", "--pg-bindir"])
+        .arg(c.bindir())
+        .arg("--files")
+        .arg(&files));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap())
+}
+
+fn seed(c: &Cluster, db: &TestDb, rows: u32) {
+    c.query(
+        &db.name,
+        &format!(
+            "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, {rows}) g; \
+             CREATE TABLE \"Odd Name\" (x int); INSERT INTO \"Odd Name\" VALUES (1), (2), (3);"
+        ),
+    );
+}
+
+fn copy_set(set: &Path, to: &Path) -> PathBuf {
+    let dest = to.join(set.file_name().unwrap());
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(set)
+        .arg(&dest)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dest
+}
+
+fn failed_checks(out: &Output) -> Vec<String> {
+    out.events("verify")
+        .iter()
+        .flat_map(|r| r["checks"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["ok"] == false)
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["name"].as_str().unwrap(),
+                c["file"].as_str().unwrap_or("-"),
+                c["detail"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_good_set_passes_every_depth() {
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 5000);
+    let tmp = tempfile::tempdir().unwrap();
+    let set = make_set(c, &db, tmp.path());
+    for args in [
+        vec!["--quick"],
+        vec![],
+        vec!["--restore-into", &c.url("postgres")],
+    ] {
+        let out = run(verify()
+            .args(&args)
+            .arg(&set)
+            .arg("--pg-bindir")
+            .arg(c.bindir()));
+        assert_eq!(
+            out.code,
+            0,
+            "{args:?}: {}\n{:?}",
+            out.stderr,
+            failed_checks(&out)
+        );
+        let rec = &out.events("verify")[0];
+        assert_eq!(rec["ok"], true);
+        let names: Vec<&str> = rec["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        if args.is_empty() {
+            for want in [
+                "toc",
+                "gzip",
+                "tar",
+                "complete",
+                "sha256",
+                "sums",
+                "permissions",
+                "unlisted",
+            ] {
+                assert!(names.contains(&want), "{want} missing from {names:?}");
+            }
+        }
+        if args.len() == 2 {
+            assert!(rec["restore_s"].as_f64().unwrap() > 0.0);
+            let rc = rec["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "row_counts")
+                .unwrap();
+            assert_eq!(rc["ok"], true, "{rc}");
+            assert!(
+                rc["detail"].as_str().unwrap().contains("2 tables match"),
+                "{rc}"
+            );
+        }
+        assert_eq!(out.summary()["passed"], 1);
+    }
+    // No scratch database is left behind.
+    assert!(
+        c.query(
+            "postgres",
+            "SELECT datname FROM pg_database WHERE datname LIKE 'opskit_verify%'"
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn records_on_stdin_pass_their_fields_through_and_bad_lines_are_reported() {
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 100);
+    let tmp = tempfile::tempdir().unwrap();
+    let set = make_set(c, &db, tmp.path());
+    let input = format!(
+        "{}\nnot json at all\n[1]\n",
+        serde_json::json!({"event": "backup", "tool": "pgbackup", "ok": true, "path": set, "job": "nightly-7"})
+    );
+    let mut child = verify()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = Output {
+        code: o.status.code().unwrap(),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    };
+    assert_eq!(
+        out.code, 2,
+        "malformed input makes the run incomplete: {}",
+        out.stderr
+    );
+    let v = &out.events("verify")[0];
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["job"], "nightly-7", "unknown field passed through");
+    assert_eq!(v["tool"], "verify-backup");
+    let errs = out.events("error");
+    assert_eq!(errs.len(), 2);
+    assert_eq!(errs[0]["line"], 2);
+    assert_eq!(errs[1]["line"], 3);
+    assert_eq!(out.summary()["errors"], 2);
+}
+
+#[test]
+fn every_kind_of_damage_is_caught_and_named() {
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 20_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let good = make_set(c, &db, tmp.path());
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    type Damage = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Damage, &str)> = vec![
+        (
+            "missing file",
+            Box::new(|s: &Path| fs::remove_file(s.join("globals.sql.gz")).unwrap()),
+            "exists globals.sql.gz missing",
+        ),
+        (
+            "extra file",
+            Box::new(|s: &Path| fs::write(s.join("extra.txt"), "x").unwrap()),
+            "unlisted - files not in the manifest: extra.txt",
+        ),
+        (
+            "manifest not JSON",
+            Box::new(|s: &Path| fs::write(s.join("MANIFEST.json"), "{oops").unwrap()),
+            "manifest MANIFEST.json",
+        ),
+        (
+            "truncated dump",
+            Box::new(|s: &Path| truncate(&s.join("db.dump.gz"), 0.5)),
+            "db.dump.gz",
+        ),
+        (
+            "truncated archive",
+            Box::new(|s: &Path| truncate(&s.join("files-appfiles.tar.gz"), 0.9)),
+            "files-appfiles.tar.gz",
+        ),
+        (
+            "empty dump",
+            Box::new(|s: &Path| truncate(&s.join("db.dump.gz"), 0.0)),
+            "size db.dump.gz",
+        ),
+        (
+            "loose permissions",
+            Box::new(|s: &Path| chmod(&s.join("db.dump.gz"), 0o644)),
+            "permissions - group/world access: db.dump.gz is 644",
+        ),
+        (
+            "sums edited",
+            Box::new(|s: &Path| {
+                let p = s.join("SHA256SUMS");
+                let t = fs::read_to_string(&p).unwrap();
+                fs::write(&p, t.replacen('a', "b", 1)).unwrap();
+            }),
+            "sums SHA256SUMS",
+        ),
+    ];
+    for (what, damage, want) in cases {
+        let set = copy_set(&good, &work);
+        damage(&set);
+        let out = run(verify().arg(&set).arg("--pg-bindir").arg(c.bindir()));
+        assert_eq!(out.code, 1, "{what}: {}", out.stdout);
+        let failed = failed_checks(&out);
+        assert!(
+            failed.iter().any(|f| f.contains(want)),
+            "{what}: want {want:?} in {failed:?}"
+        );
+        fs::remove_dir_all(&set).unwrap();
+    }
+}
+
+fn truncate(p: &Path, frac: f64) {
+    let len = fs::metadata(p).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+    f.set_len((len as f64 * frac) as u64).unwrap();
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A small xorshift so the property test is repeatable without a crate.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn any_flipped_byte_in_any_file_is_detected() {
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 3000);
+    let tmp = tempfile::tempdir().unwrap();
+    let good = make_set(c, &db, tmp.path());
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let files: Vec<PathBuf> = fs::read_dir(&good)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64);
+    let rounds = 24;
+    // Flip bytes in many copies, then verify them all in one run.
+    let mut damaged = Vec::new();
+    for i in 0..rounds {
+        let set = work.join(format!("case{i:02}"));
+        Command::new("cp")
+            .arg("-a")
+            .arg(&good)
+            .arg(&set)
+            .status()
+            .unwrap();
+        let victim = &files[(rng.next() % files.len() as u64) as usize];
+        let p = set.join(victim.file_name().unwrap());
+        let mut bytes = fs::read(&p).unwrap();
+        let at = (rng.next() % bytes.len() as u64) as usize;
+        let mask = (rng.next() % 255 + 1) as u8;
+        bytes[at] ^= mask;
+        fs::write(&p, &bytes).unwrap();
+        damaged.push((
+            set,
+            format!(
+                "{} byte {at} ^ {mask:#x}",
+                victim.file_name().unwrap().to_string_lossy()
+            ),
+        ));
+    }
+    let out = run(verify()
+        .args(damaged.iter().map(|(s, _)| s))
+        .arg("--pg-bindir")
+        .arg(c.bindir()));
+    assert_eq!(out.code, 1);
+    let recs = out.events("verify");
+    assert_eq!(recs.len(), rounds);
+    for (rec, (_, what)) in recs.iter().zip(&damaged) {
+        assert_eq!(rec["ok"], false, "not detected: {what}");
+    }
+    let s = out.summary();
+    assert_eq!(
+        (s["failed"].as_u64(), s["passed"].as_u64()),
+        (Some(rounds as u64), Some(0))
+    );
+}
+
+#[test]
+fn a_manifest_naming_paths_outside_the_set_is_refused_unopened() {
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 10);
+    let tmp = tempfile::tempdir().unwrap();
+    let good = make_set(c, &db, tmp.path());
+    // A file outside whose size and hash would pass if it were opened.
+    let outside = good.parent().unwrap().join("outside.txt");
+    fs::write(&outside, "secret").unwrap();
+    let sha = opskit::gz::sha256_hex(b"secret");
+    for bad in ["../outside.txt", outside.to_str().unwrap()] {
+        let set = copy_set(&good, tmp.path());
+        let mp = set.join("MANIFEST.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&mp).unwrap()).unwrap();
+        m["files"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": bad, "kind": "files", "bytes": 6, "sha256": sha}));
+        fs::write(&mp, m.to_string()).unwrap();
+        let out = run(verify().arg(&set));
+        assert_eq!(out.code, 1);
+        let failed = failed_checks(&out);
+        assert!(
+            failed.iter().any(|f| f.contains("unsafe file name")),
+            "{bad}: {failed:?}"
+        );
+        fs::remove_dir_all(&set).unwrap();
+    }
+}
+
+#[test]
+fn a_damaged_set_does_not_stop_the_others_and_latest_picks_the_newest() {
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 100);
+    let tmp = tempfile::tempdir().unwrap();
+    let first = make_set(c, &db, tmp.path());
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = make_set(c, &db, tmp.path());
+    fs::write(first.join("db.dump.gz"), "garbage").unwrap();
+    let out = run(verify()
+        .arg(&first)
+        .arg(&second)
+        .arg("/nonexistent/set")
+        .arg("--pg-bindir")
+        .arg(c.bindir()));
+    assert_eq!(out.code, 1);
+    let recs = out.events("verify");
+    assert_eq!(
+        recs.iter().map(|r| r["ok"] == true).collect::<Vec<_>>(),
+        vec![false, true, false]
+    );
+    let s = out.summary();
+    assert_eq!(
+        (s["passed"].as_u64(), s["failed"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    let out = run(verify()
+        .arg("--latest")
+        .arg(tmp.path().join("sets"))
+        .arg("--record"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.events("verify")[0]["path"], second.to_str().unwrap());
+    let log = fs::read_to_string(tmp.path().join("sets/verified.ndjson")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(line["event"], "verify");
+    assert_eq!(line["ok"], true);
+    assert_eq!(line["set"], second.file_name().unwrap().to_str().unwrap());
+}
+
+fn databases(c: &Cluster) -> Vec<String> {
+    c.query("postgres", "SELECT datname FROM pg_database ORDER BY 1")
+}
+
+#[test]
+fn a_restore_that_fails_leaves_no_scratch_database() {
+    let c = cluster();
+    let db = c.create_db();
+    let role = format!("ghost_{}", std::process::id());
+    seed(c, &db, 100);
+    c.query(
+        &db.name,
+        &format!("CREATE ROLE {role}; GRANT SELECT ON items TO {role}"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let set = make_set(c, &db, tmp.path());
+    c.query(
+        &db.name,
+        &format!("REVOKE SELECT ON items FROM {role}; DROP ROLE {role}"),
+    );
+    let before = databases(c);
+    let out = run(verify()
+        .arg(&set)
+        .args(["--restore-into", &c.url("postgres"), "--pg-bindir"])
+        .arg(c.bindir()));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let failed = failed_checks(&out);
+    assert!(
+        failed
+            .iter()
+            .any(|f| f.starts_with("restore db.dump.gz pg_restore failed") && f.contains(&role)),
+        "{failed:?}"
+    );
+    assert_eq!(databases(c), before);
+}
+
+#[test]
+fn row_count_mismatches_name_table_expected_and_found() {
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 100);
+    let tmp = tempfile::tempdir().unwrap();
+    let set = make_set(c, &db, tmp.path());
+    // Edit the recorded count and re-seal the set, as if the dump had lost rows.
+    let mp = set.join("MANIFEST.json");
+    let mut m: serde_json::Value = serde_json::from_str(&fs::read_to_string(&mp).unwrap()).unwrap();
+    m["database"]["row_counts"]["public.items"] = serde_json::json!(101);
+    let text = serde_json::to_string_pretty(&m).unwrap() + "\n";
+    fs::write(&mp, &text).unwrap();
+    let sums = fs::read_to_string(set.join("SHA256SUMS")).unwrap();
+    let fixed: String = sums
+        .lines()
+        .map(|l| {
+            if l.ends_with("  MANIFEST.json") {
+                format!(
+                    "{}  MANIFEST.json\n",
+                    opskit::gz::sha256_hex(text.as_bytes())
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(set.join("SHA256SUMS"), fixed).unwrap();
+    let out = run(verify()
+        .arg(&set)
+        .args(["--restore-into", &c.url("postgres"), "--pg-bindir"])
+        .arg(c.bindir()));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let failed = failed_checks(&out);
+    assert_eq!(
+        failed,
+        vec!["row_counts - public.items: expected 101, found 100".to_string()]
+    );
+}
+
+#[test]
+fn sigterm_during_restore_drops_the_scratch_database() {
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 400_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let set = make_set(c, &db, tmp.path());
+    let before = databases(c);
+    let child = verify()
+        .arg(&set)
+        .args(["--restore-into", &c.url("postgres"), "--pg-bindir"])
+        .arg(c.bindir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let scratch = c.query(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'opskit_verify%'",
+        );
+        if scratch == vec!["1"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scratch database never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_ne!(o.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        databases(c),
+        before,
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn unreachable_restore_server_is_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run(verify().arg(tmp.path()).args([
+        "--restore-into",
+        &format!("postgres://u:pw@127.0.0.1:{port}/postgres"),
+    ]));
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        out.stderr
+    );
+}
