@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, IoContext, Result};
 
 pub const MANIFEST: &str = "MANIFEST.json";
+/// The lock a backup root's writers (pgbackup, prune) take.
+pub const LOCK_FILE: &str = ".opskit.lock";
 pub const SUMS: &str = "SHA256SUMS";
 /// The manifest format this version writes.
 pub const FORMAT: &str = "opskit-set/1";

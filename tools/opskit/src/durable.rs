@@ -27,6 +27,21 @@ pub fn temp_name(final_name: &str) -> String {
     )
 }
 
+/// The marker of a directory being deleted.
+pub const TRASH_MARKER: &str = ".opskit-trash.";
+
+/// The hidden name a directory is renamed to before it is removed, so a
+/// crash half-way through the removal never leaves something that looks
+/// like what it was: `.<name>.opskit-trash.<pid>.<nanos>`.
+pub fn trash_name(name: &str) -> String {
+    temp_name(name).replacen(TEMP_MARKER, TRASH_MARKER, 1)
+}
+
+/// Whether a file name is a trash name.
+pub fn is_trash_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TRASH_MARKER)
+}
+
 /// Whether a file name is one of opskit's temporary names.
 pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_MARKER)
@@ -218,6 +233,19 @@ pub fn ignore_sigxfsz() {
     }
 }
 
+/// Ask for a 1 MiB pipe buffer (Linux; the default is 64 KiB), so a fast
+/// producer such as pg_dump and its reader switch less often. Best effort:
+/// the kernel may cap it (`/proc/sys/fs/pipe-max-size`).
+#[allow(unsafe_code)]
+pub fn widen_pipe(fd: &impl std::os::fd::AsRawFd) {
+    // SAFETY: F_SETPIPE_SZ on a valid, owned descriptor only changes the
+    // pipe's capacity; failure is reported through the return value.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    if r < 0 {
+        log::debug!("could not widen pipe: {}", io::Error::last_os_error());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +261,8 @@ mod tests {
         assert!(!is_temp_name("app-20261123T030000Z"));
         assert!(!is_temp_name(".bashrc"));
         assert!(parse_temp_name(".x.opskit-tmp.notapid.1").is_none());
+        let t = trash_name("app-20261123T030000Z");
+        assert!(is_trash_name(&t) && !is_temp_name(&t), "{t}");
     }
 
     #[test]

@@ -6,7 +6,6 @@
 
 use std::io::{self, Write};
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// Keys every record carries, owned by the emitter.
@@ -60,28 +59,26 @@ impl Emitter {
     }
 
     /// Build the JSON line for a record without writing it.
-    pub fn render(&self, event: &str, fields: &impl Serialize) -> String {
-        let mut obj = Fields::new();
-        obj.insert("event".into(), Value::from(event));
-        obj.insert("tool".into(), Value::from(self.tool));
-        obj.insert("ts".into(), Value::from((self.clock)()));
-        match serde_json::to_value(fields) {
-            Ok(Value::Object(m)) => {
-                for (k, v) in m {
-                    if !RESERVED.contains(&k.as_str()) {
-                        obj.insert(k, v);
-                    }
-                }
+    pub fn render(&self, event: &str, fields: &Fields) -> String {
+        let mut line = String::with_capacity(256);
+        line.push_str("{\"event\":");
+        line.push_str(&Value::from(event).to_string());
+        line.push_str(",\"tool\":");
+        line.push_str(&Value::from(self.tool).to_string());
+        line.push_str(",\"ts\":\"");
+        line.push_str(&(self.clock)());
+        line.push('"');
+        for (k, v) in fields {
+            if RESERVED.contains(&k.as_str()) {
+                continue;
             }
-            Ok(Value::Null) => {}
-            Ok(other) => {
-                obj.insert("value".into(), other);
-            }
-            Err(e) => {
-                obj.insert("serialize_error".into(), Value::from(e.to_string()));
-            }
+            line.push(',');
+            line.push_str(&Value::from(k.as_str()).to_string());
+            line.push(':');
+            line.push_str(&v.to_string());
         }
-        Value::Object(obj).to_string()
+        line.push('}');
+        line
     }
 
     /// Write one record and flush it.
@@ -89,7 +86,7 @@ impl Emitter {
     /// A broken pipe ends the process with status 0; any other failure to
     /// write the record stream ends it with status 2, because a tool whose
     /// records are lost cannot tell its caller what it did.
-    pub fn emit(&mut self, event: &str, fields: &impl Serialize) {
+    pub fn emit(&mut self, event: &str, fields: &Fields) {
         let mut line = self.render(event, fields);
         line.push('\n');
         let res = self

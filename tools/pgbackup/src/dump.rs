@@ -150,7 +150,8 @@ fn stream_child(mut cmd: Command, tool: &'static str, mut sink: Sink) -> Result<
     let mut guard = ChildGuard(Some(child));
     let tail = StderrTail::start(guard.child(), tool);
     let mut out = guard.child().stdout.take().expect("stdout is piped");
-    let mut buf = vec![0u8; 256 * 1024];
+    opskit::durable::widen_pipe(&out);
+    let mut buf = vec![0u8; 1024 * 1024];
     let out_path = sink.path().to_path_buf();
     loop {
         let n = match out.read(&mut buf) {

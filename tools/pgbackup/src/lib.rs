@@ -101,7 +101,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub pg_bindir: Option<PathBuf>,
 
-    /// Wait this long for another pgbackup on the same DEST (default: fail at once).
+    /// Wait this long for another pgbackup or prune on the same DEST (default: fail at once).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub lock_wait: Duration,
 
@@ -118,9 +118,6 @@ impl ToolArgs for Args {
         &self.verbosity
     }
 }
-
-/// The lock file inside a backup root.
-pub const LOCK_FILE: &str = ".pgbackup.lock";
 
 /// Run pgbackup.
 pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
@@ -143,7 +140,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
     }
     let spec = ConnSpec::resolve(args.db.as_deref())?;
     let root = prepare_root(&args.dest)?;
-    let _lock = lock::acquire(&root.join(LOCK_FILE), args.lock_wait)?;
+    let _lock = lock::acquire(&root.join(backupset::LOCK_FILE), args.lock_wait)?;
     remove_leftovers(&root);
 
     let mut client = spec.connect()?;

@@ -137,7 +137,7 @@ fn full_disk_fails_cleanly() {
     assert!(msg.contains(&dest.display().to_string()), "{msg}");
     assert_eq!(
         leftover,
-        vec![".pgbackup.lock"],
+        vec![".opskit.lock"],
         "only the lock file may remain"
     );
 }
@@ -235,7 +235,7 @@ fn concurrent_run_fails_at_once_or_waits() {
     let c = cluster();
     let db = c.create_db();
     let dest = tempfile::tempdir().unwrap();
-    let held = opskit::lock::acquire(&dest.path().join(".pgbackup.lock"), Duration::ZERO).unwrap();
+    let held = opskit::lock::acquire(&dest.path().join(".opskit.lock"), Duration::ZERO).unwrap();
     let start = Instant::now();
     let out = run(&mut pgbackup(c, &db, dest.path()));
     assert_eq!(out.code, 2);

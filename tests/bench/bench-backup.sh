@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# pgbackup against the commands it replaces, side by side in one run, on a
-# generated table of realistic rows (about 700 MB; not pgbench's blank
-# padding, which compresses 50:1 and hides the cost of compression).
+# pgbackup and verify-backup against the commands they replace, side by
+# side in one run, on a generated table of realistic rows (about 700 MB; not
+# pgbench's blank padding, which compresses 50:1 and hides the cost of
+# compression).
 #
 # Prints: name<TAB>ours_s<TAB>ref_s<TAB>ratio<TAB>target  (medians of RUNS)
 # Env: BENCH_ROWS (default 3000000), RUNS (default 3), BENCH_DIR.
@@ -15,7 +16,8 @@ rows=${BENCH_ROWS:-3000000}
 runs=${RUNS:-3}
 work=${BENCH_DIR:-$(mktemp -d /var/tmp/opskit-bench.XXXXXX)}
 pgbackup="$repo/target/release/pgbackup"
-[[ -x "$pgbackup" ]] || { echo "build first: make build" >&2; exit 1; }
+verify="$repo/target/release/verify-backup"
+[[ -x "$pgbackup" && -x "$verify" ]] || { echo "build first: make build" >&2; exit 1; }
 
 chmod 0755 "$work"
 cleanup() { pg_throwaway_stop; rm -rf "$work"; }
@@ -66,6 +68,22 @@ for ((i = 1; i <= runs; i++)); do
     time_cmd pgbackup_z0 "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress 0
 done
 
+# verify-backup on one set, against sha256sum + gzip -t and gzip -t alone.
+keep="$work/keep"
+"$pgbackup" -q --dest "$keep" --db "postgresql:///$db" --row-counts >/dev/null
+set_dir=$(find "$keep" -mindepth 1 -maxdepth 1 -name 'bench-*' | head -n1)
+dumpfile="$set_dir/db.dump.gz"
+# warm the page cache for the set
+cat "$dumpfile" >/dev/null
+for ((i = 1; i <= runs; i++)); do
+    echo "verify run $i/$runs" >&2
+    time_cmd verify "$verify" -q "$set_dir"
+    time_cmd sha_gzip bash -c "sha256sum '$dumpfile' && gzip -t '$dumpfile'"
+    time_cmd gzip_t gzip -t "$dumpfile"
+done
+time_cmd restore_test "$verify" -q "$set_dir" --restore-into "postgresql:///postgres"
+time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && gunzip -c '$dumpfile' | pg_restore --no-owner --exit-on-error -d r"
+
 row() { # name ours ref target
     local o r
     o=$(median "${times[$2]}")
@@ -77,5 +95,9 @@ row "one-liner pg_dump|gzip+sha256sum vs pgbackup" oneliner pgbackup ">= 2.00"
 row "pgbackup --compress 0 vs pg_dump -Fc -Z0" pgbackup_z0 pg_dump_z0 "<= 1.10"
 printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup dump bytes vs pg_dump -Fc bytes" "$set_bytes" "$fc_bytes" \
     "$(awk -v a="$set_bytes" -v b="$fc_bytes" 'BEGIN {printf "%.3f", a / b}')" "<= 1.05"
+row "verify-backup vs sha256sum && gzip -t" verify sha_gzip "<= 0.50"
+row "verify-backup vs gzip -t alone" verify gzip_t "<= 1.20"
+row "verify --restore-into vs gunzip|pg_restore" restore_test plain_restore "(report)"
+printf '%s\t%s\t%s\t%s\t%s\n' "verify-backup peak RSS MiB" "$((rss[verify] / 1024))" "-" "-" "< 64"
 printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup peak RSS MiB (default, -Z0)" \
     "$((rss[pgbackup] / 1024))" "$((rss[pgbackup_z0] / 1024))" "-" "< 64"

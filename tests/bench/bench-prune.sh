@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# prune against find and rm -rf, side by side in one run, on 10,000 sets.
+#
+# Prints: name<TAB>ours_s<TAB>ref_s<TAB>ratio<TAB>target  (medians of RUNS)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+prune="$repo/target/release/prune"
+[[ -x "$prune" ]] || { echo "build first: make build" >&2; exit 1; }
+runs=${RUNS:-5}
+n=${BENCH_SETS:-10000}
+work=$(mktemp -d /var/tmp/opskit-prune-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# make_tree DIR: N hourly sets going back from now, each with a manifest
+# and two small files, mtimes set to their times.
+make_tree() {
+    python3 - "$1" "$n" <<'PY'
+import os, sys, time
+root, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(root, exist_ok=True)
+now = int(time.time())
+for i in range(n):
+    t = now - i * 3600
+    name = time.strftime("app-%Y%m%dT%H%M%SZ", time.gmtime(t))
+    d = os.path.join(root, name)
+    os.mkdir(d)
+    for f, size in (("MANIFEST.json", 1500), ("SHA256SUMS", 200), ("db.dump.gz", 4096)):
+        with open(os.path.join(d, f), "wb") as fh:
+            fh.write(b"x" * size)
+    os.utime(d, (t, t))
+PY
+}
+
+declare -A times
+timeit() { # name cmd...
+    local name=$1 s e
+    shift
+    s=$(date +%s.%N)
+    "$@" >/dev/null
+    e=$(date +%s.%N)
+    times[$name]+="$(awk -v a="$s" -v b="$e" 'BEGIN {printf "%.4f", b - a}') "
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "making $n sets ..." >&2
+make_tree "$work/plan"
+for ((i = 1; i <= runs; i++)); do
+    timeit find find "$work/plan" -maxdepth 1 -mtime +30
+    timeit plan "$prune" -q "$work/plan" --keep-within 30d --dry-run
+done
+
+# Deletion: prune removes the sets older than 30 days; rm -rf removes the
+# same directories in a twin tree.
+for ((i = 1; i <= 3; i++)); do
+    rm -rf "$work/a" "$work/b"
+    make_tree "$work/a"
+    cp -a "$work/a" "$work/b"
+    sync
+    timeit delete "$prune" -q "$work/a" --keep-within 30d --min-keep 0
+    mapfile -t old < <(find "$work/b" -mindepth 1 -maxdepth 1 -name 'app-*' -mtime +30)
+    timeit rmrf rm -rf "${old[@]}"
+done
+row() {
+    local o r
+    o=$(median "${times[$2]}")
+    r=$(median "${times[$3]}")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$o" "$r" "$(awk -v a="$o" -v b="$r" 'BEGIN {printf "%.2f", a / b}')" "$4"
+}
+row "prune plan (10k sets) vs find -maxdepth 1 -mtime +30" plan find "<= 2.00"
+row "prune delete vs rm -rf of the same sets" delete rmrf "<= 1.00"
