@@ -195,6 +195,19 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         ),
         None => None,
     };
+    // In `pgbackup | verify-backup | prune` all three start together: read
+    // every upstream record first, so the root is only looked at (and
+    // locked) once the backup and its verification are done.
+    let piped: Vec<std::result::Result<Fields, reader::LineError>> = if stdin_has_records() {
+        let mut rd = reader::open(None)?;
+        let v: Vec<_> = rd.by_ref().collect();
+        if let Some(e) = rd.take_io_error() {
+            return Err(e);
+        }
+        v
+    } else {
+        Vec::new()
+    };
     let root = args
         .root
         .canonicalize()
@@ -213,23 +226,10 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         p.exists().then_some(p)
     });
     if let Some(f) = &log_file {
-        read_verdicts(
-            reader::open(Some(&f.display().to_string()))?,
-            &root,
-            em,
-            &mut verdicts,
-            f.display().to_string(),
-        );
+        let rd = reader::open(Some(&f.display().to_string()))?;
+        read_verdicts(rd, &root, em, &mut verdicts, f.display().to_string());
     }
-    if stdin_has_records() {
-        read_verdicts(
-            reader::open(None)?,
-            &root,
-            em,
-            &mut verdicts,
-            "stdin".into(),
-        );
-    }
+    read_verdicts(piped.into_iter(), &root, em, &mut verdicts, "stdin".into());
 
     let entries = scan::scan(&root, glob.as_ref(), args.tz)?;
     let decisions = plan::decide(
@@ -401,7 +401,7 @@ fn stdin_has_records() -> bool {
 }
 
 fn read_verdicts(
-    rd: reader::RecordReader<Box<dyn std::io::BufRead>>,
+    rd: impl Iterator<Item = std::result::Result<Fields, reader::LineError>>,
     root: &Path,
     em: &mut Emitter,
     v: &mut Verdicts,
