@@ -1,18 +1,18 @@
 //! Writing one file of a set: compressed on every core or stored as is,
 //! counted and sha256-hashed as it streams (no second read), then fsynced.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use opskit::backupset::{FileEntry, FileKind};
+use opskit::durable::WritebackFile;
 use opskit::gz::{GzOptions, HashWriter, ParGzWriter};
 use opskit::{IoContext, Result, durable, units};
 
 enum Inner {
-    Gz(ParGzWriter<HashWriter<File>>),
-    Plain(HashWriter<File>, u64),
+    Gz(ParGzWriter<HashWriter<WritebackFile>>),
+    Plain(HashWriter<WritebackFile>, u64),
 }
 
 /// A set file being written.
@@ -29,7 +29,7 @@ impl Sink {
     pub fn create(dir: &Path, name: &str, kind: FileKind, gz: Option<GzOptions>) -> Result<Self> {
         let path = dir.join(name);
         let file = durable::create_new(&path, 0o600)?;
-        let hw = HashWriter::new(file);
+        let hw = HashWriter::new(WritebackFile::new(file));
         let inner = match gz {
             Some(o) => Inner::Gz(ParGzWriter::new(hw, o)),
             None => Inner::Plain(hw, 0),
@@ -73,6 +73,7 @@ impl Sink {
             Inner::Plain(hw, _) => (hw, None),
         };
         let (file, bytes, sha256) = hw.finish();
+        let file = file.into_inner();
         durable::sync_file(&file, &self.path)?;
         if let Some(p) = self.progress {
             p.done(content);
