@@ -1,0 +1,250 @@
+//! Migration files in dbmate's format: `<version>_<name>.sql` with a
+//! `-- migrate:up` section and an optional `-- migrate:down` section;
+//! options on the marker line (`transaction:false`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use opskit::{Error, IoContext, Result};
+
+/// One section of a migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub sql: String,
+    pub transaction: bool,
+    /// 1-based line of the file where the section's SQL starts.
+    pub first_line: usize,
+}
+
+/// A parsed migration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    pub version: String,
+    pub name: String,
+    pub file: PathBuf,
+    pub up: Section,
+    /// None when the file has no down marker; an empty down section is `Some`.
+    pub down: Option<Section>,
+    /// sha256 of the file with BOM removed and CRLF normalised to LF.
+    pub checksum: String,
+}
+
+/// Normalise a file's text: no BOM, LF line ends.
+pub fn normalise(text: &str) -> String {
+    text.strip_prefix('\u{feff}').unwrap_or(text).replace("\r\n", "\n")
+}
+
+/// `20261123030000_add_users.sql` → (`20261123030000`, `add_users`).
+pub fn split_file_name(name: &str) -> Option<(&str, &str)> {
+    let stem = name.strip_suffix(".sql")?;
+    let digits = stem.find(|c: char| !c.is_ascii_digit()).unwrap_or(stem.len());
+    if digits == 0 {
+        return None;
+    }
+    let rest = &stem[digits..];
+    Some((&stem[..digits], rest.strip_prefix('_').unwrap_or(rest)))
+}
+
+/// Parse one file's text.
+pub fn parse(file: &Path, text: &str) -> Result<Migration> {
+    let fname = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (version, name) = split_file_name(&fname)
+        .ok_or_else(|| Error::usage(format!("{}: file name must be <version>_<name>.sql", file.display())))?;
+    let norm = normalise(text);
+    let at = |line: usize, msg: String| Error::usage(format!("{}:{line}: {msg}", file.display()));
+    // (kind, options, 1-based marker line)
+    let mut markers: Vec<(&str, bool, usize)> = Vec::new();
+    let mut in_block = false;
+    for (i, line) in norm.lines().enumerate() {
+        let ln = i + 1;
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("--").map(str::trim_start)
+            && let Some(rest) = rest.strip_prefix("migrate:")
+        {
+            let mut words = rest.split_whitespace();
+            let kind = words.next().unwrap_or("");
+            if kind != "up" && kind != "down" {
+                return Err(at(ln, format!("unknown marker 'migrate:{kind}' (use migrate:up or migrate:down)")));
+            }
+            let mut transaction = true;
+            for opt in words {
+                match opt {
+                    "transaction:false" => transaction = false,
+                    "transaction:true" => transaction = true,
+                    _ => return Err(at(ln, format!("unknown option '{opt}' on the migrate:{kind} line"))),
+                }
+            }
+            markers.push((if kind == "up" { "up" } else { "down" }, transaction, ln));
+            continue;
+        }
+        if markers.is_empty() {
+            // Before the first marker only comments and blank lines.
+            let mut rest = t;
+            loop {
+                if in_block {
+                    match rest.find("*/") {
+                        Some(e) => {
+                            in_block = false;
+                            rest = rest[e + 2..].trim_start();
+                        }
+                        None => break,
+                    }
+                } else if rest.is_empty() || rest.starts_with("--") {
+                    break;
+                } else if let Some(r) = rest.strip_prefix("/*") {
+                    in_block = true;
+                    rest = r;
+                } else {
+                    return Err(at(ln, "SQL before the first '-- migrate:up' marker".into()));
+                }
+            }
+        }
+    }
+    let ups: Vec<_> = markers.iter().filter(|m| m.0 == "up").collect();
+    let downs: Vec<_> = markers.iter().filter(|m| m.0 == "down").collect();
+    if ups.is_empty() {
+        return Err(Error::usage(format!("{}: no '-- migrate:up' section", file.display())));
+    }
+    if ups.len() > 1 {
+        return Err(at(ups[1].2, "a second '-- migrate:up' marker".into()));
+    }
+    if downs.len() > 1 {
+        return Err(at(downs[1].2, "a second '-- migrate:down' marker".into()));
+    }
+    if let Some(d) = downs.first()
+        && d.2 < ups[0].2
+    {
+        return Err(at(d.2, "'-- migrate:down' before '-- migrate:up'".into()));
+    }
+    let lines: Vec<&str> = norm.lines().collect();
+    let section = |start: usize, end: usize, transaction: bool| Section {
+        sql: lines[start..end].join("\n"),
+        transaction,
+        first_line: start + 1,
+    };
+    let up_line = ups[0].2;
+    let down_line = downs.first().map(|d| d.2);
+    let up = section(up_line, down_line.map(|d| d - 1).unwrap_or(lines.len()), ups[0].1);
+    let down = downs.first().map(|d| section(d.2, lines.len(), d.1));
+    Ok(Migration {
+        version: version.to_string(),
+        name: name.to_string(),
+        file: file.to_path_buf(),
+        up,
+        down,
+        checksum: opskit::gz::sha256_hex(norm.as_bytes()),
+    })
+}
+
+/// Order of versions: numeric (shorter digit strings first), as dbmate's
+/// timestamps and plain counters both sort right.
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// Every migration in `dir`, ordered by version. Two files with the same
+/// version are refused.
+pub fn load_dir(dir: &Path) -> Result<Vec<Migration>> {
+    let mut out: Vec<Migration> = Vec::new();
+    for e in fs::read_dir(dir).at("reading migrations directory", dir)? {
+        let e = e.at("reading migrations directory", dir)?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".sql") {
+            continue;
+        }
+        if split_file_name(&name).is_none() {
+            log::warn!("ignoring {}: not <version>_<name>.sql", e.path().display());
+            continue;
+        }
+        let path = e.path();
+        let bytes = fs::read(&path).at("reading", &path)?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::usage(format!("{}: not UTF-8", path.display())))?;
+        out.push(parse(&path, &text)?);
+    }
+    out.sort_by(|a, b| version_order(&a.version, &b.version).then_with(|| a.file.cmp(&b.file)));
+    for w in out.windows(2) {
+        if version_order(&w[0].version, &w[1].version).is_eq() {
+            return Err(Error::usage(format!(
+                "{} and {} have the same version {}",
+                w[0].file.display(),
+                w[1].file.display(),
+                w[0].version
+            )));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Migration> {
+        parse(Path::new("db/migrations/20261123030000_add_users.sql"), text)
+    }
+
+    #[test]
+    fn accepted_forms() {
+        let m = p("-- migrate:up\ncreate table users (id int);\n\n-- migrate:down\ndrop table users;\n").unwrap();
+        assert_eq!((m.version.as_str(), m.name.as_str()), ("20261123030000", "add_users"));
+        assert_eq!(m.up.sql, "create table users (id int);\n");
+        assert_eq!(m.up.first_line, 2);
+        assert!(m.up.transaction);
+        assert_eq!(m.down.as_ref().unwrap().sql, "drop table users;");
+        assert_eq!(m.down.as_ref().unwrap().first_line, 5);
+
+        // CRLF and a BOM give the same migration and checksum.
+        let crlf = p("\u{feff}-- migrate:up\r\ncreate table users (id int);\r\n\r\n-- migrate:down\r\ndrop table users;\r\n").unwrap();
+        assert_eq!(crlf.up, m.up);
+        assert_eq!(crlf.checksum, m.checksum);
+
+        // Comments (line and block) before the first marker, options, empty down.
+        let m = p("-- a comment\n/* block\n still */\n\n-- migrate:up transaction:false\ncreate index concurrently i on t (x);\n-- migrate:down\n").unwrap();
+        assert!(!m.up.transaction);
+        assert_eq!(m.down.unwrap().sql, "");
+        // No down marker at all.
+        assert!(p("-- migrate:up\nselect 1;\n").unwrap().down.is_none());
+        // dbmate allows spaces: "--  migrate:up".
+        assert!(p("--  migrate:up\nselect 1;\n").is_ok());
+    }
+
+    #[test]
+    fn refused_forms_name_file_and_line() {
+        let cases = [
+            ("select 1;\n-- migrate:up\nselect 2;\n", ":1: SQL before the first"),
+            ("-- c\n/* x */ select 1;\n-- migrate:up\n", ":2: SQL before the first"),
+            ("-- migrate:down\ndrop table x;\n", "no '-- migrate:up' section"),
+            ("-- migrate:down\nx;\n-- migrate:up\ny;\n", ":1: '-- migrate:down' before"),
+            ("-- migrate:up\nx;\n-- migrate:up\ny;\n", ":3: a second '-- migrate:up'"),
+            ("-- migrate:up transaction:maybe\nx;\n", ":1: unknown option 'transaction:maybe'"),
+            ("-- migrate:sideways\nx;\n", ":1: unknown marker"),
+        ];
+        for (text, want) in cases {
+            let e = p(text).unwrap_err();
+            assert_eq!(e.exit, opskit::Exit::Usage);
+            assert!(e.msg.contains("20261123030000_add_users.sql"), "{text:?}: {}", e.msg);
+            assert!(e.msg.contains(want), "{text:?}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn file_names_and_order() {
+        assert_eq!(split_file_name("001_init.sql"), Some(("001", "init")));
+        assert_eq!(split_file_name("20261123030000_x_y.sql"), Some(("20261123030000", "x_y")));
+        assert_eq!(split_file_name("init.sql"), None);
+        assert_eq!(split_file_name("001_init.txt"), None);
+        let mut v = vec!["10", "9", "0011", "2"];
+        v.sort_by(|a, b| version_order(a, b));
+        assert_eq!(v, vec!["2", "9", "10", "0011"]);
+    }
+
+    #[test]
+    fn duplicate_versions_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("001_a.sql"), "-- migrate:up\nselect 1;\n").unwrap();
+        fs::write(d.path().join("001_b.sql"), "-- migrate:up\nselect 1;\n").unwrap();
+        let e = load_dir(d.path()).unwrap_err();
+        assert!(e.msg.contains("have the same version 001"), "{}", e.msg);
+    }
+}
