@@ -107,7 +107,9 @@ impl Db {
 
     /// Create the tables if missing.
     pub fn setup(&mut self) -> Result<()> {
-        self.client.batch_execute(SETUP).map_err(pg("creating migration tables"))
+        self.client
+            .batch_execute(SETUP)
+            .map_err(pg("creating migration tables"))
     }
 
     fn exists(&mut self, table: &str) -> Result<bool> {
@@ -161,7 +163,10 @@ impl Db {
         loop {
             let got: bool = self
                 .client
-                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_KEYS.0, &LOCK_KEYS.1])
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    &[&LOCK_KEYS.0, &LOCK_KEYS.1],
+                )
                 .map_err(pg("taking the migration lock"))?
                 .get(0);
             if got {
@@ -207,15 +212,30 @@ impl Db {
 
     pub fn log(&mut self, version: Option<&str>, action: &str, ok: bool, detail: &str) {
         let sql = "INSERT INTO opskit_migrations_log (version, action, ok, detail, host) VALUES ($1, $2, $3, $4, $5)";
-        if let Err(e) = self.client.execute(sql, &[&version, &action, &ok, &detail, &self.host]) {
-            log::warn!("could not write the migration log: {}", describe_pg_error(&e));
+        if let Err(e) = self
+            .client
+            .execute(sql, &[&version, &action, &ok, &detail, &self.host])
+        {
+            log::warn!(
+                "could not write the migration log: {}",
+                describe_pg_error(&e)
+            );
         }
     }
 
     /// Run one migration up (or down), with its bookkeeping, retrying when
     /// `lock_timeout` gives up. Returns the number of statements.
-    pub fn run(&mut self, m: &Migration, up: bool, t: &Timeouts) -> std::result::Result<usize, Failure> {
-        let section = if up { &m.up } else { m.down.as_ref().expect("checked before") };
+    pub fn run(
+        &mut self,
+        m: &Migration,
+        up: bool,
+        t: &Timeouts,
+    ) -> std::result::Result<usize, Failure> {
+        let section = if up {
+            &m.up
+        } else {
+            m.down.as_ref().expect("checked before")
+        };
         let mut attempt = 0;
         loop {
             let res = if section.transaction {
@@ -227,7 +247,12 @@ impl Db {
                 Err(f) if f.lock_timeout && attempt < t.lock_retries => {
                     attempt += 1;
                     let pause = Duration::from_secs(u64::from(attempt).min(10));
-                    log::warn!("{}: lock_timeout reached; retry {attempt}/{} in {}s", m.version, t.lock_retries, pause.as_secs());
+                    log::warn!(
+                        "{}: lock_timeout reached; retry {attempt}/{} in {}s",
+                        m.version,
+                        t.lock_retries,
+                        pause.as_secs()
+                    );
                     std::thread::sleep(pause);
                 }
                 other => return other,
@@ -253,14 +278,26 @@ impl Db {
                 lit(&m.checksum)
             )
         } else {
-            format!("DELETE FROM schema_migrations WHERE version = {v};\nDELETE FROM opskit_migrations WHERE version = {v};\n")
+            format!(
+                "DELETE FROM schema_migrations WHERE version = {v};\nDELETE FROM opskit_migrations WHERE version = {v};\n"
+            )
         }
     }
 
     /// The section and its bookkeeping in one transaction, one round trip.
-    fn run_in_transaction(&mut self, m: &Migration, s: &Section, up: bool, t: &Timeouts) -> std::result::Result<usize, Failure> {
+    fn run_in_transaction(
+        &mut self,
+        m: &Migration,
+        s: &Section,
+        up: bool,
+        t: &Timeouts,
+    ) -> std::result::Result<usize, Failure> {
         let prefix = format!("BEGIN;\n{}", t.set(true));
-        let batch = format!("{prefix}{}\n;\n{}COMMIT;", s.sql, Self::bookkeeping(m, up, true));
+        let batch = format!(
+            "{prefix}{}\n;\n{}COMMIT;",
+            s.sql,
+            Self::bookkeeping(m, up, true)
+        );
         match self.client.batch_execute(&batch) {
             Ok(()) => Ok(split::statements(&s.sql).len()),
             Err(e) => {
@@ -273,7 +310,13 @@ impl Db {
 
     /// `transaction:false`: each statement on its own; the migration is
     /// marked dirty until every statement has run.
-    fn run_statements(&mut self, m: &Migration, s: &Section, up: bool, t: &Timeouts) -> std::result::Result<usize, Failure> {
+    fn run_statements(
+        &mut self,
+        m: &Migration,
+        s: &Section,
+        up: bool,
+        t: &Timeouts,
+    ) -> std::result::Result<usize, Failure> {
         let stmts = split::statements(&s.sql);
         let mark = format!(
             "INSERT INTO opskit_migrations (version, name, checksum, dirty) VALUES ({}, {}, {}, true) \
@@ -294,11 +337,17 @@ impl Db {
                     "UPDATE opskit_migrations SET failed_statement = $2, error = $3 WHERE version = $1",
                     &[&m.version, &((i + 1) as i32), &f.message],
                 );
-                let _ = self.client.batch_execute("RESET lock_timeout; RESET statement_timeout;");
+                let _ = self
+                    .client
+                    .batch_execute("RESET lock_timeout; RESET statement_timeout;");
                 return Err(f);
             }
         }
-        let done = format!("BEGIN;\n{}\nUPDATE opskit_migrations SET dirty = false WHERE version = {};\nCOMMIT;\nRESET lock_timeout; RESET statement_timeout;", Self::bookkeeping(m, up, true), lit(&m.version));
+        let done = format!(
+            "BEGIN;\n{}\nUPDATE opskit_migrations SET dirty = false WHERE version = {};\nCOMMIT;\nRESET lock_timeout; RESET statement_timeout;",
+            Self::bookkeeping(m, up, true),
+            lit(&m.version)
+        );
         self.client
             .batch_execute(&done)
             .map_err(|e| Failure::new(m, s, &e, None, None))?;
@@ -324,12 +373,21 @@ pub struct Failure {
 impl Failure {
     /// `offset`: character offset into the section's SQL; `stmt`: for
     /// transaction:false, the statement index, piece and offset in it.
-    fn new(m: &Migration, s: &Section, e: &postgres::Error, offset: Option<usize>, stmt: Option<(usize, &split::Piece, Option<usize>)>) -> Self {
+    fn new(
+        m: &Migration,
+        s: &Section,
+        e: &postgres::Error,
+        offset: Option<usize>,
+        stmt: Option<(usize, &split::Piece, Option<usize>)>,
+    ) -> Self {
         let lock_timeout = e.as_db_error().is_some_and(|d| d.code().code() == "55P03");
         let (line, which) = match stmt {
             Some((i, piece, off)) => {
                 let within = off.map(|o| piece.text.chars().take(o).filter(|c| *c == '\n').count());
-                let line = s.first_line + within.map(|w| piece.line + w).unwrap_or_else(|| piece.first_code_line());
+                let line = s.first_line
+                    + within
+                        .map(|w| piece.line + w)
+                        .unwrap_or_else(|| piece.first_code_line());
                 (Some(line), format!(" (statement {} of the section)", i + 1))
             }
             None => match offset {
@@ -339,7 +397,12 @@ impl Failure {
                         .iter()
                         .position(|p| {
                             let start = p.text.as_ptr() as usize - s.sql.as_ptr() as usize;
-                            let byte = s.sql.char_indices().nth(o).map(|(b, _)| b).unwrap_or(s.sql.len());
+                            let byte = s
+                                .sql
+                                .char_indices()
+                                .nth(o)
+                                .map(|(b, _)| b)
+                                .unwrap_or(s.sql.len());
                             byte >= start && byte < start + p.text.len()
                         })
                         .map(|i| format!(" (statement {} of the section)", i + 1))

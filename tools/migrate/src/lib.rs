@@ -35,7 +35,12 @@ pub struct Args {
     pub db: Option<String>,
 
     /// Directory of migration files.
-    #[arg(long, global = true, value_name = "DIR", default_value = "db/migrations")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "db/migrations"
+    )]
     pub dir: PathBuf,
 
     /// How long to wait for another migrate holding the lock.
@@ -147,14 +152,28 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         lock_retries: args.lock_retries,
     };
     let exit = match &args.command {
-        Command::Up { target, allow_changed, allow_out_of_order } => {
-            db.setup()?;
+        Command::Up {
+            target,
+            allow_changed,
+            allow_out_of_order,
+        } => {
+            // Lock first: concurrent CREATE TABLE IF NOT EXISTS collide.
             db.lock(args.lock_wait)?;
-            up(&mut db, &files, target.as_deref(), *allow_changed, *allow_out_of_order, &t, em)?
+            db.setup()?;
+            up(
+                &mut db,
+                &files,
+                target.as_deref(),
+                *allow_changed,
+                *allow_out_of_order,
+                &t,
+                em,
+            )?
         }
         Command::Down { n, to } => {
-            db.setup()?;
+            // Lock first: concurrent CREATE TABLE IF NOT EXISTS collide.
             db.lock(args.lock_wait)?;
+            db.setup()?;
             down(&mut db, &files, *n, to.as_deref(), &t, em)?
         }
         Command::Status { exit_code } => status(&mut db, &files, *exit_code, em)?,
@@ -162,20 +181,43 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         Command::Validate => {
             let problems = validate(&db.applied()?, &files, false);
             for p in &problems {
-                em.emit("validate", &fields! {"ok" => false, "version" => p.0, "problem" => p.1});
+                em.emit(
+                    "validate",
+                    &fields! {"ok" => false, "version" => p.0, "problem" => p.1},
+                );
             }
-            em.emit("summary", &fields! {"ok" => problems.is_empty(), "problems" => problems.len()});
-            if problems.is_empty() { Exit::Ok } else { Exit::CheckFailed }
+            em.emit(
+                "summary",
+                &fields! {"ok" => problems.is_empty(), "problems" => problems.len()},
+            );
+            if problems.is_empty() {
+                Exit::Ok
+            } else {
+                Exit::CheckFailed
+            }
         }
         Command::Baseline { version } => {
-            db.setup()?;
+            // Lock first: concurrent CREATE TABLE IF NOT EXISTS collide.
             db.lock(args.lock_wait)?;
+            db.setup()?;
             baseline(&mut db, &files, version, em)?
         }
-        Command::Repair { applied, rolled_back, accept_checksum } => {
-            db.setup()?;
+        Command::Repair {
+            applied,
+            rolled_back,
+            accept_checksum,
+        } => {
+            // Lock first: concurrent CREATE TABLE IF NOT EXISTS collide.
             db.lock(args.lock_wait)?;
-            repair(&mut db, &files, applied.as_deref(), rolled_back.as_deref(), accept_checksum.as_deref(), em)?
+            db.setup()?;
+            repair(
+                &mut db,
+                &files,
+                applied.as_deref(),
+                rolled_back.as_deref(),
+                accept_checksum.as_deref(),
+                em,
+            )?
         }
         Command::New { .. } | Command::Wait { .. } => unreachable!(),
     };
@@ -188,8 +230,13 @@ fn pg(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
 }
 
 /// Problems that make `up` refuse and `validate` fail: (version, what).
-fn validate(applied: &BTreeMap<String, Applied>, files: &[Migration], allow_out_of_order: bool) -> Vec<(String, String)> {
-    let by_version: BTreeMap<&str, &Migration> = files.iter().map(|m| (m.version.as_str(), m)).collect();
+fn validate(
+    applied: &BTreeMap<String, Applied>,
+    files: &[Migration],
+    allow_out_of_order: bool,
+) -> Vec<(String, String)> {
+    let by_version: BTreeMap<&str, &Migration> =
+        files.iter().map(|m| (m.version.as_str(), m)).collect();
     let mut out = Vec::new();
     for (v, a) in applied {
         if a.dirty {
@@ -209,13 +256,25 @@ fn validate(applied: &BTreeMap<String, Applied>, files: &[Migration], allow_out_
                 if let Some(c) = &a.checksum
                     && *c != m.checksum
                 {
-                    out.push((v.clone(), format!("{} changed after it was applied (checksum {} now {})", m.file.display(), &c[..12.min(c.len())], &m.checksum[..12])));
+                    out.push((
+                        v.clone(),
+                        format!(
+                            "{} changed after it was applied (checksum {} now {})",
+                            m.file.display(),
+                            &c[..12.min(c.len())],
+                            &m.checksum[..12]
+                        ),
+                    ));
                 }
             }
         }
     }
     if !allow_out_of_order
-        && let Some(newest) = applied.iter().filter(|(_, a)| a.in_schema).map(|(v, _)| v).max_by(|a, b| version_order(a, b))
+        && let Some(newest) = applied
+            .iter()
+            .filter(|(_, a)| a.in_schema)
+            .map(|(v, _)| v)
+            .max_by(|a, b| version_order(a, b))
     {
         for m in files {
             let pending = !applied.get(&m.version).is_some_and(|a| a.in_schema);
@@ -227,25 +286,50 @@ fn validate(applied: &BTreeMap<String, Applied>, files: &[Migration], allow_out_
     out
 }
 
-fn up(db: &mut Db, files: &[Migration], target: Option<&str>, allow_changed: bool, allow_ooo: bool, t: &Timeouts, em: &mut Emitter) -> Result<Exit> {
+fn up(
+    db: &mut Db,
+    files: &[Migration],
+    target: Option<&str>,
+    allow_changed: bool,
+    allow_ooo: bool,
+    t: &Timeouts,
+    em: &mut Emitter,
+) -> Result<Exit> {
     let start = Instant::now();
     let mut applied = db.applied()?;
     adopt(db, files, &mut applied)?;
     if let Some(tv) = target
         && !files.iter().any(|m| m.version == tv)
     {
-        return Err(Error::usage(format!("--target {tv}: no such migration in the directory")));
+        return Err(Error::usage(format!(
+            "--target {tv}: no such migration in the directory"
+        )));
     }
     let problems: Vec<(String, String)> = validate(&applied, files, allow_ooo)
         .into_iter()
-        .filter(|(_, p)| !(allow_changed && (p.contains("changed after") || p.contains("file is missing"))))
+        .filter(|(_, p)| {
+            !(allow_changed && (p.contains("changed after") || p.contains("file is missing")))
+        })
         .collect();
     if !problems.is_empty() {
         for p in &problems {
-            em.emit("validate", &fields! {"ok" => false, "version" => p.0, "problem" => p.1});
+            em.emit(
+                "validate",
+                &fields! {"ok" => false, "version" => p.0, "problem" => p.1},
+            );
         }
-        em.emit("summary", &fields! {"ok" => false, "applied" => 0, "problems" => problems.len()});
-        log::error!("refusing to migrate: {}", problems.iter().map(|p| format!("{}: {}", p.0, p.1)).collect::<Vec<_>>().join("; "));
+        em.emit(
+            "summary",
+            &fields! {"ok" => false, "applied" => 0, "problems" => problems.len()},
+        );
+        log::error!(
+            "refusing to migrate: {}",
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.0, p.1))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
         return Ok(Exit::CheckFailed);
     }
     let pending: Vec<&Migration> = files
@@ -265,13 +349,19 @@ fn up(db: &mut Db, files: &[Migration], target: Option<&str>, allow_changed: boo
             Err(f) => {
                 db.log(Some(&m.version), "up", false, &f.message);
                 log::error!("{}", f.message);
-                em.emit("migration", &record(m, "up", 0, t0, false, Some(&f.message)));
+                em.emit(
+                    "migration",
+                    &record(m, "up", 0, t0, false, Some(&f.message)),
+                );
                 em.emit("summary", &fields! {"ok" => false, "applied" => done, "failed" => 1, "duration_s" => secs(start)});
                 return Ok(Exit::CheckFailed);
             }
         }
     }
-    em.emit("summary", &fields! {"ok" => true, "applied" => done, "failed" => 0, "duration_s" => secs(start)});
+    em.emit(
+        "summary",
+        &fields! {"ok" => true, "applied" => done, "failed" => 0, "duration_s" => secs(start)},
+    );
     Ok(Exit::Ok)
 }
 
@@ -289,30 +379,55 @@ fn adopt(db: &mut Db, files: &[Migration], applied: &mut BTreeMap<String, Applie
                     &[&m.version, &m.name, &m.checksum],
                 )
                 .map_err(pg("recording a migration applied by dbmate"))?;
-            db.log(Some(&m.version), "adopt", true, "applied before opskit; checksum taken from the file");
+            db.log(
+                Some(&m.version),
+                "adopt",
+                true,
+                "applied before opskit; checksum taken from the file",
+            );
             a.checksum = Some(m.checksum.clone());
         }
     }
     Ok(())
 }
 
-fn down(db: &mut Db, files: &[Migration], n: Option<usize>, to: Option<&str>, t: &Timeouts, em: &mut Emitter) -> Result<Exit> {
+fn down(
+    db: &mut Db,
+    files: &[Migration],
+    n: Option<usize>,
+    to: Option<&str>,
+    t: &Timeouts,
+    em: &mut Emitter,
+) -> Result<Exit> {
     let start = Instant::now();
     let applied = db.applied()?;
-    let mut versions: Vec<&String> = applied.iter().filter(|(_, a)| a.in_schema).map(|(v, _)| v).collect();
+    let mut versions: Vec<&String> = applied
+        .iter()
+        .filter(|(_, a)| a.in_schema)
+        .map(|(v, _)| v)
+        .collect();
     versions.sort_by(|a, b| version_order(b, a));
     let chosen: Vec<&String> = match to {
-        Some(tv) => versions.into_iter().filter(|v| version_order(v, tv).is_gt()).collect(),
+        Some(tv) => versions
+            .into_iter()
+            .filter(|v| version_order(v, tv).is_gt())
+            .collect(),
         None => versions.into_iter().take(n.unwrap_or(1)).collect(),
     };
-    let by_version: BTreeMap<&str, &Migration> = files.iter().map(|m| (m.version.as_str(), m)).collect();
+    let by_version: BTreeMap<&str, &Migration> =
+        files.iter().map(|m| (m.version.as_str(), m)).collect();
     // Check every step can run before running any.
     let mut steps = Vec::new();
     for v in &chosen {
-        let m = by_version
-            .get(v.as_str())
-            .ok_or_else(|| Error::failure(format!("cannot roll back {v}: its file is missing from the directory")))?;
-        if m.down.as_ref().is_none_or(|d| split::statements(&d.sql).is_empty()) {
+        let m = by_version.get(v.as_str()).ok_or_else(|| {
+            Error::failure(format!(
+                "cannot roll back {v}: its file is missing from the directory"
+            ))
+        })?;
+        if m.down
+            .as_ref()
+            .is_none_or(|d| split::statements(&d.sql).is_empty())
+        {
             return Err(Error::check(format!(
                 "cannot roll back {v} ({}): it has no down section; restore the backup taken before the deployment instead",
                 m.file.display()
@@ -332,17 +447,30 @@ fn down(db: &mut Db, files: &[Migration], n: Option<usize>, to: Option<&str>, t:
             Err(f) => {
                 db.log(Some(&m.version), "down", false, &f.message);
                 log::error!("{}", f.message);
-                em.emit("migration", &record(m, "down", 0, t0, false, Some(&f.message)));
+                em.emit(
+                    "migration",
+                    &record(m, "down", 0, t0, false, Some(&f.message)),
+                );
                 em.emit("summary", &fields! {"ok" => false, "rolled_back" => done, "failed" => 1, "duration_s" => secs(start)});
                 return Ok(Exit::CheckFailed);
             }
         }
     }
-    em.emit("summary", &fields! {"ok" => true, "rolled_back" => done, "failed" => 0, "duration_s" => secs(start)});
+    em.emit(
+        "summary",
+        &fields! {"ok" => true, "rolled_back" => done, "failed" => 0, "duration_s" => secs(start)},
+    );
     Ok(Exit::Ok)
 }
 
-fn record(m: &Migration, direction: &str, statements: usize, t0: Instant, ok: bool, err: Option<&str>) -> opskit::record::Fields {
+fn record(
+    m: &Migration,
+    direction: &str,
+    statements: usize,
+    t0: Instant,
+    ok: bool,
+    err: Option<&str>,
+) -> opskit::record::Fields {
     let mut f = fields! {
         "ok" => ok,
         "version" => m.version,
@@ -396,7 +524,11 @@ fn status(db: &mut Db, files: &[Migration], exit_code: bool, em: &mut Emitter) -
         );
     }
     em.emit("summary", &fields! {"ok" => pending == 0 || !exit_code, "applied" => applied.values().filter(|a| a.in_schema).count(), "pending" => pending});
-    Ok(if exit_code && pending > 0 { Exit::CheckFailed } else { Exit::Ok })
+    Ok(if exit_code && pending > 0 {
+        Exit::CheckFailed
+    } else {
+        Exit::Ok
+    })
 }
 
 fn plan(db: &mut Db, files: &[Migration], up: bool, n: usize, em: &mut Emitter) -> Result<Exit> {
@@ -423,19 +555,30 @@ fn plan(db: &mut Db, files: &[Migration], up: bool, n: usize, em: &mut Emitter) 
             },
         );
     }
-    em.emit("summary", &fields! {"ok" => true, "planned" => chosen.len()});
+    em.emit(
+        "summary",
+        &fields! {"ok" => true, "planned" => chosen.len()},
+    );
     Ok(Exit::Ok)
 }
 
 fn baseline(db: &mut Db, files: &[Migration], version: &str, em: &mut Emitter) -> Result<Exit> {
     if !files.iter().any(|m| m.version == version) {
-        return Err(Error::usage(format!("baseline {version}: no such migration in the directory")));
+        return Err(Error::usage(format!(
+            "baseline {version}: no such migration in the directory"
+        )));
     }
     let mut marked = 0;
     let mut tx = db.client.transaction().map_err(pg("baseline"))?;
-    for m in files.iter().filter(|m| !version_order(&m.version, version).is_gt()) {
+    for m in files
+        .iter()
+        .filter(|m| !version_order(&m.version, version).is_gt())
+    {
         let n = tx
-            .execute("INSERT INTO schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING", &[&m.version])
+            .execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&m.version],
+            )
             .map_err(pg("baseline"))?;
         tx.execute(
             "INSERT INTO opskit_migrations (version, name, checksum, baseline) VALUES ($1, $2, $3, true) ON CONFLICT DO NOTHING",
@@ -445,58 +588,108 @@ fn baseline(db: &mut Db, files: &[Migration], version: &str, em: &mut Emitter) -
         marked += n;
     }
     tx.commit().map_err(pg("baseline"))?;
-    db.log(Some(version), "baseline", true, &format!("{marked} versions marked applied"));
-    em.emit("summary", &fields! {"ok" => true, "baseline" => version, "marked" => marked});
+    db.log(
+        Some(version),
+        "baseline",
+        true,
+        &format!("{marked} versions marked applied"),
+    );
+    em.emit(
+        "summary",
+        &fields! {"ok" => true, "baseline" => version, "marked" => marked},
+    );
     Ok(Exit::Ok)
 }
 
-fn repair(db: &mut Db, files: &[Migration], applied: Option<&str>, rolled_back: Option<&str>, accept: Option<&str>, em: &mut Emitter) -> Result<Exit> {
+fn repair(
+    db: &mut Db,
+    files: &[Migration],
+    applied: Option<&str>,
+    rolled_back: Option<&str>,
+    accept: Option<&str>,
+    em: &mut Emitter,
+) -> Result<Exit> {
     let state = db.applied()?;
     let find = |v: &str| files.iter().find(|m| m.version == v);
     let (version, action, sql): (&str, &str, String) = if let Some(v) = applied {
         if !state.get(v).is_some_and(|a| a.dirty) {
-            return Err(Error::usage(format!("repair --applied {v}: {v} is not dirty")));
+            return Err(Error::usage(format!(
+                "repair --applied {v}: {v} is not dirty"
+            )));
         }
         let m = find(v).ok_or_else(|| Error::usage(format!("{v}: no such migration file")))?;
-        (v, "repair-applied", format!(
-            "BEGIN; INSERT INTO schema_migrations (version) VALUES ({0}) ON CONFLICT DO NOTHING; \
+        (
+            v,
+            "repair-applied",
+            format!(
+                "BEGIN; INSERT INTO schema_migrations (version) VALUES ({0}) ON CONFLICT DO NOTHING; \
              UPDATE opskit_migrations SET dirty = false, failed_statement = NULL, error = NULL, checksum = {1}, applied_at = now() WHERE version = {0}; COMMIT;",
-            db::lit(v), db::lit(&m.checksum)))
+                db::lit(v),
+                db::lit(&m.checksum)
+            ),
+        )
     } else if let Some(v) = rolled_back {
         if !state.get(v).is_some_and(|a| a.dirty) {
-            return Err(Error::usage(format!("repair --rolled-back {v}: {v} is not dirty")));
+            return Err(Error::usage(format!(
+                "repair --rolled-back {v}: {v} is not dirty"
+            )));
         }
-        (v, "repair-rolled-back", format!(
-            "BEGIN; DELETE FROM schema_migrations WHERE version = {0}; DELETE FROM opskit_migrations WHERE version = {0}; COMMIT;",
-            db::lit(v)))
+        (
+            v,
+            "repair-rolled-back",
+            format!(
+                "BEGIN; DELETE FROM schema_migrations WHERE version = {0}; DELETE FROM opskit_migrations WHERE version = {0}; COMMIT;",
+                db::lit(v)
+            ),
+        )
     } else if let Some(v) = accept {
         let m = find(v).ok_or_else(|| Error::usage(format!("{v}: no such migration file")))?;
         if !state.get(v).is_some_and(|a| a.in_schema) {
-            return Err(Error::usage(format!("repair --accept-checksum {v}: {v} is not applied")));
+            return Err(Error::usage(format!(
+                "repair --accept-checksum {v}: {v} is not applied"
+            )));
         }
-        (v, "repair-accept-checksum", format!(
-            "UPDATE opskit_migrations SET checksum = {} WHERE version = {};", db::lit(&m.checksum), db::lit(v)))
+        (
+            v,
+            "repair-accept-checksum",
+            format!(
+                "UPDATE opskit_migrations SET checksum = {} WHERE version = {};",
+                db::lit(&m.checksum),
+                db::lit(v)
+            ),
+        )
     } else {
-        return Err(Error::usage("repair needs --applied, --rolled-back or --accept-checksum VERSION"));
+        return Err(Error::usage(
+            "repair needs --applied, --rolled-back or --accept-checksum VERSION",
+        ));
     };
     db.client.batch_execute(&sql).map_err(pg("repair"))?;
     db.log(Some(version), action, true, "");
-    em.emit("repair", &fields! {"ok" => true, "version" => version, "action" => action});
+    em.emit(
+        "repair",
+        &fields! {"ok" => true, "version" => version, "action" => action},
+    );
     em.emit("summary", &fields! {"ok" => true, "repaired" => 1});
     Ok(Exit::Ok)
 }
 
 fn new_file(dir: &Path, name: &str, em: &mut Emitter) -> Result<Exit> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(Error::usage(format!("invalid migration name '{name}': use letters, digits and '_'")));
+        return Err(Error::usage(format!(
+            "invalid migration name '{name}': use letters, digits and '_'"
+        )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, &e))?;
     let version = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let path = dir.join(format!("{version}_{name}.sql"));
     let body = "-- migrate:up\n\n\n-- migrate:down\n\n";
     let mut f = opskit::durable::create_new(&path, 0o644)?;
-    std::io::Write::write_all(&mut f, body.as_bytes()).map_err(|e| Error::io("writing", &path, &e))?;
-    em.emit("new", &fields! {"ok" => true, "version" => version, "path" => path.display().to_string()});
+    std::io::Write::write_all(&mut f, body.as_bytes())
+        .map_err(|e| Error::io("writing", &path, &e))?;
+    em.emit(
+        "new",
+        &fields! {"ok" => true, "version" => version, "path" => path.display().to_string()},
+    );
     em.emit("summary", &fields! {"ok" => true});
     Ok(Exit::Ok)
 }
@@ -505,15 +698,24 @@ fn wait(spec: &ConnSpec, timeout: Duration, em: &mut Emitter) -> Result<Exit> {
     let start = Instant::now();
     let mut last;
     loop {
-        match spec.connect().and_then(|mut c| c.simple_query("SELECT 1").map_err(pg("SELECT 1"))) {
+        match spec
+            .connect()
+            .and_then(|mut c| c.simple_query("SELECT 1").map_err(pg("SELECT 1")))
+        {
             Ok(_) => {
-                em.emit("summary", &fields! {"ok" => true, "waited_s" => secs(start)});
+                em.emit(
+                    "summary",
+                    &fields! {"ok" => true, "waited_s" => secs(start)},
+                );
                 return Ok(Exit::Ok);
             }
             Err(e) => last = e.msg,
         }
         if start.elapsed() >= timeout {
-            return Err(Error::failure(format!("database not ready after {}: {last}", units::format_duration(timeout))));
+            return Err(Error::failure(format!(
+                "database not ready after {}: {last}",
+                units::format_duration(timeout)
+            )));
         }
         std::thread::sleep(Duration::from_millis(250));
     }

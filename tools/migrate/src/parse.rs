@@ -31,13 +31,17 @@ pub struct Migration {
 
 /// Normalise a file's text: no BOM, LF line ends.
 pub fn normalise(text: &str) -> String {
-    text.strip_prefix('\u{feff}').unwrap_or(text).replace("\r\n", "\n")
+    text.strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .replace("\r\n", "\n")
 }
 
 /// `20261123030000_add_users.sql` → (`20261123030000`, `add_users`).
 pub fn split_file_name(name: &str) -> Option<(&str, &str)> {
     let stem = name.strip_suffix(".sql")?;
-    let digits = stem.find(|c: char| !c.is_ascii_digit()).unwrap_or(stem.len());
+    let digits = stem
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(stem.len());
     if digits == 0 {
         return None;
     }
@@ -47,9 +51,16 @@ pub fn split_file_name(name: &str) -> Option<(&str, &str)> {
 
 /// Parse one file's text.
 pub fn parse(file: &Path, text: &str) -> Result<Migration> {
-    let fname = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let (version, name) = split_file_name(&fname)
-        .ok_or_else(|| Error::usage(format!("{}: file name must be <version>_<name>.sql", file.display())))?;
+    let fname = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (version, name) = split_file_name(&fname).ok_or_else(|| {
+        Error::usage(format!(
+            "{}: file name must be <version>_<name>.sql",
+            file.display()
+        ))
+    })?;
     let norm = normalise(text);
     let at = |line: usize, msg: String| Error::usage(format!("{}:{line}: {msg}", file.display()));
     // (kind, options, 1-based marker line)
@@ -64,14 +75,22 @@ pub fn parse(file: &Path, text: &str) -> Result<Migration> {
             let mut words = rest.split_whitespace();
             let kind = words.next().unwrap_or("");
             if kind != "up" && kind != "down" {
-                return Err(at(ln, format!("unknown marker 'migrate:{kind}' (use migrate:up or migrate:down)")));
+                return Err(at(
+                    ln,
+                    format!("unknown marker 'migrate:{kind}' (use migrate:up or migrate:down)"),
+                ));
             }
             let mut transaction = true;
             for opt in words {
                 match opt {
                     "transaction:false" => transaction = false,
                     "transaction:true" => transaction = true,
-                    _ => return Err(at(ln, format!("unknown option '{opt}' on the migrate:{kind} line"))),
+                    _ => {
+                        return Err(at(
+                            ln,
+                            format!("unknown option '{opt}' on the migrate:{kind} line"),
+                        ));
+                    }
                 }
             }
             markers.push((if kind == "up" { "up" } else { "down" }, transaction, ln));
@@ -103,7 +122,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Migration> {
     let ups: Vec<_> = markers.iter().filter(|m| m.0 == "up").collect();
     let downs: Vec<_> = markers.iter().filter(|m| m.0 == "down").collect();
     if ups.is_empty() {
-        return Err(Error::usage(format!("{}: no '-- migrate:up' section", file.display())));
+        return Err(Error::usage(format!(
+            "{}: no '-- migrate:up' section",
+            file.display()
+        )));
     }
     if ups.len() > 1 {
         return Err(at(ups[1].2, "a second '-- migrate:up' marker".into()));
@@ -124,7 +146,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Migration> {
     };
     let up_line = ups[0].2;
     let down_line = downs.first().map(|d| d.2);
-    let up = section(up_line, down_line.map(|d| d - 1).unwrap_or(lines.len()), ups[0].1);
+    let up = section(
+        up_line,
+        down_line.map(|d| d - 1).unwrap_or(lines.len()),
+        ups[0].1,
+    );
     let down = downs.first().map(|d| section(d.2, lines.len(), d.1));
     Ok(Migration {
         version: version.to_string(),
@@ -136,11 +162,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Migration> {
     })
 }
 
-/// Order of versions: numeric (shorter digit strings first), as dbmate's
-/// timestamps and plain counters both sort right.
+/// Order of versions: as strings, as dbmate orders them (its timestamps all
+/// have the same length; `10_x` sorts before `9_x` there too).
 pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
-    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    a.cmp(b)
 }
 
 /// Every migration in `dir`, ordered by version. Two files with the same
@@ -159,7 +184,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Migration>> {
         }
         let path = e.path();
         let bytes = fs::read(&path).at("reading", &path)?;
-        let text = String::from_utf8(bytes).map_err(|_| Error::usage(format!("{}: not UTF-8", path.display())))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::usage(format!("{}: not UTF-8", path.display())))?;
         out.push(parse(&path, &text)?);
     }
     out.sort_by(|a, b| version_order(&a.version, &b.version).then_with(|| a.file.cmp(&b.file)));
@@ -181,13 +207,22 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<Migration> {
-        parse(Path::new("db/migrations/20261123030000_add_users.sql"), text)
+        parse(
+            Path::new("db/migrations/20261123030000_add_users.sql"),
+            text,
+        )
     }
 
     #[test]
     fn accepted_forms() {
-        let m = p("-- migrate:up\ncreate table users (id int);\n\n-- migrate:down\ndrop table users;\n").unwrap();
-        assert_eq!((m.version.as_str(), m.name.as_str()), ("20261123030000", "add_users"));
+        let m = p(
+            "-- migrate:up\ncreate table users (id int);\n\n-- migrate:down\ndrop table users;\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.version.as_str(), m.name.as_str()),
+            ("20261123030000", "add_users")
+        );
         assert_eq!(m.up.sql, "create table users (id int);\n");
         assert_eq!(m.up.first_line, 2);
         assert!(m.up.transaction);
@@ -212,18 +247,40 @@ mod tests {
     #[test]
     fn refused_forms_name_file_and_line() {
         let cases = [
-            ("select 1;\n-- migrate:up\nselect 2;\n", ":1: SQL before the first"),
-            ("-- c\n/* x */ select 1;\n-- migrate:up\n", ":2: SQL before the first"),
-            ("-- migrate:down\ndrop table x;\n", "no '-- migrate:up' section"),
-            ("-- migrate:down\nx;\n-- migrate:up\ny;\n", ":1: '-- migrate:down' before"),
-            ("-- migrate:up\nx;\n-- migrate:up\ny;\n", ":3: a second '-- migrate:up'"),
-            ("-- migrate:up transaction:maybe\nx;\n", ":1: unknown option 'transaction:maybe'"),
+            (
+                "select 1;\n-- migrate:up\nselect 2;\n",
+                ":1: SQL before the first",
+            ),
+            (
+                "-- c\n/* x */ select 1;\n-- migrate:up\n",
+                ":2: SQL before the first",
+            ),
+            (
+                "-- migrate:down\ndrop table x;\n",
+                "no '-- migrate:up' section",
+            ),
+            (
+                "-- migrate:down\nx;\n-- migrate:up\ny;\n",
+                ":1: '-- migrate:down' before",
+            ),
+            (
+                "-- migrate:up\nx;\n-- migrate:up\ny;\n",
+                ":3: a second '-- migrate:up'",
+            ),
+            (
+                "-- migrate:up transaction:maybe\nx;\n",
+                ":1: unknown option 'transaction:maybe'",
+            ),
             ("-- migrate:sideways\nx;\n", ":1: unknown marker"),
         ];
         for (text, want) in cases {
             let e = p(text).unwrap_err();
             assert_eq!(e.exit, opskit::Exit::Usage);
-            assert!(e.msg.contains("20261123030000_add_users.sql"), "{text:?}: {}", e.msg);
+            assert!(
+                e.msg.contains("20261123030000_add_users.sql"),
+                "{text:?}: {}",
+                e.msg
+            );
             assert!(e.msg.contains(want), "{text:?}: {}", e.msg);
         }
     }
@@ -231,12 +288,15 @@ mod tests {
     #[test]
     fn file_names_and_order() {
         assert_eq!(split_file_name("001_init.sql"), Some(("001", "init")));
-        assert_eq!(split_file_name("20261123030000_x_y.sql"), Some(("20261123030000", "x_y")));
+        assert_eq!(
+            split_file_name("20261123030000_x_y.sql"),
+            Some(("20261123030000", "x_y"))
+        );
         assert_eq!(split_file_name("init.sql"), None);
         assert_eq!(split_file_name("001_init.txt"), None);
-        let mut v = vec!["10", "9", "0011", "2"];
+        let mut v = vec!["20261123030000", "002", "0025", "20250101000000"];
         v.sort_by(|a, b| version_order(a, b));
-        assert_eq!(v, vec!["2", "9", "10", "0011"]);
+        assert_eq!(v, vec!["002", "0025", "20250101000000", "20261123030000"]);
     }
 
     #[test]

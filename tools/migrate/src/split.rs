@@ -16,7 +16,11 @@ pub struct Piece<'a> {
 impl Piece<'_> {
     /// Whether the piece holds SQL, not only whitespace and comments.
     pub fn is_statement(&self) -> bool {
-        !strip_comments(self.text).trim().trim_end_matches(';').trim().is_empty()
+        !strip_comments(self.text)
+            .trim()
+            .trim_end_matches(';')
+            .trim()
+            .is_empty()
     }
 
     /// The line the statement itself starts on (after leading blank lines
@@ -76,7 +80,8 @@ fn skip_token(b: &[u8], i: usize) -> usize {
         }
         b'\'' => {
             // E'...' allows backslash escapes; the E is the previous byte.
-            let escapes = i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !is_ident(b[i - 2]));
+            let escapes =
+                i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !is_ident(b[i - 2]));
             let mut j = i + 1;
             while j < n {
                 if escapes && b[j] == b'\\' {
@@ -160,14 +165,20 @@ pub fn split(sql: &str) -> Vec<Piece<'_>> {
         let end = skip_token(b, i);
         line += sql[i..end].matches('\n').count();
         if b[i] == b';' {
-            out.push(Piece { text: &sql[start..end], line: start_line });
+            out.push(Piece {
+                text: &sql[start..end],
+                line: start_line,
+            });
             start = end;
             start_line = line;
         }
         i = end;
     }
     if start < sql.len() {
-        out.push(Piece { text: &sql[start..], line: start_line });
+        out.push(Piece {
+            text: &sql[start..],
+            line: start_line,
+        });
     }
     out
 }
@@ -182,7 +193,10 @@ mod tests {
     use super::*;
 
     fn texts(sql: &str) -> Vec<String> {
-        statements(sql).iter().map(|p| p.text.trim().to_string()).collect()
+        statements(sql)
+            .iter()
+            .map(|p| p.text.trim().to_string())
+            .collect()
     }
 
     #[test]
@@ -193,14 +207,35 @@ mod tests {
             ("select 'it''s;'; x;", vec!["select 'it''s;';", "x;"]),
             (r"select E'a\';b'; x;", vec![r"select E'a\';b';", "x;"]),
             (r"select 'a\'; x;", vec![r"select 'a\';", "x;"]),
-            ("select \"we;ird\"\"id\" from t; x;", vec!["select \"we;ird\"\"id\" from t;", "x;"]),
-            ("create function f() returns int as $$ select 1; $$ language sql; x;", vec!["create function f() returns int as $$ select 1; $$ language sql;", "x;"]),
-            ("do $body$ begin perform 1; end $body$; x;", vec!["do $body$ begin perform 1; end $body$;", "x;"]),
+            (
+                "select \"we;ird\"\"id\" from t; x;",
+                vec!["select \"we;ird\"\"id\" from t;", "x;"],
+            ),
+            (
+                "create function f() returns int as $$ select 1; $$ language sql; x;",
+                vec![
+                    "create function f() returns int as $$ select 1; $$ language sql;",
+                    "x;",
+                ],
+            ),
+            (
+                "do $body$ begin perform 1; end $body$; x;",
+                vec!["do $body$ begin perform 1; end $body$;", "x;"],
+            ),
             ("select $1; x;", vec!["select $1;", "x;"]),
             ("select a$b; x;", vec!["select a$b;", "x;"]),
-            ("-- c;\nselect 1; -- trailing; comment\nx;", vec!["-- c;\nselect 1;", "-- trailing; comment\nx;"]),
-            ("/* a /* nested; */ still; */ select 1; x;", vec!["/* a /* nested; */ still; */ select 1;", "x;"]),
-            ("select 'ü;'; select 'é';", vec!["select 'ü;';", "select 'é';"]),
+            (
+                "-- c;\nselect 1; -- trailing; comment\nx;",
+                vec!["-- c;\nselect 1;", "-- trailing; comment\nx;"],
+            ),
+            (
+                "/* a /* nested; */ still; */ select 1; x;",
+                vec!["/* a /* nested; */ still; */ select 1;", "x;"],
+            ),
+            (
+                "select 'ü;'; select 'é';",
+                vec!["select 'ü;';", "select 'é';"],
+            ),
             ("  \n-- only a comment\n", vec![]),
             (";;", vec![]),
         ];
@@ -211,7 +246,8 @@ mod tests {
 
     #[test]
     fn lines_are_tracked() {
-        let sql = "create table a (x int);\n\n-- the index\ncreate index concurrently i on a (x);\n";
+        let sql =
+            "create table a (x int);\n\n-- the index\ncreate index concurrently i on a (x);\n";
         let st = statements(sql);
         assert_eq!(st.len(), 2);
         assert_eq!(st[0].first_code_line(), 0);
@@ -232,18 +268,42 @@ mod tests {
     #[test]
     fn splitting_then_joining_round_trips() {
         let atoms = [
-            "select 1", ";", " ", "\n", "'a;b'", "''", "E'\\''", "\"q;\"", "$$x;$$", "$t$ $$ ; $t$", "-- c;\n",
-            "/* x; /* y */ */", "'unterminated", "$", "e'", "ü", "\"", "/*", "--", "$q$", ";\n",
+            "select 1",
+            ";",
+            " ",
+            "\n",
+            "'a;b'",
+            "''",
+            "E'\\''",
+            "\"q;\"",
+            "$$x;$$",
+            "$t$ $$ ; $t$",
+            "-- c;\n",
+            "/* x; /* y */ */",
+            "'unterminated",
+            "$",
+            "e'",
+            "ü",
+            "\"",
+            "/*",
+            "--",
+            "$q$",
+            ";\n",
         ];
         let mut rng = Rng(0xdead_beef_cafe_f00d);
         for _ in 0..5000 {
             let n = (rng.next() % 12) as usize;
-            let s: String = (0..n).map(|_| atoms[(rng.next() % atoms.len() as u64) as usize]).collect();
+            let s: String = (0..n)
+                .map(|_| atoms[(rng.next() % atoms.len() as u64) as usize])
+                .collect();
             let joined: String = split(&s).iter().map(|p| p.text).collect();
             assert_eq!(joined, s);
             for p in split(&s) {
                 let ends_with_semicolon = p.text.ends_with(';');
-                let is_last = std::ptr::eq(p.text.as_ptr().wrapping_add(p.text.len()), s.as_ptr().wrapping_add(s.len()));
+                let is_last = std::ptr::eq(
+                    p.text.as_ptr().wrapping_add(p.text.len()),
+                    s.as_ptr().wrapping_add(s.len()),
+                );
                 assert!(ends_with_semicolon || is_last, "{s:?} -> {p:?}");
             }
         }
