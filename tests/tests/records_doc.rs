@@ -3,10 +3,9 @@
 //! (and in their failures) is listed there for its event.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use opskit_testkit::tools::{Output, run};
+use opskit_testkit::tools::{Output, run, run_with_stdin};
 use opskit_testkit::{bin, cluster};
 use serde_json::Value;
 
@@ -101,30 +100,17 @@ fn every_example_parses_and_every_emitted_field_is_documented() {
     assert_eq!(backup.code, 0, "{}", backup.stderr);
     check(&backup, &docs, &BTreeSet::new());
 
-    let mut v = Command::new(bin("verify-backup"))
-        .args([
-            "--record",
-            "--restore-into",
-            &c.url("postgres"),
-            "--pg-bindir",
-        ])
-        .arg(c.bindir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    v.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{}\nnot json\n", backup.stdout.lines().next().unwrap()).as_bytes())
-        .unwrap();
-    let o = v.wait_with_output().unwrap();
-    let verify = Output {
-        code: o.status.code().unwrap(),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    };
+    let verify = run_with_stdin(
+        Command::new(bin("verify-backup"))
+            .args([
+                "--record",
+                "--restore-into",
+                &c.url("postgres"),
+                "--pg-bindir",
+            ])
+            .arg(c.bindir()),
+        &format!("{}\nnot json\n", backup.stdout.lines().next().unwrap()),
+    );
     assert_eq!(verify.events("verify")[0]["ok"], true, "{}", verify.stdout);
     // The backup record's own fields pass through into verify.
     let passed: BTreeSet<String> = docs["backup"].clone();

@@ -337,30 +337,44 @@ fn up(
         .filter(|m| !applied.get(&m.version).is_some_and(|a| a.in_schema))
         .filter(|m| target.is_none_or(|tv| !version_order(&m.version, tv).is_gt()))
         .collect();
+    apply(db, &pending, true, t, em, start)
+}
+
+/// Run `steps` in order, one `migration` record each, stopping at the first
+/// failure; then the summary.
+fn apply(
+    db: &mut Db,
+    steps: &[&Migration],
+    up: bool,
+    t: &Timeouts,
+    em: &mut Emitter,
+    start: Instant,
+) -> Result<Exit> {
+    let (dir, count_key) = if up {
+        ("up", "applied")
+    } else {
+        ("down", "rolled_back")
+    };
     let mut done = 0;
-    for m in pending {
+    for m in steps {
         let t0 = Instant::now();
-        match db.run(m, true, t) {
-            Ok(n) => {
-                done += 1;
-                db.log(Some(&m.version), "up", true, "");
-                em.emit("migration", &record(m, "up", n, t0, true, None));
-            }
-            Err(f) => {
-                db.log(Some(&m.version), "up", false, &f.message);
-                log::error!("{}", f.message);
-                em.emit(
-                    "migration",
-                    &record(m, "up", 0, t0, false, Some(&f.message)),
-                );
-                em.emit("summary", &fields! {"ok" => false, "applied" => done, "failed" => 1, "duration_s" => secs(start)});
-                return Ok(Exit::CheckFailed);
-            }
+        let res = db.run(m, up, t);
+        let (ok, n, msg) = match &res {
+            Ok(n) => (true, *n, None),
+            Err(f) => (false, 0, Some(f.message.as_str())),
+        };
+        db.log(Some(&m.version), dir, ok, msg.unwrap_or(""));
+        em.emit("migration", &record(m, dir, n, t0, ok, msg));
+        if let Some(msg) = msg {
+            log::error!("{msg}");
+            em.emit("summary", &fields! {"ok" => false, count_key => done, "failed" => 1, "duration_s" => secs(start)});
+            return Ok(Exit::CheckFailed);
         }
+        done += 1;
     }
     em.emit(
         "summary",
-        &fields! {"ok" => true, "applied" => done, "failed" => 0, "duration_s" => secs(start)},
+        &fields! {"ok" => true, count_key => done, "failed" => 0, "duration_s" => secs(start)},
     );
     Ok(Exit::Ok)
 }
@@ -435,32 +449,7 @@ fn down(
         }
         steps.push(*m);
     }
-    let mut done = 0;
-    for m in steps {
-        let t0 = Instant::now();
-        match db.run(m, false, t) {
-            Ok(k) => {
-                done += 1;
-                db.log(Some(&m.version), "down", true, "");
-                em.emit("migration", &record(m, "down", k, t0, true, None));
-            }
-            Err(f) => {
-                db.log(Some(&m.version), "down", false, &f.message);
-                log::error!("{}", f.message);
-                em.emit(
-                    "migration",
-                    &record(m, "down", 0, t0, false, Some(&f.message)),
-                );
-                em.emit("summary", &fields! {"ok" => false, "rolled_back" => done, "failed" => 1, "duration_s" => secs(start)});
-                return Ok(Exit::CheckFailed);
-            }
-        }
-    }
-    em.emit(
-        "summary",
-        &fields! {"ok" => true, "rolled_back" => done, "failed" => 0, "duration_s" => secs(start)},
-    );
-    Ok(Exit::Ok)
+    apply(db, &steps, false, t, em, start)
 }
 
 fn record(

@@ -191,6 +191,7 @@ pub fn statements(sql: &str) -> Vec<Piece<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opskit_testkit::tools::Rng;
 
     fn texts(sql: &str) -> Vec<String> {
         statements(sql)
@@ -255,15 +256,6 @@ mod tests {
     }
 
     /// xorshift, so the property test is repeatable without a crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
 
     #[test]
     fn splitting_then_joining_round_trips() {
@@ -292,9 +284,9 @@ mod tests {
         ];
         let mut rng = Rng(0xdead_beef_cafe_f00d);
         for _ in 0..5000 {
-            let n = (rng.next() % 12) as usize;
+            let n = (rng.next_u64() % 12) as usize;
             let s: String = (0..n)
-                .map(|_| atoms[(rng.next() % atoms.len() as u64) as usize])
+                .map(|_| atoms[(rng.next_u64() % atoms.len() as u64) as usize])
                 .collect();
             let joined: String = split(&s).iter().map(|p| p.text).collect();
             assert_eq!(joined, s);

@@ -109,6 +109,27 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// `raw` made usable as a name: characters outside `[A-Za-z0-9._-]`
+/// become `_`, leading dots go, and an empty result is `fallback`.
+pub fn sanitize_name(raw: &str, fallback: &str) -> String {
+    let s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_start_matches('.');
+    if s.is_empty() {
+        fallback.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
 /// `<name>-<UTC timestamp>`.
 pub fn set_dir_name(name: &str, at: DateTime<Utc>) -> String {
     format!("{name}-{}", at.format(TS_FORMAT))

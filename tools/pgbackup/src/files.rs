@@ -58,25 +58,11 @@ impl Excludes {
 /// The archive's name for a source directory: `files-<basename>.tar.gz`,
 /// made unique among `taken`.
 pub fn archive_name(source: &Path, taken: &[String]) -> String {
-    let base: String = source
+    let raw = source
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "root".into())
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let base = base.trim_start_matches('.').to_string();
-    let base = if base.is_empty() {
-        "root".to_string()
-    } else {
-        base
-    };
+        .unwrap_or_default();
+    let base = opskit::backupset::sanitize_name(&raw, "root");
     let mut name = format!("files-{base}.tar.gz");
     let mut n = 2;
     while taken.contains(&name) {

@@ -163,7 +163,10 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         pg_dump.version
     );
 
-    let name = args.name.clone().unwrap_or_else(|| sanitize(&dbname));
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| backupset::sanitize_name(&dbname, "db"));
     let (started_at, stage) = new_stage(&root, &name)?;
     let gz = (args.compress > 0).then(|| GzOptions {
         level: args.compress,
@@ -305,22 +308,6 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// A database name made safe as a set name.
-fn sanitize(db: &str) -> String {
-    let s: String = db
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let s = s.trim_start_matches('.').to_string();
-    if s.is_empty() { "db".into() } else { s }
 }
 
 /// Create the backup root (0700) if missing and resolve it.

@@ -12,16 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use opskit_testkit::cluster;
-use opskit_testkit::tools::run;
-
-fn output_of(child: std::process::Child) -> opskit_testkit::Output {
-    let out = child.wait_with_output().unwrap();
-    opskit_testkit::Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use opskit_testkit::tools::{output_of, run};
 
 #[test]
 fn database_restarted_mid_dump_leaves_no_set() {

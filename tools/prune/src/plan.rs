@@ -150,20 +150,8 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opskit_testkit::tools::Rng;
     use std::path::PathBuf;
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
 
     fn set(name: &str, secs: i64) -> Entry {
         Entry {

@@ -2,11 +2,10 @@
 //! what it never touches.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use opskit_testkit::tools::{Output, run};
+use opskit_testkit::tools::{Output, run, run_with_stdin};
 
 fn prune(root: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_prune"));
@@ -15,24 +14,7 @@ fn prune(root: &Path) -> Command {
 }
 
 fn with_stdin(cmd: &mut Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    Output {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
+    run_with_stdin(cmd, input)
 }
 
 /// A set directory as pgbackup lays it out (the contents do not matter to prune).

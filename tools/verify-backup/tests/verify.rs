@@ -1,12 +1,11 @@
 //! verify-backup against real sets written by pgbackup from a real server.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use opskit_testkit::tools::{Output, run};
+use opskit_testkit::tools::{Output, Rng, run, run_with_stdin};
 use opskit_testkit::{Cluster, TestDb, bin, cluster};
 
 fn verify() -> Command {
@@ -159,24 +158,7 @@ fn records_on_stdin_pass_their_fields_through_and_bad_lines_are_reported() {
         "{}\nnot json at all\n[1]\n",
         serde_json::json!({"event": "backup", "tool": "pgbackup", "ok": true, "path": set, "job": "nightly-7"})
     );
-    let mut child = verify()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let out = Output {
-        code: o.status.code().unwrap(),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    };
+    let out = run_with_stdin(&mut verify(), &input);
     assert_eq!(
         out.code, 2,
         "malformed input makes the run incomplete: {}",
@@ -274,17 +256,6 @@ fn chmod(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// A small xorshift so the property test is repeatable without a crate.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn any_flipped_byte_in_any_file_is_detected() {
     let c = cluster();
@@ -310,11 +281,11 @@ fn any_flipped_byte_in_any_file_is_detected() {
             .arg(&set)
             .status()
             .unwrap();
-        let victim = &files[(rng.next() % files.len() as u64) as usize];
+        let victim = &files[(rng.next_u64() % files.len() as u64) as usize];
         let p = set.join(victim.file_name().unwrap());
         let mut bytes = fs::read(&p).unwrap();
-        let at = (rng.next() % bytes.len() as u64) as usize;
-        let mask = (rng.next() % 255 + 1) as u8;
+        let at = (rng.next_u64() % bytes.len() as u64) as usize;
+        let mask = (rng.next_u64() % 255 + 1) as u8;
         bytes[at] ^= mask;
         fs::write(&p, &bytes).unwrap();
         damaged.push((
