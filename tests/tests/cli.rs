@@ -52,3 +52,31 @@ fn unknown_flag_is_one_line_usage_error() {
         );
     }
 }
+
+#[test]
+fn a_closed_pipe_on_stdout_ends_quietly_with_status_0() {
+    // Enough records to overflow the pipe after `head` has gone.
+    let root = tempfile::tempdir().unwrap();
+    for i in 0..3000 {
+        let d = root.path().join(format!(
+            "app-2026{:02}{:02}T{:02}0000Z",
+            1 + i % 12,
+            1 + i % 28,
+            i % 24
+        ));
+        if std::fs::create_dir(&d).is_ok() {
+            std::fs::write(d.join("MANIFEST.json"), "{}").unwrap();
+        }
+        std::fs::create_dir_all(root.path().join(format!("junk-{i}"))).unwrap();
+    }
+    let out = run(Command::new("bash")
+        .args(["-o", "pipefail", "-c"])
+        .arg(format!(
+            "'{}' '{}' --keep-last 1 --dry-run | head -n1",
+            bin("prune").display(),
+            root.path().display()
+        )));
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 1);
+}
