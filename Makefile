@@ -37,7 +37,10 @@ clippy:
 shellcheck:
 	shellcheck -x $(SCRIPTS)
 
+# Every tool binary first: cross-tool tests run binaries of packages that
+# have no tests of their own, which `cargo test` alone does not build.
 unit:
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 # Filled in by the procedures issue (#9).

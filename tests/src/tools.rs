@@ -16,8 +16,10 @@ pub fn bin(name: &str) -> PathBuf {
         .expect("test binary is not in target/<profile>/deps");
     let p = profile_dir.join(name);
     if !p.exists() {
+        // From the workspace root: a test's cwd is its own package.
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--bins", "--quiet"])
+            .args(["build", "--workspace", "--bins", "--quiet"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("running cargo build");
         assert!(status.success(), "cargo build --bins failed");
