@@ -350,3 +350,83 @@ fn percent_encode(s: &str) -> String {
         })
         .collect()
 }
+
+#[test]
+fn an_unreadable_file_fails_the_backup_unless_skipped() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // Root reads everything: run pgbackup as nobody to meet an unreadable file.
+    let is_root = fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    let nobody = fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+        p.lines()
+            .find(|l| l.starts_with("nobody:"))
+            .map(|l| l.split(':').nth(2).unwrap().parse::<u32>().unwrap())
+    });
+    let c = cluster();
+    let db = c.create_db();
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let app = tmp.path().join("app");
+    fs::create_dir(&app).unwrap();
+    fs::write(app.join("readable.txt"), "ok").unwrap();
+    fs::write(app.join("secret.key"), "no").unwrap();
+    fs::set_permissions(app.join("readable.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(app.join("secret.key"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(&app, fs::Permissions::from_mode(0o755)).unwrap();
+    let dest = tmp.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o777)).unwrap();
+    let as_unprivileged = |cmd: &mut Command| {
+        if let (true, Some(uid)) = (is_root, nobody) {
+            cmd.uid(uid).gid(65534).env("HOME", "/");
+        }
+    };
+    let mut cmd = pgbackup(c, &db, &dest);
+    cmd.arg("--files").arg(&app);
+    as_unprivileged(&mut cmd);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let msg = out.events("error")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("secret.key") && msg.contains("--skip-unreadable"),
+        "{msg}"
+    );
+    assert!(
+        sets(&dest).is_empty() && temps(&dest).is_empty(),
+        "{:?}",
+        names(&dest)
+    );
+
+    let mut cmd = pgbackup(c, &db, &dest);
+    cmd.arg("--files").arg(&app).arg("--skip-unreadable");
+    as_unprivileged(&mut cmd);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("skipping unreadable"), "{}", out.stderr);
+    let set = sets(&dest).pop().unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(set.join("MANIFEST.json")).unwrap()).unwrap();
+    let files = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "files")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        files["entries"], 2,
+        "the directory and the readable file: {files}"
+    );
+    assert!(
+        files["skipped"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("secret.key (unreadable)"),
+        "{files}"
+    );
+}
