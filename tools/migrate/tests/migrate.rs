@@ -401,3 +401,89 @@ fn lock_wait_gives_up_naming_the_holder() {
         0
     );
 }
+
+#[test]
+fn lock_timeout_gives_up_and_retries_instead_of_stalling() {
+    let c = cluster();
+    let db = c.create_db();
+    let dir = tempfile::tempdir().unwrap();
+    three(dir.path());
+    assert_eq!(run(migrate(&db, dir.path()).arg("up")).code, 0);
+    write(
+        dir.path(),
+        "004_alter.sql",
+        "-- migrate:up\nalter table users add column z int;\n-- migrate:down\nalter table users drop column z;\n",
+    );
+    // A long transaction holds the table.
+    let mut holder = c.client(&db.name);
+    holder
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS SHARE MODE")
+        .unwrap();
+    let start = std::time::Instant::now();
+    let out = run(migrate(&db, dir.path()).args([
+        "up",
+        "--lock-timeout",
+        "200ms",
+        "--lock-retries",
+        "1",
+    ]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    let msg = out.events("migration")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("lock timeout") && msg.contains("55P03"),
+        "{msg}"
+    );
+    assert!(out.stderr.contains("retry 1/1"), "{}", out.stderr);
+    assert_eq!(versions(c, &db).len(), 3);
+    // Released during the retry pause: the retry succeeds.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        holder.batch_execute("COMMIT").unwrap();
+    });
+    let out = run(migrate(&db, dir.path()).args([
+        "up",
+        "--lock-timeout",
+        "200ms",
+        "--lock-retries",
+        "3",
+    ]));
+    releaser.join().unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(versions(c, &db).len(), 4);
+}
+
+#[test]
+fn wait_returns_when_the_database_answers_and_times_out_when_not() {
+    let c = cluster();
+    let db = c.create_db();
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        run(migrate(&db, dir.path()).args(["wait", "--timeout", "5s"])).code,
+        0
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = std::time::Instant::now();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_migrate")).args([
+        "--db",
+        &format!("postgres://u:pw@127.0.0.1:{port}/x"),
+        "wait",
+        "--timeout",
+        "1s",
+    ]));
+    assert_eq!(out.code, 2);
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        out.stderr.contains("database not ready after 1s")
+            && out.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        out.stderr
+    );
+}
