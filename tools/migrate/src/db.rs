@@ -260,9 +260,16 @@ impl Db {
         }
     }
 
-    fn bookkeeping(m: &Migration, up: bool, dirty_clear: bool) -> String {
+    /// The bookkeeping of a successful run, the log row included, so a
+    /// migration costs one round trip.
+    fn bookkeeping(&self, m: &Migration, up: bool, dirty_clear: bool) -> String {
         let v = lit(&m.version);
-        if up {
+        let log = format!(
+            "INSERT INTO opskit_migrations_log (version, action, ok, detail, host) VALUES ({v}, {}, true, '', {});\n",
+            lit(if up { "up" } else { "down" }),
+            lit(&self.host)
+        );
+        log + &if up {
             let set = if dirty_clear {
                 "dirty = false, failed_statement = NULL, error = NULL,"
             } else {
@@ -296,7 +303,7 @@ impl Db {
         let batch = format!(
             "{prefix}{}\n;\n{}COMMIT;",
             s.sql,
-            Self::bookkeeping(m, up, true)
+            self.bookkeeping(m, up, true)
         );
         match self.client.batch_execute(&batch) {
             Ok(()) => Ok(split::statements(&s.sql).len()),
@@ -345,7 +352,7 @@ impl Db {
         }
         let done = format!(
             "BEGIN;\n{}\nUPDATE opskit_migrations SET dirty = false WHERE version = {};\nCOMMIT;\nRESET lock_timeout; RESET statement_timeout;",
-            Self::bookkeeping(m, up, true),
+            self.bookkeeping(m, up, true),
             lit(&m.version)
         );
         self.client

@@ -363,7 +363,10 @@ fn apply(
             Ok(n) => (true, *n, None),
             Err(f) => (false, 0, Some(f.message.as_str())),
         };
-        db.log(Some(&m.version), dir, ok, msg.unwrap_or(""));
+        // A success is logged inside the migration's own transaction.
+        if let Some(msg) = msg {
+            db.log(Some(&m.version), dir, false, msg);
+        }
         em.emit("migration", &record(m, dir, n, t0, ok, msg));
         if let Some(msg) = msg {
             log::error!("{msg}");

@@ -487,3 +487,33 @@ fn wait_returns_when_the_database_answers_and_times_out_when_not() {
         out.stderr
     );
 }
+
+#[test]
+fn statement_timeout_stops_a_runaway_migration() {
+    let c = cluster();
+    let db = c.create_db();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "001_slow.sql",
+        "-- migrate:up\ncreate table s (x int);\nselect pg_sleep(30);\n-- migrate:down\ndrop table s;\n",
+    );
+    let start = std::time::Instant::now();
+    let out = run(migrate(&db, dir.path()).args(["up", "--statement-timeout", "300ms"]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    let msg = out.events("migration")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("statement timeout") && msg.contains("57014"),
+        "{msg}"
+    );
+    assert!(
+        c.query(&db.name, "SELECT to_regclass('s')::text")
+            .iter()
+            .all(|r| r.is_empty()),
+        "rolled back"
+    );
+}
