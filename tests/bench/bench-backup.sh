@@ -9,6 +9,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/bench/lib.sh
+source "$here/lib.sh"
 # shellcheck source=scripts/lib/throwaway-pg.sh
 source "$repo/scripts/lib/throwaway-pg.sh"
 
@@ -39,7 +41,7 @@ echo "table: $("$PG_BINDIR/psql" -XAtc "select pg_size_pretty(pg_total_relation_
 out="$work/out"
 
 # time_cmd NAME CMD...: run, record elapsed seconds and peak RSS (KiB).
-declare -A times rss
+declare -A rss
 time_cmd() {
     local name=$1
     shift
@@ -52,7 +54,6 @@ time_cmd() {
     times[$name]+="$t "
     rss[$name]=$(( ${rss[$name]:-0} > m ? ${rss[$name]:-0} : m ))
 }
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 export PATH="$PG_BINDIR:$PATH"
 # Warm the cache once so no contender pays for the first read.
@@ -84,12 +85,6 @@ done
 time_cmd restore_test "$verify" -q "$set_dir" --restore-into "postgresql:///postgres"
 time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && gunzip -c '$dumpfile' | pg_restore --no-owner --exit-on-error -d r"
 
-row() { # name ours ref target
-    local o r
-    o=$(median "${times[$2]}")
-    r=$(median "${times[$3]}")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$o" "$r" "$(awk -v a="$o" -v b="$r" 'BEGIN {printf "%.2f", a / b}')" "$4"
-}
 row "pgbackup vs pg_dump -Fc (wall)" pgbackup pg_dump_fc "<= 0.60"
 row "one-liner pg_dump|gzip+sha256sum vs pgbackup" oneliner pgbackup ">= 2.00"
 row "pgbackup --compress 0 vs pg_dump -Fc -Z0" pgbackup_z0 pg_dump_z0 "<= 1.10"

@@ -7,6 +7,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/bench/lib.sh
+source "$here/lib.sh"
 # shellcheck source=scripts/lib/throwaway-pg.sh
 source "$repo/scripts/lib/throwaway-pg.sh"
 migrate="$repo/target/release/migrate"
@@ -33,7 +35,7 @@ for i in $(seq 1 500); do
         "$i" "$i" "$i" >"$work/mig/${v}_t$i.sql"
 done
 
-declare -A times rss
+declare -A rss
 time_cmd() { # name cmd...
     local name=$1 t m
     shift
@@ -45,7 +47,6 @@ time_cmd() { # name cmd...
     times[$name]+="$t "
     rss[$name]=$(( ${rss[$name]:-0} > m ? ${rss[$name]:-0} : m ))
 }
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 url="postgresql://opskit@localhost/DB?host=$PGHOST&port=$PGPORT&sslmode=disable"
 for ((i = 1; i <= runs; i++)); do
@@ -56,12 +57,6 @@ for ((i = 1; i <= runs; i++)); do
     time_cmd status "$migrate" -q --db "${url/DB/b$i}" --dir "$work/mig" status
     time_cmd dbmate_status "$dbmate" --url "${url/DB/a$i}" --migrations-dir "$work/mig" status
 done
-row() {
-    local o r
-    o=$(median "${times[$2]}")
-    r=$(median "${times[$3]}")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$o" "$r" "$(awk -v a="$o" -v b="$r" 'BEGIN {printf "%.2f", a / b}')" "$4"
-}
 row "migrate up 500 vs dbmate --no-dump-schema up" migrate dbmate "<= 0.67"
 row "migrate status (500 applied) vs dbmate status" status dbmate_status "(report)"
 printf '%s\t%s\t%s\t%s\t%s\n' "migrate status seconds" "$(median "${times[status]}")" "-" "-" "< 0.100"

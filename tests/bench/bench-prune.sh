@@ -5,6 +5,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/bench/lib.sh
+source "$here/lib.sh"
 prune="$repo/target/release/prune"
 [[ -x "$prune" ]] || { echo "build first: make build" >&2; exit 1; }
 runs=${RUNS:-5}
@@ -32,7 +34,6 @@ for i in range(n):
 PY
 }
 
-declare -A times
 timeit() { # name cmd...
     local name=$1 s e
     shift
@@ -41,7 +42,6 @@ timeit() { # name cmd...
     e=$(date +%s.%N)
     times[$name]+="$(awk -v a="$s" -v b="$e" 'BEGIN {printf "%.4f", b - a}') "
 }
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "making $n sets ..." >&2
 make_tree "$work/plan"
@@ -61,11 +61,5 @@ for ((i = 1; i <= 3; i++)); do
     mapfile -t old < <(find "$work/b" -mindepth 1 -maxdepth 1 -name 'app-*' -mtime +30)
     timeit rmrf rm -rf "${old[@]}"
 done
-row() {
-    local o r
-    o=$(median "${times[$2]}")
-    r=$(median "${times[$3]}")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$o" "$r" "$(awk -v a="$o" -v b="$r" 'BEGIN {printf "%.2f", a / b}')" "$4"
-}
 row "prune plan (10k sets) vs find -maxdepth 1 -mtime +30" plan find "<= 2.00"
 row "prune delete vs rm -rf of the same sets" delete rmrf "<= 1.00"
