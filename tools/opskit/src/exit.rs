@@ -126,14 +126,6 @@ impl<T> IoContext<T> for io::Result<T> {
     }
 }
 
-/// Whether an I/O error means the disk (or the file size limit) is full.
-pub fn is_out_of_space(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,7 +152,6 @@ mod tests {
         let err = Error::io("writing", Path::new("/var/backups/x"), &e);
         assert_eq!(err.exit, Exit::Failure);
         assert_eq!(err.msg, "no space left on /var/backups/x (writing)");
-        assert!(is_out_of_space(&e));
         let big = io::Error::from_raw_os_error(libc::EFBIG);
         assert!(
             Error::io("writing", Path::new("/f"), &big)

@@ -38,14 +38,6 @@ impl<W: Write> HashWriter<W> {
     pub fn finish(self) -> (W, u64, String) {
         (self.inner, self.bytes, hex(&self.hasher.finalize()))
     }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
 }
 
 impl<W: Write> Write for HashWriter<W> {

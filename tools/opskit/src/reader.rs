@@ -6,7 +6,7 @@
 //! memory, so hostile input cannot exhaust it.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use serde_json::Value;
@@ -141,19 +141,6 @@ impl<R: BufRead> Iterator for RecordReader<R> {
     }
 }
 
-/// Read a whole small input (e.g. a checks file) with a size cap.
-pub fn read_capped(mut r: impl Read, cap: u64) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.by_ref().take(cap + 1).read_to_end(&mut v)?;
-    if v.len() as u64 > cap {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("input larger than {cap} bytes"),
-        ));
-    }
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,11 +198,5 @@ mod tests {
         let out = read(b"{\"a\":1}\n{\"b\":");
         assert!(out[1].is_err());
         assert_eq!(out[1].as_ref().unwrap_err().line, 2);
-    }
-
-    #[test]
-    fn capped_read() {
-        assert_eq!(read_capped(&b"abc"[..], 3).unwrap(), b"abc");
-        assert!(read_capped(&b"abcd"[..], 3).is_err());
     }
 }

@@ -54,10 +54,6 @@ impl Emitter {
         self
     }
 
-    pub fn tool(&self) -> &'static str {
-        self.tool
-    }
-
     /// Build the JSON line for a record without writing it.
     pub fn render(&self, event: &str, fields: &Fields) -> String {
         let mut line = String::with_capacity(256);
@@ -101,15 +97,6 @@ impl Emitter {
             eprintln!("{}: cannot write records to {dest}: {e}", self.tool);
             std::process::exit(2);
         }
-    }
-
-    /// Emit an `error` record with a message and extra fields.
-    pub fn error(&mut self, message: &str, extra: Fields) {
-        let mut f = Fields::new();
-        f.insert("ok".into(), Value::Bool(false));
-        f.insert("message".into(), Value::from(message));
-        f.extend(extra);
-        self.emit("error", &f);
     }
 }
 

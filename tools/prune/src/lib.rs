@@ -292,7 +292,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         let e = &entries[d.index];
         let act = &actions[k];
         let mut rec = fields! {"path" => e.path.display().to_string(), "name" => e.name};
-        if let Kind::Set { time } | Kind::Legacy { time, .. } = &e.kind {
+        if let Kind::Set { time } | Kind::Legacy { time } = &e.kind {
             rec.insert("created_at".into(), serde_json::json!(time));
         }
         rec.insert("action".into(), serde_json::json!(act.name()));

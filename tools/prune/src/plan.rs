@@ -64,7 +64,7 @@ pub fn decide(
         .enumerate()
         .filter_map(|(i, e)| match e.kind {
             Kind::Set { time } => Some((i, time, status_of(&e.name))),
-            Kind::Legacy { time, .. } => Some((i, time, Status::Unknown)),
+            Kind::Legacy { time } => Some((i, time, Status::Unknown)),
             _ => None,
         })
         .collect();

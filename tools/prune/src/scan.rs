@@ -28,10 +28,7 @@ pub enum Kind {
     /// makes equal to the manifest's `started_at`.
     Set { time: DateTime<Utc> },
     /// A file matched by `--glob`.
-    Legacy {
-        time: DateTime<Utc>,
-        from_name: bool,
-    },
+    Legacy { time: DateTime<Utc> },
     /// A temporary or trash directory of an interrupted run, with its age.
     Leftover { age_s: u64, trash: bool },
     /// Not a candidate, and why.
@@ -127,17 +124,13 @@ fn classify(
         }
     } else if ft.is_file() && glob.is_some_and(|g| g.is_match(name)) {
         match time_in_name(name, tz) {
-            Some(time) => Kind::Legacy {
-                time,
-                from_name: true,
-            },
+            Some(time) => Kind::Legacy { time },
             None => Kind::Legacy {
                 time: path
                     .symlink_metadata()
                     .and_then(|m| m.modified())
                     .map(DateTime::<Utc>::from)
                     .unwrap_or_else(|_| Utc::now()),
-                from_name: false,
             },
         }
     } else {
