@@ -261,8 +261,9 @@ impl Db {
     }
 
     /// The bookkeeping of a successful run, the log row included, so a
-    /// migration costs one round trip.
-    fn bookkeeping(&self, m: &Migration, up: bool, dirty_clear: bool) -> String {
+    /// migration costs one round trip. Up records the version and clears
+    /// any dirty state; down removes both rows.
+    fn bookkeeping(&self, m: &Migration, up: bool) -> String {
         let v = lit(&m.version);
         let log = format!(
             "INSERT INTO opskit_migrations_log (version, action, ok, detail, host) VALUES ({v}, {}, true, '', {});\n",
@@ -270,16 +271,11 @@ impl Db {
             lit(&self.host)
         );
         log + &if up {
-            let set = if dirty_clear {
-                "dirty = false, failed_statement = NULL, error = NULL,"
-            } else {
-                ""
-            };
             format!(
                 "INSERT INTO schema_migrations (version) VALUES ({v});\n\
                  INSERT INTO opskit_migrations (version, name, checksum, duration_ms) \
                  VALUES ({v}, {}, {}, (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint) \
-                 ON CONFLICT (version) DO UPDATE SET {set} name = excluded.name, checksum = excluded.checksum, \
+                 ON CONFLICT (version) DO UPDATE SET dirty = false, failed_statement = NULL, error = NULL, name = excluded.name, checksum = excluded.checksum, \
                  applied_at = now(), applied_by = current_user, duration_ms = excluded.duration_ms;\n",
                 lit(&m.name),
                 lit(&m.checksum)
@@ -300,11 +296,7 @@ impl Db {
         t: &Timeouts,
     ) -> std::result::Result<usize, Failure> {
         let prefix = format!("BEGIN;\n{}", t.set(true));
-        let batch = format!(
-            "{prefix}{}\n;\n{}COMMIT;",
-            s.sql,
-            self.bookkeeping(m, up, true)
-        );
+        let batch = format!("{prefix}{}\n;\n{}COMMIT;", s.sql, self.bookkeeping(m, up));
         match self.client.batch_execute(&batch) {
             Ok(()) => Ok(split::statements(&s.sql).len()),
             Err(e) => {
@@ -351,9 +343,8 @@ impl Db {
             }
         }
         let done = format!(
-            "BEGIN;\n{}\nUPDATE opskit_migrations SET dirty = false WHERE version = {};\nCOMMIT;\nRESET lock_timeout; RESET statement_timeout;",
-            self.bookkeeping(m, up, true),
-            lit(&m.version)
+            "BEGIN;\n{}COMMIT;\nRESET lock_timeout; RESET statement_timeout;",
+            self.bookkeeping(m, up)
         );
         self.client
             .batch_execute(&done)
@@ -400,16 +391,16 @@ impl Failure {
             None => match offset {
                 Some(o) if o <= s.sql.chars().count() => {
                     let line = s.first_line + s.sql.chars().take(o).filter(|c| *c == '\n').count();
+                    let byte = s
+                        .sql
+                        .char_indices()
+                        .nth(o)
+                        .map(|(b, _)| b)
+                        .unwrap_or(s.sql.len());
                     let idx = split::statements(&s.sql)
                         .iter()
                         .position(|p| {
                             let start = p.text.as_ptr() as usize - s.sql.as_ptr() as usize;
-                            let byte = s
-                                .sql
-                                .char_indices()
-                                .nth(o)
-                                .map(|(b, _)| b)
-                                .unwrap_or(s.sql.len());
                             byte >= start && byte < start + p.text.len()
                         })
                         .map(|i| format!(" (statement {} of the section)", i + 1))

@@ -603,12 +603,17 @@ fn repair(
 ) -> Result<Exit> {
     let state = db.applied()?;
     let find = |v: &str| files.iter().find(|m| m.version == v);
-    let (version, action, sql): (&str, &str, String) = if let Some(v) = applied {
-        if !state.get(v).is_some_and(|a| a.dirty) {
-            return Err(Error::usage(format!(
-                "repair --applied {v}: {v} is not dirty"
-            )));
+    let require_dirty = |flag: &str, v: &str| {
+        if state.get(v).is_some_and(|a| a.dirty) {
+            Ok(())
+        } else {
+            Err(Error::usage(format!(
+                "repair --{flag} {v}: {v} is not dirty"
+            )))
         }
+    };
+    let (version, action, sql): (&str, &str, String) = if let Some(v) = applied {
+        require_dirty("applied", v)?;
         let m = find(v).ok_or_else(|| Error::usage(format!("{v}: no such migration file")))?;
         (
             v,
@@ -621,11 +626,7 @@ fn repair(
             ),
         )
     } else if let Some(v) = rolled_back {
-        if !state.get(v).is_some_and(|a| a.dirty) {
-            return Err(Error::usage(format!(
-                "repair --rolled-back {v}: {v} is not dirty"
-            )));
-        }
+        require_dirty("rolled-back", v)?;
         (
             v,
             "repair-rolled-back",
