@@ -154,8 +154,9 @@ pub fn safe_member_name(name: &str) -> bool {
 }
 
 /// Read and parse a set's manifest, refusing anything that would make a
-/// reader open a path outside the set.
-pub fn read_manifest(set: &Path) -> Result<Manifest> {
+/// reader open a path outside the set. Also returns the sha256 of the
+/// manifest's bytes (SHA256SUMS records it), from the same read.
+pub fn read_manifest(set: &Path) -> Result<(Manifest, String)> {
     let path = set.join(MANIFEST);
     let meta = fs::symlink_metadata(&path).at("reading", &path)?;
     if !meta.is_file() {
@@ -190,7 +191,7 @@ pub fn read_manifest(set: &Path) -> Result<Manifest> {
             )));
         }
     }
-    Ok(m)
+    Ok((m, crate::gz::sha256_hex(&text)))
 }
 
 /// The `SHA256SUMS` text for a manifest's files (`sha256sum -c` format).

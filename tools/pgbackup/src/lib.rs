@@ -270,19 +270,20 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
             file: db_file,
             row_counts,
         }),
-        files: entries.clone(),
+        files: entries,
     };
     write_manifest(stage.path(), &manifest)?;
     let set_path = stage.commit()?;
 
-    let total: u64 = entries.iter().map(|e| e.bytes).sum();
+    let total: u64 = manifest.files.iter().map(|e| e.bytes).sum();
     let duration_s = round3(start.elapsed().as_secs_f64());
     log::info!(
         "wrote {} ({}) in {duration_s:.1}s",
         set_path.display(),
         units::format_size(total)
     );
-    let files_out: Vec<serde_json::Value> = entries
+    let files_out: Vec<serde_json::Value> = manifest
+        .files
         .iter()
         .map(|e| serde_json::json!({"name": e.name, "kind": e.kind, "bytes": e.bytes, "sha256": e.sha256}))
         .collect();

@@ -331,11 +331,8 @@ fn load(path: &Path) -> std::result::Result<(Manifest, String), Check> {
             format!("{} is not a directory", path.display()),
         ));
     }
-    let m = backupset::read_manifest(path)
-        .map_err(|e| Check::fail("manifest", Some(backupset::MANIFEST), e.msg))?;
-    let bytes = fs::read(path.join(backupset::MANIFEST))
-        .map_err(|e| Check::fail("manifest", Some(backupset::MANIFEST), e.to_string()))?;
-    Ok((m, opskit::gz::sha256_hex(&bytes)))
+    backupset::read_manifest(path)
+        .map_err(|e| Check::fail("manifest", Some(backupset::MANIFEST), e.msg))
 }
 
 fn find_pg_restore(m: &Manifest, bindir: Option<&Path>) -> Option<PgTool> {
