@@ -1,0 +1,263 @@
+//! Running migrations up and down, and the checks that gate them: dirty
+//! state, drift, out-of-order versions, and the takeover from dbmate.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use opskit::{Emitter, Error, Exit, Result, fields};
+
+use crate::db::{Applied, Db, Timeouts};
+use crate::parse::{Migration, version_order};
+use crate::{pg, secs, split};
+
+/// Problems that make `up` refuse and `validate` fail: (version, what).
+pub(crate) fn validate(
+    applied: &BTreeMap<String, Applied>,
+    files: &[Migration],
+    allow_out_of_order: bool,
+) -> Vec<(String, String)> {
+    let by_version: BTreeMap<&str, &Migration> =
+        files.iter().map(|m| (m.version.as_str(), m)).collect();
+    let mut out = Vec::new();
+    for (v, a) in applied {
+        if a.dirty {
+            out.push((v.clone(), format!(
+                "dirty: failed at statement {} ({}); fix the database by hand, then `migrate repair --applied {v}` or `--rolled-back {v}`",
+                a.failed_statement.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                a.error.as_deref().unwrap_or("no message")
+            )));
+            continue;
+        }
+        if !a.in_schema {
+            continue;
+        }
+        match by_version.get(v.as_str()) {
+            None => out.push((v.clone(), "applied, but its file is missing".into())),
+            Some(m) => {
+                if let Some(c) = &a.checksum
+                    && *c != m.checksum
+                {
+                    out.push((
+                        v.clone(),
+                        format!(
+                            "{} changed after it was applied (checksum {} now {})",
+                            m.file.display(),
+                            &c[..12.min(c.len())],
+                            &m.checksum[..12]
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if !allow_out_of_order
+        && let Some(newest) = applied
+            .iter()
+            .filter(|(_, a)| a.in_schema)
+            .map(|(v, _)| v)
+            .max_by(|a, b| version_order(a, b))
+    {
+        for m in files {
+            let pending = !applied.get(&m.version).is_some_and(|a| a.in_schema);
+            if pending && version_order(&m.version, newest).is_lt() {
+                out.push((m.version.clone(), format!("pending, but older than the newest applied {newest} (out of order; --allow-out-of-order)")));
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn up(
+    db: &mut Db,
+    files: &[Migration],
+    target: Option<&str>,
+    allow_changed: bool,
+    allow_ooo: bool,
+    t: &Timeouts,
+    em: &mut Emitter,
+) -> Result<Exit> {
+    let start = Instant::now();
+    let mut applied = db.applied()?;
+    adopt(db, files, &mut applied)?;
+    if let Some(tv) = target
+        && !files.iter().any(|m| m.version == tv)
+    {
+        return Err(Error::usage(format!(
+            "--target {tv}: no such migration in the directory"
+        )));
+    }
+    let problems: Vec<(String, String)> = validate(&applied, files, allow_ooo)
+        .into_iter()
+        .filter(|(_, p)| {
+            !(allow_changed && (p.contains("changed after") || p.contains("file is missing")))
+        })
+        .collect();
+    if !problems.is_empty() {
+        for p in &problems {
+            em.emit(
+                "validate",
+                &fields! {"ok" => false, "version" => p.0, "problem" => p.1},
+            );
+        }
+        em.emit(
+            "summary",
+            &fields! {"ok" => false, "applied" => 0, "problems" => problems.len()},
+        );
+        log::error!(
+            "refusing to migrate: {}",
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.0, p.1))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        return Ok(Exit::CheckFailed);
+    }
+    let pending: Vec<&Migration> = files
+        .iter()
+        .filter(|m| !applied.get(&m.version).is_some_and(|a| a.in_schema))
+        .filter(|m| target.is_none_or(|tv| !version_order(&m.version, tv).is_gt()))
+        .collect();
+    apply(db, &pending, true, t, em, start)
+}
+
+/// Run `steps` in order, one `migration` record each, stopping at the first
+/// failure; then the summary.
+pub(crate) fn apply(
+    db: &mut Db,
+    steps: &[&Migration],
+    up: bool,
+    t: &Timeouts,
+    em: &mut Emitter,
+    start: Instant,
+) -> Result<Exit> {
+    let (dir, count_key) = if up {
+        ("up", "applied")
+    } else {
+        ("down", "rolled_back")
+    };
+    let mut done = 0;
+    for m in steps {
+        let t0 = Instant::now();
+        let res = db.run(m, up, t);
+        let (ok, n, msg) = match &res {
+            Ok(n) => (true, *n, None),
+            Err(f) => (false, 0, Some(f.message.as_str())),
+        };
+        // A success is logged inside the migration's own transaction.
+        if let Some(msg) = msg {
+            db.log(Some(&m.version), dir, false, msg);
+        }
+        em.emit("migration", &record(m, dir, n, t0, ok, msg));
+        if let Some(msg) = msg {
+            log::error!("{msg}");
+            em.emit("summary", &fields! {"ok" => false, count_key => done, "failed" => 1, "duration_s" => secs(start)});
+            return Ok(Exit::CheckFailed);
+        }
+        done += 1;
+    }
+    em.emit(
+        "summary",
+        &fields! {"ok" => true, count_key => done, "failed" => 0, "duration_s" => secs(start)},
+    );
+    Ok(Exit::Ok)
+}
+
+/// Versions dbmate applied (in schema_migrations, unknown to opskit) get a
+/// companion row with the file's checksum: the takeover needs no manual step.
+pub(crate) fn adopt(
+    db: &mut Db,
+    files: &[Migration],
+    applied: &mut BTreeMap<String, Applied>,
+) -> Result<()> {
+    for m in files {
+        if let Some(a) = applied.get_mut(&m.version)
+            && a.in_schema
+            && a.checksum.is_none()
+        {
+            db.client
+                .execute(
+                    "INSERT INTO opskit_migrations (version, name, checksum) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&m.version, &m.name, &m.checksum],
+                )
+                .map_err(pg("recording a migration applied by dbmate"))?;
+            db.log(
+                Some(&m.version),
+                "adopt",
+                true,
+                "applied before opskit; checksum taken from the file",
+            );
+            a.checksum = Some(m.checksum.clone());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn down(
+    db: &mut Db,
+    files: &[Migration],
+    n: Option<usize>,
+    to: Option<&str>,
+    t: &Timeouts,
+    em: &mut Emitter,
+) -> Result<Exit> {
+    let start = Instant::now();
+    let applied = db.applied()?;
+    let mut versions: Vec<&String> = applied
+        .iter()
+        .filter(|(_, a)| a.in_schema)
+        .map(|(v, _)| v)
+        .collect();
+    versions.sort_by(|a, b| version_order(b, a));
+    let chosen: Vec<&String> = match to {
+        Some(tv) => versions
+            .into_iter()
+            .filter(|v| version_order(v, tv).is_gt())
+            .collect(),
+        None => versions.into_iter().take(n.unwrap_or(1)).collect(),
+    };
+    let by_version: BTreeMap<&str, &Migration> =
+        files.iter().map(|m| (m.version.as_str(), m)).collect();
+    // Check every step can run before running any.
+    let mut steps = Vec::new();
+    for v in &chosen {
+        let m = by_version.get(v.as_str()).ok_or_else(|| {
+            Error::failure(format!(
+                "cannot roll back {v}: its file is missing from the directory"
+            ))
+        })?;
+        if m.down
+            .as_ref()
+            .is_none_or(|d| split::statements(&d.sql).is_empty())
+        {
+            return Err(Error::check(format!(
+                "cannot roll back {v} ({}): it has no down section; restore the backup taken before the deployment instead",
+                m.file.display()
+            )));
+        }
+        steps.push(*m);
+    }
+    apply(db, &steps, false, t, em, start)
+}
+
+pub(crate) fn record(
+    m: &Migration,
+    direction: &str,
+    statements: usize,
+    t0: Instant,
+    ok: bool,
+    err: Option<&str>,
+) -> opskit::record::Fields {
+    let mut f = fields! {
+        "ok" => ok,
+        "version" => m.version,
+        "name" => m.name,
+        "direction" => direction,
+        "statements" => statements,
+        "duration_s" => secs(t0),
+    };
+    if let Some(e) = err {
+        f.insert("message".into(), serde_json::json!(e));
+    }
+    f
+}
