@@ -11,6 +11,7 @@
 //! * [`lock`]: an exclusive `flock` lock file that names its holder;
 //! * [`pgconn`]: PostgreSQL connection settings resolved the way libpq does;
 //! * [`gz`]: parallel multi-member gzip and sha256 while streaming;
+//! * [`pgcatalog`]: the tables a dump carries and their row counts;
 //! * [`pgtools`]: the real `pg_dump`/`pg_restore` matching a server;
 //! * [`units`]: durations (`90s`, `7d`) and sizes (`10M`);
 //! * [`cli`]: the common `main` of every tool.
@@ -22,6 +23,7 @@ pub mod exit;
 pub mod gz;
 pub mod lock;
 pub mod logging;
+pub mod pgcatalog;
 pub mod pgconn;
 pub mod pgtools;
 pub mod reader;

@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 
 use opskit::backupset::{FileEntry, FileKind};
 use opskit::gz::GzOptions;
-use opskit::pgconn::{ConnSpec, describe_pg_error, table_row_counts};
+use opskit::pgcatalog::table_row_counts;
+use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::{Error, Result};
 use postgres::Client;
 

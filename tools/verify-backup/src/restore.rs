@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use flate2::bufread::MultiGzDecoder;
 use opskit::backupset::Manifest;
-use opskit::pgconn::{ConnSpec, describe_pg_error, quote_ident, table_row_counts};
+use opskit::pgcatalog::{quote_ident, table_row_counts};
+use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, ChildGuard, StderrTail};
 use opskit::{Error, Result};
 

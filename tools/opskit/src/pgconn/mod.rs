@@ -14,9 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use percent_encoding::percent_decode_str;
-
 use crate::Error;
+
+mod passfile;
+mod url;
+
+use url::{Partial, parse_url};
 
 /// Where the server is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,117 +89,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where Debian's libpq looks for the server's socket by default.
 pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
-/// The settings a URL gave, before the environment fills the rest.
-#[derive(Default, Debug, PartialEq, Eq)]
-struct Partial {
-    host: Option<String>,
-    port: Option<String>,
-    user: Option<String>,
-    password: Option<String>,
-    dbname: Option<String>,
-    sslmode: Option<String>,
-    connect_timeout: Option<String>,
-    application_name: Option<String>,
-}
-
-fn decode(s: &str, what: &str) -> Result<String, Error> {
-    percent_decode_str(s)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| {
-            Error::usage(format!(
-                "database URL: {what} is not valid UTF-8 after %-decoding"
-            ))
-        })
-}
-
-/// Parse a URL; every problem is a usage error that never echoes the password.
-fn parse_url(url: &str) -> Result<Partial, Error> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| Error::usage("database URL must start with postgres:// or postgresql://"))?;
-    let base = scheme.split('+').next().unwrap_or("");
-    if base != "postgres" && base != "postgresql" {
-        return Err(Error::usage(format!(
-            "database URL scheme '{scheme}' is not PostgreSQL (use postgres:// or postgresql://)"
-        )));
-    }
-    let (rest, query) = match rest.split_once('?') {
-        Some((r, q)) => (r, Some(q)),
-        None => (rest, None),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
-    };
-    let mut p = Partial::default();
-    let hostport = match authority.rfind('@') {
-        Some(i) => {
-            let userinfo = &authority[..i];
-            match userinfo.split_once(':') {
-                Some((u, pw)) => {
-                    p.user = Some(decode(u, "user")?);
-                    p.password = Some(decode(pw, "password")?);
-                }
-                None => p.user = Some(decode(userinfo, "user")?),
-            }
-            &authority[i + 1..]
-        }
-        None => authority,
-    };
-    if hostport.contains(',') {
-        return Err(Error::usage(
-            "database URL names several hosts; opskit connects to one (name the primary)",
-        ));
-    }
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| Error::usage("database URL: unclosed '[' in host"))?;
-        (h.to_string(), after.strip_prefix(':').map(str::to_string))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, port)) => (decode(h, "host")?, Some(port.to_string())),
-            None => (decode(hostport, "host")?, None),
-        }
-    };
-    if !host.is_empty() {
-        p.host = Some(host);
-    }
-    p.port = port.filter(|s| !s.is_empty());
-    if let Some(db) = path.filter(|s| !s.is_empty()) {
-        p.dbname = Some(decode(db, "database name")?);
-    }
-    for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = decode(v, k)?;
-        match k {
-            "host" => p.host = Some(v),
-            "port" => p.port = Some(v),
-            "user" => p.user = Some(v),
-            "password" => p.password = Some(v),
-            "dbname" => p.dbname = Some(v),
-            "sslmode" => p.sslmode = Some(v),
-            // asyncpg / SQLAlchemy spelling
-            "ssl" => {
-                p.sslmode = Some(match v.as_str() {
-                    "true" | "1" | "require" => "require".into(),
-                    "false" | "0" | "disable" => "disable".into(),
-                    other => other.to_string(),
-                })
-            }
-            "connect_timeout" => p.connect_timeout = Some(v),
-            "application_name" => p.application_name = Some(v),
-            _ => {
-                return Err(Error::usage(format!(
-                    "database URL: unknown parameter '{k}'"
-                )));
-            }
-        }
-    }
-    Ok(p)
-}
-
 /// The effective user's login name (libpq's default user).
 fn os_user() -> String {
     use std::os::unix::fs::MetadataExt;
@@ -210,61 +102,6 @@ fn os_user() -> String {
         }
     }
     std::env::var("USER").unwrap_or_else(|_| "postgres".into())
-}
-
-/// Look the password up in a libpq passfile (`host:port:db:user:password`).
-fn passfile_lookup(path: &Path, spec: &ConnSpec) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        log::warn!(
-            "password file {} has group or world access; ignored, as libpq does (chmod 0600 it)",
-            path.display()
-        );
-        return None;
-    }
-    let text = std::fs::read_to_string(path).ok()?;
-    let host = match &spec.host {
-        Host::Tcp(h) => h.clone(),
-        Host::Socket(_) => "localhost".into(),
-    };
-    let port = spec.port.to_string();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let fields = split_passfile_line(line);
-        if fields.len() != 5 {
-            continue;
-        }
-        let want = [&host, &port, &spec.dbname, &spec.user];
-        if fields[..4]
-            .iter()
-            .zip(want)
-            .all(|(f, w)| f == "*" || f == w)
-        {
-            return Some(fields[4].clone());
-        }
-    }
-    None
-}
-
-/// Split on unescaped ':' and unescape `\:` and `\\`.
-fn split_passfile_line(line: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    out.last_mut().unwrap().push(n);
-                }
-            }
-            ':' if out.len() < 5 => out.push(String::new()),
-            _ => out.last_mut().unwrap().push(c),
-        }
-    }
-    out
 }
 
 impl ConnSpec {
@@ -334,7 +171,7 @@ impl ConnSpec {
                 .map(PathBuf::from)
                 .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")));
             if let Some(pf) = passfile {
-                spec.password = passfile_lookup(&pf, &spec);
+                spec.password = passfile::lookup(&pf, &spec);
             }
         }
         Ok(spec)
@@ -519,46 +356,6 @@ pub fn describe_pg_error(e: &postgres::Error) -> String {
     s.replace('\n', " ")
 }
 
-/// Quote an identifier for SQL (`"a""b"`).
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// The tables whose rows a dump carries: ordinary tables and leaf
-/// partitions outside the system schemas and not owned by an extension.
-pub const DUMPED_TABLES_SQL: &str = "\
-    SELECT n.nspname, c.relname FROM pg_class c \
-    JOIN pg_namespace n ON n.oid = c.relnamespace \
-    WHERE c.relkind = 'r' \
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-                      AND d.objid = c.oid AND d.deptype = 'e') \
-    ORDER BY 1, 2";
-
-/// Exact row counts of every dumped table, keyed `schema.table`, in the
-/// client's current transaction (so in its snapshot, when one is set).
-pub fn table_row_counts(
-    client: &mut postgres::Client,
-) -> Result<std::collections::BTreeMap<String, u64>, postgres::Error> {
-    let tables: Vec<(String, String)> = client
-        .query(DUMPED_TABLES_SQL, &[])?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let mut out = std::collections::BTreeMap::new();
-    for (schema, table) in tables {
-        let sql = format!(
-            "SELECT count(*) FROM ONLY {}.{}",
-            quote_ident(&schema),
-            quote_ident(&table)
-        );
-        let n: i64 = client.query_one(sql.as_str(), &[])?.get(0);
-        out.insert(format!("{schema}.{table}"), n as u64);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,11 +371,6 @@ mod tests {
 
     fn res(url: &str) -> ConnSpec {
         ConnSpec::resolve_with(Some(url), &env_of(&[("HOME", "/nonexistent")])).unwrap()
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("Mixed\"Case"), "\"Mixed\"\"Case\"");
     }
 
     #[test]
