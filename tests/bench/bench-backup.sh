@@ -40,19 +40,10 @@ SQL
 echo "table: $("$PG_BINDIR/psql" -XAtc "select pg_size_pretty(pg_total_relation_size('events'))" -d "$db")" >&2
 out="$work/out"
 
-# time_cmd NAME CMD...: run, record elapsed seconds and peak RSS (KiB).
-declare -A rss
-time_cmd() {
-    local name=$1
-    shift
+# Every timed command starts with an empty output directory.
+fresh_time_cmd() {
     rm -rf "$out" && mkdir -p "$out"
-    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || {
-        cat "$work/stderr" >&2
-        return 1
-    }
-    read -r t m <"$work/time"
-    times[$name]+="$t "
-    rss[$name]=$(( ${rss[$name]:-0} > m ? ${rss[$name]:-0} : m ))
+    time_cmd "$@"
 }
 
 export PATH="$PG_BINDIR:$PATH"
@@ -60,13 +51,13 @@ export PATH="$PG_BINDIR:$PATH"
 pg_dump -Fc -Z0 -d "$db" >/dev/null
 for ((i = 1; i <= runs; i++)); do
     echo "run $i/$runs" >&2
-    time_cmd pg_dump_fc pg_dump -Fc -d "$db" -f "$out/f.dump"
+    fresh_time_cmd pg_dump_fc pg_dump -Fc -d "$db" -f "$out/f.dump"
     fc_bytes=$(stat -c %s "$out/f.dump")
-    time_cmd pgbackup "$pgbackup" -q --dest "$out" --db "postgresql:///$db"
+    fresh_time_cmd pgbackup "$pgbackup" -q --dest "$out" --db "postgresql:///$db"
     set_bytes=$(stat -c %s "$out"/bench-*/db.dump.gz)
-    time_cmd oneliner bash -o pipefail -c "pg_dump -d '$db' | gzip > '$out/f.sql.gz' && sha256sum '$out/f.sql.gz'"
-    time_cmd pg_dump_z0 pg_dump -Fc -Z0 -d "$db" -f "$out/f.dump"
-    time_cmd pgbackup_z0 "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress 0
+    fresh_time_cmd oneliner bash -o pipefail -c "pg_dump -d '$db' | gzip > '$out/f.sql.gz' && sha256sum '$out/f.sql.gz'"
+    fresh_time_cmd pg_dump_z0 pg_dump -Fc -Z0 -d "$db" -f "$out/f.dump"
+    fresh_time_cmd pgbackup_z0 "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress 0
 done
 
 # verify-backup on one set, against sha256sum + gzip -t and gzip -t alone.
@@ -78,12 +69,12 @@ dumpfile="$set_dir/db.dump.gz"
 cat "$dumpfile" >/dev/null
 for ((i = 1; i <= runs; i++)); do
     echo "verify run $i/$runs" >&2
-    time_cmd verify "$verify" -q "$set_dir"
-    time_cmd sha_gzip bash -c "sha256sum '$dumpfile' && gzip -t '$dumpfile'"
-    time_cmd gzip_t gzip -t "$dumpfile"
+    fresh_time_cmd verify "$verify" -q "$set_dir"
+    fresh_time_cmd sha_gzip bash -c "sha256sum '$dumpfile' && gzip -t '$dumpfile'"
+    fresh_time_cmd gzip_t gzip -t "$dumpfile"
 done
-time_cmd restore_test "$verify" -q "$set_dir" --restore-into "postgresql:///postgres"
-time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && gunzip -c '$dumpfile' | pg_restore --no-owner --exit-on-error -d r"
+fresh_time_cmd restore_test "$verify" -q "$set_dir" --restore-into "postgresql:///postgres"
+fresh_time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && gunzip -c '$dumpfile' | pg_restore --no-owner --exit-on-error -d r"
 
 row "pgbackup vs pg_dump -Fc (wall)" pgbackup pg_dump_fc "<= 0.60"
 row "one-liner pg_dump|gzip+sha256sum vs pgbackup" oneliner pgbackup ">= 2.00"

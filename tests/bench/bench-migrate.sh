@@ -35,19 +35,6 @@ for i in $(seq 1 500); do
         "$i" "$i" "$i" >"$work/mig/${v}_t$i.sql"
 done
 
-declare -A rss
-time_cmd() { # name cmd...
-    local name=$1 t m
-    shift
-    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || {
-        cat "$work/stderr" >&2
-        return 1
-    }
-    read -r t m <"$work/time"
-    times[$name]+="$t "
-    rss[$name]=$(( ${rss[$name]:-0} > m ? ${rss[$name]:-0} : m ))
-}
-
 url="postgresql://opskit@localhost/DB?host=$PGHOST&port=$PGPORT&sslmode=disable"
 for ((i = 1; i <= runs; i++)); do
     echo "run $i/$runs" >&2
