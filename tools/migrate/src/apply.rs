@@ -10,18 +10,59 @@ use crate::db::{Applied, Db, Timeouts};
 use crate::parse::{Migration, version_order};
 use crate::{pg, secs, split};
 
-/// Problems that make `up` refuse and `validate` fail: (version, what).
+/// What is wrong with a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProblemKind {
+    /// A transaction:false migration failed part-way.
+    Dirty,
+    /// Applied, and its file changed since.
+    Changed,
+    /// Applied, and its file is gone.
+    Missing,
+    /// Pending, but older than the newest applied version.
+    OutOfOrder,
+}
+
+/// A problem that makes `up` refuse and `validate` fail.
+#[derive(Debug, Clone)]
+pub(crate) struct Problem {
+    pub version: String,
+    pub kind: ProblemKind,
+    pub detail: String,
+}
+
+impl Problem {
+    fn new(version: &str, kind: ProblemKind, detail: String) -> Self {
+        Problem {
+            version: version.to_string(),
+            kind,
+            detail,
+        }
+    }
+}
+
+/// One `validate` record per problem.
+pub(crate) fn emit_problems(em: &mut Emitter, problems: &[Problem]) {
+    for p in problems {
+        em.emit(
+            "validate",
+            &fields! {"ok" => false, "version" => p.version, "problem" => p.detail},
+        );
+    }
+}
+
+/// Problems that make `up` refuse and `validate` fail.
 pub(crate) fn validate(
     applied: &BTreeMap<String, Applied>,
     files: &[Migration],
     allow_out_of_order: bool,
-) -> Vec<(String, String)> {
+) -> Vec<Problem> {
     let by_version: BTreeMap<&str, &Migration> =
         files.iter().map(|m| (m.version.as_str(), m)).collect();
     let mut out = Vec::new();
     for (v, a) in applied {
         if a.dirty {
-            out.push((v.clone(), format!(
+            out.push(Problem::new(v, ProblemKind::Dirty, format!(
                 "dirty: failed at statement {} ({}); fix the database by hand, then `migrate repair --applied {v}` or `--rolled-back {v}`",
                 a.failed_statement.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
                 a.error.as_deref().unwrap_or("no message")
@@ -32,13 +73,18 @@ pub(crate) fn validate(
             continue;
         }
         match by_version.get(v.as_str()) {
-            None => out.push((v.clone(), "applied, but its file is missing".into())),
+            None => out.push(Problem::new(
+                v,
+                ProblemKind::Missing,
+                "applied, but its file is missing".into(),
+            )),
             Some(m) => {
                 if let Some(c) = &a.checksum
                     && *c != m.checksum
                 {
-                    out.push((
-                        v.clone(),
+                    out.push(Problem::new(
+                        v,
+                        ProblemKind::Changed,
                         format!(
                             "{} changed after it was applied (checksum {} now {})",
                             m.file.display(),
@@ -60,7 +106,7 @@ pub(crate) fn validate(
         for m in files {
             let pending = !applied.get(&m.version).is_some_and(|a| a.in_schema);
             if pending && version_order(&m.version, newest).is_lt() {
-                out.push((m.version.clone(), format!("pending, but older than the newest applied {newest} (out of order; --allow-out-of-order)")));
+                out.push(Problem::new(&m.version, ProblemKind::OutOfOrder, format!("pending, but older than the newest applied {newest} (out of order; --allow-out-of-order)")));
             }
         }
     }
@@ -86,19 +132,14 @@ pub(crate) fn up(
             "--target {tv}: no such migration in the directory"
         )));
     }
-    let problems: Vec<(String, String)> = validate(&applied, files, allow_ooo)
+    let problems: Vec<Problem> = validate(&applied, files, allow_ooo)
         .into_iter()
-        .filter(|(_, p)| {
-            !(allow_changed && (p.contains("changed after") || p.contains("file is missing")))
+        .filter(|p| {
+            !(allow_changed && matches!(p.kind, ProblemKind::Changed | ProblemKind::Missing))
         })
         .collect();
     if !problems.is_empty() {
-        for p in &problems {
-            em.emit(
-                "validate",
-                &fields! {"ok" => false, "version" => p.0, "problem" => p.1},
-            );
-        }
+        emit_problems(em, &problems);
         em.emit(
             "summary",
             &fields! {"ok" => false, "applied" => 0, "problems" => problems.len()},
@@ -107,7 +148,7 @@ pub(crate) fn up(
             "refusing to migrate: {}",
             problems
                 .iter()
-                .map(|p| format!("{}: {}", p.0, p.1))
+                .map(|p| format!("{}: {}", p.version, p.detail))
                 .collect::<Vec<_>>()
                 .join("; ")
         );

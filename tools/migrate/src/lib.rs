@@ -181,12 +181,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         Command::Plan { direction, n } => report::plan(&mut db, &files, direction == "up", *n, em)?,
         Command::Validate => {
             let problems = apply::validate(&db.applied()?, &files, false);
-            for p in &problems {
-                em.emit(
-                    "validate",
-                    &fields! {"ok" => false, "version" => p.0, "problem" => p.1},
-                );
-            }
+            apply::emit_problems(em, &problems);
             em.emit(
                 "summary",
                 &fields! {"ok" => problems.is_empty(), "problems" => problems.len()},
