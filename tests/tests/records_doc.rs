@@ -123,6 +123,33 @@ fn every_example_parses_and_every_emitted_field_is_documented() {
     assert_eq!(prune.code, 0, "{}", prune.stderr);
     check(&prune, &docs, &BTreeSet::new());
 
+    // healthcheck reads the set pgbackup made and the result verify-backup logged.
+    let health = run(Command::new(bin("healthcheck")).args([
+        &format!("backup:{}", root.display()),
+        "--expect",
+        "verified != null",
+        "--crit",
+        "verified_age_s > 1h",
+        &db.url,
+        "--name",
+        "x",
+    ]));
+    assert_eq!(health.code, 3, "--name needs one target: {}", health.stderr);
+    let health = run(Command::new(bin("healthcheck")).args([
+        &format!("backup:{}", root.display()),
+        "--expect",
+        "verified != null",
+        "--crit",
+        "verified_age_s > 1h",
+    ]));
+    assert_eq!(health.code, 0, "{}", health.stdout);
+    let set = verify.events("verify")[0]["set"].clone();
+    assert_eq!(health.events("check")[0]["values"]["verified"], set);
+    check(&health, &docs, &BTreeSet::new());
+    let health = run(Command::new(bin("healthcheck")).args([&db.url, "disk:/no/such/dir"]));
+    assert_eq!(health.code, 2, "{}", health.stdout);
+    check(&health, &docs, &BTreeSet::new());
+
     // Failures: a usage error from the run, and a refused record.
     let bad = run(Command::new(bin("pgbackup")).args([
         "--dest",

@@ -1,15 +1,172 @@
-//! healthcheck: Run health checks with monitoring-plugins exit codes.
+//! healthcheck: the checks an on-call engineer trusts, with
+//! monitoring-plugins exit codes.
+
+mod checksfile;
+mod expr;
+mod notify;
+mod output;
+mod probe;
+mod run;
+mod spec;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use opskit::cli::{ToolArgs, Verbosity};
-use opskit::{Emitter, Error, Exit};
+use opskit::{Emitter, Error, Exit, fields, units};
 
-/// Run health checks with monitoring-plugins exit codes.
+use crate::run::{Outcome, Policy, Status};
+use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
+
+/// Run health checks: HTTP, PostgreSQL, TCP, disk, TLS expiry, backup
+/// freshness, pending migrations. All checks run at once, each within
+/// --timeout; each gets one `check` record, then a `summary`.
+///
+/// Targets:
+///   http://HOST/PATH, https://...   status (default: 2xx is OK), time_s, body,
+///                                   json.PATH, header.NAME, redirects
+///   postgres://... (or 'postgres:'  connect_s, time_s, version_num, role,
+///     for DATABASE_URL / PG*)       replication_lag_s, connections_pct,
+///                                   oldest_xact_s, db_size_bytes
+///   tcp://HOST:PORT                 connect_s
+///   tls://HOST:PORT, cert:FILE.pem  days_left, trusted (tls), not_after
+///   disk:PATH                       free_bytes, free_pct, inodes_free_pct
+///   backup:ROOT                     age_s, verified_age_s, last_verify_ok,
+///                                   restore_tested_age_s, sets
+///   migrations:DIR (with --db)      pending, dirty, applied
+///
+/// Conditions: FIELD OP VALUE with == != < <= > >= contains !contains =~ !~;
+/// durations (300ms, 26h), sizes (10G), `status == 2xx`, `json.x == ok`.
+/// A field may carry its kind (disk.free_pct) to apply only to such checks.
+///   --expect: must hold, else CRITICAL.  --warn / --crit: WARNING / CRITICAL
+///   when it holds. Defaults when none given: http `status == 2xx`;
+///   disk warn free_pct < 10, crit < 5; tls/cert warn days_left < 14,
+///   crit < 7; backup expect sets > 0, crit age_s > 26h; migrations warn
+///   pending > 0, crit dirty > 0.
+///
+/// Examples:
+///   healthcheck http://localhost:8000/health --expect 'json.status == ok'
+///   healthcheck disk:/var/lib/postgresql --warn 'free_pct < 20' --crit 'free_pct < 10'
+///   healthcheck --wait 2m http://localhost:8001/health     # a deploy gate
+///   healthcheck --checks /etc/opskit/checks.ndjson --prometheus /var/lib/node_exporter/opskit.prom
+///
+/// Exit (monitoring-plugins): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (a bad
+/// check definition or usage); the worst check decides, CRITICAL over UNKNOWN.
 #[derive(Debug, Parser)]
-#[command(name = "healthcheck", version)]
+#[command(name = "healthcheck", version, verbatim_doc_comment)]
 pub struct Args {
+    /// What to check (see Targets above).
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    /// A checks file: one JSON object per line or a JSON array ('-': stdin).
+    /// Keys: target, name, expect, warn, crit, timeout, headers, method,
+    /// follow_redirects, body_limit, insecure, ca, database.
+    #[arg(long, value_name = "FILE")]
+    pub checks: Option<String>,
+
+    /// A condition that must hold (else CRITICAL); repeatable.
+    #[arg(long, value_name = "EXPR")]
+    pub expect: Vec<String>,
+
+    /// WARNING when this condition holds; repeatable.
+    #[arg(long, value_name = "EXPR")]
+    pub warn: Vec<String>,
+
+    /// CRITICAL when this condition holds; repeatable.
+    #[arg(long, value_name = "EXPR")]
+    pub crit: Vec<String>,
+
+    /// Name of the check (with one TARGET); default: the target.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Time allowed for each attempt of each check.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub timeout: Duration,
+
+    /// HTTP header 'Name: value' to send; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+
+    /// HTTP method: GET or HEAD.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+
+    /// Do not follow HTTP redirects (the 3xx is the result).
+    #[arg(long)]
+    pub no_follow: bool,
+
+    /// Read at most this much of an HTTP body.
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = size)]
+    pub body_limit: u64,
+
+    /// Also trust the CA certificates in this PEM file (https, tls).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Do not verify HTTPS certificates.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Database of migrations: checks (default: DATABASE_URL).
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+
+    /// Checks running at once.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub concurrency: usize,
+
+    /// Retries of a check that is not OK.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+
+    /// Pause between retries and between --wait rounds.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    pub interval: Duration,
+
+    /// Poll until every check is OK or this much time has passed (a gate).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub wait: Option<Duration>,
+
+    /// Failures in this first part of the run use up no retry (as Docker's
+    /// HEALTHCHECK --start-period).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub start_period: Duration,
+
+    /// Print one monitoring-plugins line (`HEALTHCHECK STATUS - text | perfdata`)
+    /// instead of records.
+    #[arg(long)]
+    pub nagios: bool,
+
+    /// Also write the results as a Prometheus textfile, atomically.
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+
+    /// POST a JSON message (Slack-compatible `text`) here when a check changes state.
+    #[arg(long, value_name = "URL", requires = "state")]
+    pub notify: Option<String>,
+
+    /// Consecutive failed runs before --notify announces a problem.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub notify_after: u32,
+
+    /// Where --notify remembers each check's state between runs.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+
     #[command(flatten)]
     pub verbosity: Verbosity,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    units::parse_duration(s).map_err(|e| e.msg)
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    units::parse_size(s).map_err(|e| e.msg)
 }
 
 impl ToolArgs for Args {
@@ -19,8 +176,222 @@ impl ToolArgs for Args {
 }
 
 /// Run the tool.
-pub fn run(_args: Args, _em: &mut Emitter) -> Result<Exit, Error> {
-    Err(Error::failure(
-        "healthcheck is not implemented yet (issue 7)",
-    ))
+pub fn run(args: Args, em: &mut Emitter) -> Result<Exit, Error> {
+    match checks_of(&args) {
+        Ok(checks) => run_checks(&args, checks, em),
+        Err(e) if args.nagios => {
+            println!("HEALTHCHECK UNKNOWN - {}", e.msg);
+            Ok(Exit::Unknown)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The checks the command line and the checks file define.
+fn checks_of(args: &Args) -> Result<Vec<Arc<Check>>, Error> {
+    let mut headers = vec![];
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| Error::usage(format!("--header '{h}': expected 'Name: value'")))?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let method = args.method.to_ascii_uppercase();
+    if !matches!(method.as_str(), "GET" | "HEAD") {
+        return Err(Error::usage(format!(
+            "--method {}: only GET and HEAD",
+            args.method
+        )));
+    }
+    let defaults = Defaults {
+        timeout: args.timeout,
+        http: HttpOpts {
+            method,
+            headers,
+            follow_redirects: !args.no_follow,
+            body_limit: args.body_limit,
+            insecure: args.insecure,
+            ca: args.ca.clone(),
+        },
+        database: args.db.clone(),
+    };
+    let mut checks = vec![];
+    if let Some(file) = &args.checks {
+        let (text, shown) = if file == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| Error::usage(format!("reading checks from stdin: {e}")))?;
+            (s, "<stdin>".to_string())
+        } else {
+            let p = std::path::Path::new(file);
+            let t = std::fs::read_to_string(p).map_err(|e| {
+                Error::usage(opskit::exit::describe_io("reading checks file", p, &e))
+            })?;
+            (t, file.clone())
+        };
+        checks
+            .extend(checksfile::read_checks_file(&text, &shown, &defaults).map_err(Error::usage)?);
+    }
+    if args.name.is_some() && args.targets.len() != 1 {
+        return Err(Error::usage("--name needs exactly one TARGET"));
+    }
+    for t in &args.targets {
+        let def = Def {
+            name: args.name.clone(),
+            target: t.clone(),
+            expect: OneOrMany::Many(args.expect.clone()),
+            warn: OneOrMany::Many(args.warn.clone()),
+            crit: OneOrMany::Many(args.crit.clone()),
+            ..Def::default()
+        };
+        let c = spec::build(def, &defaults);
+        // On the command line a bad definition is a usage error.
+        if let Some(why) = &c.invalid {
+            return Err(Error::usage(why.clone()));
+        }
+        checks.push(c);
+    }
+    if checks.is_empty() {
+        return Err(Error::usage(
+            "nothing to check: give a TARGET or --checks FILE",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in &checks {
+        if !seen.insert(&c.name) {
+            return Err(Error::usage(format!(
+                "two checks are named '{}': give each a distinct name",
+                c.name
+            )));
+        }
+    }
+    Ok(checks.into_iter().map(Arc::new).collect())
+}
+
+fn worst(outs: &[Outcome]) -> Status {
+    outs.iter().fold(Status::Ok, |w, o| w.worst(o.status))
+}
+
+fn run_checks(args: &Args, checks: Vec<Arc<Check>>, em: &mut Emitter) -> Result<Exit, Error> {
+    let start = Instant::now();
+    let policy = Policy {
+        concurrency: args.concurrency.max(1),
+        retries: args.retries,
+        interval: args.interval,
+        start_period: args.start_period,
+    };
+    let deadline = args.wait.map(|w| start + w);
+    let mut rounds = 0;
+    let mut last_report = String::new();
+    let outs = loop {
+        rounds += 1;
+        let outs = run::run_all(&checks, &policy, start);
+        let Some(deadline) = deadline else { break outs };
+        let now = Instant::now();
+        if worst(&outs) == Status::Ok || now >= deadline {
+            break outs;
+        }
+        let report: Vec<String> = checks
+            .iter()
+            .zip(&outs)
+            .filter(|(_, o)| o.status != Status::Ok)
+            .map(|(c, o)| format!("{} {} ({})", c.name, o.status.name(), o.detail))
+            .collect();
+        let report = report.join("; ");
+        if report != last_report && start.elapsed() >= args.start_period {
+            log::warn!(
+                "waiting ({} left): {report}",
+                units::format_duration(Duration::from_secs((deadline - now).as_secs()))
+            );
+            last_report = report;
+        }
+        std::thread::sleep(args.interval.min(deadline - now));
+    };
+    let status = worst(&outs);
+    if let Some(path) = &args.prometheus {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        output::write_prometheus(path, &output::prometheus_text(&checks, &outs, now))?;
+    }
+    if args.nagios {
+        println!("{}", output::nagios_line(&checks, &outs, status));
+    } else {
+        for (c, o) in checks.iter().zip(&outs) {
+            em.emit("check", &output::check_record(c, o));
+        }
+    }
+    if let (Some(url), Some(state)) = (&args.notify, &args.state) {
+        notify_changes(url, state, args, &checks, &outs, em);
+    }
+    if !args.nagios {
+        let count = |s: Status| outs.iter().filter(|o| o.status == s).count();
+        em.emit(
+            "summary",
+            &fields! {
+                "ok" => status == Status::Ok,
+                "status" => status.name(),
+                "checks" => outs.len(),
+                "ok_checks" => count(Status::Ok),
+                "warning" => count(Status::Warning),
+                "critical" => count(Status::Critical),
+                "unknown" => count(Status::Unknown),
+                "rounds" => rounds,
+                "duration_s" => (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            },
+        );
+    }
+    Ok(status.exit())
+}
+
+/// Announce state changes; a failure to notify is a warning, never a
+/// changed exit status (the checks' verdict stands).
+fn notify_changes(
+    url: &str,
+    state_file: &std::path::Path,
+    args: &Args,
+    checks: &[Arc<Check>],
+    outs: &[Outcome],
+    em: &mut Emitter,
+) {
+    let lock_path = state_file.with_extension("lock");
+    let _lock = match opskit::lock::acquire(&lock_path, Duration::from_secs(30)) {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn!("not notifying: {}", e.msg);
+            return;
+        }
+    };
+    let mut state = notify::load(state_file).unwrap_or_else(|e| {
+        log::warn!("{e}; starting with a fresh state");
+        notify::State::default()
+    });
+    let events = notify::transitions(&mut state, checks, outs, args.notify_after.max(1));
+    let mut sent = None;
+    if !events.is_empty() {
+        let res = notify::post(url, &notify::message(&events), args.timeout);
+        if let Err(e) = &res {
+            log::warn!(
+                "notification to {} failed: {e}; will retry next run",
+                spec::redact(url)
+            );
+            notify::unmark(&mut state, &events);
+        }
+        sent = Some(res);
+    }
+    if let Err(e) = notify::save(state_file, &state) {
+        log::warn!("{}", e.msg);
+    }
+    if let Some(res) = sent.filter(|_| !args.nagios) {
+        em.emit(
+            "notify",
+            &fields! {
+                "ok" => res.is_ok(),
+                "url" => spec::redact(url),
+                "events" => events.iter().map(|e| e.line()).collect::<Vec<_>>(),
+                "error" => res.err(),
+            },
+        );
+    }
 }

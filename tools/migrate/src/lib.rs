@@ -4,7 +4,7 @@ mod apply;
 pub mod db;
 mod maintain;
 pub mod parse;
-mod report;
+pub mod report;
 pub mod split;
 
 use std::path::PathBuf;

@@ -1,10 +1,32 @@
 //! Reports that touch nothing: `status` and `plan`.
 
+use std::collections::BTreeMap;
+
 use opskit::{Emitter, Exit, Result, fields};
 
-use crate::db::Db;
+use crate::db::{Applied, Db};
 use crate::parse::{Migration, version_order};
 use crate::split;
+
+/// How a database stands against the files: what healthcheck's
+/// `migrations:` check and `status`'s summary report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub files: usize,
+    pub applied: usize,
+    pub pending: usize,
+    pub dirty: usize,
+}
+
+pub fn counts(applied: &BTreeMap<String, Applied>, files: &[Migration]) -> Counts {
+    let is_applied = |v: &str| applied.get(v).is_some_and(|a| a.in_schema);
+    Counts {
+        files: files.len(),
+        applied: applied.values().filter(|a| a.in_schema).count(),
+        pending: files.iter().filter(|m| !is_applied(&m.version)).count(),
+        dirty: applied.values().filter(|a| a.dirty).count(),
+    }
+}
 
 pub(crate) fn status(
     db: &mut Db,
@@ -45,7 +67,11 @@ pub(crate) fn status(
             },
         );
     }
-    em.emit("summary", &fields! {"ok" => pending == 0 || !exit_code, "applied" => applied.values().filter(|a| a.in_schema).count(), "pending" => pending});
+    let n = counts(&applied, files);
+    em.emit(
+        "summary",
+        &fields! {"ok" => pending == 0 || !exit_code, "applied" => n.applied, "pending" => pending},
+    );
     Ok(if exit_code && pending > 0 {
         Exit::CheckFailed
     } else {

@@ -1,0 +1,81 @@
+//! `postgres://`: connect, `SELECT 1`, and the server's vital signs in one
+//! more round trip.
+
+use std::time::Instant;
+
+use opskit::pgconn::{ConnSpec, describe_pg_error};
+
+use super::{Observation, secs};
+use crate::spec::Check;
+
+const VITALS: &str = "\
+SELECT current_setting('server_version'),
+       current_setting('server_version_num')::int,
+       pg_is_in_recovery(),
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int,
+       current_setting('max_connections')::int,
+       (SELECT extract(epoch FROM max(now() - xact_start)) FROM pg_stat_activity
+         WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()
+           AND backend_type = 'client backend')::float8,
+       pg_database_size(current_database()),
+       (CASE WHEN pg_is_in_recovery() THEN
+          CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+               ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
+        ELSE (SELECT extract(epoch FROM max(replay_lag)) FROM pg_stat_replication) END)::float8,
+       (SELECT count(*) FROM pg_stat_replication)::int";
+
+/// The connection a `postgres` target names: a URL, or `postgres:` alone
+/// for DATABASE_URL and the PG* variables.
+pub fn spec_of(target: &str) -> Result<ConnSpec, String> {
+    let url = target.contains("://").then_some(target);
+    ConnSpec::resolve(url).map_err(|e| e.msg)
+}
+
+pub fn probe(c: &Check) -> Result<Observation, String> {
+    let mut spec = spec_of(&c.target)?;
+    spec.connect_timeout = c.timeout;
+    spec.application_name = Some("opskit-healthcheck".into());
+    let start = Instant::now();
+    let mut client = spec.connect().map_err(|e| e.msg)?;
+    let connect = start.elapsed();
+    let t = Instant::now();
+    client
+        .simple_query("SELECT 1")
+        .map_err(|e| format!("SELECT 1 failed: {}", describe_pg_error(&e)))?;
+    let query = t.elapsed();
+    let r = client
+        .query_one(VITALS, &[])
+        .map_err(|e| format!("reading server status: {}", describe_pg_error(&e)))?;
+    let version: String = r.get(0);
+    let in_recovery: bool = r.get(2);
+    let conns: i32 = r.get(3);
+    let max: i32 = r.get(4);
+    let pct = (f64::from(conns) * 1000.0 / f64::from(max.max(1))).round() / 10.0;
+    let mut obs = Observation::default();
+    obs.set("connect_s", secs(connect));
+    obs.set("time_s", secs(query));
+    obs.set("version", version.clone());
+    obs.set("version_num", r.get::<_, i32>(1));
+    obs.set("role", if in_recovery { "replica" } else { "primary" });
+    obs.set(
+        "replication_lag_s",
+        r.get::<_, Option<f64>>(7)
+            .map(|s| (s * 1000.0).round() / 1000.0),
+    );
+    obs.set("replicas", r.get::<_, i32>(8));
+    obs.set("connections", conns);
+    obs.set("max_connections", max);
+    obs.set("connections_pct", pct);
+    obs.set(
+        "oldest_xact_s",
+        r.get::<_, Option<f64>>(5)
+            .map(|s| (s * 1000.0).round() / 1000.0),
+    );
+    obs.set("db_size_bytes", r.get::<_, i64>(6));
+    obs.summary = format!(
+        "PostgreSQL {version} {} accepting queries (connect {} ms, {conns}/{max} connections)",
+        if in_recovery { "replica" } else { "primary" },
+        connect.as_millis()
+    );
+    Ok(obs)
+}

@@ -1,0 +1,271 @@
+//! Running checks: each attempt under a hard deadline, retries, all checks
+//! at once (bounded), and the verdict from the conditions.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::probe::{self, Observation};
+use crate::spec::{Check, Level};
+
+/// The monitoring-plugins statuses, in order of severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warning => "WARNING",
+            Status::Critical => "CRITICAL",
+            Status::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// Severity for "worst of": UNKNOWN ranks below CRITICAL as the
+    /// plugins' aggregators rank it, but above WARNING.
+    pub fn severity(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::Warning => 1,
+            Status::Unknown => 2,
+            Status::Critical => 3,
+        }
+    }
+
+    pub fn worst(self, other: Status) -> Status {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+
+    pub fn exit(self) -> opskit::Exit {
+        match self {
+            Status::Ok => opskit::Exit::Ok,
+            Status::Warning => opskit::Exit::CheckFailed,
+            Status::Critical => opskit::Exit::Failure,
+            Status::Unknown => opskit::Exit::Unknown,
+        }
+    }
+}
+
+/// The result of one check.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: Status,
+    pub detail: String,
+    pub values: serde_json::Map<String, Value>,
+    /// Each condition: level, text, value, met, verdict.
+    pub conditions: Vec<Value>,
+    pub attempts: u32,
+    pub duration: Duration,
+}
+
+/// How to run the checks.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub concurrency: usize,
+    pub retries: u32,
+    pub interval: Duration,
+    pub start_period: Duration,
+}
+
+/// A short rendering of a value for messages.
+fn short(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.chars().count() > 80 {
+        format!("{}...", s.chars().take(77).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// A value in its unit, for people: `73.8 GiB`, `30.2 h`.
+fn readable(v: &Value, unit: Option<crate::expr::Unit>) -> String {
+    use crate::expr::Unit;
+    match (unit, v.as_f64()) {
+        (Some(Unit::Bytes), Some(b)) => opskit::units::format_size(b as u64),
+        (Some(Unit::Seconds), Some(s)) if s >= 5400.0 => format!("{:.1} h", s / 3600.0),
+        (Some(Unit::Seconds), Some(s)) if s >= 90.0 => format!("{:.1} min", s / 60.0),
+        (Some(Unit::Seconds), Some(s)) => format!("{s} s"),
+        _ => short(v),
+    }
+}
+
+/// The verdict of a probe's result under the check's conditions.
+pub fn evaluate(check: &Check, res: Result<Observation, String>, duration: Duration) -> Outcome {
+    let obs = match res {
+        Ok(o) => o,
+        Err(why) => {
+            return Outcome {
+                status: Status::Critical,
+                detail: why,
+                values: Default::default(),
+                conditions: vec![],
+                attempts: 1,
+                duration,
+            };
+        }
+    };
+    let mut status = Status::Ok;
+    let mut problems = vec![];
+    let mut conditions = vec![];
+    for (level, cond) in &check.conds {
+        let v = obs.value(&cond.field);
+        let met = cond.eval(&v);
+        let verdict = match (level, met) {
+            (Level::Expect, false) | (Level::Crit, true) => Status::Critical,
+            (Level::Warn, true) => Status::Warning,
+            _ => Status::Ok,
+        };
+        if verdict != Status::Ok {
+            let shown = readable(&v, check.kind.unit_of(&cond.field));
+            problems.push((
+                verdict,
+                format!("{} is {shown} ({} {})", cond.field, level.name(), cond.text),
+            ));
+        }
+        status = status.worst(verdict);
+        let shown = if cond.field == "body" {
+            Value::from(short(&v))
+        } else {
+            v
+        };
+        conditions.push(json!({
+            "level": level.name(),
+            "expr": cond.text,
+            "value": shown,
+            "met": met,
+            "status": verdict.name(),
+        }));
+    }
+    // Name the conditions that decided the status, not the milder ones.
+    let decisive: Vec<String> = problems
+        .into_iter()
+        .filter(|(s, _)| *s == status)
+        .map(|(_, p)| p)
+        .collect();
+    let detail = if decisive.is_empty() {
+        obs.summary
+    } else {
+        format!("{}: {}", decisive.join("; "), obs.summary)
+    };
+    Outcome {
+        status,
+        detail,
+        values: obs.values,
+        conditions,
+        attempts: 1,
+        duration,
+    }
+}
+
+/// One attempt, which always ends within the check's timeout: the probe
+/// runs on its own thread and is abandoned if it overruns (its own I/O
+/// timeouts end it soon after).
+pub fn attempt(check: &Arc<Check>) -> Outcome {
+    let start = Instant::now();
+    if let Some(why) = &check.invalid {
+        return Outcome {
+            status: Status::Unknown,
+            detail: format!("bad check definition: {why}"),
+            values: Default::default(),
+            conditions: vec![],
+            attempts: 1,
+            duration: Duration::ZERO,
+        };
+    }
+    let (tx, rx) = mpsc::channel();
+    let c = Arc::clone(check);
+    let spawned = std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| probe::run(&c)))
+                .unwrap_or_else(|_| Err("the probe crashed (a bug: please report it)".into()));
+            let _ = tx.send(res);
+        });
+    let res = match spawned {
+        Err(e) => Err(format!("cannot start the probe: {e}")),
+        Ok(_) => match rx.recv_timeout(check.timeout) {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer within {} (timed out)",
+                opskit::units::format_duration(check.timeout)
+            )),
+        },
+    };
+    evaluate(check, res, start.elapsed())
+}
+
+/// Attempts with retries: up to `retries` more after a failure, `interval`
+/// apart; failures inside the start period do not use up a retry.
+pub fn with_retries(check: &Arc<Check>, p: &Policy, run_start: Instant) -> Outcome {
+    let start = Instant::now();
+    let mut attempts = 0;
+    let mut used = 0;
+    loop {
+        let mut out = attempt(check);
+        attempts += 1;
+        let starting = run_start.elapsed() < p.start_period;
+        if out.status == Status::Ok
+            || out.status == Status::Unknown
+            || (!starting && used >= p.retries)
+        {
+            out.attempts = attempts;
+            out.duration = start.elapsed();
+            return out;
+        }
+        if !starting {
+            used += 1;
+        }
+        log::info!(
+            "{}: {} ({}), retrying in {}",
+            check.name,
+            out.status.name(),
+            out.detail,
+            opskit::units::format_duration(p.interval)
+        );
+        std::thread::sleep(p.interval);
+    }
+}
+
+/// Run every check, `concurrency` at a time; results in the checks' order.
+pub fn run_all(checks: &[Arc<Check>], p: &Policy, run_start: Instant) -> Vec<Outcome> {
+    let next = AtomicUsize::new(0);
+    let mut slots: Vec<Option<Outcome>> = (0..checks.len()).map(|_| None).collect();
+    let workers = p.concurrency.clamp(1, checks.len().max(1));
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(check) = checks.get(i) else { break };
+                    let _ = tx.send((i, with_retries(check, p, run_start)));
+                }
+            });
+        }
+        drop(tx);
+        for (i, out) in rx {
+            slots[i] = Some(out);
+        }
+    });
+    slots
+        .into_iter()
+        .map(|o| o.expect("every check has a result"))
+        .collect()
+}

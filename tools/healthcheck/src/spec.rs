@@ -1,0 +1,525 @@
+//! What a check is: its kind (from the target), its fields, its conditions
+//! and options, read from the command line or a checks file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::expr::{self, Cond, Unit};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Http,
+    Postgres,
+    Tcp,
+    Disk,
+    Tls,
+    Cert,
+    Backup,
+    Migrations,
+}
+
+use Unit::*;
+
+const HTTP: &[(&str, Unit)] = &[
+    ("status", Number),
+    ("time_s", Seconds),
+    ("body", Text),
+    ("body_bytes", Bytes),
+    ("body_truncated", Bool),
+    ("redirects", Number),
+    ("url", Text),
+];
+const POSTGRES: &[(&str, Unit)] = &[
+    ("connect_s", Seconds),
+    ("time_s", Seconds),
+    ("version", Text),
+    ("version_num", Number),
+    ("role", Text),
+    ("replication_lag_s", Seconds),
+    ("replicas", Number),
+    ("connections", Number),
+    ("max_connections", Number),
+    ("connections_pct", Number),
+    ("oldest_xact_s", Seconds),
+    ("db_size_bytes", Bytes),
+];
+const TCP: &[(&str, Unit)] = &[("connect_s", Seconds)];
+const DISK: &[(&str, Unit)] = &[
+    ("free_bytes", Bytes),
+    ("total_bytes", Bytes),
+    ("free_pct", Number),
+    ("inodes_free_pct", Number),
+];
+const CERT: &[(&str, Unit)] = &[
+    ("days_left", Number),
+    ("not_after", Text),
+    ("subject", Text),
+    ("issuer", Text),
+    ("certs", Number),
+];
+const TLS: &[(&str, Unit)] = &[
+    ("days_left", Number),
+    ("not_after", Text),
+    ("subject", Text),
+    ("issuer", Text),
+    ("certs", Number),
+    ("trusted", Bool),
+    ("trust_error", Text),
+    ("connect_s", Seconds),
+];
+const BACKUP: &[(&str, Unit)] = &[
+    ("sets", Number),
+    ("newest", Text),
+    ("age_s", Seconds),
+    ("newest_bytes", Bytes),
+    ("verified", Text),
+    ("verified_age_s", Seconds),
+    ("last_verify_ok", Bool),
+    ("restore_tested_age_s", Seconds),
+    ("restore_s", Seconds),
+];
+const MIGRATIONS: &[(&str, Unit)] = &[
+    ("pending", Number),
+    ("applied", Number),
+    ("dirty", Number),
+    ("files", Number),
+];
+
+impl Kind {
+    const ALL: [Kind; 8] = [
+        Kind::Http,
+        Kind::Postgres,
+        Kind::Tcp,
+        Kind::Disk,
+        Kind::Tls,
+        Kind::Cert,
+        Kind::Backup,
+        Kind::Migrations,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Postgres => "postgres",
+            Kind::Tcp => "tcp",
+            Kind::Disk => "disk",
+            Kind::Tls => "tls",
+            Kind::Cert => "cert",
+            Kind::Backup => "backup",
+            Kind::Migrations => "migrations",
+        }
+    }
+
+    pub fn fields(self) -> &'static [(&'static str, Unit)] {
+        match self {
+            Kind::Http => HTTP,
+            Kind::Postgres => POSTGRES,
+            Kind::Tcp => TCP,
+            Kind::Disk => DISK,
+            Kind::Tls => TLS,
+            Kind::Cert => CERT,
+            Kind::Backup => BACKUP,
+            Kind::Migrations => MIGRATIONS,
+        }
+    }
+
+    pub fn unit_of(self, field: &str) -> Option<Unit> {
+        if self == Kind::Http {
+            if field.starts_with("json.") || field == "json" {
+                return Some(Unit::Json);
+            }
+            if field.starts_with("header.") {
+                return Some(Unit::Text);
+            }
+        }
+        self.fields()
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, u)| *u)
+    }
+
+    /// The conditions a check gets when it is given none.
+    fn defaults(self) -> [&'static [&'static str]; 3] {
+        match self {
+            Kind::Http => [&["status == 2xx"], &[], &[]],
+            Kind::Disk => [&[], &["free_pct < 10"], &["free_pct < 5"]],
+            Kind::Cert => [&[], &["days_left < 14"], &["days_left < 7"]],
+            Kind::Tls => [
+                &["trusted == true"],
+                &["days_left < 14"],
+                &["days_left < 7"],
+            ],
+            Kind::Backup => [&["sets > 0"], &[], &["age_s > 26h"]],
+            Kind::Migrations => [&[], &["pending > 0"], &["dirty > 0"]],
+            Kind::Postgres | Kind::Tcp => [&[], &[], &[]],
+        }
+    }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Kind::Http => &["http", "https"],
+            Kind::Postgres => &["postgres", "pg"],
+            other => std::slice::from_ref(match other {
+                Kind::Tcp => &"tcp",
+                Kind::Disk => &"disk",
+                Kind::Tls => &"tls",
+                Kind::Cert => &"cert",
+                Kind::Backup => &"backup",
+                _ => &"migrations",
+            }),
+        }
+    }
+}
+
+/// The kind a target names, from its scheme.
+pub fn kind_of(target: &str) -> Result<Kind, String> {
+    let scheme = target.split_once(':').map(|(s, _)| s).unwrap_or("");
+    Ok(match scheme.to_ascii_lowercase().as_str() {
+        "http" | "https" => Kind::Http,
+        "postgres" | "postgresql" => Kind::Postgres,
+        "tcp" => Kind::Tcp,
+        "disk" => Kind::Disk,
+        "tls" => Kind::Tls,
+        "cert" => Kind::Cert,
+        "backup" => Kind::Backup,
+        "migrations" => Kind::Migrations,
+        _ => {
+            return Err(format!(
+                "target '{}': unknown kind (use http://, https://, postgres://, tcp://HOST:PORT, tls://HOST:PORT, disk:PATH, cert:FILE, backup:ROOT, migrations:DIR)",
+                redact(target)
+            ));
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Expect,
+    Warn,
+    Crit,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Expect => "expect",
+            Level::Warn => "warn",
+            Level::Crit => "crit",
+        }
+    }
+}
+
+/// One check, ready to run.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub kind: Kind,
+    /// As given (may hold a password).
+    pub target: String,
+    /// For records and messages.
+    pub shown: String,
+    pub conds: Vec<(Level, Cond)>,
+    pub timeout: Duration,
+    pub http: HttpOpts,
+    /// The database of a `migrations:` check.
+    pub database: Option<String>,
+    /// Why this check cannot run as defined (it reports UNKNOWN).
+    pub invalid: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HttpOpts {
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub follow_redirects: bool,
+    pub body_limit: u64,
+    pub insecure: bool,
+    pub ca: Option<PathBuf>,
+}
+
+/// A check as written: a line of a checks file, or the command line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Def {
+    pub name: Option<String>,
+    pub target: String,
+    #[serde(default)]
+    pub expect: OneOrMany,
+    #[serde(default)]
+    pub warn: OneOrMany,
+    #[serde(default)]
+    pub crit: OneOrMany,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub method: Option<String>,
+    pub follow_redirects: Option<bool>,
+    pub body_limit: Option<String>,
+    pub insecure: Option<bool>,
+    pub ca: Option<PathBuf>,
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn list(&self) -> Vec<String> {
+        match self {
+            OneOrMany::None => vec![],
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Settings that apply to every check unless it says otherwise.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub timeout: Duration,
+    pub http: HttpOpts,
+    pub database: Option<String>,
+}
+
+/// Parse one condition for a check of `kind`. `Ok(None)`: the condition is
+/// for another kind (its prefix names one) and does not apply here.
+pub fn condition(text: &str, kind: Kind) -> Result<Option<Cond>, String> {
+    let (mut field, op, value) = expr::split(text)?;
+    if let Some((head, tail)) = field.split_once('.')
+        && let Some(k) = Kind::ALL.into_iter().find(|k| k.aliases().contains(&head))
+    {
+        if k != kind {
+            return Ok(None);
+        }
+        field = tail.to_string();
+    }
+    let unit = kind.unit_of(&field).ok_or_else(|| {
+        let known: Vec<&str> = kind.fields().iter().map(|(f, _)| *f).collect();
+        let extra = if kind == Kind::Http {
+            ", json.PATH, header.NAME"
+        } else {
+            ""
+        };
+        format!(
+            "condition '{text}': a {} check has no field '{field}' (it has {}{extra})",
+            kind.name(),
+            known.join(", ")
+        )
+    })?;
+    let rhs = expr::read_rhs(text, &field, unit, op, &value)?;
+    Ok(Some(Cond {
+        text: text.trim().to_string(),
+        field,
+        op,
+        rhs,
+    }))
+}
+
+/// Build a check from its definition. A definition that cannot run still
+/// yields a check, marked invalid, so that it reports UNKNOWN.
+pub fn build(def: Def, d: &Defaults) -> Check {
+    let kind = kind_of(&def.target);
+    let shown = redact(&def.target);
+    let mut check = Check {
+        name: def.name.clone().unwrap_or_else(|| shown.clone()),
+        kind: *kind.as_ref().unwrap_or(&Kind::Tcp),
+        target: def.target.clone(),
+        shown,
+        conds: vec![],
+        timeout: d.timeout,
+        http: d.http.clone(),
+        database: def.database.clone().or_else(|| d.database.clone()),
+        invalid: None,
+    };
+    if let Err(e) = kind.and_then(|k| fill(&mut check, k, &def)) {
+        check.invalid = Some(e);
+    }
+    check
+}
+
+fn fill(check: &mut Check, kind: Kind, def: &Def) -> Result<(), String> {
+    let lists = [
+        (Level::Expect, def.expect.list()),
+        (Level::Warn, def.warn.list()),
+        (Level::Crit, def.crit.list()),
+    ];
+    for (level, list) in &lists {
+        for text in list {
+            if let Some(c) = condition(text, kind)? {
+                check.conds.push((*level, c));
+            }
+        }
+    }
+    if check.conds.is_empty() {
+        let levels = [Level::Expect, Level::Warn, Level::Crit];
+        for (level, list) in levels.iter().zip(kind.defaults()) {
+            for text in list {
+                let c = condition(text, kind)?.expect("default conditions parse");
+                check.conds.push((*level, c));
+            }
+        }
+    }
+    if let Some(t) = &def.timeout {
+        check.timeout = opskit::units::parse_duration(t).map_err(|e| e.msg)?;
+    }
+    let h = &mut check.http;
+    for (k, v) in &def.headers {
+        h.headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        h.headers.push((k.clone(), v.clone()));
+    }
+    if let Some(m) = &def.method {
+        h.method = m.to_ascii_uppercase();
+    }
+    if !matches!(h.method.as_str(), "GET" | "HEAD") {
+        return Err(format!(
+            "method '{}': only GET and HEAD are checks",
+            h.method
+        ));
+    }
+    if let Some(f) = def.follow_redirects {
+        h.follow_redirects = f;
+    }
+    if let Some(b) = &def.body_limit {
+        h.body_limit = opskit::units::parse_size(b).map_err(|e| e.msg)?;
+    }
+    if let Some(i) = def.insecure {
+        h.insecure = i;
+    }
+    if let Some(ca) = &def.ca {
+        h.ca = Some(ca.clone());
+    }
+    if kind == Kind::Migrations
+        && check.database.is_none()
+        && std::env::var_os("DATABASE_URL").is_none()
+    {
+        return Err(
+            "a migrations: check needs a database (--db, \"database\", or DATABASE_URL)".into(),
+        );
+    }
+    check.kind = kind;
+    Ok(())
+}
+
+/// A target with any password replaced by `***`.
+pub fn redact(target: &str) -> String {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = tail
+        .split('&')
+        .map(|p| match p.split_once("password=") {
+            Some((head, _)) if head.is_empty() || head.ends_with('?') => {
+                format!("{head}password=***")
+            }
+            _ => p.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{scheme}://{authority}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            timeout: Duration::from_secs(10),
+            http: HttpOpts {
+                method: "GET".into(),
+                follow_redirects: true,
+                body_limit: 1 << 20,
+                ..HttpOpts::default()
+            },
+            database: None,
+        }
+    }
+
+    #[test]
+    fn kinds_from_targets() {
+        assert_eq!(kind_of("https://x/health").unwrap(), Kind::Http);
+        assert_eq!(kind_of("postgresql://u@h/db").unwrap(), Kind::Postgres);
+        assert_eq!(kind_of("disk:/var").unwrap(), Kind::Disk);
+        assert!(kind_of("ftp://x").unwrap_err().contains("unknown kind"));
+        assert!(
+            kind_of("localhost:80")
+                .unwrap_err()
+                .contains("unknown kind")
+        );
+    }
+
+    #[test]
+    fn prefixes_pick_the_kind() {
+        assert!(
+            condition("disk.free_pct < 20", Kind::Disk)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            condition("disk.free_pct < 20", Kind::Http)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            condition("json.status == ok", Kind::Http)
+                .unwrap()
+                .is_some()
+        );
+        let e = condition("free_pct < 20", Kind::Http).unwrap_err();
+        assert!(e.contains("a http check has no field 'free_pct'"), "{e}");
+    }
+
+    #[test]
+    fn defaults_apply_only_without_conditions() {
+        let c = build(
+            Def {
+                target: "http://x/".into(),
+                ..Def::default()
+            },
+            &defaults(),
+        );
+        assert_eq!(c.conds.len(), 1);
+        assert_eq!(c.conds[0].1.text, "status == 2xx");
+        let c = build(
+            Def {
+                target: "http://x/".into(),
+                expect: OneOrMany::One("status == 302".into()),
+                ..Def::default()
+            },
+            &defaults(),
+        );
+        assert_eq!(c.conds.len(), 1);
+        assert_eq!(c.conds[0].1.text, "status == 302");
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact("postgres://app:s3cr3t@db:5432/app"),
+            "postgres://app:***@db:5432/app"
+        );
+        assert_eq!(
+            redact("https://u:p@h/x?password=zz&a=1"),
+            "https://u:***@h/x?password=***&a=1"
+        );
+        assert_eq!(redact("disk:/var"), "disk:/var");
+    }
+}
