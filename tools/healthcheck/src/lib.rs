@@ -116,7 +116,7 @@ pub struct Args {
     pub db: Option<String>,
 
     /// Checks running at once.
-    #[arg(long, value_name = "N", default_value_t = 32)]
+    #[arg(long, value_name = "N", default_value_t = 100)]
     pub concurrency: usize,
 
     /// Retries of a check that is not OK.

@@ -23,6 +23,11 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
         .save_redirect_history(true)
         .user_agent(concat!("opskit-healthcheck/", env!("CARGO_PKG_VERSION")))
         .max_idle_connections(0)
+        // ureq's 128 KiB buffers each way, times 100 checks at once, would
+        // be most of the memory; health answers are small.
+        .input_buffer_size(32 << 10)
+        .output_buffer_size(8 << 10)
+        .max_response_header_size(32 << 10)
         // ureq honours HTTP(S)_PROXY, even for a loopback check.
         .proxy(if is_loopback(host) {
             None
