@@ -6,6 +6,8 @@ set -euo pipefail
 need_pkgs=()
 command -v shellcheck >/dev/null 2>&1 || need_pkgs+=(shellcheck)
 command -v jq >/dev/null 2>&1 || need_pkgs+=(jq)
+# The blue/green drill reloads a real nginx on loopback.
+[[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 pg_bindir=""
 if command -v pg_config >/dev/null 2>&1; then
     pg_bindir=$(pg_config --bindir)
@@ -23,6 +25,13 @@ fi
 if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "ensure-deps: installing ${need_pkgs[*]} with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
+    # Install only: no package's service (nginx, postgresql) is started.
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
     echo "ensure-deps: installed ${need_pkgs[*]}" >&2

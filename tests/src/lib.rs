@@ -1,7 +1,9 @@
 //! What opskit's tests share: a throwaway PostgreSQL cluster ([`pg`]) and
-//! helpers to run the tool binaries and read their records ([`tools`]).
+//! helpers to run the tool binaries and read their records ([`tools`]),
+//! and the procedures of `scripts/` ([`procs`]).
 
 pub mod pg;
+pub mod procs;
 pub mod tools;
 
 pub use pg::{Cluster, TestDb, cluster};

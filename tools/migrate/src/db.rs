@@ -15,7 +15,9 @@ use crate::split;
 /// The advisory lock (two int4 keys: classid, objid).
 pub const LOCK_KEYS: (i32, i32) = (0x6f70_736b, 0x6d69_6772); // "opsk", "migr"
 
+// client_min_messages: "relation already exists, skipping" on every run is noise.
 const SETUP: &str = "\
+SET client_min_messages = warning;
 CREATE TABLE IF NOT EXISTS schema_migrations (version varchar(128) PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS opskit_migrations (
     version varchar(128) PRIMARY KEY,
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS opskit_migrations_log (
     ok boolean NOT NULL,
     detail text,
     by_user text NOT NULL DEFAULT current_user,
-    host text);";
+    host text);
+RESET client_min_messages;";
 
 /// What the database says of one version.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Disaster recovery: restore a backup set into a new database and swap it
+# in only once the restore worked.
+set -euo pipefail
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
+
+usage() {
+    cat <<'USAGE'
+Usage: restore-system.sh [--yes] [--yes-production] [--files-into DIR]
+                         [--no-globals] [--no-health] [SET]
+
+Restores SET (a set directory, or a set name under OPSKIT_BACKUP_ROOT;
+default: the newest set that passed verification) as the database of
+DATABASE_URL:
+
+  1. asks for confirmation (or --yes);
+  2. runs OPSKIT_APP_STOP, if set;
+  3. restores the globals (roles) from the set, unless --no-globals;
+  4. restores the dump into a NEW database <db>_restore_<time>;
+  5. only if that worked: renames the current database (if any) aside to
+     <db>_before_<time> -- it is not dropped -- and the new one to <db>;
+  6. with --files-into DIR, unpacks the set's files archives into DIR;
+  7. runs OPSKIT_APP_START, if set, and waits for `healthcheck --wait`
+     (the database, plus the checks in OPSKIT_CHECKS);
+  8. prints the elapsed recovery time.
+
+Dropping the old database is a separate, explicit step once you are sure:
+  psql -d postgres -c 'DROP DATABASE "<db>_before_<time>"'
+
+With OPSKIT_PRODUCTION=1 in the env file it refuses to run without
+--yes-production.
+
+Exit: 0 restored and healthy; 1 restored but the health gate failed;
+2 not restored (nothing was swapped); 64 usage.
+USAGE
+}
+
+YES=0 yes_production=0 files_into="" globals=1 health=1 set=""
+while (($#)); do
+    case $1 in
+        --yes | -y) YES=1 ;;
+        --yes-production) yes_production=1 ;;
+        --files-into) files_into=${2:?--files-into needs a directory}; shift ;;
+        --no-globals) globals=0 ;;
+        --no-health) health=0 ;;
+        -h | --help) usage; exit 0 ;;
+        -*) die "unknown argument '$1' (see --help)" 64 ;;
+        *) set=$1 ;;
+    esac
+    shift
+done
+
+load_env
+: "${DATABASE_URL:?DATABASE_URL is not set (the database to restore)}"
+root=${OPSKIT_BACKUP_ROOT:-}
+PG_BIN=${OPSKIT_PG_BINDIR:+$OPSKIT_PG_BINDIR/}
+[[ -n "${OPSKIT_PG_BINDIR:-}" ]] && export PATH="$OPSKIT_PG_BINDIR:$PATH"
+if [[ "${OPSKIT_PRODUCTION:-0}" =~ ^(1|yes|true)$ && $yes_production != 1 ]]; then
+    die "this env file marks $(spec_redact "$DATABASE_URL") as production: pass --yes-production to restore over it" 64
+fi
+
+if [[ -z "$set" ]]; then
+    [[ -n "$root" ]] || die "no SET given and OPSKIT_BACKUP_ROOT is not set" 64
+    set=$(newest_verified "$root") || die "no set under $root has passed verification (see verify-backup --record); name one" 2
+elif [[ ! -d "$set" && -n "$root" ]]; then
+    set="$root/$set"
+fi
+[[ -f "$set/MANIFEST.json" ]] || die "$set is not a backup set (no MANIFEST.json)" 64
+set=$(cd "$set" && pwd)
+manifest="$set/MANIFEST.json"
+started=$(jq -r '.started_at' "$manifest")
+restore_cmd=$(jq -r '.database.restore_command // empty' "$manifest")
+[[ -n "$restore_cmd" ]] || die "$set has no database dump" 64
+db=$(url_db "$DATABASE_URL")
+ts=$(date -u +%Y%m%d%H%M%S)
+new="${db}_restore_$ts"
+aside="${db}_before_$ts"
+
+confirm "Restore $(basename "$set") (taken $started) as database '$db' on $(spec_redact "$DATABASE_URL")? The current '$db' is kept as '$aside'." \
+    || die "not confirmed; nothing was changed" 64
+t0=$(date +%s.%N)
+
+if [[ -n "${OPSKIT_APP_STOP:-}" ]]; then
+    log "stopping the application: $OPSKIT_APP_STOP"
+    bash -c "$OPSKIT_APP_STOP" || die "the stop command failed; nothing was changed" 2
+fi
+
+globals_file=$(jq -r '.files[] | select(.kind == "globals") | .name' "$manifest" | head -n1)
+if ((globals)) && [[ -n "$globals_file" ]]; then
+    log "restoring roles from $globals_file (existing roles are left as they are)"
+    errors=$(gunzip -cf "$set/$globals_file" | "${PG_BIN}psql" -X -q --no-psqlrc -d "$(url_with_db "$DATABASE_URL" postgres)" 2>&1 >/dev/null \
+        | grep 'ERROR' | grep -vc 'already exists' || true)
+    ((errors == 0)) || log "warning: $errors statements of the globals failed (see psql's messages above)"
+fi
+
+log "restoring $(basename "$set") into new database $new"
+psql_at postgres -c "CREATE DATABASE \"$new\"" || die "cannot create database $new; nothing was changed" 2
+if ! (cd "$set" && TARGET_DB=$(url_with_db "$DATABASE_URL" "$new") bash -o pipefail -c "$restore_cmd"); then
+    psql_at postgres -c "DROP DATABASE IF EXISTS \"$new\"" || true
+    die "the restore failed; $new was dropped and '$db' was not touched" 2
+fi
+
+exists=$(psql_at postgres -tA -c "SELECT count(*) FROM pg_database WHERE datname = '$db'")
+swap="BEGIN;"
+if [[ "$exists" == 1 ]]; then
+    psql_at postgres -tA -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$db' AND pid <> pg_backend_pid()" >/dev/null
+    swap+=" ALTER DATABASE \"$db\" RENAME TO \"$aside\";"
+fi
+swap+=" ALTER DATABASE \"$new\" RENAME TO \"$db\"; COMMIT;"
+[[ "$exists" == 1 ]] || aside="(none: there was no database '$db')"
+log "swapping in '$new' as '$db'; the old one: $aside"
+psql_at postgres -c "$swap" || die "the rename failed; the restored copy is in '$new', '$db' is unchanged" 2
+
+if [[ -n "$files_into" ]]; then
+    mkdir -p "$files_into"
+    while IFS= read -r f; do
+        log "unpacking $f into $files_into"
+        tar -xzf "$set/$f" -C "$files_into" || die "unpacking $f failed" 2
+    done < <(jq -r '.files[] | select(.kind == "files") | .name' "$manifest")
+fi
+
+if [[ -n "${OPSKIT_APP_START:-}" ]]; then
+    log "starting the application: $OPSKIT_APP_START"
+    bash -c "$OPSKIT_APP_START" || log "warning: the start command failed"
+fi
+
+rc=0
+if ((health)); then
+    checks=(postgres:)
+    [[ -n "${OPSKIT_CHECKS:-}" ]] && checks+=(--checks "$OPSKIT_CHECKS")
+    log "waiting for the health gate (${OPSKIT_HEALTH_WAIT:-2m})"
+    "$(tool healthcheck)" -q --wait "${OPSKIT_HEALTH_WAIT:-2m}" "${checks[@]}" >/dev/null || rc=1
+fi
+took=$(elapsed "$t0")
+if ((rc)); then
+    log "restored $(basename "$set") as '$db' in ${took}s, but the health gate failed; the old database is '$aside'"
+    exit 1
+fi
+log "recovered: $(basename "$set") is now '$db' (old one kept as '$aside'); recovery took ${took}s"

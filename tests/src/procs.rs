@@ -1,0 +1,116 @@
+//! Running the procedures in `scripts/` from tests: an env file (the way
+//! operators configure them) pointing at the test cluster and temp dirs,
+//! and the tools this workspace built.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::Cluster;
+use crate::tools::bin;
+
+/// A configured place to run procedures in.
+pub struct Procs {
+    pub dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+/// The checkout's `scripts/` directory.
+pub fn scripts_dir() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts")).to_path_buf()
+}
+
+impl Procs {
+    /// An env file for database `db` of the test cluster, with the backup
+    /// root, state and metrics directories in a fresh temp dir.
+    pub fn new(c: &Cluster, db: &str) -> Procs {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let mut p = Procs { dir, vars: vec![] };
+        p.set("DATABASE_URL", &c.url(db));
+        p.set("OPSKIT_BACKUP_ROOT", &format!("{d}/backups"));
+        p.set("OPSKIT_STATE_DIR", &format!("{d}/state"));
+        p.set("OPSKIT_METRICS_DIR", &format!("{d}/metrics"));
+        p.set("OPSKIT_PG_BINDIR", &c.bindir().display().to_string());
+        p.set("OPSKIT_HEALTH_WAIT", "20s");
+        p
+    }
+
+    /// Set a variable in the env file (quoted as a shell word).
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.vars.retain(|(k, _)| k != key);
+        self.vars.push((key.into(), value.into()));
+        let mut text = String::from("# written by the test\n");
+        for (k, v) in &self.vars {
+            let q = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('$', "\\$")
+                .replace('`', "\\`");
+            text.push_str(&format!("{k}=\"{q}\"\n"));
+        }
+        std::fs::write(self.env_file(), text).unwrap();
+    }
+
+    pub fn env_file(&self) -> PathBuf {
+        self.dir.path().join("opskit.env")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The backup root.
+    pub fn root(&self) -> PathBuf {
+        self.path("backups")
+    }
+
+    /// Complete sets under the root, oldest first.
+    pub fn sets(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.') && n != "verified.ndjson")
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_key(|n| n.rsplit('-').next().unwrap_or("").to_string());
+        v
+    }
+
+    /// A metrics file's samples as (name{labels}, value).
+    pub fn metrics(&self, file: &str) -> Vec<(String, f64)> {
+        let text = std::fs::read_to_string(self.path("metrics").join(file)).unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.rsplit_once(' ').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect()
+    }
+
+    pub fn metric(&self, file: &str, name: &str) -> f64 {
+        self.metrics(file)
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .unwrap_or_else(|| panic!("no {name} in {file}"))
+            .1
+    }
+
+    /// A procedure, configured by the env file only.
+    pub fn script(&self, name: &str) -> Command {
+        let tools = bin("healthcheck");
+        let mut c = Command::new(scripts_dir().join(name));
+        c.env("OPSKIT_ENV", self.env_file())
+            .env("OPSKIT_BIN", tools.parent().unwrap())
+            .env_remove("DATABASE_URL")
+            .env_remove("OPSKIT_LOG")
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .env_remove("PGUSER")
+            .env_remove("PGDATABASE")
+            .env_remove("PGPASSWORD");
+        c
+    }
+}

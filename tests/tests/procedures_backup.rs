@@ -1,0 +1,280 @@
+//! Drills of the backup procedures against a real PostgreSQL: the nightly
+//! job over two "days", its failures, the restore test, and disaster
+//! recovery after the database is dropped.
+
+use std::process::Command;
+
+use opskit_testkit::procs::Procs;
+use opskit_testkit::tools::{Output, run};
+use opskit_testkit::{Cluster, TestDb, bin, cluster};
+
+/// The example application: its migrations and sample data.
+fn app_db(c: &'static Cluster) -> TestDb {
+    let db = c.create_db();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let out = run(Command::new(bin("migrate")).args([
+        "--db",
+        &db.url,
+        "--dir",
+        &format!("{examples}/migrations"),
+        "up",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let seed = std::fs::read_to_string(format!("{examples}/seed.sql")).unwrap();
+    c.client(&db.name).batch_execute(&seed).unwrap();
+    db
+}
+
+/// pg_dump's text of a database, minus the per-run random \restrict key.
+fn dump(c: &Cluster, db: &str) -> String {
+    let out = Command::new(c.bindir().join("pg_dump"))
+        .args(["--no-owner", "-d", &c.url(db)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ok(out: &Output) {
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+}
+
+#[test]
+fn nightly_over_two_days() {
+    let c = cluster();
+    let db = app_db(c);
+    let mut p = Procs::new(c, &db.name);
+    p.set("OPSKIT_RETENTION", "--keep-daily 1 --min-keep 1");
+    p.set("OPSKIT_BACKUP_FILES", p.path("uploads").to_str().unwrap());
+    std::fs::create_dir(p.path("uploads")).unwrap();
+    std::fs::write(p.path("uploads/a.txt"), "an upload").unwrap();
+
+    ok(&run(&mut p.script("backup-system.sh")));
+    let first = p.sets();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        p.metric("opskit_backup.prom", "opskit_backup_run_success"),
+        1.0
+    );
+    assert!(p.metric("opskit_backup.prom", "opskit_backup_run_bytes") > 10_000.0);
+    // "Yesterday": the set is moved a day back, as if made then.
+    let (name, ts) = first[0].rsplit_once('-').unwrap();
+    let day: u32 = ts[6..8].parse().unwrap();
+    let yesterday = format!("{name}-{}{:02}{}", &ts[..6], day - 1, &ts[8..]);
+    std::fs::rename(p.root().join(&first[0]), p.root().join(&yesterday)).unwrap();
+
+    let out = run(&mut p.script("backup-system.sh"));
+    ok(&out);
+    let sets = p.sets();
+    assert_eq!(
+        sets.len(),
+        1,
+        "keep-daily 1 keeps today's set only: {sets:?}"
+    );
+    assert_ne!(sets[0], yesterday);
+    assert_eq!(
+        p.metric("opskit_backup.prom", "opskit_backup_pruned_sets"),
+        1.0
+    );
+    assert!(out.stderr.contains("deleted 1"), "{}", out.stderr);
+    // Both nights' verifications are logged; the set holds the files archive.
+    let log = std::fs::read_to_string(p.root().join("verified.ndjson")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"ok\":true")).count(), 2);
+    assert!(
+        p.root()
+            .join(&sets[0])
+            .join("files-uploads.tar.gz")
+            .exists()
+    );
+
+    // The weekly restore test restores it and records the time it took.
+    let out = run(&mut p.script("restore-test.sh"));
+    ok(&out);
+    assert_eq!(
+        p.metric("opskit_restore_test.prom", "opskit_restore_test_success"),
+        1.0
+    );
+    assert!(
+        p.metric(
+            "opskit_restore_test.prom",
+            "opskit_restore_test_duration_seconds"
+        ) > 0.0
+    );
+    assert!(
+        out.stderr.contains("the recovery time to expect"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Two older good sets and a policy that would delete one of them.
+fn with_two_sets(c: &'static Cluster) -> (TestDb, Procs) {
+    let db = app_db(c);
+    let mut p = Procs::new(c, &db.name);
+    p.set("OPSKIT_RETENTION", "--keep-last 1 --min-keep 1");
+    ok(&run(&mut p.script("backup-system.sh")));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    p.set("OPSKIT_RETENTION", "--keep-last 5");
+    ok(&run(&mut p.script("backup-system.sh")));
+    p.set("OPSKIT_RETENTION", "--keep-last 1 --min-keep 1");
+    assert_eq!(p.sets().len(), 2);
+    (db, p)
+}
+
+fn failed_night(p: &Procs, out: &Output, before: &[String]) {
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        p.metric("opskit_backup.prom", "opskit_backup_run_success"),
+        0.0
+    );
+    assert_eq!(
+        p.metric("opskit_backup.prom", "opskit_backup_prune_ran"),
+        0.0
+    );
+    assert!(out.stderr.contains("FAILED"), "{}", out.stderr);
+    for s in before {
+        assert!(
+            p.root().join(s).exists(),
+            "{s} was deleted on a failed night"
+        );
+    }
+}
+
+#[test]
+fn failed_dump_deletes_nothing() {
+    let c = cluster();
+    let (_db, mut p) = with_two_sets(c);
+    let before = p.sets();
+    p.set("DATABASE_URL", &c.url("no_such_database"));
+    let out = run(&mut p.script("backup-system.sh"));
+    failed_night(&p, &out, &before);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        p.metric(
+            "opskit_backup.prom",
+            "opskit_backup_step_exit_code{step=\"pgbackup\"}"
+        ),
+        2.0
+    );
+    assert!(out.stderr.contains("no_such_database"), "{}", out.stderr);
+}
+
+#[test]
+fn full_disk_deletes_nothing() {
+    let c = cluster();
+    let (_db, p) = with_two_sets(c);
+    let before = p.sets();
+    // ulimit -f: any file the night writes past 64 KiB fails as on a full disk.
+    let script = opskit_testkit::procs::scripts_dir().join("backup-system.sh");
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "ulimit -f 64 && exec \"$0\""]).arg(&script);
+    for (k, v) in p.script("backup-system.sh").get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = run(&mut cmd);
+    failed_night(&p, &out, &before);
+    assert!(
+        out.stderr.contains("file size limit exceeded"),
+        "{}",
+        out.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(p.root())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("opskit-tmp"))
+        .collect();
+    assert!(left.is_empty(), "half-written files left: {left:?}");
+    assert_eq!(p.sets(), before);
+}
+
+#[test]
+fn failed_verification_deletes_nothing() {
+    let c = cluster();
+    let (_db, mut p) = with_two_sets(c);
+    let before = p.sets();
+    // A pg_restore that cannot read the archive: the new set fails verification.
+    let bindir = p.path("bin");
+    std::fs::create_dir(&bindir).unwrap();
+    for tool in ["pg_dump", "pg_dumpall", "psql"] {
+        std::os::unix::fs::symlink(c.bindir().join(tool), bindir.join(tool)).unwrap();
+    }
+    let fake = bindir.join("pg_restore");
+    let real = c.bindir().join("pg_restore");
+    std::fs::write(&fake, format!("#!/bin/sh\n[ \"$1\" = --version ] && exec {} --version\necho 'pg_restore: error: corrupt archive' >&2\nexit 1\n", real.display())).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p.set("OPSKIT_PG_BINDIR", bindir.to_str().unwrap());
+    let out = run(&mut p.script("backup-system.sh"));
+    failed_night(&p, &out, &before);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        p.metric(
+            "opskit_backup.prom",
+            "opskit_backup_step_exit_code{step=\"verify\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn disaster_recovery_after_the_database_is_dropped() {
+    let c = cluster();
+    let db = app_db(c);
+    let p = Procs::new(c, &db.name);
+    ok(&run(&mut p.script("backup-system.sh")));
+    let original = dump(c, &db.name);
+    assert!(
+        original.contains("COPY public.orders"),
+        "no data in the dump"
+    );
+    c.client("postgres")
+        .batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", db.name))
+        .unwrap();
+
+    // Without --yes and without a terminal: refused, nothing done.
+    let out = run(&mut p.script("restore-system.sh"));
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    let out = run(p.script("restore-system.sh").arg("--yes"));
+    ok(&out);
+    assert!(out.stderr.contains("recovery took"), "{}", out.stderr);
+    assert_eq!(dump(c, &db.name), original, "restored data differs");
+
+    // Restoring again over a live database keeps the old one aside.
+    let out = run(p.script("restore-system.sh").arg("--yes"));
+    ok(&out);
+    let aside = c.query(
+        "postgres",
+        &format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE '{}_before_%'",
+            db.name
+        ),
+    );
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(dump(c, &aside[0]), original);
+    c.client("postgres")
+        .batch_execute(&format!("DROP DATABASE \"{}\"", aside[0]))
+        .unwrap();
+
+    // A production database needs --yes-production.
+    let mut p = p;
+    p.set("OPSKIT_PRODUCTION", "1");
+    let out = run(p.script("restore-system.sh").arg("--yes"));
+    assert_eq!(out.code, 64);
+    assert!(out.stderr.contains("--yes-production"), "{}", out.stderr);
+}
