@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::Cluster;
-use crate::tools::bin;
+use crate::tools::{bin, run};
+use crate::{Cluster, TestDb};
 
 /// A configured place to run procedures in.
 pub struct Procs {
@@ -100,8 +100,15 @@ impl Procs {
 
     /// A procedure, configured by the env file only.
     pub fn script(&self, name: &str) -> Command {
-        let tools = bin("healthcheck");
         let mut c = Command::new(scripts_dir().join(name));
+        self.configure(&mut c);
+        c
+    }
+
+    /// Give any command the procedures' environment: the env file, the
+    /// workspace's tools, and no PG* or DATABASE_URL from the caller.
+    pub fn configure(&self, c: &mut Command) {
+        let tools = bin("healthcheck");
         c.env("OPSKIT_ENV", self.env_file())
             .env("OPSKIT_BIN", tools.parent().unwrap())
             .env_remove("DATABASE_URL")
@@ -111,6 +118,48 @@ impl Procs {
             .env_remove("PGUSER")
             .env_remove("PGDATABASE")
             .env_remove("PGPASSWORD");
-        c
     }
+}
+
+/// A database holding the example application: `examples/migrations`
+/// applied by migrate, and `examples/seed.sql`'s rows.
+pub fn example_app(c: &'static Cluster) -> TestDb {
+    let db = c.create_db();
+    let out = run(Command::new(bin("migrate")).args([
+        "--db",
+        &db.url,
+        "--dir",
+        &examples_dir().join("migrations").display().to_string(),
+        "up",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let seed = std::fs::read_to_string(examples_dir().join("seed.sql")).unwrap();
+    c.client(&db.name).batch_execute(&seed).unwrap();
+    db
+}
+
+pub fn examples_dir() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples")).to_path_buf()
+}
+
+/// pg_dump's text of a database without the tables named (`-T`), minus
+/// the per-run random `\restrict` key.
+pub fn dump(c: &Cluster, db: &str, exclude: &[&str]) -> String {
+    let mut cmd = Command::new(c.bindir().join("pg_dump"));
+    cmd.args(["--no-owner", "-d", &c.url(db)]);
+    for t in exclude {
+        cmd.args(["-T", t]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -4,45 +4,9 @@
 
 use std::process::Command;
 
-use opskit_testkit::procs::Procs;
+use opskit_testkit::procs::{Procs, dump, example_app as app_db};
 use opskit_testkit::tools::{Output, run};
-use opskit_testkit::{Cluster, TestDb, bin, cluster};
-
-/// The example application: its migrations and sample data.
-fn app_db(c: &'static Cluster) -> TestDb {
-    let db = c.create_db();
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-    let out = run(Command::new(bin("migrate")).args([
-        "--db",
-        &db.url,
-        "--dir",
-        &format!("{examples}/migrations"),
-        "up",
-    ]));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let seed = std::fs::read_to_string(format!("{examples}/seed.sql")).unwrap();
-    c.client(&db.name).batch_execute(&seed).unwrap();
-    db
-}
-
-/// pg_dump's text of a database, minus the per-run random \restrict key.
-fn dump(c: &Cluster, db: &str) -> String {
-    let out = Command::new(c.bindir().join("pg_dump"))
-        .args(["--no-owner", "-d", &c.url(db)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use opskit_testkit::{Cluster, TestDb, cluster};
 
 fn ok(out: &Output) {
     assert_eq!(
@@ -181,12 +145,7 @@ fn full_disk_deletes_nothing() {
     let script = opskit_testkit::procs::scripts_dir().join("backup-system.sh");
     let mut cmd = Command::new("bash");
     cmd.args(["-c", "ulimit -f 64 && exec \"$0\""]).arg(&script);
-    for (k, v) in p.script("backup-system.sh").get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+    p.configure(&mut cmd);
     let out = run(&mut cmd);
     failed_night(&p, &out, &before);
     assert!(
@@ -238,7 +197,7 @@ fn disaster_recovery_after_the_database_is_dropped() {
     let db = app_db(c);
     let p = Procs::new(c, &db.name);
     ok(&run(&mut p.script("backup-system.sh")));
-    let original = dump(c, &db.name);
+    let original = dump(c, &db.name, &[]);
     assert!(
         original.contains("COPY public.orders"),
         "no data in the dump"
@@ -253,7 +212,7 @@ fn disaster_recovery_after_the_database_is_dropped() {
     let out = run(p.script("restore-system.sh").arg("--yes"));
     ok(&out);
     assert!(out.stderr.contains("recovery took"), "{}", out.stderr);
-    assert_eq!(dump(c, &db.name), original, "restored data differs");
+    assert_eq!(dump(c, &db.name, &[]), original, "restored data differs");
 
     // Restoring again over a live database keeps the old one aside.
     let out = run(p.script("restore-system.sh").arg("--yes"));
@@ -266,7 +225,7 @@ fn disaster_recovery_after_the_database_is_dropped() {
         ),
     );
     assert_eq!(aside.len(), 1, "{aside:?}");
-    assert_eq!(dump(c, &aside[0]), original);
+    assert_eq!(dump(c, &aside[0], &[]), original);
     c.client("postgres")
         .batch_execute(&format!("DROP DATABASE \"{}\"", aside[0]))
         .unwrap();
