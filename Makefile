@@ -46,9 +46,10 @@ unit:
 # Filled in by the procedures issue (#9).
 # The procedures against a throwaway PostgreSQL under ./.demo (nothing is
 # left running).
-demo: build
+demo:
 	scripts/ensure-deps.sh
-	scripts/demo.sh
+	$(CARGO) build --profile demo --workspace --bins
+	OPSKIT_BIN=$(CURDIR)/target/demo scripts/demo.sh
 
 # Every benchmark under tests/bench/, one table of ratios.
 bench: build

@@ -11,8 +11,11 @@ source "$repo/scripts/lib/common.sh"
 # shellcheck source=scripts/lib/throwaway-pg.sh
 source "$repo/scripts/lib/throwaway-pg.sh"
 
-for t in pgbackup verify-backup prune healthcheck migrate; do
-    [[ -x "$repo/target/release/$t" ]] || die "build first: make build"
+# The tools: $OPSKIT_BIN (make demo builds them quickly into target/demo),
+# else the release build.
+bin=${OPSKIT_BIN:-$repo/target/release}
+for t in pgbackup verify-backup prune healthcheck migrate logrotate-lite; do
+    [[ -x "$bin/$t" ]] || die "no $bin/$t: build first (make demo does)"
 done
 command -v jq >/dev/null || die "jq is needed (apt-get install jq)"
 
@@ -64,7 +67,7 @@ OPSKIT_CHECKS="$demo/checks.ndjson"
 OPSKIT_HEALTH_WAIT="20s"
 OPSKIT_PG_BINDIR="$PG_BINDIR"
 ENV
-export OPSKIT_ENV="$demo/opskit.env" OPSKIT_BIN="$repo/target/release"
+export OPSKIT_ENV="$demo/opskit.env" OPSKIT_BIN="$bin"
 unset PGDATABASE DATABASE_URL
 
 results=()
@@ -98,14 +101,14 @@ for i in $(seq 1 2000); do
     printf '{"ts":"2026-11-23T10:%02d:%02dZ","method":"GET","path":"/orders/%d","status":200,"ms":%d}\n' \
         $((i / 60 % 60)) $((i % 60)) "$i" $((i % 97))
 done >"$demo/logs/access.log"
-lr="$repo/target/release/logrotate-lite"
+lr="$bin/logrotate-lite"
 lr_probe=$("$lr" 2>&1 || true)
 if [[ "$lr_probe" == *"not implemented"* ]]; then
     results+=("$(printf '%-48s %-28s %6s' "log rotation: logrotate-lite" "skipped (not built yet)" "-")")
 else
     step "log rotation: logrotate-lite" 0 "$lr" -f --rotate 7 --compress "$demo/logs/access.log"
 fi
-step "health checks: healthcheck --checks" 0 env DATABASE_URL="$db_url" "$repo/target/release/healthcheck" -q --checks "$demo/checks.ndjson" \
+step "health checks: healthcheck --checks" 0 env DATABASE_URL="$db_url" "$bin/healthcheck" -q --checks "$demo/checks.ndjson" \
     --prometheus "$demo/metrics/opskit_health.prom" --nagios
 
 printf '\n%s\n' "opskit demo: $(elapsed "$t_all")s in all" >&2

@@ -31,14 +31,21 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn failed_migration_is_rolled_back_to_the_schema_and_data_before() {
+/// The example app, deployed from a migrations directory of its own.
+fn deployed_app() -> (opskit_testkit::TestDb, Procs, std::path::PathBuf) {
     let c = cluster();
     let db = example_app(c);
     let mut p = Procs::new(c, &db.name);
     let dir = p.path("migrations");
     copy_dir(&examples_dir().join("migrations"), &dir);
     p.set("OPSKIT_MIGRATIONS_DIR", dir.to_str().unwrap());
+    (db, p, dir)
+}
+
+#[test]
+fn failed_migration_is_rolled_back_to_the_schema_and_data_before() {
+    let c = cluster();
+    let (db, p, dir) = deployed_app();
     copy_dir(&examples_dir().join("failing"), &dir);
     let before = dump(c, &db.name, &LOG);
 
@@ -95,11 +102,7 @@ fn failed_migration_is_rolled_back_to_the_schema_and_data_before() {
 #[test]
 fn migration_without_down_section_offers_the_pre_migration_set() {
     let c = cluster();
-    let db = example_app(c);
-    let mut p = Procs::new(c, &db.name);
-    let dir = p.path("migrations");
-    copy_dir(&examples_dir().join("migrations"), &dir);
-    p.set("OPSKIT_MIGRATIONS_DIR", dir.to_str().unwrap());
+    let (db, p, dir) = deployed_app();
     std::fs::write(
         dir.join("20261120090000_one_way.sql"),
         "-- migrate:up\nALTER TABLE users ADD COLUMN nickname text;\n",

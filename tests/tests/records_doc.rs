@@ -130,17 +130,6 @@ fn every_example_parses_and_every_emitted_field_is_documented() {
         "verified != null",
         "--crit",
         "verified_age_s > 1h",
-        &db.url,
-        "--name",
-        "x",
-    ]));
-    assert_eq!(health.code, 3, "--name needs one target: {}", health.stderr);
-    let health = run(Command::new(bin("healthcheck")).args([
-        &format!("backup:{}", root.display()),
-        "--expect",
-        "verified != null",
-        "--crit",
-        "verified_age_s > 1h",
     ]));
     assert_eq!(health.code, 0, "{}", health.stdout);
     let set = verify.events("verify")[0]["set"].clone();
