@@ -10,7 +10,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 SCRIPTS := $(wildcard scripts/*.sh) $(wildcard scripts/lib/*.sh) $(wildcard tests/bench/*.sh)
 
-.PHONY: all build test lint fmt fmt-check clippy shellcheck unit deps demo bench install clean
+.PHONY: all build test lint fmt fmt-check clippy shellcheck unit deps demo bench install uninstall clean
 
 all: build
 
@@ -55,9 +55,13 @@ demo:
 bench: build
 	@tests/bench/run-all.sh
 
-# Filled in by the servers issue (#10).
+# Binaries, procedures, units, runbooks and an example env file; honours
+# DESTDIR and PREFIX (see scripts/install.sh --help).
 install: build
-	@echo "make install: not built yet (issue 10)"; exit 2
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" scripts/install.sh
+
+uninstall:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" scripts/install.sh --uninstall
 
 clean:
 	$(CARGO) clean

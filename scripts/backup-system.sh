@@ -109,7 +109,11 @@ opskit_backup_pruned_sets ${deleted:-0}
 METRICS
 
 if ((ok)); then
-    log "ok: set ${set_name:-?} ($bytes bytes) verified; prune kept ${kept:-?}, deleted ${deleted:-0}; ${duration}s"
+    if [[ $prune_mode == skip ]]; then
+        log "ok: set ${set_name:-?} ($bytes bytes) verified; prune not run (--no-prune); ${duration}s"
+    else
+        log "ok: set ${set_name:-?} ($bytes bytes) verified; prune kept ${kept:-?}, deleted ${deleted:-0}; ${duration}s"
+    fi
     exit 0
 fi
 for step in backup verify prune; do

@@ -6,6 +6,8 @@ set -euo pipefail
 need_pkgs=()
 command -v shellcheck >/dev/null 2>&1 || need_pkgs+=(shellcheck)
 command -v jq >/dev/null 2>&1 || need_pkgs+=(jq)
+# promtool tests the Prometheus alert rules.
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 # The blue/green drill reloads a real nginx on loopback.
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 pg_bindir=""

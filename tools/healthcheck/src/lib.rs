@@ -9,6 +9,7 @@ mod probe;
 mod run;
 mod spec;
 
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,8 +147,14 @@ pub struct Args {
     pub prometheus: Option<PathBuf>,
 
     /// POST a JSON message (Slack-compatible `text`) here when a check changes state.
-    #[arg(long, value_name = "URL", requires = "state")]
+    #[arg(long, value_name = "URL")]
     pub notify: Option<String>,
+
+    /// With --notify: announce that this systemd unit (or job) failed, with
+    /// the detail (e.g. its journal's tail) read from stdin, and run no
+    /// check. systemd's OnFailure= notifier uses it.
+    #[arg(long, value_name = "UNIT", requires = "notify")]
+    pub announce_failure: Option<String>,
 
     /// Consecutive failed runs before --notify announces a problem.
     #[arg(long, value_name = "N", default_value_t = 2)]
@@ -177,6 +184,14 @@ impl ToolArgs for Args {
 
 /// Run the tool.
 pub fn run(args: Args, em: &mut Emitter) -> Result<Exit, Error> {
+    if let (Some(unit), Some(url)) = (&args.announce_failure, &args.notify) {
+        return announce_failure(unit, url, args.timeout, em);
+    }
+    if args.notify.is_some() && args.state.is_none() {
+        return Err(Error::usage(
+            "--notify needs --state FILE (to announce changes, not every run)",
+        ));
+    }
     match checks_of(&args) {
         Ok(checks) => run_checks(&args, checks, em),
         Err(e) if args.nagios => {
@@ -343,6 +358,38 @@ fn run_checks(args: &Args, checks: Vec<Arc<Check>>, em: &mut Emitter) -> Result<
         );
     }
     Ok(status.exit())
+}
+
+/// Tell the webhook that a unit failed, with stdin as the detail.
+fn announce_failure(
+    unit: &str,
+    url: &str,
+    timeout: Duration,
+    em: &mut Emitter,
+) -> Result<Exit, Error> {
+    let mut detail = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin().take(64 << 10), &mut detail)
+        .map_err(|e| Error::failure(format!("reading the detail from stdin: {e}")))?;
+    let event = notify::Event {
+        check: unit.to_string(),
+        target: "systemd".into(),
+        status: Status::Critical,
+        previous: None,
+        detail: detail.trim_end().to_string(),
+    };
+    let res = notify::post(url, &notify::message(std::slice::from_ref(&event)), timeout);
+    em.emit(
+        "notify",
+        &fields! {
+            "ok" => res.is_ok(),
+            "url" => spec::redact(url),
+            "events" => vec![format!("CRITICAL {unit} failed")],
+            "error" => res.as_ref().err(),
+        },
+    );
+    em.emit("summary", &fields! {"ok" => res.is_ok()});
+    res.map(|()| Exit::Ok)
+        .map_err(|e| Error::failure(format!("notifying {}: {e}", spec::redact(url))))
 }
 
 /// Announce state changes; a failure to notify is a warning, never a

@@ -329,3 +329,39 @@ fn notifications_page_once_after_n_failures_and_announce_recovery() {
     go("/down", "/hook");
     assert_eq!(hook.posts().len(), 3);
 }
+
+#[test]
+fn announce_failure_posts_the_unit_and_detail() {
+    let hook = serve();
+    let out = run_with_stdin(
+        healthcheck().args([
+            "--notify",
+            &hook.url("/hook"),
+            "--announce-failure",
+            "opskit-backup.service",
+        ]),
+        "pgbackup: error: no space left on /var/backups/opskit\n",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let msg: serde_json::Value = serde_json::from_str(&hook.posts()[0]).unwrap();
+    let text = msg["text"].as_str().unwrap();
+    assert!(
+        text.contains("CRITICAL opskit-backup.service: pgbackup: error: no space left"),
+        "{text}"
+    );
+    assert_eq!(msg["events"][0]["check"], "opskit-backup.service");
+    let out = run_with_stdin(
+        healthcheck().args([
+            "--notify",
+            &hook.url("/hook-broken"),
+            "--announce-failure",
+            "x.service",
+        ]),
+        "",
+    );
+    assert_eq!(out.code, 2);
+    // --notify for checks needs somewhere to remember state.
+    let out = run(healthcheck().args(["disk:/", "--notify", &hook.url("/hook")]));
+    assert_eq!(out.code, 3);
+    assert!(out.stderr.contains("--state"), "{}", out.stderr);
+}

@@ -1,0 +1,215 @@
+//! The runbooks cannot drift from the code: every command in a `sh` block
+//! of docs/*.md names a program that exists (an opskit tool or procedure,
+//! a make target, a unit in systemd/, or a known system command), and
+//! every --flag it uses is one that program's --help lists.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use opskit_testkit::bin;
+
+const TOOLS: [&str; 6] = [
+    "pgbackup",
+    "verify-backup",
+    "prune",
+    "healthcheck",
+    "migrate",
+    "logrotate-lite",
+];
+const SYSTEM: [&str; 14] = [
+    "systemctl",
+    "journalctl",
+    "psql",
+    "promtool",
+    "ls",
+    "du",
+    "sort",
+    "head",
+    "tail",
+    "jq",
+    "grep",
+    "dmesg",
+    "cat",
+    "make",
+];
+
+fn repo() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .canonicalize()
+        .unwrap()
+}
+
+/// Commands of the `sh` blocks: continuation lines joined, pipelines and
+/// `&&` lists split, `sudo` and VAR=value prefixes dropped.
+fn commands(text: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut in_sh = false;
+    let mut pending = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_sh = !in_sh && line.trim() == "```sh";
+            continue;
+        }
+        if !in_sh || line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        pending.push_str(line.trim_end().trim_end_matches('\\'));
+        pending.push(' ');
+        if line.trim_end().ends_with('\\') {
+            continue;
+        }
+        for part in split_outside_quotes(&pending) {
+            let words: Vec<&str> = part
+                .split_whitespace()
+                .skip_while(|w| *w == "sudo" || (w.contains('=') && !w.starts_with('-')))
+                .collect();
+            if !words.is_empty() {
+                out.push(words.join(" "));
+            }
+        }
+        pending.clear();
+    }
+    out
+}
+
+/// Split a command line at `|`, `;` and `&&` that are not quoted.
+fn split_outside_quotes(line: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut quote = None;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '|' | ';') => {
+                parts.push(String::new());
+                continue;
+            }
+            (None, '&') if chars.peek() == Some(&'&') => {
+                chars.next();
+                parts.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        parts.last_mut().unwrap().push(c);
+    }
+    parts
+}
+
+/// `flag` appears in `text` as a whole option, not as the start of a longer one.
+fn lists(text: &str, flag: &str) -> bool {
+    text.match_indices(flag).any(|(i, _)| {
+        !text[i + flag.len()..]
+            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+fn help(prog: &Path, sub: &[&str]) -> String {
+    let out = Command::new(prog).args(sub).arg("--help").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {sub:?} --help failed",
+        prog.display()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn check(cmd: &str, at: &str) {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let prog = words[0];
+    let name = Path::new(prog).file_name().unwrap().to_str().unwrap();
+    let flags: BTreeSet<&str> = words
+        .iter()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| w.split('=').next().unwrap())
+        .collect();
+    let text = if TOOLS.contains(&name) {
+        let b = bin(name);
+        let mut text = help(&b, &[]);
+        // Subcommands (migrate status, ...) have their own flags.
+        for w in &words[1..] {
+            if !w.starts_with('-') && text.contains(&format!("\n  {w} ")) {
+                text.push_str(&help(&b, &[w]));
+            }
+        }
+        text
+    } else if name.ends_with(".sh") {
+        let script = repo().join("scripts").join(name);
+        assert!(
+            script.is_file(),
+            "{at}: `{cmd}`: no procedure scripts/{name}"
+        );
+        help(&script, &[])
+    } else if SYSTEM.contains(&name) {
+        if name == "make" {
+            let mk = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+            for t in words[1..].iter().filter(|w| !w.contains('=')) {
+                assert!(
+                    mk.contains(&format!("\n{t}:")),
+                    "{at}: `{cmd}`: no make target {t}"
+                );
+            }
+        }
+        for w in &words[1..] {
+            let w = w.trim_matches(['\'', '"']);
+            if w.starts_with("opskit-") && (w.ends_with(".service") || w.ends_with(".timer")) {
+                let unit = match w.split_once('@') {
+                    Some((head, _)) => format!("{head}@.service"),
+                    None => w.to_string(),
+                };
+                assert!(
+                    repo().join("systemd").join(&unit).is_file(),
+                    "{at}: `{cmd}`: no unit {unit}"
+                );
+            }
+            if w.starts_with("monitoring/") {
+                assert!(repo().join(w).is_file(), "{at}: `{cmd}`: no file {w}");
+            }
+        }
+        return;
+    } else {
+        panic!("{at}: `{cmd}`: {prog} is neither an opskit program nor a known system command");
+    };
+    for f in flags {
+        assert!(lists(&text, f), "{at}: `{cmd}`: {name} has no option {f}");
+    }
+}
+
+#[test]
+fn every_runbook_command_exists_with_its_options() {
+    let mut n = 0;
+    for doc in [
+        "deployment-guide.md",
+        "backup-restore.md",
+        "incident-response.md",
+        "monitoring-guide.md",
+    ] {
+        let text = std::fs::read_to_string(repo().join("docs").join(doc)).unwrap();
+        for cmd in commands(&text) {
+            check(&cmd, doc);
+            n += 1;
+        }
+    }
+    assert!(n > 40, "only {n} commands found");
+}
+
+#[test]
+fn the_checker_catches_drift() {
+    let bad = [
+        "restore-system.sh --yes --no-such-flag",
+        "healthcheck --nagio disk:/",
+        "systemctl start opskit-nothing.service",
+        "frobnicate --now",
+        "make deploy-everything",
+    ];
+    for cmd in bad {
+        let caught = std::panic::catch_unwind(|| check(cmd, "test"));
+        assert!(caught.is_err(), "`{cmd}` passed the checker");
+    }
+    assert_eq!(
+        commands("```sh\nsudo X=1 make build && \\\n  healthcheck --wait 2m | jq .\n```\n"),
+        ["make build", "healthcheck --wait 2m", "jq ."]
+    );
+}
