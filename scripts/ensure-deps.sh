@@ -8,6 +8,8 @@ command -v shellcheck >/dev/null 2>&1 || need_pkgs+=(shellcheck)
 command -v jq >/dev/null 2>&1 || need_pkgs+=(jq)
 # promtool tests the Prometheus alert rules.
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+# logrotate-lite's differential tests run Debian's logrotate beside it.
+[[ -x /usr/sbin/logrotate ]] || command -v logrotate >/dev/null 2>&1 || need_pkgs+=(logrotate)
 # The blue/green drill reloads a real nginx on loopback.
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 pg_bindir=""

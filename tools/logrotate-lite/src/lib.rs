@@ -1,13 +1,99 @@
-//! logrotate-lite: Rotate logs the way logrotate does, crash-safe.
+//! logrotate-lite: logrotate's configuration language and results,
+//! crash-safe, without losing lines, and faster.
+
+mod config;
+mod decide;
+mod exec;
+mod plan;
+mod run;
+mod state;
+
+use std::path::PathBuf;
 
 use clap::Parser;
 use opskit::cli::{ToolArgs, Verbosity};
-use opskit::{Emitter, Error, Exit};
+use opskit::{Emitter, Error, Exit, fields};
 
-/// Rotate logs the way logrotate does, crash-safe.
+/// Rotate logs as logrotate does, from logrotate's own config files and
+/// state file (so either tool can take over from the other), but
+/// crash-safe: compressed files appear only complete, a run killed
+/// half-way is finished by the next, and copytruncate copies what was
+/// written during the copy before it truncates.
+///
+/// Prints a `rotate` record per log considered, `script` records, and a
+/// `summary`. Directives: daily weekly monthly yearly hourly, size minsize
+/// maxsize, rotate, maxage, compress nocompress delaycompress compressext
+/// compresslevel, copytruncate copy create nocreate, missingok nomissingok,
+/// ifempty notifempty, dateext dateformat extension, olddir createolddir
+/// noolddir, sharedscripts nosharedscripts, prerotate postrotate
+/// firstaction lastaction, su, include. Any other directive is an error
+/// naming file:line; its block is skipped and the others still run.
+///
+/// Without a config file, for one-off use:
+///   logrotate-lite --rotate 7 --compress --copytruncate /var/log/app/*.log
+///
+/// Exit: 0 done; 1 something was wrong (a config error, a log that could
+/// not be rotated, a failed script); 2 could not run (state file locked or
+/// unwritable); 64 usage (and --check finding errors).
 #[derive(Debug, Parser)]
-#[command(name = "logrotate-lite", version)]
+#[command(name = "logrotate-lite", version, verbatim_doc_comment)]
 pub struct Args {
+    /// Config files (or directories), or with --rotate: the logs themselves.
+    #[arg(value_name = "CONFIG")]
+    pub paths: Vec<PathBuf>,
+
+    /// Rotate every log now, whether due or not.
+    #[arg(short, long)]
+    pub force: bool,
+
+    /// Say what would be done; change nothing.
+    #[arg(short, long = "dry-run", alias = "debug")]
+    pub dry_run: bool,
+
+    /// logrotate's state file.
+    #[arg(short, long, value_name = "FILE", default_value = "/var/lib/logrotate/status")]
+    pub state: PathBuf,
+
+    /// Only check the config files, then exit.
+    #[arg(long)]
+    pub check: bool,
+
+    /// One-off rotation of the logs given (no config file): keep N.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub rotate: Option<i64>,
+
+    /// One-off: gzip rotated logs.
+    #[arg(long, requires = "rotate")]
+    pub compress: bool,
+
+    /// One-off: leave the newest rotated log uncompressed.
+    #[arg(long, requires = "rotate")]
+    pub delaycompress: bool,
+
+    /// One-off: copy the log, then truncate it in place.
+    #[arg(long, requires = "rotate")]
+    pub copytruncate: bool,
+
+    /// One-off: create a new empty log after moving the old one away.
+    #[arg(long, requires = "rotate")]
+    pub create: bool,
+
+    /// One-off: no error for a log that does not exist.
+    #[arg(long, requires = "rotate")]
+    pub missingok: bool,
+
+    /// One-off: do not rotate empty logs.
+    #[arg(long, requires = "rotate")]
+    pub notifempty: bool,
+
+    /// One-off: name rotated logs by date (-YYYYMMDD) instead of number.
+    #[arg(long, requires = "rotate")]
+    pub dateext: bool,
+
+    /// One-off: rotate only logs at least this big (e.g. 100M).
+    #[arg(long, value_name = "SIZE", requires = "rotate")]
+    pub size: Option<String>,
+
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
@@ -18,9 +104,55 @@ impl ToolArgs for Args {
     }
 }
 
+/// The config the command line describes.
+fn one_off(args: &Args, rotate: i64) -> String {
+    let mut text = String::new();
+    for p in &args.paths {
+        text.push_str(&format!("\"{}\"\n", p.display().to_string().replace('"', "")));
+    }
+    text.push_str(&format!("{{\n rotate {rotate}\n"));
+    for (on, d) in [
+        (args.compress, "compress"),
+        (args.delaycompress, "delaycompress"),
+        (args.copytruncate, "copytruncate"),
+        (args.create, "create"),
+        (args.missingok, "missingok"),
+        (args.notifempty, "notifempty"),
+        (args.dateext, "dateext"),
+    ] {
+        if on {
+            text.push_str(&format!(" {d}\n"));
+        }
+    }
+    if let Some(s) = &args.size {
+        text.push_str(&format!(" size {s}\n"));
+    }
+    text.push_str("}\n");
+    text
+}
+
 /// Run the tool.
-pub fn run(_args: Args, _em: &mut Emitter) -> Result<Exit, Error> {
-    Err(Error::failure(
-        "logrotate-lite is not implemented yet (issue 8)",
-    ))
+pub fn run(args: Args, em: &mut Emitter) -> Result<Exit, Error> {
+    if args.paths.is_empty() {
+        return Err(Error::usage("give a CONFIG file, or --rotate N and the logs to rotate"));
+    }
+    let cfg = match args.rotate {
+        Some(n) => {
+            let mut cfg = config::Config::default();
+            config::parse(&one_off(&args, n), "command line", std::path::Path::new("/"), &mut config::Opts::default(), &mut cfg, 0);
+            cfg
+        }
+        None => config::load(&args.paths),
+    };
+    for e in &cfg.errors {
+        log::error!("{}: {}", e.at, e.msg);
+        em.emit("error", &fields! {"ok" => false, "at" => e.at, "message" => format!("{}: {}", e.at, e.msg)});
+    }
+    if args.check {
+        em.emit("summary", &fields! {"ok" => cfg.errors.is_empty(), "blocks" => cfg.blocks.len(), "errors" => cfg.errors.len()});
+        return Ok(if cfg.errors.is_empty() { Exit::Ok } else { Exit::Usage });
+    }
+    // One-off runs have no interval: they rotate now, unless --size says when.
+    let force = args.force || (args.rotate.is_some() && args.size.is_none());
+    run::run(&cfg, &args.state, force, args.dry_run, em)
 }

@@ -1,0 +1,497 @@
+//! logrotate's configuration language: global options, blocks of paths
+//! and globs, `include` of files and directories, scripts. Errors name
+//! file:line; a block with an error is skipped, the others still run.
+
+use std::path::{Path, PathBuf};
+
+/// How often a log is due, from the state file's last rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Freq {
+    #[default]
+    None,
+    Hourly,
+    Daily,
+    /// Weekday 0-6 (Sunday 0), or 7: every 7 days.
+    Weekly(u8),
+    Monthly,
+    Yearly,
+}
+
+/// `create [mode [owner [group]]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Create {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+/// The options of a block (the globals, then the block's own).
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub freq: Freq,
+    pub size: Option<u64>,
+    pub minsize: Option<u64>,
+    pub maxsize: Option<u64>,
+    pub rotate: i64,
+    pub maxage: Option<u64>,
+    pub compress: bool,
+    pub delaycompress: bool,
+    pub compressext: String,
+    pub compresslevel: u32,
+    pub copytruncate: bool,
+    pub copy: bool,
+    pub create: Option<Create>,
+    pub missingok: bool,
+    pub ifempty: bool,
+    pub dateext: bool,
+    pub dateformat: Option<String>,
+    pub extension: Option<String>,
+    pub olddir: Option<String>,
+    pub createolddir: Option<Create>,
+    pub sharedscripts: bool,
+    pub prerotate: Option<String>,
+    pub postrotate: Option<String>,
+    pub firstaction: Option<String>,
+    pub lastaction: Option<String>,
+    pub su: Option<(String, String)>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            freq: Freq::None,
+            size: None,
+            minsize: None,
+            maxsize: None,
+            rotate: 0,
+            maxage: None,
+            compress: false,
+            delaycompress: false,
+            compressext: ".gz".into(),
+            compresslevel: 6,
+            copytruncate: false,
+            copy: false,
+            create: None,
+            missingok: false,
+            ifempty: true,
+            dateext: false,
+            dateformat: None,
+            extension: None,
+            olddir: None,
+            createolddir: None,
+            sharedscripts: false,
+            prerotate: None,
+            postrotate: None,
+            firstaction: None,
+            lastaction: None,
+            su: None,
+        }
+    }
+}
+
+impl Opts {
+    /// The dateext format in effect.
+    pub fn dateformat(&self) -> &str {
+        match (&self.dateformat, self.freq) {
+            (Some(f), _) => f,
+            (None, Freq::Hourly) => "-%Y%m%d%H",
+            (None, _) => "-%Y%m%d",
+        }
+    }
+}
+
+/// One `paths { ... }` block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// The paths and globs as written.
+    pub patterns: Vec<String>,
+    pub opts: Opts,
+    /// Where the block starts, for messages.
+    pub at: String,
+}
+
+/// A problem in a config file; the block it is in (if any) is skipped.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub at: String,
+    pub msg: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Config {
+    pub blocks: Vec<Block>,
+    pub errors: Vec<ConfigError>,
+}
+
+/// Names include skips in a directory (logrotate's default taboo list).
+const TABOO: [&str; 14] = [
+    ",v", ".cfsaved", ".disabled", ".dpkg-bak", ".dpkg-del", ".dpkg-dist", ".dpkg-new", ".dpkg-old", ".rhn-cfg-tmp-*",
+    ".rpmnew", ".rpmorig", ".rpmsave", ".swp", "~",
+];
+
+/// Split a line into words; double and single quotes group.
+fn words(line: &str) -> Result<Vec<String>, String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut quote = None;
+    let mut any = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), _) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err("unterminated quote".into());
+    }
+    if any {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn size(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let (num, mult) = match v.chars().last() {
+        Some('k' | 'K') => (&v[..v.len() - 1], 1u64 << 10),
+        Some('M') => (&v[..v.len() - 1], 1 << 20),
+        Some('G') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("bad size '{v}' (use e.g. 100k, 10M, 1G)"))
+}
+
+fn create_spec(args: &[String], what: &str) -> Result<Create, String> {
+    let mode = match args.first() {
+        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| format!("{what}: bad mode '{m}' (octal, e.g. 0640)"))?),
+        None => None,
+    };
+    Ok(Create {
+        mode,
+        owner: args.get(1).cloned(),
+        group: args.get(2).cloned(),
+    })
+}
+
+/// Apply one directive to `o`. `Ok(false)`: not a directive of ours.
+fn directive(o: &mut Opts, key: &str, args: &[String]) -> Result<bool, String> {
+    let one = || {
+        args.first()
+            .cloned()
+            .ok_or_else(|| format!("'{key}' needs a value"))
+    };
+    match key {
+        // The last of size and the intervals wins, as in logrotate.
+        "hourly" => (o.freq, o.size) = (Freq::Hourly, None),
+        "daily" => (o.freq, o.size) = (Freq::Daily, None),
+        "weekly" => {
+            let d = match args.first() {
+                Some(d) => d.parse::<u8>().ok().filter(|d| *d <= 7).ok_or(format!("weekly: bad weekday '{d}' (0-7)"))?,
+                None => 0,
+            };
+            (o.freq, o.size) = (Freq::Weekly(d), None);
+        }
+        "monthly" => (o.freq, o.size) = (Freq::Monthly, None),
+        "yearly" => (o.freq, o.size) = (Freq::Yearly, None),
+        "size" => (o.freq, o.size) = (Freq::None, Some(size(&one()?)?)),
+        "minsize" => o.minsize = Some(size(&one()?)?),
+        "maxsize" => o.maxsize = Some(size(&one()?)?),
+        "rotate" => {
+            let v = one()?;
+            o.rotate = v.parse::<i64>().ok().filter(|n| *n >= -1).ok_or(format!("rotate: bad count '{v}'"))?;
+        }
+        "maxage" => {
+            let v = one()?;
+            o.maxage = Some(v.parse().map_err(|_| format!("maxage: bad count '{v}'"))?);
+        }
+        "compress" => o.compress = true,
+        "nocompress" => o.compress = false,
+        "delaycompress" => o.delaycompress = true,
+        "nodelaycompress" => o.delaycompress = false,
+        "compressext" => o.compressext = one()?,
+        "compresslevel" => {
+            let v = one()?;
+            o.compresslevel = v.parse().ok().filter(|l| *l <= 9).ok_or(format!("compresslevel: bad level '{v}' (0-9)"))?;
+        }
+        "copytruncate" => o.copytruncate = true,
+        "nocopytruncate" => o.copytruncate = false,
+        "copy" => o.copy = true,
+        "nocopy" => o.copy = false,
+        "create" => o.create = Some(create_spec(args, "create")?),
+        "nocreate" => o.create = None,
+        "missingok" => o.missingok = true,
+        "nomissingok" => o.missingok = false,
+        "ifempty" => o.ifempty = true,
+        "notifempty" => o.ifempty = false,
+        "dateext" => o.dateext = true,
+        "nodateext" => o.dateext = false,
+        "dateformat" => o.dateformat = Some(one()?),
+        "extension" => o.extension = Some(one()?),
+        "olddir" => o.olddir = Some(one()?),
+        "noolddir" => o.olddir = None,
+        "createolddir" => o.createolddir = Some(create_spec(args, "createolddir")?),
+        "nocreateolddir" => o.createolddir = None,
+        "sharedscripts" => o.sharedscripts = true,
+        "nosharedscripts" => o.sharedscripts = false,
+        "su" => {
+            let (Some(u), Some(g)) = (args.first(), args.get(1)) else {
+                return Err("su needs a user and a group".into());
+            };
+            o.su = Some((u.clone(), g.clone()));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+const SCRIPTS: [&str; 4] = ["prerotate", "postrotate", "firstaction", "lastaction"];
+
+/// Read config files (and what they include).
+pub fn load(files: &[PathBuf]) -> Config {
+    let mut cfg = Config::default();
+    let mut globals = Opts::default();
+    for f in files {
+        read_file(f, &mut globals, &mut cfg, 0);
+    }
+    cfg
+}
+
+fn read_file(path: &Path, globals: &mut Opts, cfg: &mut Config, depth: usize) {
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        let mut names: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect(),
+            Err(e) => {
+                cfg.errors.push(ConfigError { at: shown, msg: format!("cannot read directory: {e}") });
+                return;
+            }
+        };
+        names.sort();
+        for n in names {
+            let name = n.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let taboo = TABOO.iter().any(|t| match t.strip_suffix('*') {
+                Some(prefix) => name.contains(prefix),
+                None => name.ends_with(t),
+            });
+            if !taboo {
+                read_file(&n, globals, cfg, depth + 1);
+            }
+        }
+        return;
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            cfg.errors.push(ConfigError { at: shown, msg: format!("cannot read: {e}") });
+            return;
+        }
+    };
+    parse(&text, &shown, path.parent().unwrap_or(Path::new(".")), globals, cfg, depth);
+}
+
+/// Parse one file's text.
+pub fn parse(text: &str, file: &str, dir: &Path, globals: &mut Opts, cfg: &mut Config, depth: usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    // The block being read: its patterns, options, start, and first error.
+    let mut block: Option<(Vec<String>, Opts, String, Option<ConfigError>)> = None;
+    let mut pending: Vec<String> = vec![];
+    while i < lines.len() {
+        let lineno = i + 1;
+        let at = format!("{file}:{lineno}");
+        let raw = lines[i].trim();
+        i += 1;
+        if raw.is_empty() || raw.starts_with('#') {
+            continue;
+        }
+        let err = |msg: String| ConfigError { at: at.clone(), msg };
+        let mut ws = match words(raw) {
+            Ok(w) => w,
+            Err(e) => {
+                let e = err(e);
+                match &mut block {
+                    Some(b) => {
+                        b.3.get_or_insert(e);
+                    }
+                    None => cfg.errors.push(e),
+                }
+                continue;
+            }
+        };
+        // Scripts: everything up to `endscript`.
+        if let Some(key) = ws.first().filter(|k| SCRIPTS.contains(&k.as_str())).cloned() {
+            let mut body = String::new();
+            let mut ended = false;
+            while i < lines.len() {
+                let l = lines[i];
+                i += 1;
+                if l.trim() == "endscript" {
+                    ended = true;
+                    break;
+                }
+                body.push_str(l);
+                body.push('\n');
+            }
+            let target = match &mut block {
+                Some(b) => &mut b.1,
+                None => {
+                    cfg.errors.push(err(format!("'{key}' outside a block")));
+                    continue;
+                }
+            };
+            if !ended {
+                let e = err(format!("'{key}' without 'endscript'"));
+                block.as_mut().map(|b| b.3.get_or_insert(e));
+                continue;
+            }
+            match key.as_str() {
+                "prerotate" => target.prerotate = Some(body),
+                "postrotate" => target.postrotate = Some(body),
+                "firstaction" => target.firstaction = Some(body),
+                _ => target.lastaction = Some(body),
+            }
+            continue;
+        }
+        if block.is_none() {
+            // Outside a block: a global directive, an include, or paths
+            // opening a block (the '{' may end this line or be alone).
+            if ws.last().is_some_and(|w| w == "{" || w.ends_with('{')) {
+                let last = ws.pop().unwrap_or_default();
+                let head = last.trim_end_matches('{');
+                if !head.is_empty() {
+                    ws.push(head.to_string());
+                }
+                pending.extend(ws);
+                let patterns = std::mem::take(&mut pending);
+                let e = patterns.is_empty().then(|| err("a block with no log paths".into()));
+                block = Some((patterns, globals.clone(), at.clone(), e));
+                continue;
+            }
+            let key = ws[0].clone();
+            if key == "include" {
+                if depth > 20 {
+                    cfg.errors.push(err("include nested too deep".into()));
+                    continue;
+                }
+                match ws.get(1) {
+                    Some(p) => {
+                        let p = dir.join(p);
+                        read_file(&p, globals, cfg, depth + 1);
+                    }
+                    None => cfg.errors.push(err("include needs a path".into())),
+                }
+                continue;
+            }
+            if key.starts_with('/') || key.starts_with('"') || key.contains('*') || key.starts_with('~') {
+                pending.extend(ws);
+                continue;
+            }
+            match directive(globals, &key, &ws[1..]) {
+                Ok(true) => {}
+                Ok(false) => cfg.errors.push(err(format!("unknown directive '{key}'"))),
+                Err(e) => cfg.errors.push(err(e)),
+            }
+            continue;
+        }
+        if ws[0] == "}" {
+            let (patterns, opts, bat, e) = block.take().expect("in a block");
+            match e {
+                Some(e) => cfg.errors.push(e),
+                None => cfg.blocks.push(Block { patterns, opts, at: bat }),
+            }
+            continue;
+        }
+        let b = block.as_mut().expect("in a block");
+        if ws[0] == "include" {
+            b.3.get_or_insert(err("include is not allowed inside a block".into()));
+            continue;
+        }
+        match directive(&mut b.1, &ws[0], &ws[1..]) {
+            Ok(true) => {}
+            Ok(false) => {
+                b.3.get_or_insert(err(format!("unknown directive '{}'", ws[0])));
+            }
+            Err(e) => {
+                b.3.get_or_insert(err(e));
+            }
+        }
+    }
+    if let Some((_, _, bat, _)) = block {
+        cfg.errors.push(ConfigError { at: bat, msg: "block not closed with '}'".into() });
+    }
+    if !pending.is_empty() {
+        cfg.errors.push(ConfigError { at: format!("{file}:{}", lines.len()), msg: format!("paths without a block: {}", pending.join(" ")) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        let mut c = Config::default();
+        parse(text, "t.conf", Path::new("/etc"), &mut Opts::default(), &mut c, 0);
+        c
+    }
+
+    #[test]
+    fn the_websys_example() {
+        let c = cfg("/var/log/websys/*.log {\n    daily\n    rotate 30\n    compress\n    delaycompress\n    missingok\n    notifempty\n    copytruncate\n}\n");
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        let b = &c.blocks[0];
+        assert_eq!(b.patterns, ["/var/log/websys/*.log"]);
+        assert_eq!(b.opts.freq, Freq::Daily);
+        assert_eq!(b.opts.rotate, 30);
+        assert!(b.opts.compress && b.opts.delaycompress && b.opts.missingok && !b.opts.ifempty && b.opts.copytruncate);
+    }
+
+    #[test]
+    fn globals_quotes_scripts_and_several_paths() {
+        let c = cfg("# top\nweekly\nrotate 4\ncompress\n\n\"/var/log/a b.log\" /var/log/c.log\n{\n  rotate 2\n  create 0640 www-data adm\n  sharedscripts\n  postrotate\n    kill -HUP $(cat /run/x.pid)\n  endscript\n}\n/var/log/d.log { nocompress }\n");
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.blocks[0].patterns, ["/var/log/a b.log", "/var/log/c.log"]);
+        assert_eq!(c.blocks[0].opts.rotate, 2);
+        assert_eq!(c.blocks[0].opts.freq, Freq::Weekly(0));
+        assert_eq!(c.blocks[0].opts.create, Some(Create { mode: Some(0o640), owner: Some("www-data".into()), group: Some("adm".into()) }));
+        assert_eq!(c.blocks[0].opts.postrotate.as_deref(), Some("    kill -HUP $(cat /run/x.pid)\n"));
+        assert!(c.blocks[0].opts.compress);
+        assert_eq!(c.blocks[1].opts.rotate, 4);
+    }
+
+    #[test]
+    fn unknown_directive_skips_its_block_only() {
+        let c = cfg("/a.log {\n  daily\n  frobnicate 3\n}\n/b.log {\n  weekly\n}\nbogus\n");
+        assert_eq!(c.blocks.len(), 1);
+        assert_eq!(c.blocks[0].patterns, ["/b.log"]);
+        assert_eq!(c.errors.len(), 2);
+        assert_eq!(c.errors[0].at, "t.conf:3");
+        assert!(c.errors[0].msg.contains("'frobnicate'"));
+        assert_eq!(c.errors[1].at, "t.conf:8");
+    }
+
+    #[test]
+    fn bad_values_and_unclosed_blocks() {
+        let c = cfg("/a.log {\n  rotate many\n}\n/b.log {\n  size 10X\n}\n/c.log {\n  daily\n");
+        assert!(c.blocks.is_empty());
+        assert!(c.errors[0].msg.contains("rotate: bad count 'many'"));
+        assert!(c.errors[1].msg.contains("bad size"));
+        assert!(c.errors[2].msg.contains("not closed"));
+        assert_eq!(size("100k").unwrap(), 102_400);
+        assert_eq!(size("2M").unwrap(), 2 << 20);
+    }
+}

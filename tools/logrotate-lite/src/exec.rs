@@ -1,0 +1,252 @@
+//! Carrying out plan steps, each one safe to repeat: a run killed
+//! half-way is finished by the next run from the journal, never redone.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use opskit::durable;
+
+use crate::plan::Step;
+
+/// What a step did, for the `rotate` record.
+#[derive(Debug, Default, Clone)]
+pub struct Done {
+    pub created: Vec<String>,
+    pub compressed: Vec<String>,
+    pub deleted: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Bytes of compressed output written.
+    pub bytes_after: u64,
+}
+
+fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
+
+fn io_err(what: &str, p: &Path, e: io::Error) -> String {
+    opskit::exit::describe_io(what, p, &e)
+}
+
+/// Run one step. `replay`: finishing an interrupted run (scripts are not
+/// run again).
+pub fn run(step: &Step, done: &mut Done, script: &mut dyn FnMut(&str) -> Result<(), String>, replay: bool) -> Result<(), String> {
+    match step {
+        Step::Remove { path, .. } => match std::fs::remove_file(path) {
+            Ok(()) => {
+                done.deleted.push(path.display().to_string());
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("removing", path, e)),
+        },
+        Step::Rename { from, to } => {
+            if exists(to) || !exists(from) {
+                return Ok(()); // done before, or nothing to move
+            }
+            std::fs::rename(from, to).map_err(|e| io_err("renaming", from, e))
+        }
+        Step::Compress { src, dst, level } => {
+            if exists(dst) {
+                // The .gz is only ever renamed into place complete.
+                if exists(src) {
+                    std::fs::remove_file(src).map_err(|e| io_err("removing", src, e))?;
+                }
+                return Ok(());
+            }
+            if !exists(src) {
+                return Ok(());
+            }
+            let n = compress(src, dst, *level)?;
+            done.bytes_after += n;
+            done.compressed.push(dst.display().to_string());
+            Ok(())
+        }
+        Step::Copy { from, to, truncate } => {
+            if exists(to) {
+                if *truncate {
+                    // Interrupted between copy and truncate: truncate only
+                    // what is certainly a duplicate.
+                    let (a, b) = (std::fs::metadata(from).map(|m| m.len()), std::fs::metadata(to).map(|m| m.len()));
+                    match (a, b) {
+                        (Ok(a), Ok(b)) if a == b => {
+                            OpenOptions::new().write(true).open(from).and_then(|f| f.set_len(0)).map_err(|e| io_err("truncating", from, e))?;
+                        }
+                        (Ok(0), _) | (Err(_), _) => {}
+                        _ => done.warnings.push(format!("{} was copied before an interruption and has grown since; left as it is", from.display())),
+                    }
+                }
+                return Ok(());
+            }
+            copy(from, to, *truncate)?;
+            done.created.push(to.display().to_string());
+            Ok(())
+        }
+        Step::Create { path, mode, owner, group } => {
+            create(path, *mode, owner.as_deref(), group.as_deref())?;
+            done.created.push(path.display().to_string());
+            Ok(())
+        }
+        Step::Script { which } => {
+            if replay {
+                return Ok(());
+            }
+            script(which)
+        }
+    }
+}
+
+/// gzip `src` to `dst` through a temp file (fsynced, renamed), keeping
+/// `src`'s mode, owner and times as gzip does; then remove `src`.
+pub fn compress(src: &Path, dst: &Path, level: u32) -> Result<u64, String> {
+    let mut input = File::open(src).map_err(|e| io_err("opening", src, e))?;
+    let meta = input.metadata().map_err(|e| io_err("reading", src, e))?;
+    let dir = dst.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(durable::temp_name(&dst.file_name().unwrap_or_default().to_string_lossy()));
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.mode() & 0o7777)
+        .open(&tmp)
+        .map_err(|e| io_err("creating", &tmp, e))?;
+    let result = (|| {
+        let mut enc = GzEncoder::new(io::BufWriter::with_capacity(256 << 10, out), Compression::new(level));
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = input.read(&mut buf).map_err(|e| io_err("reading", src, e))?;
+            if n == 0 {
+                break;
+            }
+            enc.write_all(&buf[..n]).map_err(|e| io_err("writing", &tmp, e))?;
+        }
+        let out = enc.finish().and_then(|w| w.into_inner().map_err(|e| e.into_error())).map_err(|e| io_err("writing", &tmp, e))?;
+        let _ = std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()));
+        out.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(|e| io_err("setting mode of", &tmp, e))?;
+        let times = std::fs::FileTimes::new().set_accessed(meta.accessed().unwrap_or(std::time::SystemTime::now())).set_modified(meta.modified().unwrap_or(std::time::SystemTime::now()));
+        let _ = out.set_times(times);
+        out.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
+        Ok::<u64, String>(out.metadata().map(|m| m.len()).unwrap_or(0))
+    })();
+    let n = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, dst).map_err(|e| io_err("renaming", &tmp, e))?;
+    let _ = durable::fsync_dir(dir);
+    std::fs::remove_file(src).map_err(|e| io_err("removing", src, e))?;
+    Ok(n)
+}
+
+/// copytruncate: copy, copy again what was appended meanwhile (until it
+/// stops growing, a few rounds at most), fsync, then truncate -- the
+/// window in which a line can be lost is the truncate alone.
+fn copy(from: &Path, to: &Path, truncate: bool) -> Result<(), String> {
+    let mut src = OpenOptions::new().read(true).write(truncate).open(from).map_err(|e| io_err("opening", from, e))?;
+    let meta = src.metadata().map_err(|e| io_err("reading", from, e))?;
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(durable::temp_name(&to.file_name().unwrap_or_default().to_string_lossy()));
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.mode() & 0o7777)
+        .open(&tmp)
+        .map_err(|e| io_err("creating", &tmp, e))?;
+    let _ = std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()));
+    let mut copied = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let res = (|| {
+        for _round in 0..8 {
+            let before = copied;
+            loop {
+                let n = src.read(&mut buf).map_err(|e| io_err("reading", from, e))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(|e| io_err("writing", &tmp, e))?;
+                copied += n as u64;
+            }
+            if copied == before && _round > 0 {
+                break;
+            }
+        }
+        if truncate {
+            // One last catch-up right before the truncate.
+            loop {
+                let n = src.read(&mut buf).map_err(|e| io_err("reading", from, e))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(|e| io_err("writing", &tmp, e))?;
+            }
+        }
+        out.sync_all().map_err(|e| io_err("syncing", &tmp, e))
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, to).map_err(|e| io_err("renaming", &tmp, e))?;
+    let _ = durable::fsync_dir(dir);
+    if truncate {
+        src.set_len(0).map_err(|e| io_err("truncating", from, e))?;
+        let _ = src.seek(SeekFrom::Start(0));
+    }
+    Ok(())
+}
+
+/// The uid of a user name (or number).
+pub fn uid_of(name: &str) -> Option<u32> {
+    name.parse().ok().or_else(|| lookup("/etc/passwd", name))
+}
+
+pub fn gid_of(name: &str) -> Option<u32> {
+    name.parse().ok().or_else(|| lookup("/etc/group", name))
+}
+
+fn lookup(file: &str, name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+    })
+}
+
+/// `create`: open with O_CREAT (never truncating what a writer may have
+/// created meanwhile), then set mode and owner.
+fn create(path: &Path, mode: Option<u32>, owner: Option<&str>, group: Option<&str>) -> Result<(), String> {
+    let f = OpenOptions::new().write(true).create(true).truncate(false).mode(mode.unwrap_or(0o644)).open(path).map_err(|e| io_err("creating", path, e))?;
+    if let Some(m) = mode {
+        f.set_permissions(std::fs::Permissions::from_mode(m)).map_err(|e| io_err("setting mode of", path, e))?;
+    }
+    let uid = match owner {
+        Some(o) => Some(uid_of(o).ok_or_else(|| format!("create: unknown user '{o}'"))?),
+        None => None,
+    };
+    let gid = match group {
+        Some(g) => Some(gid_of(g).ok_or_else(|| format!("create: unknown group '{g}'"))?),
+        None => None,
+    };
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::fchown(&f, uid, gid).map_err(|e| io_err("setting owner of", path, e))?;
+    }
+    Ok(())
+}
+
+/// Run a script as logrotate does: `/bin/sh -c SCRIPT logrotate_script ARG`,
+/// its output to our stderr (stdout carries records).
+pub fn run_script(body: &str, arg: &str) -> Result<i32, String> {
+    let status = Command::new("/bin/sh")
+        .args(["-c", body, "logrotate_script", arg])
+        .stdin(Stdio::null())
+        .stdout(io::stderr())
+        .status()
+        .map_err(|e| format!("cannot run /bin/sh: {e}"))?;
+    Ok(status.code().unwrap_or(128 + 9))
+}

@@ -1,0 +1,422 @@
+//! A rotation run: the state file locked and read, an interrupted run
+//! finished from the journal, each block's logs decided, rotated (scripts
+//! around them, compression on every core), the state written back.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{NaiveDateTime, Timelike};
+use opskit::record::Fields;
+use opskit::{Emitter, Error, Exit, IoContext, fields};
+use serde_json::json;
+
+use crate::config::{Block, Config};
+use crate::decide::{Verdict, decide};
+use crate::exec::{self, Done};
+use crate::plan::{self, Plan, Step};
+use crate::state::{State, format_time};
+
+#[derive(Default)]
+struct Tally {
+    logs: usize,
+    rotated: usize,
+    skipped: usize,
+    failed: usize,
+    errors: usize,
+    bytes_before: u64,
+    bytes_after: u64,
+}
+
+fn journal_path(state: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.opskit-journal", state.display()))
+}
+
+pub fn run(cfg: &Config, state_path: &Path, force: bool, dry: bool, em: &mut Emitter) -> Result<Exit, Error> {
+    let start = Instant::now();
+    let mut t = Tally { errors: cfg.errors.len(), ..Tally::default() };
+    if let Some(dir) = state_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).at("creating state directory", dir)?;
+    }
+    let _lock = if dry { None } else { Some(opskit::lock::acquire(Path::new(&format!("{}.lock", state_path.display())), std::time::Duration::ZERO)?) };
+    let (mut state, problems) = State::read(state_path).at("reading state file", state_path)?;
+    for p in &problems {
+        t.errors += 1;
+        let msg = format!("{}:{}: {}", state_path.display(), p.line, p.msg);
+        log::error!("{msg}");
+        em.emit("error", &fields! {"ok" => false, "at" => format!("{}:{}", state_path.display(), p.line), "message" => msg});
+    }
+    let now = chrono::Local::now().naive_local().with_nanosecond(0).expect("valid");
+    let journal = journal_path(state_path);
+    if !dry {
+        replay(&journal, &mut state, &mut t, em);
+    }
+    let mut journal_file = if dry {
+        None
+    } else {
+        Some(OpenOptions::new().create(true).append(true).open(&journal).at("opening journal", &journal)?)
+    };
+    for block in &cfg.blocks {
+        rotate_block(block, &mut state, now, force, dry, journal_file.as_mut(), &mut t, em);
+    }
+    if !dry {
+        // As logrotate: entries of logs that are gone and were last
+        // rotated over a year ago are forgotten.
+        state.entries.retain(|p, t| Path::new(p).exists() || (now - *t).num_days() <= 365);
+        state.write(state_path)?;
+        drop(journal_file);
+        let _ = std::fs::remove_file(&journal);
+    }
+    em.emit(
+        "summary",
+        &fields! {
+            "ok" => t.errors == 0 && t.failed == 0,
+            "logs" => t.logs,
+            "rotated" => t.rotated,
+            "skipped" => t.skipped,
+            "failed" => t.failed,
+            "errors" => t.errors,
+            "bytes_before" => t.bytes_before,
+            "bytes_after" => t.bytes_after,
+            "dry_run" => dry,
+            "duration_s" => (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        },
+    );
+    Ok(if t.errors > 0 || t.failed > 0 { Exit::CheckFailed } else { Exit::Ok })
+}
+
+/// Finish the rotations a killed run left half-done.
+fn replay(journal: &Path, state: &mut State, t: &mut Tally, em: &mut Emitter) {
+    let Ok(text) = std::fs::read_to_string(journal) else { return };
+    let mut open: BTreeMap<String, (Plan, NaiveDateTime)> = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if let Some(done) = v["done"].as_str() {
+            if let Some((_, at)) = open.remove(done) {
+                state.entries.insert(done.to_string(), at);
+            }
+        } else if let (Ok(p), Some(at)) = (serde_json::from_value::<Plan>(v["plan"].clone()), v["at"].as_str().and_then(|a| NaiveDateTime::parse_from_str(a, "%Y-%m-%dT%H:%M:%S").ok())) {
+            open.insert(p.log.display().to_string(), (p, at));
+        }
+    }
+    for (log, (p, at)) in open {
+        let mut done = Done::default();
+        let mut err = None;
+        for s in p.main.iter().chain(&p.after) {
+            if let Err(e) = exec::run(s, &mut done, &mut |_| Ok(()), true) {
+                err = Some(e);
+                break;
+            }
+        }
+        let mut rec = fields! {"path" => log, "action" => "finished", "reason" => "interrupted run"};
+        if let Some(e) = &err {
+            t.failed += 1;
+            rec = fields! {"path" => log, "action" => "failed", "reason" => format!("finishing an interrupted run: {e}")};
+        } else {
+            state.entries.insert(log.clone(), at);
+        }
+        add_done(&mut rec, &done);
+        em.emit("rotate", &rec);
+    }
+}
+
+fn add_done(rec: &mut Fields, d: &Done) {
+    rec.insert("created".into(), json!(d.created));
+    rec.insert("compressed".into(), json!(d.compressed));
+    rec.insert("deleted".into(), json!(d.deleted));
+    if !d.warnings.is_empty() {
+        rec.insert("warnings".into(), json!(d.warnings));
+    }
+}
+
+/// The logs a block's patterns name: globs expanded and sorted; a pattern
+/// matching nothing stays as it is (and is then missing).
+fn expand(patterns: &[String]) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for p in patterns {
+        let is_glob = p.contains(['*', '?', '[']);
+        let found: Vec<PathBuf> = if is_glob { glob::glob(p).map(|g| g.flatten().collect()).unwrap_or_default() } else { vec![] };
+        if found.is_empty() {
+            out.push(PathBuf::from(p));
+        } else {
+            out.extend(found);
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// A name that looks like a rotated log (`x.log.1`, `x.log.2.gz`, `x-20261123`).
+fn looks_rotated(p: &Path) -> bool {
+    let n = p.file_name().unwrap_or_default().to_string_lossy();
+    let n = n.strip_suffix(".gz").unwrap_or(&n);
+    let tail = n.rsplit(['.', '-']).next().unwrap_or("");
+    !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) && n.len() > tail.len()
+}
+
+#[allow(unsafe_code)]
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// logrotate refuses, as root without `su`, a log whose directory others
+/// can write to (they could swap the log for a link to anything).
+fn insecure_parent(log: &Path) -> Option<String> {
+    let dir = log.parent()?;
+    let m = dir.metadata().ok()?;
+    let world = m.mode() & 0o002 != 0;
+    let group = m.mode() & 0o020 != 0 && m.gid() != 0;
+    (world || group).then(|| format!("skipping {} because its directory {} is writable by others than root; set 'su' to the user and group owning it", log.display(), dir.display()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, dry: bool, mut journal: Option<&mut std::fs::File>, t: &mut Tally, em: &mut Emitter) {
+    let o = &b.opts;
+    let pattern_arg = b.patterns.join(" ");
+    let first_seen = now.with_minute(0).and_then(|n| n.with_second(0)).expect("valid");
+    let mut due: Vec<(PathBuf, u64)> = vec![];
+    for log in expand(&b.patterns) {
+        t.logs += 1;
+        let key = log.display().to_string();
+        let skip = |t: &mut Tally, em: &mut Emitter, reason: &str, error: bool| {
+            if error {
+                t.errors += 1;
+                log::error!("{}: {reason}", log.display());
+            }
+            t.skipped += 1;
+            em.emit("rotate", &fields! {"path" => key, "block" => b.at, "action" => "skipped", "reason" => reason});
+        };
+        let meta = match log.symlink_metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // As logrotate: a pattern that matched nothing is
+                // recorded under its own name.
+                state.entries.entry(key.clone()).or_insert(first_seen);
+                skip(t, em, if o.missingok { "missing" } else { "missing (no missingok)" }, !o.missingok);
+                continue;
+            }
+            Err(e) => {
+                skip(t, em, &format!("cannot stat: {e}"), true);
+                continue;
+            }
+        };
+        if meta.file_type().is_symlink() {
+            skip(t, em, "symlink: rotating symbolic links is refused, as logrotate does", false);
+            continue;
+        }
+        if !meta.is_file() {
+            skip(t, em, "not a regular file", true);
+            continue;
+        }
+        if meta.nlink() > 1 {
+            skip(t, em, &format!("{} hard links: refused, as logrotate does", meta.nlink()), false);
+            continue;
+        }
+        if euid() == 0 && o.su.is_none() {
+            if let Some(why) = insecure_parent(&log) {
+                skip(t, em, &why, true);
+                continue;
+            }
+        }
+        if looks_rotated(&log) {
+            em.emit("warning", &fields! {"path" => key, "block" => b.at, "message" => format!("{} looks like a rotated log but the pattern matches it, so it is rotated again (as logrotate does); narrow the pattern, e.g. *.log", log.display())});
+        }
+        let last = *state.entries.entry(key.clone()).or_insert(first_seen);
+        match decide(o, meta.len(), last, now, force) {
+            Verdict::Rotate(_) => due.push((log, meta.len())),
+            Verdict::Skip(reason) => skip(t, em, reason, false),
+        }
+    }
+    if due.is_empty() {
+        return;
+    }
+    let script = |which: &str, body: &Option<String>, arg: &str, t: &mut Tally, em: &mut Emitter| -> bool {
+        let Some(body) = body else { return true };
+        if dry {
+            return true;
+        }
+        let (ok, exit) = match exec::run_script(body, arg) {
+            Ok(code) => (code == 0, Some(code)),
+            Err(e) => {
+                log::error!("{e}");
+                (false, None)
+            }
+        };
+        em.emit("script", &fields! {"ok" => ok, "which" => which, "block" => b.at, "arg" => arg, "exit" => exit});
+        if !ok {
+            t.errors += 1;
+            log::error!("{which} script of {} failed (exit {exit:?})", b.at);
+        }
+        ok
+    };
+    if !script("firstaction", &o.firstaction, &pattern_arg, t, em) {
+        for (log, _) in &due {
+            t.failed += 1;
+            em.emit("rotate", &fields! {"path" => log.display().to_string(), "block" => b.at, "action" => "failed", "reason" => "firstaction failed"});
+        }
+        return;
+    }
+    if o.sharedscripts && !script("prerotate", &o.prerotate, &pattern_arg, t, em) {
+        for (log, _) in &due {
+            t.failed += 1;
+            em.emit("rotate", &fields! {"path" => log.display().to_string(), "block" => b.at, "action" => "failed", "reason" => "prerotate failed"});
+        }
+        return;
+    }
+    if let (Some(dir), Some(c)) = (o.olddir.as_deref(), &o.createolddir) {
+        let d = due[0].0.parent().map(|p| p.join(dir)).unwrap_or_default();
+        if !d.is_dir() && !dry {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = std::fs::DirBuilder::new().recursive(true).mode(c.mode.unwrap_or(0o755)).create(&d);
+        }
+    }
+    // Per log: plan, journal, the steps that run now.
+    let mut results: Vec<(PathBuf, u64, Plan, Done, Option<String>)> = vec![];
+    for (log, size) in due {
+        let p = plan::plan(&log, o, now, &|f| f.metadata().ok().map(|m| m.mtime()));
+        let mut done = Done { warnings: p.warnings.clone(), ..Done::default() };
+        if let Some(why) = &p.blocked {
+            results.push((log, size, p.clone(), done, Some(why.clone())));
+            continue;
+        }
+        if dry {
+            results.push((log, size, p, done, None));
+            continue;
+        }
+        if let Some(j) = journal.as_deref_mut() {
+            let line = json!({"at": now.format("%Y-%m-%dT%H:%M:%S").to_string(), "plan": p});
+            let _ = j.write_all(format!("{line}\n").as_bytes());
+        }
+        let arg = log.display().to_string();
+        let mut failed = None;
+        for s in &p.main {
+            let mut run_script = |which: &str| {
+                let body = if which == "prerotate" { &o.prerotate } else { &o.postrotate };
+                if script(which, body, &arg, t, em) { Ok(()) } else { Err(format!("{which} script failed")) }
+            };
+            if let Err(e) = exec::run(s, &mut done, &mut run_script, false) {
+                failed = Some(e);
+                break;
+            }
+        }
+        results.push((log, size, p, done, failed));
+    }
+    if o.sharedscripts {
+        script("postrotate", &o.postrotate, &pattern_arg, t, em);
+    }
+    // Compression and disposal, on every core.
+    if !dry {
+        let work: Vec<usize> = (0..results.len()).filter(|i| results[*i].4.is_none()).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(work.len().max(1));
+        let cells: Vec<std::sync::Mutex<(Done, Option<String>)>> = results.iter().map(|r| std::sync::Mutex::new((r.3.clone(), None))).collect();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = work.get(k) else { break };
+                        let mut cell = cells[i].lock().unwrap_or_else(|p| p.into_inner());
+                        for st in &results[i].2.after {
+                            if let Err(e) = exec::run(st, &mut cell.0, &mut |_| Ok(()), false) {
+                                cell.1 = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        for (r, c) in results.iter_mut().zip(cells) {
+            let (d, e) = c.into_inner().unwrap_or_else(|p| p.into_inner());
+            r.3 = d;
+            if r.4.is_none() {
+                r.4 = e;
+            }
+        }
+    }
+    script("lastaction", &o.lastaction, &pattern_arg, t, em);
+    for (log, size, p, done, failed) in results {
+        let key = log.display().to_string();
+        let after = produced_bytes(&p, &done);
+        let mut rec = fields! {"path" => key, "block" => b.at, "bytes_before" => size};
+        match &failed {
+            Some(e) => {
+                t.failed += 1;
+                log::error!("{}: {e}", log.display());
+                rec.insert("action".into(), json!("failed"));
+                rec.insert("reason".into(), json!(e));
+                // logrotate records the attempt as a rotation, so the log
+                // waits for its next interval; the same here, said aloud.
+                if p.blocked.is_none() {
+                    state.entries.insert(key.clone(), now);
+                    rec.insert("warnings".into(), json!([format!("recorded as rotated at {} (as logrotate does): it is not retried before its next interval; run with -f once fixed", format_time(&now))]));
+                }
+            }
+            None if dry => {
+                rec.insert("action".into(), json!("would rotate"));
+                rec.insert("steps".into(), json!(p.main.iter().chain(&p.after).map(describe).collect::<Vec<_>>()));
+            }
+            None => {
+                t.rotated += 1;
+                t.bytes_before += size;
+                t.bytes_after += after;
+                state.entries.insert(key.clone(), now);
+                rec.insert("action".into(), json!("rotated"));
+                rec.insert("bytes_after".into(), json!(after));
+                if let Some(j) = journal.as_deref_mut() {
+                    let _ = j.write_all(format!("{}\n", json!({"done": key, "at": format_time(&now)})).as_bytes());
+                }
+            }
+        }
+        add_done(&mut rec, &done);
+        em.emit("rotate", &rec);
+    }
+}
+
+/// Bytes of the rotated copy this rotation left (compressed or not).
+fn produced_bytes(p: &Plan, d: &Done) -> u64 {
+    if d.bytes_after > 0 {
+        return d.bytes_after;
+    }
+    p.main
+        .iter()
+        .find_map(|s| match s {
+            Step::Rename { from, to } if *from == p.log => Some(to.clone()),
+            Step::Copy { to, .. } => Some(to.clone()),
+            _ => None,
+        })
+        .and_then(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+fn describe(s: &Step) -> String {
+    match s {
+        Step::Compress { src, dst, .. } => format!("compress {} -> {}", src.display(), dst.display()),
+        Step::Remove { path, why } => format!("remove {} ({why})", path.display()),
+        Step::Rename { from, to } => format!("rename {} -> {}", from.display(), to.display()),
+        Step::Copy { from, to, truncate } => format!("{} {} -> {}", if *truncate { "copytruncate" } else { "copy" }, from.display(), to.display()),
+        Step::Create { path, .. } => format!("create {}", path.display()),
+        Step::Script { which } => format!("run {which}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_names() {
+        for n in ["a.log.1", "a.log.2.gz", "a.log-20261123", "a.log-20261123.gz"] {
+            assert!(looks_rotated(Path::new(n)), "{n}");
+        }
+        for n in ["a.log", "access.log", "2026.log"] {
+            assert!(!looks_rotated(Path::new(n)), "{n}");
+        }
+    }
+}
