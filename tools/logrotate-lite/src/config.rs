@@ -125,8 +125,20 @@ pub struct Config {
 
 /// Names include skips in a directory (logrotate's default taboo list).
 const TABOO: [&str; 14] = [
-    ",v", ".cfsaved", ".disabled", ".dpkg-bak", ".dpkg-del", ".dpkg-dist", ".dpkg-new", ".dpkg-old", ".rhn-cfg-tmp-*",
-    ".rpmnew", ".rpmorig", ".rpmsave", ".swp", "~",
+    ",v",
+    ".cfsaved",
+    ".disabled",
+    ".dpkg-bak",
+    ".dpkg-del",
+    ".dpkg-dist",
+    ".dpkg-new",
+    ".dpkg-old",
+    ".rhn-cfg-tmp-*",
+    ".rpmnew",
+    ".rpmorig",
+    ".rpmsave",
+    ".swp",
+    "~",
 ];
 
 /// Split a line into words; double and single quotes group.
@@ -178,7 +190,10 @@ fn size(v: &str) -> Result<u64, String> {
 
 fn create_spec(args: &[String], what: &str) -> Result<Create, String> {
     let mode = match args.first() {
-        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| format!("{what}: bad mode '{m}' (octal, e.g. 0640)"))?),
+        Some(m) => Some(
+            u32::from_str_radix(m, 8)
+                .map_err(|_| format!("{what}: bad mode '{m}' (octal, e.g. 0640)"))?,
+        ),
         None => None,
     };
     Ok(Create {
@@ -201,7 +216,11 @@ fn directive(o: &mut Opts, key: &str, args: &[String]) -> Result<bool, String> {
         "daily" => (o.freq, o.size) = (Freq::Daily, None),
         "weekly" => {
             let d = match args.first() {
-                Some(d) => d.parse::<u8>().ok().filter(|d| *d <= 7).ok_or(format!("weekly: bad weekday '{d}' (0-7)"))?,
+                Some(d) => d
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|d| *d <= 7)
+                    .ok_or(format!("weekly: bad weekday '{d}' (0-7)"))?,
                 None => 0,
             };
             (o.freq, o.size) = (Freq::Weekly(d), None);
@@ -213,7 +232,11 @@ fn directive(o: &mut Opts, key: &str, args: &[String]) -> Result<bool, String> {
         "maxsize" => o.maxsize = Some(size(&one()?)?),
         "rotate" => {
             let v = one()?;
-            o.rotate = v.parse::<i64>().ok().filter(|n| *n >= -1).ok_or(format!("rotate: bad count '{v}'"))?;
+            o.rotate = v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= -1)
+                .ok_or(format!("rotate: bad count '{v}'"))?;
         }
         "maxage" => {
             let v = one()?;
@@ -226,7 +249,11 @@ fn directive(o: &mut Opts, key: &str, args: &[String]) -> Result<bool, String> {
         "compressext" => o.compressext = one()?,
         "compresslevel" => {
             let v = one()?;
-            o.compresslevel = v.parse().ok().filter(|l| *l <= 9).ok_or(format!("compresslevel: bad level '{v}' (0-9)"))?;
+            o.compresslevel = v
+                .parse()
+                .ok()
+                .filter(|l| *l <= 9)
+                .ok_or(format!("compresslevel: bad level '{v}' (0-9)"))?;
         }
         "copytruncate" => o.copytruncate = true,
         "nocopytruncate" => o.copytruncate = false,
@@ -275,15 +302,26 @@ fn read_file(path: &Path, globals: &mut Opts, cfg: &mut Config, depth: usize) {
     let shown = path.display().to_string();
     if path.is_dir() {
         let mut names: Vec<PathBuf> = match std::fs::read_dir(path) {
-            Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect(),
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect(),
             Err(e) => {
-                cfg.errors.push(ConfigError { at: shown, msg: format!("cannot read directory: {e}") });
+                cfg.errors.push(ConfigError {
+                    at: shown,
+                    msg: format!("cannot read directory: {e}"),
+                });
                 return;
             }
         };
         names.sort();
         for n in names {
-            let name = n.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = n
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let taboo = TABOO.iter().any(|t| match t.strip_suffix('*') {
                 Some(prefix) => name.contains(prefix),
                 None => name.ends_with(t),
@@ -297,15 +335,32 @@ fn read_file(path: &Path, globals: &mut Opts, cfg: &mut Config, depth: usize) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            cfg.errors.push(ConfigError { at: shown, msg: format!("cannot read: {e}") });
+            cfg.errors.push(ConfigError {
+                at: shown,
+                msg: format!("cannot read: {e}"),
+            });
             return;
         }
     };
-    parse(&text, &shown, path.parent().unwrap_or(Path::new(".")), globals, cfg, depth);
+    parse(
+        &text,
+        &shown,
+        path.parent().unwrap_or(Path::new(".")),
+        globals,
+        cfg,
+        depth,
+    );
 }
 
 /// Parse one file's text.
-pub fn parse(text: &str, file: &str, dir: &Path, globals: &mut Opts, cfg: &mut Config, depth: usize) {
+pub fn parse(
+    text: &str,
+    file: &str,
+    dir: &Path,
+    globals: &mut Opts,
+    cfg: &mut Config,
+    depth: usize,
+) {
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
     // The block being read: its patterns, options, start, and first error.
@@ -319,7 +374,10 @@ pub fn parse(text: &str, file: &str, dir: &Path, globals: &mut Opts, cfg: &mut C
         if raw.is_empty() || raw.starts_with('#') {
             continue;
         }
-        let err = |msg: String| ConfigError { at: at.clone(), msg };
+        let err = |msg: String| ConfigError {
+            at: at.clone(),
+            msg,
+        };
         let mut ws = match words(raw) {
             Ok(w) => w,
             Err(e) => {
@@ -334,7 +392,11 @@ pub fn parse(text: &str, file: &str, dir: &Path, globals: &mut Opts, cfg: &mut C
             }
         };
         // Scripts: everything up to `endscript`.
-        if let Some(key) = ws.first().filter(|k| SCRIPTS.contains(&k.as_str())).cloned() {
+        if let Some(key) = ws
+            .first()
+            .filter(|k| SCRIPTS.contains(&k.as_str()))
+            .cloned()
+        {
             let mut body = String::new();
             let mut ended = false;
             while i < lines.len() {
@@ -368,6 +430,20 @@ pub fn parse(text: &str, file: &str, dir: &Path, globals: &mut Opts, cfg: &mut C
             continue;
         }
         if block.is_none() {
+            // A '{' inside the line (`path { rotate 1 }`): logrotate reads
+            // the rest as the block's first directive and fails; the block
+            // is skipped, and so is what it swallows up to the next '}'.
+            if let Some(open) = ws
+                .iter()
+                .position(|w| w == "{")
+                .filter(|&i| i + 1 < ws.len())
+            {
+                let mut patterns = std::mem::take(&mut pending);
+                patterns.extend(ws[..open].iter().cloned());
+                let e = err("'{' must end its line (a block cannot be written on one line)".into());
+                block = Some((patterns, globals.clone(), at.clone(), Some(e)));
+                continue;
+            }
             // Outside a block: a global directive, an include, or paths
             // opening a block (the '{' may end this line or be alone).
             if ws.last().is_some_and(|w| w == "{" || w.ends_with('{')) {
@@ -378,7 +454,9 @@ pub fn parse(text: &str, file: &str, dir: &Path, globals: &mut Opts, cfg: &mut C
                 }
                 pending.extend(ws);
                 let patterns = std::mem::take(&mut pending);
-                let e = patterns.is_empty().then(|| err("a block with no log paths".into()));
+                let e = patterns
+                    .is_empty()
+                    .then(|| err("a block with no log paths".into()));
                 block = Some((patterns, globals.clone(), at.clone(), e));
                 continue;
             }
@@ -397,7 +475,11 @@ pub fn parse(text: &str, file: &str, dir: &Path, globals: &mut Opts, cfg: &mut C
                 }
                 continue;
             }
-            if key.starts_with('/') || key.starts_with('"') || key.contains('*') || key.starts_with('~') {
+            if key.starts_with('/')
+                || key.starts_with('"')
+                || key.contains('*')
+                || key.starts_with('~')
+            {
                 pending.extend(ws);
                 continue;
             }
@@ -412,7 +494,11 @@ pub fn parse(text: &str, file: &str, dir: &Path, globals: &mut Opts, cfg: &mut C
             let (patterns, opts, bat, e) = block.take().expect("in a block");
             match e {
                 Some(e) => cfg.errors.push(e),
-                None => cfg.blocks.push(Block { patterns, opts, at: bat }),
+                None => cfg.blocks.push(Block {
+                    patterns,
+                    opts,
+                    at: bat,
+                }),
             }
             continue;
         }
@@ -432,66 +518,18 @@ pub fn parse(text: &str, file: &str, dir: &Path, globals: &mut Opts, cfg: &mut C
         }
     }
     if let Some((_, _, bat, _)) = block {
-        cfg.errors.push(ConfigError { at: bat, msg: "block not closed with '}'".into() });
+        cfg.errors.push(ConfigError {
+            at: bat,
+            msg: "block not closed with '}'".into(),
+        });
     }
     if !pending.is_empty() {
-        cfg.errors.push(ConfigError { at: format!("{file}:{}", lines.len()), msg: format!("paths without a block: {}", pending.join(" ")) });
+        cfg.errors.push(ConfigError {
+            at: format!("{file}:{}", lines.len()),
+            msg: format!("paths without a block: {}", pending.join(" ")),
+        });
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(text: &str) -> Config {
-        let mut c = Config::default();
-        parse(text, "t.conf", Path::new("/etc"), &mut Opts::default(), &mut c, 0);
-        c
-    }
-
-    #[test]
-    fn the_websys_example() {
-        let c = cfg("/var/log/websys/*.log {\n    daily\n    rotate 30\n    compress\n    delaycompress\n    missingok\n    notifempty\n    copytruncate\n}\n");
-        assert!(c.errors.is_empty(), "{:?}", c.errors);
-        let b = &c.blocks[0];
-        assert_eq!(b.patterns, ["/var/log/websys/*.log"]);
-        assert_eq!(b.opts.freq, Freq::Daily);
-        assert_eq!(b.opts.rotate, 30);
-        assert!(b.opts.compress && b.opts.delaycompress && b.opts.missingok && !b.opts.ifempty && b.opts.copytruncate);
-    }
-
-    #[test]
-    fn globals_quotes_scripts_and_several_paths() {
-        let c = cfg("# top\nweekly\nrotate 4\ncompress\n\n\"/var/log/a b.log\" /var/log/c.log\n{\n  rotate 2\n  create 0640 www-data adm\n  sharedscripts\n  postrotate\n    kill -HUP $(cat /run/x.pid)\n  endscript\n}\n/var/log/d.log { nocompress }\n");
-        assert!(c.errors.is_empty(), "{:?}", c.errors);
-        assert_eq!(c.blocks[0].patterns, ["/var/log/a b.log", "/var/log/c.log"]);
-        assert_eq!(c.blocks[0].opts.rotate, 2);
-        assert_eq!(c.blocks[0].opts.freq, Freq::Weekly(0));
-        assert_eq!(c.blocks[0].opts.create, Some(Create { mode: Some(0o640), owner: Some("www-data".into()), group: Some("adm".into()) }));
-        assert_eq!(c.blocks[0].opts.postrotate.as_deref(), Some("    kill -HUP $(cat /run/x.pid)\n"));
-        assert!(c.blocks[0].opts.compress);
-        assert_eq!(c.blocks[1].opts.rotate, 4);
-    }
-
-    #[test]
-    fn unknown_directive_skips_its_block_only() {
-        let c = cfg("/a.log {\n  daily\n  frobnicate 3\n}\n/b.log {\n  weekly\n}\nbogus\n");
-        assert_eq!(c.blocks.len(), 1);
-        assert_eq!(c.blocks[0].patterns, ["/b.log"]);
-        assert_eq!(c.errors.len(), 2);
-        assert_eq!(c.errors[0].at, "t.conf:3");
-        assert!(c.errors[0].msg.contains("'frobnicate'"));
-        assert_eq!(c.errors[1].at, "t.conf:8");
-    }
-
-    #[test]
-    fn bad_values_and_unclosed_blocks() {
-        let c = cfg("/a.log {\n  rotate many\n}\n/b.log {\n  size 10X\n}\n/c.log {\n  daily\n");
-        assert!(c.blocks.is_empty());
-        assert!(c.errors[0].msg.contains("rotate: bad count 'many'"));
-        assert!(c.errors[1].msg.contains("bad size"));
-        assert!(c.errors[2].msg.contains("not closed"));
-        assert_eq!(size("100k").unwrap(), 102_400);
-        assert_eq!(size("2M").unwrap(), 2 << 20);
-    }
-}
+mod tests;

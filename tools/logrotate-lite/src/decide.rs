@@ -14,11 +14,21 @@ pub enum Verdict {
 
 /// The decision for a regular file of `size` bytes last rotated at
 /// `last` (for a log first seen, `now` truncated to the hour).
-pub fn decide(o: &Opts, size: u64, last: NaiveDateTime, now: NaiveDateTime, force: bool) -> Verdict {
+pub fn decide(
+    o: &Opts,
+    size: u64,
+    last: NaiveDateTime,
+    now: NaiveDateTime,
+    force: bool,
+) -> Verdict {
     let mut v = if force {
         Verdict::Rotate("forced")
     } else if let Some(threshold) = o.size {
-        if size >= threshold { Verdict::Rotate("size") } else { Verdict::Skip("not due") }
+        if size >= threshold {
+            Verdict::Rotate("size")
+        } else {
+            Verdict::Skip("not due")
+        }
     } else if last.date() > now.date() {
         Verdict::Rotate("last rotated in the future")
     } else {
@@ -30,12 +40,19 @@ pub fn decide(o: &Opts, size: u64, last: NaiveDateTime, now: NaiveDateTime, forc
                 Freq::Hourly => true,
                 Freq::Daily => ld != nd,
                 Freq::Weekly(7) => (nd - ld).num_days() >= 7,
-                Freq::Weekly(w) => (nd.weekday().num_days_from_sunday() == u32::from(w) && ld != nd) || (nd - ld).num_days() >= 7,
+                Freq::Weekly(w) => {
+                    (nd.weekday().num_days_from_sunday() == u32::from(w) && ld != nd)
+                        || (nd - ld).num_days() >= 7
+                }
                 Freq::Monthly => ld.month() != nd.month() || ld.year() != nd.year(),
                 Freq::Yearly => ld.year() != nd.year(),
             };
         let due = due && o.minsize.is_none_or(|m| size >= m);
-        if due { Verdict::Rotate("due") } else { Verdict::Skip("not due") }
+        if due {
+            Verdict::Rotate("due")
+        } else {
+            Verdict::Skip("not due")
+        }
     };
     if v == Verdict::Skip("not due") && o.maxsize.is_some_and(|m| size > m) {
         v = Verdict::Rotate("maxsize");
@@ -69,18 +86,42 @@ mod tests {
         assert_eq!(d(&daily, "2026-11-22 03:00"), Verdict::Rotate("due"));
         assert_eq!(d(&daily, "2026-11-23 01:00"), Verdict::Skip("not due"));
         assert_eq!(d(&daily, "2026-11-23 13:00"), Verdict::Skip("not due"));
-        assert_eq!(d(&daily, "2026-11-24 11:00"), Verdict::Rotate("last rotated in the future"));
-        assert_eq!(d(&opts(|_| {}), "2026-11-22 03:00"), Verdict::Skip("not due"));
+        assert_eq!(
+            d(&daily, "2026-11-24 11:00"),
+            Verdict::Rotate("last rotated in the future")
+        );
+        assert_eq!(
+            d(&opts(|_| {}), "2026-11-22 03:00"),
+            Verdict::Skip("not due")
+        );
         let weekly = opts(|o| o.freq = Freq::Weekly(0));
         assert_eq!(d(&weekly, "2026-11-22 03:00"), Verdict::Skip("not due"));
         assert_eq!(d(&weekly, "2026-11-17 03:00"), Verdict::Skip("not due"));
         assert_eq!(d(&weekly, "2026-11-16 03:00"), Verdict::Rotate("due"));
-        assert_eq!(d(&opts(|o| o.freq = Freq::Weekly(1)), "2026-11-22 03:00"), Verdict::Rotate("due"));
-        assert_eq!(d(&opts(|o| o.freq = Freq::Weekly(7)), "2026-11-17 03:00"), Verdict::Skip("not due"));
-        assert_eq!(d(&opts(|o| o.freq = Freq::Hourly), "2026-11-23 10:59"), Verdict::Rotate("due"));
-        assert_eq!(d(&opts(|o| o.freq = Freq::Hourly), "2026-11-23 13:00"), Verdict::Rotate("due"));
-        assert_eq!(d(&opts(|o| o.freq = Freq::Monthly), "2026-10-31 01:00"), Verdict::Rotate("due"));
-        assert_eq!(d(&opts(|o| o.freq = Freq::Yearly), "2025-12-31 01:00"), Verdict::Rotate("due"));
+        assert_eq!(
+            d(&opts(|o| o.freq = Freq::Weekly(1)), "2026-11-22 03:00"),
+            Verdict::Rotate("due")
+        );
+        assert_eq!(
+            d(&opts(|o| o.freq = Freq::Weekly(7)), "2026-11-17 03:00"),
+            Verdict::Skip("not due")
+        );
+        assert_eq!(
+            d(&opts(|o| o.freq = Freq::Hourly), "2026-11-23 10:59"),
+            Verdict::Rotate("due")
+        );
+        assert_eq!(
+            d(&opts(|o| o.freq = Freq::Hourly), "2026-11-23 13:00"),
+            Verdict::Rotate("due")
+        );
+        assert_eq!(
+            d(&opts(|o| o.freq = Freq::Monthly), "2026-10-31 01:00"),
+            Verdict::Rotate("due")
+        );
+        assert_eq!(
+            d(&opts(|o| o.freq = Freq::Yearly), "2025-12-31 01:00"),
+            Verdict::Rotate("due")
+        );
         let maxsize = opts(|o| (o.freq, o.maxsize) = (Freq::Daily, Some(1)));
         assert_eq!(d(&maxsize, "2026-11-23 01:00"), Verdict::Rotate("maxsize"));
         let minsize = opts(|o| (o.freq, o.minsize) = (Freq::Daily, Some(100)));
@@ -88,6 +129,9 @@ mod tests {
         let size = opts(|o| (o.size, o.minsize) = (Some(1), Some(3)));
         assert_eq!(d(&size, "2026-11-23 11:00"), Verdict::Rotate("size"));
         let empty = opts(|o| (o.freq, o.ifempty) = (Freq::Daily, false));
-        assert_eq!(decide(&empty, 0, at("2026-11-20 01:00"), now, true), Verdict::Skip("empty"));
+        assert_eq!(
+            decide(&empty, 0, at("2026-11-20 01:00"), now, true),
+            Verdict::Skip("empty")
+        );
     }
 }

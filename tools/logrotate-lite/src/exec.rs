@@ -34,7 +34,12 @@ fn io_err(what: &str, p: &Path, e: io::Error) -> String {
 
 /// Run one step. `replay`: finishing an interrupted run (scripts are not
 /// run again).
-pub fn run(step: &Step, done: &mut Done, script: &mut dyn FnMut(&str) -> Result<(), String>, replay: bool) -> Result<(), String> {
+pub fn run(
+    step: &Step,
+    done: &mut Done,
+    script: &mut dyn FnMut(&str) -> Result<(), String>,
+    replay: bool,
+) -> Result<(), String> {
     match step {
         Step::Remove { path, .. } => match std::fs::remove_file(path) {
             Ok(()) => {
@@ -71,7 +76,10 @@ pub fn run(step: &Step, done: &mut Done, script: &mut dyn FnMut(&str) -> Result<
                 if *truncate {
                     // Interrupted between copy and truncate: truncate only
                     // what is certainly a duplicate.
-                    let (a, b) = (std::fs::metadata(from).map(|m| m.len()), std::fs::metadata(to).map(|m| m.len()));
+                    let (a, b) = (
+                        std::fs::metadata(from).map(|m| m.len()),
+                        std::fs::metadata(to).map(|m| m.len()),
+                    );
                     match (a, b) {
                         (Ok(a), Ok(b)) if a == b => {
                             OpenOptions::new().write(true).open(from).and_then(|f| f.set_len(0)).map_err(|e| io_err("truncating", from, e))?;
@@ -86,7 +94,12 @@ pub fn run(step: &Step, done: &mut Done, script: &mut dyn FnMut(&str) -> Result<
             done.created.push(to.display().to_string());
             Ok(())
         }
-        Step::Create { path, mode, owner, group } => {
+        Step::Create {
+            path,
+            mode,
+            owner,
+            group,
+        } => {
             create(path, *mode, owner.as_deref(), group.as_deref())?;
             done.created.push(path.display().to_string());
             Ok(())
@@ -106,7 +119,9 @@ pub fn compress(src: &Path, dst: &Path, level: u32) -> Result<u64, String> {
     let mut input = File::open(src).map_err(|e| io_err("opening", src, e))?;
     let meta = input.metadata().map_err(|e| io_err("reading", src, e))?;
     let dir = dst.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(durable::temp_name(&dst.file_name().unwrap_or_default().to_string_lossy()));
+    let tmp = dir.join(durable::temp_name(
+        &dst.file_name().unwrap_or_default().to_string_lossy(),
+    ));
     let out = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -114,19 +129,31 @@ pub fn compress(src: &Path, dst: &Path, level: u32) -> Result<u64, String> {
         .open(&tmp)
         .map_err(|e| io_err("creating", &tmp, e))?;
     let result = (|| {
-        let mut enc = GzEncoder::new(io::BufWriter::with_capacity(256 << 10, out), Compression::new(level));
+        let mut enc = GzEncoder::new(
+            io::BufWriter::with_capacity(256 << 10, out),
+            Compression::new(level),
+        );
         let mut buf = vec![0u8; 256 << 10];
         loop {
-            let n = input.read(&mut buf).map_err(|e| io_err("reading", src, e))?;
+            let n = input
+                .read(&mut buf)
+                .map_err(|e| io_err("reading", src, e))?;
             if n == 0 {
                 break;
             }
-            enc.write_all(&buf[..n]).map_err(|e| io_err("writing", &tmp, e))?;
+            enc.write_all(&buf[..n])
+                .map_err(|e| io_err("writing", &tmp, e))?;
         }
-        let out = enc.finish().and_then(|w| w.into_inner().map_err(|e| e.into_error())).map_err(|e| io_err("writing", &tmp, e))?;
+        let out = enc
+            .finish()
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .map_err(|e| io_err("writing", &tmp, e))?;
         let _ = std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()));
-        out.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(|e| io_err("setting mode of", &tmp, e))?;
-        let times = std::fs::FileTimes::new().set_accessed(meta.accessed().unwrap_or(std::time::SystemTime::now())).set_modified(meta.modified().unwrap_or(std::time::SystemTime::now()));
+        out.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(|e| io_err("setting mode of", &tmp, e))?;
+        let times = std::fs::FileTimes::new()
+            .set_accessed(meta.accessed().unwrap_or(std::time::SystemTime::now()))
+            .set_modified(meta.modified().unwrap_or(std::time::SystemTime::now()));
         let _ = out.set_times(times);
         out.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
         Ok::<u64, String>(out.metadata().map(|m| m.len()).unwrap_or(0))
@@ -148,10 +175,16 @@ pub fn compress(src: &Path, dst: &Path, level: u32) -> Result<u64, String> {
 /// stops growing, a few rounds at most), fsync, then truncate -- the
 /// window in which a line can be lost is the truncate alone.
 fn copy(from: &Path, to: &Path, truncate: bool) -> Result<(), String> {
-    let mut src = OpenOptions::new().read(true).write(truncate).open(from).map_err(|e| io_err("opening", from, e))?;
+    let mut src = OpenOptions::new()
+        .read(true)
+        .write(truncate)
+        .open(from)
+        .map_err(|e| io_err("opening", from, e))?;
     let meta = src.metadata().map_err(|e| io_err("reading", from, e))?;
     let dir = to.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(durable::temp_name(&to.file_name().unwrap_or_default().to_string_lossy()));
+    let tmp = dir.join(durable::temp_name(
+        &to.file_name().unwrap_or_default().to_string_lossy(),
+    ));
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -169,23 +202,15 @@ fn copy(from: &Path, to: &Path, truncate: bool) -> Result<(), String> {
                 if n == 0 {
                     break;
                 }
-                out.write_all(&buf[..n]).map_err(|e| io_err("writing", &tmp, e))?;
+                out.write_all(&buf[..n])
+                    .map_err(|e| io_err("writing", &tmp, e))?;
                 copied += n as u64;
             }
             if copied == before && _round > 0 {
                 break;
             }
         }
-        if truncate {
-            // One last catch-up right before the truncate.
-            loop {
-                let n = src.read(&mut buf).map_err(|e| io_err("reading", from, e))?;
-                if n == 0 {
-                    break;
-                }
-                out.write_all(&buf[..n]).map_err(|e| io_err("writing", &tmp, e))?;
-            }
-        }
+        // The copy is on disk before the log loses its lines.
         out.sync_all().map_err(|e| io_err("syncing", &tmp, e))
     })();
     if let Err(e) = res {
@@ -193,11 +218,22 @@ fn copy(from: &Path, to: &Path, truncate: bool) -> Result<(), String> {
         return Err(e);
     }
     std::fs::rename(&tmp, to).map_err(|e| io_err("renaming", &tmp, e))?;
-    let _ = durable::fsync_dir(dir);
     if truncate {
+        // What was appended during the fsync, then the truncate at once:
+        // the window for a lost line is these two calls.
+        loop {
+            let n = src.read(&mut buf).map_err(|e| io_err("reading", from, e))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])
+                .map_err(|e| io_err("writing", to, e))?;
+        }
         src.set_len(0).map_err(|e| io_err("truncating", from, e))?;
         let _ = src.seek(SeekFrom::Start(0));
+        out.sync_all().map_err(|e| io_err("syncing", to, e))?;
     }
+    let _ = durable::fsync_dir(dir);
     Ok(())
 }
 
@@ -220,10 +256,22 @@ fn lookup(file: &str, name: &str) -> Option<u32> {
 
 /// `create`: open with O_CREAT (never truncating what a writer may have
 /// created meanwhile), then set mode and owner.
-fn create(path: &Path, mode: Option<u32>, owner: Option<&str>, group: Option<&str>) -> Result<(), String> {
-    let f = OpenOptions::new().write(true).create(true).truncate(false).mode(mode.unwrap_or(0o644)).open(path).map_err(|e| io_err("creating", path, e))?;
+fn create(
+    path: &Path,
+    mode: Option<u32>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Result<(), String> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode.unwrap_or(0o644))
+        .open(path)
+        .map_err(|e| io_err("creating", path, e))?;
     if let Some(m) = mode {
-        f.set_permissions(std::fs::Permissions::from_mode(m)).map_err(|e| io_err("setting mode of", path, e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(m))
+            .map_err(|e| io_err("setting mode of", path, e))?;
     }
     let uid = match owner {
         Some(o) => Some(uid_of(o).ok_or_else(|| format!("create: unknown user '{o}'"))?),

@@ -4,6 +4,7 @@
 mod config;
 mod decide;
 mod exec;
+mod journal;
 mod plan;
 mod run;
 mod state;
@@ -51,7 +52,12 @@ pub struct Args {
     pub dry_run: bool,
 
     /// logrotate's state file.
-    #[arg(short, long, value_name = "FILE", default_value = "/var/lib/logrotate/status")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "/var/lib/logrotate/status"
+    )]
     pub state: PathBuf,
 
     /// Only check the config files, then exit.
@@ -108,7 +114,10 @@ impl ToolArgs for Args {
 fn one_off(args: &Args, rotate: i64) -> String {
     let mut text = String::new();
     for p in &args.paths {
-        text.push_str(&format!("\"{}\"\n", p.display().to_string().replace('"', "")));
+        text.push_str(&format!(
+            "\"{}\"\n",
+            p.display().to_string().replace('"', "")
+        ));
     }
     text.push_str(&format!("{{\n rotate {rotate}\n"));
     for (on, d) in [
@@ -134,23 +143,39 @@ fn one_off(args: &Args, rotate: i64) -> String {
 /// Run the tool.
 pub fn run(args: Args, em: &mut Emitter) -> Result<Exit, Error> {
     if args.paths.is_empty() {
-        return Err(Error::usage("give a CONFIG file, or --rotate N and the logs to rotate"));
+        return Err(Error::usage(
+            "give a CONFIG file, or --rotate N and the logs to rotate",
+        ));
     }
     let cfg = match args.rotate {
         Some(n) => {
             let mut cfg = config::Config::default();
-            config::parse(&one_off(&args, n), "command line", std::path::Path::new("/"), &mut config::Opts::default(), &mut cfg, 0);
+            config::parse(
+                &one_off(&args, n),
+                "command line",
+                std::path::Path::new("/"),
+                &mut config::Opts::default(),
+                &mut cfg,
+                0,
+            );
             cfg
         }
         None => config::load(&args.paths),
     };
     for e in &cfg.errors {
         log::error!("{}: {}", e.at, e.msg);
-        em.emit("error", &fields! {"ok" => false, "at" => e.at, "message" => format!("{}: {}", e.at, e.msg)});
+        em.emit(
+            "error",
+            &fields! {"ok" => false, "at" => e.at, "message" => format!("{}: {}", e.at, e.msg)},
+        );
     }
     if args.check {
         em.emit("summary", &fields! {"ok" => cfg.errors.is_empty(), "blocks" => cfg.blocks.len(), "errors" => cfg.errors.len()});
-        return Ok(if cfg.errors.is_empty() { Exit::Ok } else { Exit::Usage });
+        return Ok(if cfg.errors.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Usage
+        });
     }
     // One-off runs have no interval: they rotate now, unless --size says when.
     let force = args.force || (args.rotate.is_some() && args.size.is_none());

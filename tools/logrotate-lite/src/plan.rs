@@ -11,15 +11,36 @@ use crate::config::Opts;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     /// gzip `src` into `dst` (temp, fsync, rename), then remove `src`.
-    Compress { src: PathBuf, dst: PathBuf, level: u32 },
-    Remove { path: PathBuf, why: String },
-    Rename { from: PathBuf, to: PathBuf },
+    Compress {
+        src: PathBuf,
+        dst: PathBuf,
+        level: u32,
+    },
+    Remove {
+        path: PathBuf,
+        why: String,
+    },
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+    },
     /// copytruncate / copy.
-    Copy { from: PathBuf, to: PathBuf, truncate: bool },
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        truncate: bool,
+    },
     /// A new empty log (kept if something already created it).
-    Create { path: PathBuf, mode: Option<u32>, owner: Option<String>, group: Option<String> },
+    Create {
+        path: PathBuf,
+        mode: Option<u32>,
+        owner: Option<String>,
+        group: Option<String>,
+    },
     /// prerotate / postrotate for this log alone (not replayed).
-    Script { which: String },
+    Script {
+        which: String,
+    },
 }
 
 /// What rotating one log does.
@@ -71,21 +92,41 @@ fn date_glob(fmt: &str) -> String {
 }
 
 /// Plan the rotation of `log` (a regular file of `mode`, `uid`, `gid`).
-pub fn plan(log: &Path, o: &Opts, now: NaiveDateTime, mtime_of: &dyn Fn(&Path) -> Option<i64>) -> Plan {
-    let mut p = Plan { log: log.to_path_buf(), ..Plan::default() };
+pub fn plan(
+    log: &Path,
+    o: &Opts,
+    now: NaiveDateTime,
+    mtime_of: &dyn Fn(&Path) -> Option<i64>,
+) -> Plan {
+    let mut p = Plan {
+        log: log.to_path_buf(),
+        ..Plan::default()
+    };
     let logdir = log.parent().unwrap_or(Path::new("/"));
     let dir = match &o.olddir {
         Some(d) if d.starts_with('/') => PathBuf::from(d),
         Some(d) => logdir.join(d),
         None => logdir.to_path_buf(),
     };
-    let mut base = log.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let mut base = log
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     let mut fileext = String::new();
-    if let Some(ext) = o.extension.as_deref().filter(|e| !e.is_empty() && base.ends_with(*e)) {
+    if let Some(ext) = o
+        .extension
+        .as_deref()
+        .filter(|e| !e.is_empty() && base.ends_with(*e))
+    {
         base.truncate(base.len() - ext.len());
         fileext = ext.to_string();
     }
-    let compext = if o.compress { o.compressext.clone() } else { String::new() };
+    let compext = if o.compress {
+        o.compressext.clone()
+    } else {
+        String::new()
+    };
     let exists = |p: &Path| p.symlink_metadata().is_ok();
     let too_old = |path: &Path| {
         o.maxage.is_some_and(|days| {
@@ -101,11 +142,22 @@ pub fn plan(log: &Path, o: &Opts, now: NaiveDateTime, mtime_of: &dyn Fn(&Path) -
         final_name = name(&dir, format!("{base}{stamp}{fileext}"));
         let final_gz = name(&dir, format!("{base}{stamp}{fileext}{compext}"));
         if exists(&final_name) || (o.compress && exists(&final_gz)) {
-            p.blocked = Some(format!("destination {} already exists, skipping rotation", final_gz.display()));
+            p.blocked = Some(format!(
+                "destination {} already exists, skipping rotation",
+                final_gz.display()
+            ));
             return p;
         }
-        let pattern = format!("{}/{}{}{}*", glob::Pattern::escape(&dir.to_string_lossy()), glob::Pattern::escape(&base), date_glob(o.dateformat()), glob::Pattern::escape(&fileext));
-        let mut old: Vec<PathBuf> = glob::glob(&pattern).map(|g| g.flatten().collect()).unwrap_or_default();
+        let pattern = format!(
+            "{}/{}{}{}*",
+            glob::Pattern::escape(&dir.to_string_lossy()),
+            glob::Pattern::escape(&base),
+            date_glob(o.dateformat()),
+            glob::Pattern::escape(&fileext)
+        );
+        let mut old: Vec<PathBuf> = glob::glob(&pattern)
+            .map(|g| g.flatten().collect())
+            .unwrap_or_default();
         old.retain(|f| {
             let n = f.to_string_lossy();
             n.ends_with(&format!("{fileext}{compext}")) || n.ends_with(&fileext)
@@ -115,12 +167,19 @@ pub fn plan(log: &Path, o: &Opts, now: NaiveDateTime, mtime_of: &dyn Fn(&Path) -
             for f in &old {
                 if !o.compressext.is_empty() && !f.to_string_lossy().ends_with(&o.compressext) {
                     let dst = PathBuf::from(format!("{}{}", f.display(), o.compressext));
-                    p.main.push(Step::Compress { src: f.clone(), dst, level });
+                    p.main.push(Step::Compress {
+                        src: f.clone(),
+                        dst,
+                        level,
+                    });
                 }
             }
         }
         for f in old.iter().filter(|f| too_old(f)) {
-            p.main.push(Step::Remove { path: f.clone(), why: "maxage".into() });
+            p.main.push(Step::Remove {
+                path: f.clone(),
+                why: "maxage".into(),
+            });
         }
         // Keep rotate - 1 old ones beside the new one (oldest names go first:
         // date stamps sort by time).
@@ -129,7 +188,10 @@ pub fn plan(log: &Path, o: &Opts, now: NaiveDateTime, mtime_of: &dyn Fn(&Path) -
             let young: Vec<&PathBuf> = old.iter().filter(|f| !too_old(f)).collect();
             if young.len() >= keep {
                 for f in &young[..young.len() + 1 - keep] {
-                    p.after.push(Step::Remove { path: (*f).clone(), why: format!("rotate {}", o.rotate) });
+                    p.after.push(Step::Remove {
+                        path: (*f).clone(),
+                        why: format!("rotate {}", o.rotate),
+                    });
                 }
             }
         }
@@ -138,7 +200,11 @@ pub fn plan(log: &Path, o: &Opts, now: NaiveDateTime, mtime_of: &dyn Fn(&Path) -
         if o.compress && o.delaycompress {
             let prev = numbered(1, "");
             if exists(&prev) {
-                p.main.push(Step::Compress { src: prev.clone(), dst: numbered(1, &compext), level });
+                p.main.push(Step::Compress {
+                    src: prev.clone(),
+                    dst: numbered(1, &compext),
+                    level,
+                });
             }
         }
         let count = if o.rotate < 0 {
@@ -154,27 +220,58 @@ pub fn plan(log: &Path, o: &Opts, now: NaiveDateTime, mtime_of: &dyn Fn(&Path) -
             for i in 1..=count + 1 {
                 let f = numbered(i, &compext);
                 if too_old(&f) {
-                    p.main.push(Step::Remove { path: f, why: "maxage".into() });
+                    p.main.push(Step::Remove {
+                        path: f,
+                        why: "maxage".into(),
+                    });
                 }
             }
         }
         let dispose = numbered(count + 1, &compext);
         if exists(&dispose) && o.rotate >= 0 {
             // logrotate's rename would overwrite it; it is the one to go.
-            p.main.push(Step::Remove { path: dispose.clone(), why: format!("rotate {}", o.rotate) });
+            p.main.push(Step::Remove {
+                path: dispose.clone(),
+                why: format!("rotate {}", o.rotate),
+            });
         }
+        // Only renames of files that exist (logrotate skips the others):
+        // a replayed step must not move a file a later step put there.
         for i in (1..=count).rev() {
-            p.main.push(Step::Rename { from: numbered(i, &compext), to: numbered(i + 1, &compext) });
+            let from = numbered(i, &compext);
+            // .1 may only appear through the delaycompress step above.
+            if exists(&from)
+                || (i == 1 && o.compress && o.delaycompress && exists(&numbered(1, "")))
+            {
+                p.main.push(Step::Rename {
+                    from,
+                    to: numbered(i + 1, &compext),
+                });
+            }
         }
         if o.rotate >= 0 {
-            p.after.push(Step::Remove { path: dispose, why: format!("rotate {}", o.rotate) });
+            p.after.push(Step::Remove {
+                path: dispose,
+                why: format!("rotate {}", o.rotate),
+            });
         }
         final_name = numbered(1, "");
         if exists(&final_name) && !(o.compress && o.delaycompress) {
             // A plain .1 in the way (compress was switched on, say): keep it.
-            let aside = PathBuf::from(format!("{}.opskit-aside-{}", final_name.display(), now.and_utc().timestamp()));
-            p.warnings.push(format!("{} was in the way; moved to {}", final_name.display(), aside.display()));
-            p.main.push(Step::Rename { from: final_name.clone(), to: aside });
+            let aside = PathBuf::from(format!(
+                "{}.opskit-aside-{}",
+                final_name.display(),
+                now.and_utc().timestamp()
+            ));
+            p.warnings.push(format!(
+                "{} was in the way; moved to {}",
+                final_name.display(),
+                aside.display()
+            ));
+            p.main.push(Step::Rename {
+                from: final_name.clone(),
+                to: aside,
+            });
         }
     }
     if o.olddir.is_some() && !dir.is_dir() {
@@ -185,12 +282,21 @@ pub fn plan(log: &Path, o: &Opts, now: NaiveDateTime, mtime_of: &dyn Fn(&Path) -
         p.blocked = None;
     }
     if o.prerotate.is_some() && !o.sharedscripts {
-        p.main.push(Step::Script { which: "prerotate".into() });
+        p.main.push(Step::Script {
+            which: "prerotate".into(),
+        });
     }
     if o.copytruncate || o.copy {
-        p.main.push(Step::Copy { from: log.to_path_buf(), to: final_name.clone(), truncate: o.copytruncate });
+        p.main.push(Step::Copy {
+            from: log.to_path_buf(),
+            to: final_name.clone(),
+            truncate: o.copytruncate,
+        });
     } else {
-        p.main.push(Step::Rename { from: log.to_path_buf(), to: final_name.clone() });
+        p.main.push(Step::Rename {
+            from: log.to_path_buf(),
+            to: final_name.clone(),
+        });
         if let Some(c) = &o.create {
             // Unset parts come from the log being rotated, as in logrotate.
             use std::os::unix::fs::MetadataExt;
@@ -204,13 +310,25 @@ pub fn plan(log: &Path, o: &Opts, now: NaiveDateTime, mtime_of: &dyn Fn(&Path) -
         }
     }
     if o.postrotate.is_some() && !o.sharedscripts {
-        p.main.push(Step::Script { which: "postrotate".into() });
+        p.main.push(Step::Script {
+            which: "postrotate".into(),
+        });
     }
     if o.rotate == 0 {
-        p.after.push(Step::Remove { path: final_name, why: "rotate 0".into() });
+        p.after.push(Step::Remove {
+            path: final_name,
+            why: "rotate 0".into(),
+        });
     } else if o.compress && !o.delaycompress {
         let dst = PathBuf::from(format!("{}{}", final_name.display(), compext));
-        p.after.insert(0, Step::Compress { src: final_name, dst, level });
+        p.after.insert(
+            0,
+            Step::Compress {
+                src: final_name,
+                dst,
+                level,
+            },
+        );
     }
     p
 }
@@ -221,7 +339,10 @@ mod tests {
 
     #[test]
     fn date_globs() {
-        assert_eq!(date_glob("-%Y%m%d"), "-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]");
+        assert_eq!(
+            date_glob("-%Y%m%d"),
+            "-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]"
+        );
         assert_eq!(date_glob(".%s"), ".[0-9]*");
     }
 }

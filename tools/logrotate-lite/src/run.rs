@@ -2,9 +2,6 @@
 //! finished from the journal, each block's logs decided, rotated (scripts
 //! around them, compression on every core), the state written back.
 
-use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,6 +14,7 @@ use serde_json::json;
 use crate::config::{Block, Config};
 use crate::decide::{Verdict, decide};
 use crate::exec::{self, Done};
+use crate::journal::{self, Journal};
 use crate::plan::{self, Plan, Step};
 use crate::state::{State, format_time};
 
@@ -31,17 +29,29 @@ struct Tally {
     bytes_after: u64,
 }
 
-fn journal_path(state: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.opskit-journal", state.display()))
-}
-
-pub fn run(cfg: &Config, state_path: &Path, force: bool, dry: bool, em: &mut Emitter) -> Result<Exit, Error> {
+pub fn run(
+    cfg: &Config,
+    state_path: &Path,
+    force: bool,
+    dry: bool,
+    em: &mut Emitter,
+) -> Result<Exit, Error> {
     let start = Instant::now();
-    let mut t = Tally { errors: cfg.errors.len(), ..Tally::default() };
+    let mut t = Tally {
+        errors: cfg.errors.len(),
+        ..Tally::default()
+    };
     if let Some(dir) = state_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).at("creating state directory", dir)?;
     }
-    let _lock = if dry { None } else { Some(opskit::lock::acquire(Path::new(&format!("{}.lock", state_path.display())), std::time::Duration::ZERO)?) };
+    let _lock = if dry {
+        None
+    } else {
+        Some(opskit::lock::acquire(
+            Path::new(&format!("{}.lock", state_path.display())),
+            std::time::Duration::ZERO,
+        )?)
+    };
     let (mut state, problems) = State::read(state_path).at("reading state file", state_path)?;
     for p in &problems {
         t.errors += 1;
@@ -49,25 +59,30 @@ pub fn run(cfg: &Config, state_path: &Path, force: bool, dry: bool, em: &mut Emi
         log::error!("{msg}");
         em.emit("error", &fields! {"ok" => false, "at" => format!("{}:{}", state_path.display(), p.line), "message" => msg});
     }
-    let now = chrono::Local::now().naive_local().with_nanosecond(0).expect("valid");
-    let journal = journal_path(state_path);
+    let now = chrono::Local::now()
+        .naive_local()
+        .with_nanosecond(0)
+        .expect("valid");
+    let journal = journal::path_for(state_path);
     if !dry {
         replay(&journal, &mut state, &mut t, em);
     }
-    let mut journal_file = if dry {
-        None
+    let jf = if dry {
+        Journal::disabled()
     } else {
-        Some(OpenOptions::new().create(true).append(true).open(&journal).at("opening journal", &journal)?)
+        Journal::open(&journal).at("opening journal", &journal)?
     };
     for block in &cfg.blocks {
-        rotate_block(block, &mut state, now, force, dry, journal_file.as_mut(), &mut t, em);
+        rotate_block(block, &mut state, now, force, dry, &jf, &mut t, em);
     }
     if !dry {
         // As logrotate: entries of logs that are gone and were last
         // rotated over a year ago are forgotten.
-        state.entries.retain(|p, t| Path::new(p).exists() || (now - *t).num_days() <= 365);
+        state
+            .entries
+            .retain(|p, t| Path::new(p).exists() || (now - *t).num_days() <= 365);
         state.write(state_path)?;
-        drop(journal_file);
+        drop(jf);
         let _ = std::fs::remove_file(&journal);
     }
     em.emit(
@@ -85,41 +100,66 @@ pub fn run(cfg: &Config, state_path: &Path, force: bool, dry: bool, em: &mut Emi
             "duration_s" => (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         },
     );
-    Ok(if t.errors > 0 || t.failed > 0 { Exit::CheckFailed } else { Exit::Ok })
+    Ok(if t.errors > 0 || t.failed > 0 {
+        Exit::CheckFailed
+    } else {
+        Exit::Ok
+    })
 }
 
 /// Finish the rotations a killed run left half-done.
 fn replay(journal: &Path, state: &mut State, t: &mut Tally, em: &mut Emitter) {
-    let Ok(text) = std::fs::read_to_string(journal) else { return };
-    let mut open: BTreeMap<String, (Plan, NaiveDateTime)> = BTreeMap::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if let Some(done) = v["done"].as_str() {
-            if let Some((_, at)) = open.remove(done) {
-                state.entries.insert(done.to_string(), at);
+    let (finished, open) = Journal::read(journal);
+    for (log, at) in finished {
+        state.entries.insert(log.display().to_string(), at);
+    }
+    // Temp files of the killed run (compression, copies) go first.
+    let mut dirs = std::collections::BTreeSet::new();
+    for u in &open {
+        for st in u.plan.main.iter().chain(&u.plan.after) {
+            if let Step::Compress { dst: f, .. } | Step::Copy { to: f, .. } = st {
+                dirs.extend(f.parent().map(Path::to_path_buf));
             }
-        } else if let (Ok(p), Some(at)) = (serde_json::from_value::<Plan>(v["plan"].clone()), v["at"].as_str().and_then(|a| NaiveDateTime::parse_from_str(a, "%Y-%m-%dT%H:%M:%S").ok())) {
-            open.insert(p.log.display().to_string(), (p, at));
         }
     }
-    for (log, (p, at)) in open {
+    for d in dirs {
+        clear_stale_temps(&d);
+    }
+    for u in open {
+        let log = u.plan.log.display().to_string();
         let mut done = Done::default();
         let mut err = None;
-        for s in p.main.iter().chain(&p.after) {
+        for s in u.plan.main.iter().chain(&u.plan.after).skip(u.done_steps) {
             if let Err(e) = exec::run(s, &mut done, &mut |_| Ok(()), true) {
                 err = Some(e);
                 break;
             }
         }
-        let mut rec = fields! {"path" => log, "action" => "finished", "reason" => "interrupted run"};
+        let mut rec =
+            fields! {"path" => log, "action" => "finished", "reason" => "interrupted run"};
         if let Some(e) = &err {
             t.failed += 1;
             rec = fields! {"path" => log, "action" => "failed", "reason" => format!("finishing an interrupted run: {e}")};
         } else {
-            state.entries.insert(log.clone(), at);
+            state.entries.insert(log.clone(), u.at);
         }
         add_done(&mut rec, &done);
         em.emit("rotate", &rec);
+    }
+}
+
+/// Remove temp files left by a run that is no longer alive.
+fn clear_stale_temps(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some((_, pid)) = opskit::durable::parse_temp_name(&name)
+            && (!Path::new(&format!("/proc/{pid}")).exists() || pid == std::process::id())
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
@@ -138,7 +178,13 @@ fn expand(patterns: &[String]) -> Vec<PathBuf> {
     let mut out = vec![];
     for p in patterns {
         let is_glob = p.contains(['*', '?', '[']);
-        let found: Vec<PathBuf> = if is_glob { glob::glob(p).map(|g| g.flatten().collect()).unwrap_or_default() } else { vec![] };
+        let found: Vec<PathBuf> = if is_glob {
+            glob::glob(p)
+                .map(|g| g.flatten().collect())
+                .unwrap_or_default()
+        } else {
+            vec![]
+        };
         if found.is_empty() {
             out.push(PathBuf::from(p));
         } else {
@@ -174,10 +220,22 @@ fn insecure_parent(log: &Path) -> Option<String> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, dry: bool, mut journal: Option<&mut std::fs::File>, t: &mut Tally, em: &mut Emitter) {
+fn rotate_block(
+    b: &Block,
+    state: &mut State,
+    now: NaiveDateTime,
+    force: bool,
+    dry: bool,
+    journal: &Journal,
+    t: &mut Tally,
+    em: &mut Emitter,
+) {
     let o = &b.opts;
     let pattern_arg = b.patterns.join(" ");
-    let first_seen = now.with_minute(0).and_then(|n| n.with_second(0)).expect("valid");
+    let first_seen = now
+        .with_minute(0)
+        .and_then(|n| n.with_second(0))
+        .expect("valid");
     let mut due: Vec<(PathBuf, u64)> = vec![];
     for log in expand(&b.patterns) {
         t.logs += 1;
@@ -196,7 +254,16 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
                 // As logrotate: a pattern that matched nothing is
                 // recorded under its own name.
                 state.entries.entry(key.clone()).or_insert(first_seen);
-                skip(t, em, if o.missingok { "missing" } else { "missing (no missingok)" }, !o.missingok);
+                skip(
+                    t,
+                    em,
+                    if o.missingok {
+                        "missing"
+                    } else {
+                        "missing (no missingok)"
+                    },
+                    !o.missingok,
+                );
                 continue;
             }
             Err(e) => {
@@ -204,8 +271,15 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
                 continue;
             }
         };
+        // logrotate records every log it considers, refused or not.
+        state.entries.entry(key.clone()).or_insert(first_seen);
         if meta.file_type().is_symlink() {
-            skip(t, em, "symlink: rotating symbolic links is refused, as logrotate does", false);
+            skip(
+                t,
+                em,
+                "symlink: rotating symbolic links is refused, as logrotate does",
+                false,
+            );
             continue;
         }
         if !meta.is_file() {
@@ -213,14 +287,20 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
             continue;
         }
         if meta.nlink() > 1 {
-            skip(t, em, &format!("{} hard links: refused, as logrotate does", meta.nlink()), false);
+            skip(
+                t,
+                em,
+                &format!("{} hard links: refused, as logrotate does", meta.nlink()),
+                false,
+            );
             continue;
         }
-        if euid() == 0 && o.su.is_none() {
-            if let Some(why) = insecure_parent(&log) {
-                skip(t, em, &why, true);
-                continue;
-            }
+        if let Some(why) = (euid() == 0 && o.su.is_none())
+            .then(|| insecure_parent(&log))
+            .flatten()
+        {
+            skip(t, em, &why, true);
+            continue;
         }
         if looks_rotated(&log) {
             em.emit("warning", &fields! {"path" => key, "block" => b.at, "message" => format!("{} looks like a rotated log but the pattern matches it, so it is rotated again (as logrotate does); narrow the pattern, e.g. *.log", log.display())});
@@ -234,25 +314,29 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
     if due.is_empty() {
         return;
     }
-    let script = |which: &str, body: &Option<String>, arg: &str, t: &mut Tally, em: &mut Emitter| -> bool {
-        let Some(body) = body else { return true };
-        if dry {
-            return true;
-        }
-        let (ok, exit) = match exec::run_script(body, arg) {
-            Ok(code) => (code == 0, Some(code)),
-            Err(e) => {
-                log::error!("{e}");
-                (false, None)
+    let script =
+        |which: &str, body: &Option<String>, arg: &str, t: &mut Tally, em: &mut Emitter| -> bool {
+            let Some(body) = body else { return true };
+            if dry {
+                return true;
             }
+            let (ok, exit) = match exec::run_script(body, arg) {
+                Ok(code) => (code == 0, Some(code)),
+                Err(e) => {
+                    log::error!("{e}");
+                    (false, None)
+                }
+            };
+            em.emit(
+            "script",
+            &fields! {"ok" => ok, "which" => which, "block" => b.at, "arg" => arg, "exit" => exit},
+        );
+            if !ok {
+                t.errors += 1;
+                log::error!("{which} script of {} failed (exit {exit:?})", b.at);
+            }
+            ok
         };
-        em.emit("script", &fields! {"ok" => ok, "which" => which, "block" => b.at, "arg" => arg, "exit" => exit});
-        if !ok {
-            t.errors += 1;
-            log::error!("{which} script of {} failed (exit {exit:?})", b.at);
-        }
-        ok
-    };
     if !script("firstaction", &o.firstaction, &pattern_arg, t, em) {
         for (log, _) in &due {
             t.failed += 1;
@@ -271,14 +355,20 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
         let d = due[0].0.parent().map(|p| p.join(dir)).unwrap_or_default();
         if !d.is_dir() && !dry {
             use std::os::unix::fs::DirBuilderExt;
-            let _ = std::fs::DirBuilder::new().recursive(true).mode(c.mode.unwrap_or(0o755)).create(&d);
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(c.mode.unwrap_or(0o755))
+                .create(&d);
         }
     }
     // Per log: plan, journal, the steps that run now.
     let mut results: Vec<(PathBuf, u64, Plan, Done, Option<String>)> = vec![];
     for (log, size) in due {
         let p = plan::plan(&log, o, now, &|f| f.metadata().ok().map(|m| m.mtime()));
-        let mut done = Done { warnings: p.warnings.clone(), ..Done::default() };
+        let mut done = Done {
+            warnings: p.warnings.clone(),
+            ..Done::default()
+        };
         if let Some(why) = &p.blocked {
             results.push((log, size, p.clone(), done, Some(why.clone())));
             continue;
@@ -287,21 +377,27 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
             results.push((log, size, p, done, None));
             continue;
         }
-        if let Some(j) = journal.as_deref_mut() {
-            let line = json!({"at": now.format("%Y-%m-%dT%H:%M:%S").to_string(), "plan": p});
-            let _ = j.write_all(format!("{line}\n").as_bytes());
-        }
+        journal.plan(&p, now);
         let arg = log.display().to_string();
         let mut failed = None;
-        for s in &p.main {
+        for (i, s) in p.main.iter().enumerate() {
             let mut run_script = |which: &str| {
-                let body = if which == "prerotate" { &o.prerotate } else { &o.postrotate };
-                if script(which, body, &arg, t, em) { Ok(()) } else { Err(format!("{which} script failed")) }
+                let body = if which == "prerotate" {
+                    &o.prerotate
+                } else {
+                    &o.postrotate
+                };
+                if script(which, body, &arg, t, em) {
+                    Ok(())
+                } else {
+                    Err(format!("{which} script failed"))
+                }
             };
             if let Err(e) = exec::run(s, &mut done, &mut run_script, false) {
                 failed = Some(e);
                 break;
             }
+            journal.step(&log, i);
         }
         results.push((log, size, p, done, failed));
     }
@@ -310,10 +406,18 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
     }
     // Compression and disposal, on every core.
     if !dry {
-        let work: Vec<usize> = (0..results.len()).filter(|i| results[*i].4.is_none()).collect();
+        let work: Vec<usize> = (0..results.len())
+            .filter(|i| results[*i].4.is_none())
+            .collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(work.len().max(1));
-        let cells: Vec<std::sync::Mutex<(Done, Option<String>)>> = results.iter().map(|r| std::sync::Mutex::new((r.3.clone(), None))).collect();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(work.len().max(1));
+        let cells: Vec<std::sync::Mutex<(Done, Option<String>)>> = results
+            .iter()
+            .map(|r| std::sync::Mutex::new((r.3.clone(), None)))
+            .collect();
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {
@@ -321,11 +425,13 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
                         let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(&i) = work.get(k) else { break };
                         let mut cell = cells[i].lock().unwrap_or_else(|p| p.into_inner());
-                        for st in &results[i].2.after {
+                        let plan = &results[i].2;
+                        for (k, st) in plan.after.iter().enumerate() {
                             if let Err(e) = exec::run(st, &mut cell.0, &mut |_| Ok(()), false) {
                                 cell.1 = Some(e);
                                 break;
                             }
+                            journal.step(&plan.log, plan.main.len() + k);
                         }
                     }
                 });
@@ -359,7 +465,16 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
             }
             None if dry => {
                 rec.insert("action".into(), json!("would rotate"));
-                rec.insert("steps".into(), json!(p.main.iter().chain(&p.after).map(describe).collect::<Vec<_>>()));
+                rec.insert(
+                    "steps".into(),
+                    json!(
+                        p.main
+                            .iter()
+                            .chain(&p.after)
+                            .map(describe)
+                            .collect::<Vec<_>>()
+                    ),
+                );
             }
             None => {
                 t.rotated += 1;
@@ -368,9 +483,7 @@ fn rotate_block(b: &Block, state: &mut State, now: NaiveDateTime, force: bool, d
                 state.entries.insert(key.clone(), now);
                 rec.insert("action".into(), json!("rotated"));
                 rec.insert("bytes_after".into(), json!(after));
-                if let Some(j) = journal.as_deref_mut() {
-                    let _ = j.write_all(format!("{}\n", json!({"done": key, "at": format_time(&now)})).as_bytes());
-                }
+                journal.done(&log);
             }
         }
         add_done(&mut rec, &done);
@@ -397,10 +510,17 @@ fn produced_bytes(p: &Plan, d: &Done) -> u64 {
 
 fn describe(s: &Step) -> String {
     match s {
-        Step::Compress { src, dst, .. } => format!("compress {} -> {}", src.display(), dst.display()),
+        Step::Compress { src, dst, .. } => {
+            format!("compress {} -> {}", src.display(), dst.display())
+        }
         Step::Remove { path, why } => format!("remove {} ({why})", path.display()),
         Step::Rename { from, to } => format!("rename {} -> {}", from.display(), to.display()),
-        Step::Copy { from, to, truncate } => format!("{} {} -> {}", if *truncate { "copytruncate" } else { "copy" }, from.display(), to.display()),
+        Step::Copy { from, to, truncate } => format!(
+            "{} {} -> {}",
+            if *truncate { "copytruncate" } else { "copy" },
+            from.display(),
+            to.display()
+        ),
         Step::Create { path, .. } => format!("create {}", path.display()),
         Step::Script { which } => format!("run {which}"),
     }
@@ -412,7 +532,12 @@ mod tests {
 
     #[test]
     fn rotated_names() {
-        for n in ["a.log.1", "a.log.2.gz", "a.log-20261123", "a.log-20261123.gz"] {
+        for n in [
+            "a.log.1",
+            "a.log.2.gz",
+            "a.log-20261123",
+            "a.log-20261123.gz",
+        ] {
             assert!(looks_rotated(Path::new(n)), "{n}");
         }
         for n in ["a.log", "access.log", "2026.log"] {

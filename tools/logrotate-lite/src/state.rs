@@ -24,7 +24,15 @@ pub struct Problem {
 
 pub fn format_time(t: &NaiveDateTime) -> String {
     use chrono::{Datelike, Timelike};
-    format!("{}-{}-{}-{}:{}:{}", t.year(), t.month(), t.day(), t.hour(), t.minute(), t.second())
+    format!(
+        "{}-{}-{}-{}:{}:{}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 fn parse_time(s: &str) -> Option<NaiveDateTime> {
@@ -60,16 +68,23 @@ impl State {
             let line_no = i + 1;
             if line.trim().is_empty() || (i == 0 && line.starts_with("logrotate state")) {
                 if i == 0 && line != HEADER {
-                    problems.push(Problem { line: 1, msg: format!("unknown state file version: {line}") });
+                    problems.push(Problem {
+                        line: 1,
+                        msg: format!("unknown state file version: {line}"),
+                    });
                 }
                 continue;
             }
-            let parsed = quoted(line.trim_start()).and_then(|(p, rest)| Some((p, parse_time(rest.trim())?)));
+            let parsed =
+                quoted(line.trim_start()).and_then(|(p, rest)| Some((p, parse_time(rest.trim())?)));
             match parsed {
                 Some((p, t)) => {
                     st.entries.insert(p, t);
                 }
-                None => problems.push(Problem { line: line_no, msg: format!("cannot read: {}", line.chars().take(80).collect::<String>()) }),
+                None => problems.push(Problem {
+                    line: line_no,
+                    msg: format!("cannot read: {}", line.chars().take(80).collect::<String>()),
+                }),
             }
         }
         (st, problems)
@@ -108,8 +123,14 @@ mod tests {
         let text = "logrotate state -- version 2\n\"/var/log/a.log\" 2026-11-23-3:0:0\n\"/var/log/we \\\"ird\\\".log\" 2026-1-2-13:45:7\ngarbage here\n\"/var/log/old.log\" 2020-5-6\n\"/var/log/bad.log\" 2026-13-40-1:1:1\n";
         let (st, problems) = State::parse(text);
         assert_eq!(st.entries.len(), 3);
-        assert_eq!(format_time(&st.entries["/var/log/we \"ird\".log"]), "2026-1-2-13:45:7");
-        assert_eq!(format_time(&st.entries["/var/log/old.log"]), "2020-5-6-0:0:0");
+        assert_eq!(
+            format_time(&st.entries["/var/log/we \"ird\".log"]),
+            "2026-1-2-13:45:7"
+        );
+        assert_eq!(
+            format_time(&st.entries["/var/log/old.log"]),
+            "2020-5-6-0:0:0"
+        );
         assert_eq!(problems.iter().map(|p| p.line).collect::<Vec<_>>(), [4, 6]);
         let (again, p2) = State::parse(&st.render());
         assert_eq!(again, st);

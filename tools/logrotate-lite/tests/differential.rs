@@ -17,60 +17,394 @@ fn lite() -> std::path::PathBuf {
 const WEBSYS: &str = "{D}/websys/*.log {\n    daily\n    rotate 30\n    compress\n    delaycompress\n    missingok\n    notifempty\n    copytruncate\n}\n";
 
 const SCENARIOS: &[Scenario] = &[
-    scenario("the websys config, five days", WEBSYS, &[f("websys/a.log", 50), f("websys/b.log", 20)], &[
-        Run(false), Hours(DAY), Run(false), Append("websys/a.log", 10), Hours(DAY), Run(false), Hours(DAY), Run(false), Append("websys/b.log", 3), Hours(DAY), Run(false),
-    ]),
-    scenario("create, rotate 3, five forced runs", "{D}/app.log {\n rotate 3\n create\n}\n", &[f("app.log", 10)], &[
-        Run(true), Append("app.log", 5), Run(true), Append("app.log", 6), Run(true), Append("app.log", 7), Run(true), Append("app.log", 8), Run(true),
-    ]),
-    scenario("rotate 0 removes", "{D}/app.log {\n daily\n rotate 0\n create\n}\n", &[f("app.log", 10)], &[Run(false), Hours(DAY), Run(false)]),
-    scenario("rotate -1 keeps all", "{D}/app.log {\n rotate -1\n create\n compress\n}\n", &[f("app.log", 10)], &[
-        Run(true), Append("app.log", 1), Run(true), Append("app.log", 2), Run(true), Append("app.log", 3), Run(true),
-    ]),
-    scenario("compress without delay, rotate 2", "{D}/app.log {\n daily\n rotate 2\n compress\n create 0640\n}\n", &[f("app.log", 100)], &[
-        Run(false), Hours(DAY), Run(false), Append("app.log", 5), Hours(DAY), Run(false), Append("app.log", 6), Hours(DAY), Run(false),
-    ]),
-    scenario("size", "{D}/app.log {\n size 4k\n rotate 2\n create\n}\n", &[f("app.log", 10)], &[Run(false), Append("app.log", 200), Run(false), Run(false)]),
-    scenario("minsize holds a due log back", "{D}/app.log {\n daily\n minsize 4k\n rotate 2\n}\n", &[f("app.log", 10)], &[Run(false), Hours(DAY), Run(false), Append("app.log", 200), Run(false), Hours(DAY), Run(false)]),
-    scenario("maxsize rotates before the interval", "{D}/app.log {\n daily\n maxsize 4k\n rotate 2\n create\n}\n", &[f("app.log", 10)], &[Run(false), Append("app.log", 200), Run(false)]),
-    scenario("size then daily: the last wins", "{D}/app.log {\n size 1\n daily\n rotate 2\n}\n", &[f("app.log", 10)], &[Run(false), Run(false)]),
-    scenario("weekly", "{D}/app.log {\n weekly\n rotate 2\n}\n", &[f("app.log", 10)], &[Run(false), Hours(24 * 6), Run(false), Hours(24 * 2), Run(false)]),
-    scenario("monthly and yearly", "{D}/m.log {\n monthly\n rotate 2\n}\n{D}/y.log {\n yearly\n rotate 2\n}\n", &[f("m.log", 10), f("y.log", 10)], &[Run(false), Hours(24 * 40), Run(false), Hours(24 * 370), Run(false)]),
-    scenario("hourly", "{D}/app.log {\n hourly\n rotate 3\n create\n}\n", &[f("app.log", 10)], &[Run(false), Hours(2), Run(false), Append("app.log", 3), Hours(2), Run(false)]),
-    scenario("notifempty and ifempty", "{D}/n.log {\n daily\n notifempty\n rotate 2\n}\n{D}/i.log {\n daily\n ifempty\n rotate 2\n create\n}\n", &[f("n.log", 0), f("i.log", 0)], &[Run(false), Hours(DAY), Run(false), Run(true)]),
-    scenario("missingok", "{D}/gone.log {\n daily\n missingok\n rotate 2\n}\n{D}/here.log {\n daily\n rotate 2\n}\n", &[f("here.log", 5)], &[Run(false), Hours(DAY), Run(false)]),
-    scenario("missing without missingok fails", "{D}/gone.log {\n daily\n rotate 2\n}\n{D}/here.log {\n daily\n rotate 2\n}\n", &[f("here.log", 5)], &[Run(true)]),
-    scenario("dateext with older dated files", "{D}/app.log {\n daily\n rotate 2\n dateext\n compress\n}\n", &[
-        f("app.log", 30),
-        File { path: "app.log-20261001.gz", lines: 3, age_days: 50, gzip: true },
-        File { path: "app.log-20261002.gz", lines: 4, age_days: 49, gzip: true },
-        File { path: "app.log-20261003.gz", lines: 5, age_days: 48, gzip: true },
-    ], &[Run(false), Hours(DAY), Run(false)]),
-    scenario("dateformat", "{D}/app.log {\n rotate 3\n dateext\n dateformat -%Y-%m-%d\n}\n", &[f("app.log", 30), f("app.log-2026-10-01", 3)], &[Run(true)]),
-    scenario("dateext with extension", "{D}/app.log {\n rotate 3\n dateext\n extension .log\n compress\n}\n", &[f("app.log", 30)], &[Run(true)]),
-    scenario("dateext twice a day is refused", "{D}/app.log {\n rotate 3\n dateext\n create\n}\n", &[f("app.log", 30)], &[Run(true), Append("app.log", 3), Run(true)]),
-    scenario("extension with numbers", "{D}/app.log {\n rotate 3\n extension .log\n compress\n create\n}\n", &[f("app.log", 30)], &[Run(true), Append("app.log", 3), Run(true)]),
-    scenario("compressext", "{D}/app.log {\n rotate 2\n compress\n compressext .gz\n}\n", &[f("app.log", 30)], &[Run(true)]),
-    scenario("olddir", "{D}/app.log {\n rotate 2\n olddir old\n compress\n create\n}\n", &[f("app.log", 30), f("old/keep", 1)], &[Run(true), Append("app.log", 4), Run(true), Append("app.log", 4), Run(true)]),
-    scenario("createolddir", "{D}/app.log {\n rotate 2\n olddir archive\n createolddir 0750 root root\n}\n", &[f("app.log", 30)], &[Run(true)]),
-    scenario("create with mode, postrotate gets the log", "{D}/app.log {\n rotate 2\n create 0600\n postrotate\n  echo \"post $1\" | sed 's#.*/##' >> {D}/post.out\n endscript\n}\n", &[f("app.log", 30)], &[Run(true), Append("app.log", 2), Run(true)]),
-    scenario("sharedscripts run once with the pattern", "{D}/s/*.log {\n rotate 2\n sharedscripts\n prerotate\n  echo pre >> {D}/scripts.out\n endscript\n postrotate\n  echo post >> {D}/scripts.out\n endscript\n}\n", &[f("s/a.log", 3), f("s/b.log", 4)], &[Run(true), Run(true)]),
-    scenario("firstaction, prerotate, lastaction", "{D}/app.log {\n rotate 2\n firstaction\n  echo first >> {D}/order.out\n endscript\n prerotate\n  echo pre >> {D}/order.out\n endscript\n lastaction\n  echo last >> {D}/order.out\n endscript\n}\n", &[f("app.log", 3)], &[Run(true)]),
-    scenario("failing prerotate leaves the log", "{D}/app.log {\n rotate 2\n prerotate\n  exit 3\n endscript\n}\n{D}/other.log {\n rotate 2\n}\n", &[f("app.log", 3), f("other.log", 3)], &[Run(true)]),
-    scenario("maxage", "{D}/app.log {\n rotate 10\n maxage 5\n compress\n}\n", &[
-        f("app.log", 30),
-        File { path: "app.log.1.gz", lines: 3, age_days: 2, gzip: true },
-        File { path: "app.log.2.gz", lines: 3, age_days: 8, gzip: true },
-        File { path: "app.log.3.gz", lines: 3, age_days: 12, gzip: true },
-    ], &[Run(true)]),
-    scenario("copy leaves the log", "{D}/app.log {\n rotate 2\n copy\n}\n", &[f("app.log", 30)], &[Run(true), Run(true)]),
-    scenario("globals, several blocks and an include dir", "rotate 2\ncompress\ninclude {D}/conf.d\n{D}/a.log {\n daily\n}\n", &[f("a.log", 10), f("b.log", 10), f("c.log", 10)], &[Run(false), Hours(DAY), Run(false)]),
-    scenario("quoted path with a space", "\"{D}/my app.log\" {\n rotate 2\n create\n}\n", &[f("my app.log", 5)], &[Run(true)]),
-    scenario("delaycompress without compress", "{D}/app.log {\n rotate 3\n delaycompress\n}\n", &[f("app.log", 5)], &[Run(true), Append("app.log", 2), Run(true)]),
-    scenario("copytruncate, rotate 1, compress, twice", "{D}/app.log {\n rotate 1\n copytruncate\n compress\n}\n", &[f("app.log", 40)], &[Run(true), Append("app.log", 9), Run(true)]),
-    scenario("a glob matching rotated names (the trap)", "{D}/t/* {\n rotate 2\n}\n", &[f("t/a.log", 5), f("t/a.log.1", 3)], &[Run(true)]),
-    scenario("a removed log stays in the state", "{D}/*.log {\n daily\n rotate 2\n missingok\n}\n", &[f("a.log", 5), f("b.log", 5)], &[Run(false), Remove("b.log"), Hours(DAY), Run(false)]),
+    scenario(
+        "the websys config, five days",
+        WEBSYS,
+        &[f("websys/a.log", 50), f("websys/b.log", 20)],
+        &[
+            Run(false),
+            Hours(DAY),
+            Run(false),
+            Append("websys/a.log", 10),
+            Hours(DAY),
+            Run(false),
+            Hours(DAY),
+            Run(false),
+            Append("websys/b.log", 3),
+            Hours(DAY),
+            Run(false),
+        ],
+    ),
+    scenario(
+        "create, rotate 3, five forced runs",
+        "{D}/app.log {\n rotate 3\n create\n}\n",
+        &[f("app.log", 10)],
+        &[
+            Run(true),
+            Append("app.log", 5),
+            Run(true),
+            Append("app.log", 6),
+            Run(true),
+            Append("app.log", 7),
+            Run(true),
+            Append("app.log", 8),
+            Run(true),
+        ],
+    ),
+    scenario(
+        "rotate 0 removes",
+        "{D}/app.log {\n daily\n rotate 0\n create\n}\n",
+        &[f("app.log", 10)],
+        &[Run(false), Hours(DAY), Run(false)],
+    ),
+    scenario(
+        "rotate -1 keeps all",
+        "{D}/app.log {\n rotate -1\n create\n compress\n}\n",
+        &[f("app.log", 10)],
+        &[
+            Run(true),
+            Append("app.log", 1),
+            Run(true),
+            Append("app.log", 2),
+            Run(true),
+            Append("app.log", 3),
+            Run(true),
+        ],
+    ),
+    scenario(
+        "compress without delay, rotate 2",
+        "{D}/app.log {\n daily\n rotate 2\n compress\n create 0640\n}\n",
+        &[f("app.log", 100)],
+        &[
+            Run(false),
+            Hours(DAY),
+            Run(false),
+            Append("app.log", 5),
+            Hours(DAY),
+            Run(false),
+            Append("app.log", 6),
+            Hours(DAY),
+            Run(false),
+        ],
+    ),
+    scenario(
+        "size",
+        "{D}/app.log {\n size 4k\n rotate 2\n create\n}\n",
+        &[f("app.log", 10)],
+        &[Run(false), Append("app.log", 200), Run(false), Run(false)],
+    ),
+    scenario(
+        "minsize holds a due log back",
+        "{D}/app.log {\n daily\n minsize 4k\n rotate 2\n}\n",
+        &[f("app.log", 10)],
+        &[
+            Run(false),
+            Hours(DAY),
+            Run(false),
+            Append("app.log", 200),
+            Run(false),
+            Hours(DAY),
+            Run(false),
+        ],
+    ),
+    scenario(
+        "maxsize rotates before the interval",
+        "{D}/app.log {\n daily\n maxsize 4k\n rotate 2\n create\n}\n",
+        &[f("app.log", 10)],
+        &[Run(false), Append("app.log", 200), Run(false)],
+    ),
+    scenario(
+        "size then daily: the last wins",
+        "{D}/app.log {\n size 1\n daily\n rotate 2\n}\n",
+        &[f("app.log", 10)],
+        &[Run(false), Run(false)],
+    ),
+    scenario(
+        "weekly",
+        "{D}/app.log {\n weekly\n rotate 2\n}\n",
+        &[f("app.log", 10)],
+        &[
+            Run(false),
+            Hours(24 * 6),
+            Run(false),
+            Hours(24 * 2),
+            Run(false),
+        ],
+    ),
+    scenario(
+        "monthly and yearly",
+        "{D}/m.log {\n monthly\n rotate 2\n}\n{D}/y.log {\n yearly\n rotate 2\n}\n",
+        &[f("m.log", 10), f("y.log", 10)],
+        &[
+            Run(false),
+            Hours(24 * 40),
+            Run(false),
+            Hours(24 * 370),
+            Run(false),
+        ],
+    ),
+    scenario(
+        "hourly",
+        "{D}/app.log {\n hourly\n rotate 3\n create\n}\n",
+        &[f("app.log", 10)],
+        &[
+            Run(false),
+            Hours(2),
+            Run(false),
+            Append("app.log", 3),
+            Hours(2),
+            Run(false),
+        ],
+    ),
+    scenario(
+        "notifempty and ifempty",
+        "{D}/n.log {\n daily\n notifempty\n rotate 2\n}\n{D}/i.log {\n daily\n ifempty\n rotate 2\n create\n}\n",
+        &[f("n.log", 0), f("i.log", 0)],
+        &[Run(false), Hours(DAY), Run(false), Run(true)],
+    ),
+    scenario(
+        "missingok",
+        "{D}/gone.log {\n daily\n missingok\n rotate 2\n}\n{D}/here.log {\n daily\n rotate 2\n}\n",
+        &[f("here.log", 5)],
+        &[Run(false), Hours(DAY), Run(false)],
+    ),
+    scenario(
+        "missing without missingok fails",
+        "{D}/gone.log {\n daily\n rotate 2\n}\n{D}/here.log {\n daily\n rotate 2\n}\n",
+        &[f("here.log", 5)],
+        &[Run(true)],
+    ),
+    scenario(
+        "dateext with older dated files",
+        "{D}/app.log {\n daily\n rotate 2\n dateext\n compress\n}\n",
+        &[
+            f("app.log", 30),
+            File {
+                path: "app.log-20261001.gz",
+                lines: 3,
+                age_days: 50,
+                gzip: true,
+            },
+            File {
+                path: "app.log-20261002.gz",
+                lines: 4,
+                age_days: 49,
+                gzip: true,
+            },
+            File {
+                path: "app.log-20261003.gz",
+                lines: 5,
+                age_days: 48,
+                gzip: true,
+            },
+        ],
+        &[Run(false), Hours(DAY), Run(false)],
+    ),
+    scenario(
+        "dateformat",
+        "{D}/app.log {\n rotate 3\n dateext\n dateformat -%Y-%m-%d\n}\n",
+        &[f("app.log", 30), f("app.log-2026-10-01", 3)],
+        &[Run(true)],
+    ),
+    scenario(
+        "dateext with extension",
+        "{D}/app.log {\n rotate 3\n dateext\n extension .log\n compress\n}\n",
+        &[f("app.log", 30)],
+        &[Run(true)],
+    ),
+    scenario(
+        "dateext twice a day is refused",
+        "{D}/app.log {\n rotate 3\n dateext\n create\n}\n",
+        &[f("app.log", 30)],
+        &[Run(true), Append("app.log", 3), Run(true)],
+    ),
+    scenario(
+        "extension with numbers",
+        "{D}/app.log {\n rotate 3\n extension .log\n compress\n create\n}\n",
+        &[f("app.log", 30)],
+        &[Run(true), Append("app.log", 3), Run(true)],
+    ),
+    scenario(
+        "compressext",
+        "{D}/app.log {\n rotate 2\n compress\n compressext .gz\n}\n",
+        &[f("app.log", 30)],
+        &[Run(true)],
+    ),
+    scenario(
+        "olddir",
+        "{D}/app.log {\n rotate 2\n olddir old\n compress\n create\n}\n",
+        &[f("app.log", 30), f("old/keep", 1)],
+        &[
+            Run(true),
+            Append("app.log", 4),
+            Run(true),
+            Append("app.log", 4),
+            Run(true),
+        ],
+    ),
+    scenario(
+        "createolddir",
+        "{D}/app.log {\n rotate 2\n olddir archive\n createolddir 0750 root root\n}\n",
+        &[f("app.log", 30)],
+        &[Run(true)],
+    ),
+    scenario(
+        "create with mode, postrotate gets the log",
+        "{D}/app.log {\n rotate 2\n create 0600\n postrotate\n  echo \"post $1\" | sed 's#.*/##' >> {D}/post.out\n endscript\n}\n",
+        &[f("app.log", 30)],
+        &[Run(true), Append("app.log", 2), Run(true)],
+    ),
+    scenario(
+        "sharedscripts run once with the pattern",
+        "{D}/s/*.log {\n rotate 2\n sharedscripts\n prerotate\n  echo pre >> {D}/scripts.out\n endscript\n postrotate\n  echo post >> {D}/scripts.out\n endscript\n}\n",
+        &[f("s/a.log", 3), f("s/b.log", 4)],
+        &[Run(true), Run(true)],
+    ),
+    scenario(
+        "firstaction, prerotate, lastaction",
+        "{D}/app.log {\n rotate 2\n firstaction\n  echo first >> {D}/order.out\n endscript\n prerotate\n  echo pre >> {D}/order.out\n endscript\n lastaction\n  echo last >> {D}/order.out\n endscript\n}\n",
+        &[f("app.log", 3)],
+        &[Run(true)],
+    ),
+    scenario(
+        "failing prerotate leaves the log",
+        "{D}/app.log {\n rotate 2\n prerotate\n  exit 3\n endscript\n}\n{D}/other.log {\n rotate 2\n}\n",
+        &[f("app.log", 3), f("other.log", 3)],
+        &[Run(true)],
+    ),
+    scenario(
+        "maxage",
+        "{D}/app.log {\n rotate 10\n maxage 5\n compress\n}\n",
+        &[
+            f("app.log", 30),
+            File {
+                path: "app.log.1.gz",
+                lines: 3,
+                age_days: 2,
+                gzip: true,
+            },
+            File {
+                path: "app.log.2.gz",
+                lines: 3,
+                age_days: 8,
+                gzip: true,
+            },
+            File {
+                path: "app.log.3.gz",
+                lines: 3,
+                age_days: 12,
+                gzip: true,
+            },
+        ],
+        &[Run(true)],
+    ),
+    scenario(
+        "copy leaves the log",
+        "{D}/app.log {\n rotate 2\n copy\n}\n",
+        &[f("app.log", 30)],
+        &[Run(true), Run(true)],
+    ),
+    scenario(
+        "globals, several blocks and an include dir",
+        "rotate 2\ncompress\ninclude {D}/conf.d\n{D}/a.log {\n daily\n}\n",
+        &[f("a.log", 10), f("b.log", 10), f("c.log", 10)],
+        &[Run(false), Hours(DAY), Run(false)],
+    ),
+    scenario(
+        "quoted path with a space",
+        "\"{D}/my app.log\" {\n rotate 2\n create\n}\n",
+        &[f("my app.log", 5)],
+        &[Run(true)],
+    ),
+    scenario(
+        "delaycompress without compress",
+        "{D}/app.log {\n rotate 3\n delaycompress\n}\n",
+        &[f("app.log", 5)],
+        &[Run(true), Append("app.log", 2), Run(true)],
+    ),
+    scenario(
+        "copytruncate, rotate 1, compress, twice",
+        "{D}/app.log {\n rotate 1\n copytruncate\n compress\n}\n",
+        &[f("app.log", 40)],
+        &[Run(true), Append("app.log", 9), Run(true)],
+    ),
+    scenario(
+        "a glob matching rotated names (the trap)",
+        "{D}/t/* {\n rotate 2\n}\n",
+        &[f("t/a.log", 5), f("t/a.log.1", 3)],
+        &[Run(true)],
+    ),
+    scenario(
+        "a removed log stays in the state",
+        "{D}/*.log {\n daily\n rotate 2\n missingok\n}\n",
+        &[f("a.log", 5), f("b.log", 5)],
+        &[Run(false), Remove("b.log"), Hours(DAY), Run(false)],
+    ),
+    scenario(
+        "a whole block on one line is an error",
+        "{D}/app.log { rotate 1 }\n{D}/b.log {\n rotate 1\n}\n",
+        &[f("app.log", 5), f("b.log", 5)],
+        &[Run(true), Run(true)],
+    ),
+    Scenario {
+        setup: Some(symlinked),
+        ..scenario(
+            "a symlinked log is refused",
+            "{D}/link.log {\n rotate 2\n}\n{D}/real.log {\n rotate 2\n}\n",
+            &[f("real.log", 5)],
+            &[Run(true)],
+        )
+    },
+    Scenario {
+        setup: Some(hardlinked),
+        ..scenario(
+            "a log with two hard links is refused",
+            "{D}/one.log {\n rotate 2\n}\n",
+            &[f("one.log", 5)],
+            &[Run(true)],
+        )
+    },
+    Scenario {
+        setup: Some(open_dir),
+        ..scenario(
+            "an insecure directory without su",
+            "{D}/open/app.log {\n rotate 2\n}\n",
+            &[f("open/app.log", 5)],
+            &[Run(true)],
+        )
+    },
+    Scenario {
+        setup: Some(open_dir),
+        ..scenario(
+            "an insecure directory with su",
+            "{D}/open/app.log {\n rotate 2\n su root root\n}\n",
+            &[f("open/app.log", 5)],
+            &[Run(true)],
+        )
+    },
+    Scenario {
+        state: &[("a.log", 30)],
+        ..scenario(
+            "state entries decide",
+            "{D}/*.log {\n daily\n rotate 2\n}\n",
+            &[f("a.log", 5), f("b.log", 5)],
+            &[Run(false)],
+        )
+    },
 ];
+
+fn symlinked(d: &std::path::Path) {
+    std::os::unix::fs::symlink(d.join("real.log"), d.join("link.log")).unwrap();
+}
+
+fn hardlinked(d: &std::path::Path) {
+    std::fs::hard_link(d.join("one.log"), d.join("two.log")).unwrap();
+}
+
+fn open_dir(d: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
+}
 
 /// The one deliberate difference: logrotate ignores an unknown directive's
 /// line and rotates the block anyway, exiting 0; logrotate-lite skips the
@@ -78,18 +412,38 @@ const SCENARIOS: &[Scenario] = &[
 /// and exits 1, rotating the other blocks as logrotate does.
 #[test]
 fn unknown_directive_deliberately_skips_its_block() {
-    const S: Scenario = scenario("unknown directive", "{D}/a.log {\n rotate 2\n frobnicate\n}\n{D}/b.log {\n rotate 2\n}\n", &[f("a.log", 5), f("b.log", 5)], &[Run(true)]);
+    const S: Scenario = scenario(
+        "unknown directive",
+        "{D}/a.log {\n rotate 2\n frobnicate\n}\n{D}/b.log {\n rotate 2\n}\n",
+        &[f("a.log", 5), f("b.log", 5)],
+        &[Run(true)],
+    );
     let err = compare(&S, &lite()).unwrap_err();
     assert!(err.contains("a.log: only logrotate-lite has it"), "{err}");
     assert!(err.contains("a.log.1: only logrotate has it"), "{err}");
-    assert!(err.contains("exit codes: logrotate [0] vs lite [1]"), "{err}");
+    assert!(
+        err.contains("exit codes: logrotate [0] vs lite [1]"),
+        "{err}"
+    );
     assert!(!err.contains("\n  b.log"), "the other block differs: {err}");
 }
 
 #[test]
 fn differential_against_logrotate() {
-    assert!(std::path::Path::new(twin::LOGROTATE).exists(), "Debian's logrotate is needed (make test installs it)");
+    assert!(
+        std::path::Path::new(twin::LOGROTATE).exists(),
+        "Debian's logrotate is needed (make test installs it)"
+    );
     assert!(SCENARIOS.len() >= 30);
-    let failures: Vec<String> = SCENARIOS.iter().filter_map(|s| compare(s, &lite()).err()).collect();
-    assert!(failures.is_empty(), "{} of {} scenarios differ:\n\n{}", failures.len(), SCENARIOS.len(), failures.join("\n\n"));
+    let failures: Vec<String> = SCENARIOS
+        .iter()
+        .filter_map(|s| compare(s, &lite()).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios differ:\n\n{}",
+        failures.len(),
+        SCENARIOS.len(),
+        failures.join("\n\n")
+    );
 }

@@ -23,7 +23,12 @@ pub struct File {
 }
 
 pub const fn f(path: &'static str, lines: usize) -> File {
-    File { path, lines, age_days: 0, gzip: false }
+    File {
+        path,
+        lines,
+        age_days: 0,
+        gzip: false,
+    }
 }
 
 /// What happens between runs.
@@ -53,8 +58,21 @@ pub struct Scenario {
     pub setup: Option<fn(&Path)>,
 }
 
-pub const fn scenario(name: &'static str, config: &'static str, files: &'static [File], acts: &'static [Act]) -> Scenario {
-    Scenario { name, config, files, state: &[], state_extra: "", acts, setup: None }
+pub const fn scenario(
+    name: &'static str,
+    config: &'static str,
+    files: &'static [File],
+    acts: &'static [Act],
+) -> Scenario {
+    Scenario {
+        name,
+        config,
+        files,
+        state: &[],
+        state_extra: "",
+        acts,
+        setup: None,
+    }
 }
 
 fn write_lines(p: &Path, from: usize, n: usize, tag: &str) {
@@ -62,16 +80,25 @@ fn write_lines(p: &Path, from: usize, n: usize, tag: &str) {
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).unwrap();
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .unwrap();
     for i in from..from + n {
-        writeln!(f, "{{\"n\":{i},\"file\":\"{tag}\",\"msg\":\"GET /orders/{i} 200\"}}").unwrap();
+        writeln!(
+            f,
+            "{{\"n\":{i},\"file\":\"{tag}\",\"msg\":\"GET /orders/{i} 200\"}}"
+        )
+        .unwrap();
     }
 }
 
 fn set_age(p: &Path, days: u64) {
     let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400 + 60);
     let f = std::fs::File::options().write(true).open(p).unwrap();
-    f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t)).unwrap();
+    f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .unwrap();
 }
 
 pub struct Twin {
@@ -92,7 +119,8 @@ impl Twin {
             write_lines(&p, 0, file.lines, file.path);
             if file.gzip {
                 let raw = std::fs::read(&p).unwrap();
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                 std::io::Write::write_all(&mut enc, &raw).unwrap();
                 std::fs::write(&p, enc.finish().unwrap()).unwrap();
             }
@@ -116,7 +144,13 @@ impl Twin {
         if let Some(setup) = s.setup {
             setup(&dir);
         }
-        Twin { dir, state, conf, codes: vec![], stderr: String::new() }
+        Twin {
+            dir,
+            state,
+            conf,
+            codes: vec![],
+            stderr: String::new(),
+        }
     }
 
     pub fn act(&mut self, a: Act, cmd: &dyn Fn() -> Command) {
@@ -126,7 +160,12 @@ impl Twin {
                 if force {
                     c.arg("-f");
                 }
-                let out = c.arg("-s").arg(&self.state).arg(&self.conf).output().unwrap();
+                let out = c
+                    .arg("-s")
+                    .arg(&self.state)
+                    .arg(&self.conf)
+                    .output()
+                    .unwrap();
                 self.codes.push(out.status.code().unwrap_or(-1));
                 self.stderr.push_str(&String::from_utf8_lossy(&out.stderr));
                 if self.state.exists() {
@@ -136,7 +175,9 @@ impl Twin {
             Act::Hours(h) => shift_state(&self.state, h),
             Act::Append(p, n) => {
                 let p2 = self.dir.join(p);
-                let from = std::fs::read_to_string(&p2).map(|s| s.lines().count()).unwrap_or(0);
+                let from = std::fs::read_to_string(&p2)
+                    .map(|s| s.lines().count())
+                    .unwrap_or(0);
                 write_lines(&p2, 1000 + from, n, p);
             }
             Act::Remove(p) => {
@@ -164,7 +205,13 @@ impl Twin {
                 let (p, t) = l.rsplit_once(' ')?;
                 let p = p.trim_matches('"').replace(&d, "");
                 let t2 = parse(t)?;
-                let shown = if (now - t2).num_seconds().abs() < 120 && t2.format("%M:%S").to_string() != "00:00" { "NOW".into() } else { t.to_string() };
+                let shown = if (now - t2).num_seconds().abs() < 120
+                    && t2.format("%M:%S").to_string() != "00:00"
+                {
+                    "NOW".into()
+                } else {
+                    t.to_string()
+                };
                 Some((p, shown))
             })
             .collect()
@@ -181,16 +228,27 @@ fn fmt(t: NaiveDateTime) -> String {
 }
 
 fn parse(s: &str) -> Option<NaiveDateTime> {
-    let v: Vec<u32> = s.split(['-', ':']).map(|x| x.parse().ok()).collect::<Option<_>>()?;
-    chrono::NaiveDate::from_ymd_opt(*v.first()? as i32, *v.get(1)?, *v.get(2)?)?.and_hms_opt(*v.get(3)?, *v.get(4)?, *v.get(5)?)
+    let v: Vec<u32> = s
+        .split(['-', ':'])
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    chrono::NaiveDate::from_ymd_opt(*v.first()? as i32, *v.get(1)?, *v.get(2)?)?.and_hms_opt(
+        *v.get(3)?,
+        *v.get(4)?,
+        *v.get(5)?,
+    )
 }
 
 fn shift_state(state: &Path, hours: i64) {
-    let Ok(text) = std::fs::read_to_string(state) else { return };
+    let Ok(text) = std::fs::read_to_string(state) else {
+        return;
+    };
     let mut out = String::new();
     for (i, l) in text.lines().enumerate() {
         match l.rsplit_once(' ').and_then(|(p, t)| Some((p, parse(t)?))) {
-            Some((p, t)) if i > 0 => out.push_str(&format!("{p} {}\n", fmt(t - Duration::hours(hours)))),
+            Some((p, t)) if i > 0 => {
+                out.push_str(&format!("{p} {}\n", fmt(t - Duration::hours(hours))))
+            }
             _ => {
                 out.push_str(l);
                 out.push('\n');
@@ -208,7 +266,13 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (bool, String)>) {
         let rel = p.strip_prefix(root).unwrap().display().to_string();
         let ft = e.file_type().unwrap();
         if ft.is_symlink() {
-            out.insert(rel, (false, format!("-> {}", std::fs::read_link(&p).unwrap().display())));
+            let target = std::fs::read_link(&p).unwrap();
+            let target = target
+                .strip_prefix(root)
+                .unwrap_or(&target)
+                .display()
+                .to_string();
+            out.insert(rel, (false, format!("-> {target}")));
         } else if ft.is_dir() {
             out.insert(format!("{rel}/"), (false, String::new()));
             walk(root, &p, out);
@@ -216,7 +280,9 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (bool, String)>) {
             let raw = std::fs::read(&p).unwrap();
             if raw.starts_with(&[0x1f, 0x8b]) {
                 let mut s = String::new();
-                flate2::read::MultiGzDecoder::new(&raw[..]).read_to_string(&mut s).unwrap();
+                flate2::read::MultiGzDecoder::new(&raw[..])
+                    .read_to_string(&mut s)
+                    .unwrap();
                 out.insert(rel, (true, s));
             } else {
                 out.insert(rel, (false, String::from_utf8_lossy(&raw).into_owned()));
@@ -242,27 +308,54 @@ pub fn compare(s: &Scenario, lite: &Path) -> Result<(), String> {
     }
     let mut diffs = vec![];
     let (ta, tb) = (a.tree(), b.tree());
-    for k in ta.keys().chain(tb.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for k in ta
+        .keys()
+        .chain(tb.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         match (ta.get(k), tb.get(k)) {
             (Some(x), Some(y)) if x == y => {}
-            (Some(x), Some(y)) => diffs.push(format!("{k}: logrotate (gz {}, {} bytes) vs lite (gz {}, {} bytes)", x.0, x.1.len(), y.0, y.1.len())),
+            (Some(x), Some(y)) => diffs.push(format!(
+                "{k}: logrotate (gz {}, {} bytes) vs lite (gz {}, {} bytes)",
+                x.0,
+                x.1.len(),
+                y.0,
+                y.1.len()
+            )),
             (Some(_), None) => diffs.push(format!("{k}: only logrotate has it")),
             (None, Some(_)) => diffs.push(format!("{k}: only logrotate-lite has it")),
             (None, None) => {}
         }
     }
     let (sa, sb) = (a.state(), b.state());
-    if sa != sb {
+    let close = |x: &String, y: &String| {
+        x == y
+            || matches!((parse(x), parse(y)), (Some(p), Some(q)) if (p - q).num_seconds().abs() <= 5)
+    };
+    let same = sa.len() == sb.len()
+        && sa
+            .iter()
+            .all(|(k, v)| sb.get(k).is_some_and(|w| close(v, w)));
+    if !same {
         diffs.push(format!("state: logrotate {sa:?}\n       lite      {sb:?}"));
     }
     let fa: Vec<bool> = a.codes.iter().map(|c| *c != 0).collect();
     let fb: Vec<bool> = b.codes.iter().map(|c| *c != 0).collect();
     if fa != fb {
-        diffs.push(format!("exit codes: logrotate {:?} vs lite {:?}", a.codes, b.codes));
+        diffs.push(format!(
+            "exit codes: logrotate {:?} vs lite {:?}",
+            a.codes, b.codes
+        ));
     }
     if diffs.is_empty() {
         Ok(())
     } else {
-        Err(format!("{}:\n  {}\n  logrotate said: {}\n  lite said: {}", s.name, diffs.join("\n  "), a.stderr.trim(), b.stderr.trim()))
+        Err(format!(
+            "{}:\n  {}\n  logrotate said: {}\n  lite said: {}",
+            s.name,
+            diffs.join("\n  "),
+            a.stderr.trim(),
+            b.stderr.trim()
+        ))
     }
 }
