@@ -101,13 +101,8 @@ for i in $(seq 1 2000); do
     printf '{"ts":"2026-11-23T10:%02d:%02dZ","method":"GET","path":"/orders/%d","status":200,"ms":%d}\n' \
         $((i / 60 % 60)) $((i % 60)) "$i" $((i % 97))
 done >"$demo/logs/access.log"
-lr="$bin/logrotate-lite"
-lr_probe=$("$lr" 2>&1 || true)
-if [[ "$lr_probe" == *"not implemented"* ]]; then
-    results+=("$(printf '%-48s %-28s %6s' "log rotation: logrotate-lite" "skipped (not built yet)" "-")")
-else
-    step "log rotation: logrotate-lite" 0 "$lr" -f --rotate 7 --compress "$demo/logs/access.log"
-fi
+step "log rotation: logrotate-lite --rotate 7" 0 "$bin/logrotate-lite" -q \
+    --state "$demo/state/logrotate.status" --rotate 7 --compress "$demo/logs/access.log"
 step "health checks: healthcheck --checks" 0 env DATABASE_URL="$db_url" "$bin/healthcheck" -q --checks "$demo/checks.ndjson" \
     --prometheus "$demo/metrics/opskit_health.prom" --nagios
 

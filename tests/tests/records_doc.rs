@@ -139,6 +139,36 @@ fn every_example_parses_and_every_emitted_field_is_documented() {
     assert_eq!(health.code, 2, "{}", health.stdout);
     check(&health, &docs, &BTreeSet::new());
 
+    // logrotate-lite: rotations, a script, a warning, a config error.
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::write(logs.join("app.log"), "a line\n").unwrap();
+    std::fs::write(logs.join("app.log.1"), "older\n").unwrap();
+    std::fs::write(logs.join("empty.log"), "").unwrap();
+    let conf = tmp.path().join("lr.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{0}/* {{\n rotate 2\n notifempty\n compress\n sharedscripts\n postrotate\n  true\n endscript\n}}\n{0}/x.log {{\n bogus\n}}\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let lr = run(Command::new(bin("logrotate-lite"))
+        .args(["-f", "-s"])
+        .arg(tmp.path().join("lr.state"))
+        .arg(&conf));
+    assert_eq!(lr.code, 1, "{}", lr.stderr);
+    for ev in ["rotate", "script", "warning", "error", "summary"] {
+        assert!(!lr.events(ev).is_empty(), "no {ev} record: {}", lr.stdout);
+    }
+    check(&lr, &docs, &BTreeSet::new());
+    let dry = run(Command::new(bin("logrotate-lite"))
+        .args(["-d", "-f", "-s"])
+        .arg(tmp.path().join("lr.state"))
+        .arg(&conf));
+    check(&dry, &docs, &BTreeSet::new());
+
     // Failures: a usage error from the run, and a refused record.
     let bad = run(Command::new(bin("pgbackup")).args([
         "--dest",
