@@ -41,9 +41,9 @@ shellcheck:
 # have no tests of their own, which `cargo test` alone does not build.
 unit:
 	$(CARGO) build --workspace --bins
+	target/debug/logrotate-lite --check examples/logrotate.conf >/dev/null
 	$(CARGO) test --workspace
 
-# Filled in by the procedures issue (#9).
 # The procedures against a throwaway PostgreSQL under ./.demo (nothing is
 # left running).
 demo:

@@ -77,6 +77,7 @@ else
     log "kept the existing $confdir/opskit.env"
 fi
 [[ -e "$confdir/checks.ndjson" ]] || install -m 644 "$repo/examples/checks.ndjson" "$confdir/checks.ndjson"
+[[ -e "$confdir/logrotate.conf" ]] || install -m 644 "$repo/examples/logrotate.conf" "$confdir/logrotate.conf"
 install -d -m 700 "$backups"
 
 if [[ -z "$DESTDIR" ]]; then

@@ -1,0 +1,101 @@
+//! The command line: one-off rotation without a config, --check, dry
+//! runs, a concurrent run, a config that cannot be read.
+
+use std::process::Command;
+
+use opskit_testkit::tools::run;
+
+fn lite() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_logrotate-lite"));
+    c.env_remove("OPSKIT_LOG");
+    c
+}
+
+#[test]
+fn one_off_rotation_without_a_config() {
+    let d = tempfile::tempdir().unwrap();
+    for n in ["a.log", "b.log"] {
+        std::fs::write(d.path().join(n), format!("{n}\n")).unwrap();
+    }
+    let st = d.path().join("st");
+    let args = |c: &mut Command| {
+        c.arg("-s")
+            .arg(&st)
+            .args(["--rotate", "2", "--compress", "--copytruncate"])
+            .arg(d.path().join("a.log"))
+            .arg(d.path().join("b.log"));
+    };
+    let mut c = lite();
+    args(&mut c);
+    let out = run(&mut c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.summary()["rotated"], 2);
+    assert!(d.path().join("a.log.1.gz").exists() && d.path().join("b.log.1.gz").exists());
+    assert_eq!(
+        std::fs::read(d.path().join("a.log")).unwrap().len(),
+        0,
+        "copytruncate empties the log"
+    );
+    let out = run(lite().args(["--compress", "x.log"]));
+    assert_eq!(out.code, 64, "one-off flags need --rotate: {}", out.stderr);
+}
+
+#[test]
+fn check_and_dry_run_change_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a.log"), "x\n").unwrap();
+    let conf = d.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        format!("{}/a.log {{\n rotate 1\n}}\n", d.path().display()),
+    )
+    .unwrap();
+    let out = run(lite().arg("--check").arg(&conf));
+    assert_eq!(out.code, 0);
+    assert_eq!(out.summary()["blocks"], 1);
+    let out = run(lite()
+        .args(["-d", "-f", "-s"])
+        .arg(d.path().join("st"))
+        .arg(&conf));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r = &out.events("rotate")[0];
+    assert_eq!(r["action"], "would rotate");
+    assert!(
+        r["steps"][0].as_str().unwrap().starts_with("rename "),
+        "{r}"
+    );
+    assert!(!d.path().join("a.log.1").exists());
+    assert!(!d.path().join("st").exists(), "a dry run writes no state");
+}
+
+#[test]
+fn a_second_run_at_once_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let conf = d.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        format!("{}/a.log {{\n missingok\n}}\n", d.path().display()),
+    )
+    .unwrap();
+    let st = d.path().join("st");
+    let lock = std::fs::File::create(d.path().join("st.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = run(lite().arg("-s").arg(&st).arg(&conf));
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("another run holds"), "{}", out.stderr);
+}
+
+#[test]
+fn unreadable_config_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let out = run(lite()
+        .arg("-s")
+        .arg(d.path().join("st"))
+        .arg("/no/such/logrotate.conf"));
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("/no/such/logrotate.conf: cannot read"),
+        "{}",
+        out.stderr
+    );
+}
