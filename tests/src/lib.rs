@@ -8,3 +8,13 @@ pub mod tools;
 
 pub use pg::{Cluster, TestDb, cluster};
 pub use tools::{Output, bin};
+
+/// The six tools, as their binaries are named.
+pub const TOOLS: [&str; 6] = [
+    "pgbackup",
+    "verify-backup",
+    "prune",
+    "healthcheck",
+    "migrate",
+    "logrotate-lite",
+];

@@ -7,16 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use opskit_testkit::bin;
+use opskit_testkit::{TOOLS, bin};
 
-const TOOLS: [&str; 6] = [
-    "pgbackup",
-    "verify-backup",
-    "prune",
-    "healthcheck",
-    "migrate",
-    "logrotate-lite",
-];
 const SYSTEM: [&str; 14] = [
     "systemctl",
     "journalctl",

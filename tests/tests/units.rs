@@ -52,14 +52,7 @@ fn directives<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
 fn install_puts_every_piece_in_place() {
     let dest = installed();
     let d = dest.path();
-    for t in [
-        "pgbackup",
-        "verify-backup",
-        "prune",
-        "healthcheck",
-        "migrate",
-        "logrotate-lite",
-    ] {
+    for t in opskit_testkit::TOOLS {
         assert!(d.join("usr/local/bin").join(t).is_file(), "{t}");
     }
     let env = d.join("etc/opskit/opskit.env");

@@ -165,6 +165,31 @@ fn writer(
     })
 }
 
+/// Forced rotations, `pause` apart, each of which must succeed.
+fn rotate_every(
+    tool: &dyn Fn() -> Command,
+    state: &Path,
+    conf: &Path,
+    rounds: usize,
+    pause: Duration,
+) {
+    for _ in 0..rounds {
+        std::thread::sleep(pause);
+        let out = tool()
+            .arg("-f")
+            .arg("-s")
+            .arg(state)
+            .arg(conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Numbers written that are missing, and numbers found twice, across the
 /// log and all its rotations.
 fn audit(dir: &Path, written: u64) -> (u64, u64) {
@@ -205,20 +230,13 @@ fn create_mode_loses_and_duplicates_nothing() {
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(log.clone(), Arc::clone(&stop), Arc::clone(&flag));
-    for _ in 0..15 {
-        std::thread::sleep(Duration::from_millis(40));
-        let out = lite()
-            .args(["-f", "-s"])
-            .arg(dir.path().join("status"))
-            .arg(&conf)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    rotate_every(
+        &lite,
+        &dir.path().join("status"),
+        &conf,
+        15,
+        Duration::from_millis(40),
+    );
     std::thread::sleep(Duration::from_millis(40));
     stop.store(true, Ordering::Relaxed);
     let written = w.join().unwrap();
@@ -252,21 +270,7 @@ fn copytruncate_losses(tool: &dyn Fn() -> Command, rounds: usize) -> (u64, u64, 
         Arc::clone(&stop),
         Arc::new(AtomicBool::new(false)),
     );
-    for _ in 0..rounds {
-        std::thread::sleep(Duration::from_millis(30));
-        let out = tool()
-            .arg("-f")
-            .arg("-s")
-            .arg(&state)
-            .arg(&conf)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    rotate_every(tool, &state, &conf, rounds, Duration::from_millis(30));
     stop.store(true, Ordering::Relaxed);
     let written = w.join().unwrap();
     let (lost, dup) = audit(&logs, written);
