@@ -355,10 +355,16 @@ fn rotate_block(
         let d = due[0].0.parent().map(|p| p.join(dir)).unwrap_or_default();
         if !d.is_dir() && !dry {
             use std::os::unix::fs::DirBuilderExt;
-            let _ = std::fs::DirBuilder::new()
+            let made = std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(c.mode.unwrap_or(0o755))
                 .create(&d);
+            let uid = c.owner.as_deref().and_then(exec::uid_of);
+            let gid = c.group.as_deref().and_then(exec::gid_of);
+            if let Err(e) = made.and_then(|()| std::os::unix::fs::chown(&d, uid, gid)) {
+                t.errors += 1;
+                log::error!("createolddir {}: {e}", d.display());
+            }
         }
     }
     // Per log: plan, journal, the steps that run now.

@@ -99,3 +99,29 @@ fn unreadable_config_is_named() {
         out.stderr
     );
 }
+
+#[test]
+fn createolddir_sets_mode_and_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a.log"), "x\n").unwrap();
+    let conf = d.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}/a.log {{\n rotate 1\n olddir old\n createolddir 0750 nobody nogroup\n}}\n",
+            d.path().display()
+        ),
+    )
+    .unwrap();
+    let out = run(lite()
+        .arg("-f")
+        .arg("-s")
+        .arg(d.path().join("st"))
+        .arg(&conf));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let m = std::fs::metadata(d.path().join("old")).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o750);
+    assert_eq!(m.uid(), 65534, "owned by nobody");
+    assert!(d.path().join("old/a.log.1").exists());
+}
