@@ -8,6 +8,7 @@ mod journal;
 mod plan;
 mod run;
 mod state;
+mod su;
 
 use std::path::PathBuf;
 

@@ -314,13 +314,23 @@ fn rotate_block(
     if due.is_empty() {
         return;
     }
+    let who = match crate::su::As::switch(o.su.as_ref().filter(|_| !dry), euid() == 0) {
+        Ok(w) => w,
+        Err(e) => {
+            for (log, _) in &due {
+                t.failed += 1;
+                em.emit("rotate", &fields! {"path" => log.display().to_string(), "block" => b.at, "action" => "failed", "reason" => e.clone()});
+            }
+            return;
+        }
+    };
     let script =
         |which: &str, body: &Option<String>, arg: &str, t: &mut Tally, em: &mut Emitter| -> bool {
             let Some(body) = body else { return true };
             if dry {
                 return true;
             }
-            let (ok, exit) = match exec::run_script(body, arg) {
+            let (ok, exit) = match who.as_root(|| exec::run_script(body, arg)) {
                 Ok(code) => (code == 0, Some(code)),
                 Err(e) => {
                     log::error!("{e}");

@@ -391,7 +391,21 @@ const SCENARIOS: &[Scenario] = &[
             &[Run(false)],
         )
     },
+    Scenario { setup: Some(nobodys_dir), ..scenario("su to the directory's owner", "{D}/nb/app.log {\n rotate 2\n su nobody nogroup\n compress\n create\n}\n", &[f("nb/app.log", 5)], &[Run(true), Append("nb/app.log", 2), Run(true)]) },
+    Scenario { setup: Some(nobodys_dir), ..scenario("su to a user who may not write there", "{D}/app.log {\n rotate 2\n su nobody nogroup\n}\n", &[f("app.log", 5), f("nb/x", 1)], &[Run(true)]) },
 ];
+
+/// A directory owned by nobody, reachable by nobody.
+fn nobodys_dir(d: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [d.parent().unwrap(), d] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for e in std::fs::read_dir(d.join("nb")).unwrap().flatten() {
+        std::os::unix::fs::chown(e.path(), Some(65534), Some(65534)).unwrap();
+    }
+    std::os::unix::fs::chown(d.join("nb"), Some(65534), Some(65534)).unwrap();
+}
 
 fn symlinked(d: &std::path::Path) {
     std::os::unix::fs::symlink(d.join("real.log"), d.join("link.log")).unwrap();
