@@ -391,8 +391,24 @@ const SCENARIOS: &[Scenario] = &[
             &[Run(false)],
         )
     },
-    Scenario { setup: Some(nobodys_dir), ..scenario("su to the directory's owner", "{D}/nb/app.log {\n rotate 2\n su nobody nogroup\n compress\n create\n}\n", &[f("nb/app.log", 5)], &[Run(true), Append("nb/app.log", 2), Run(true)]) },
-    Scenario { setup: Some(nobodys_dir), ..scenario("su to a user who may not write there", "{D}/app.log {\n rotate 2\n su nobody nogroup\n}\n", &[f("app.log", 5), f("nb/x", 1)], &[Run(true)]) },
+    Scenario {
+        setup: Some(nobodys_dir),
+        ..scenario(
+            "su to the directory's owner",
+            "{D}/nb/app.log {\n rotate 2\n su nobody nogroup\n compress\n create\n}\n",
+            &[f("nb/app.log", 5)],
+            &[Run(true), Append("nb/app.log", 2), Run(true)],
+        )
+    },
+    Scenario {
+        setup: Some(nobodys_dir),
+        ..scenario(
+            "su to a user who may not write there",
+            "{D}/app.log {\n rotate 2\n su nobody nogroup\n}\n",
+            &[f("app.log", 5), f("nb/x", 1)],
+            &[Run(true)],
+        )
+    },
 ];
 
 /// A directory owned by nobody, reachable by nobody.
