@@ -82,6 +82,7 @@ fn a_good_set_passes_every_depth() {
     seed(c, &db, 5000);
     let tmp = tempfile::tempdir().unwrap();
     let set = make_set(c, &db, tmp.path());
+    let mut scratch = vec![];
     for args in [
         vec!["--quick"],
         vec![],
@@ -99,6 +100,7 @@ fn a_good_set_passes_every_depth() {
             out.stderr,
             failed_checks(&out)
         );
+        scratch.extend(scratch_names(&out.stderr));
         let rec = &out.events("verify")[0];
         assert_eq!(rec["ok"], true);
         let names: Vec<&str> = rec["checks"]
@@ -137,14 +139,23 @@ fn a_good_set_passes_every_depth() {
         }
         assert_eq!(out.summary()["passed"], 1);
     }
-    // No scratch database is left behind.
+    // No scratch database is left behind (its own, by name: other tests
+    // restore at the same time).
+    assert!(!scratch.is_empty());
+    let left = databases(c);
     assert!(
-        c.query(
-            "postgres",
-            "SELECT datname FROM pg_database WHERE datname LIKE 'opskit_verify%'"
-        )
-        .is_empty()
+        scratch.iter().all(|s| !left.contains(s)),
+        "{scratch:?} in {left:?}"
     );
+}
+
+/// The scratch databases a run names on stderr.
+fn scratch_names(stderr: &str) -> Vec<String> {
+    stderr
+        .split("scratch database ")
+        .skip(1)
+        .filter_map(|r| r.split_whitespace().next().map(String::from))
+        .collect()
 }
 
 #[test]
@@ -413,13 +424,9 @@ fn a_restore_that_fails_leaves_no_scratch_database() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     // Its own scratch database, by name: other tests of this binary create
     // and drop databases at the same time.
-    let scratch = out
-        .stderr
-        .split("scratch database ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("the scratch database is named on stderr")
-        .to_string();
+    let scratch = scratch_names(&out.stderr)
+        .pop()
+        .expect("the scratch database is named on stderr");
     let failed = failed_checks(&out);
     assert!(
         failed
