@@ -24,7 +24,9 @@ case ${1:-} in
 esac
 load_env
 checks=${OPSKIT_CHECKS:?OPSKIT_CHECKS is not set (the checks file)}
-args=(-q --checks "$checks" --prometheus "${OPSKIT_METRICS_DIR:-/var/lib/prometheus/node-exporter}/opskit_health.prom")
+metrics=${OPSKIT_METRICS_DIR:-/var/lib/prometheus/node-exporter}
+mkdir -p "$metrics"
+args=(-q --checks "$checks" --prometheus "$metrics/opskit_health.prom")
 if [[ -n "${OPSKIT_NOTIFY_URL:-}" ]]; then
     args+=(--notify "$OPSKIT_NOTIFY_URL" --notify-after "${OPSKIT_NOTIFY_AFTER:-3}"
         --state "${OPSKIT_STATE_DIR:-/var/lib/opskit}/health-state.json")

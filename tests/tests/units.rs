@@ -282,3 +282,43 @@ fn the_failure_notifier_sends_the_unit_and_its_journal() {
     );
     assert_eq!(msg["source"], "opskit-healthcheck");
 }
+
+#[test]
+fn the_minute_timer_writes_the_health_textfile() {
+    let d = tempfile::tempdir().unwrap();
+    let checks = d.path().join("checks.ndjson");
+    std::fs::write(&checks, format!("{{\"name\":\"root\",\"target\":\"disk:{}\"}}\n{{\"name\":\"nothing\",\"target\":\"tcp://127.0.0.1:1\"}}\n", d.path().display())).unwrap();
+    let env = d.path().join("opskit.env");
+    std::fs::write(
+        &env,
+        format!(
+            "OPSKIT_CHECKS={}\nOPSKIT_METRICS_DIR={}/metrics\nOPSKIT_STATE_DIR={}/state\n",
+            checks.display(),
+            d.path().display(),
+            d.path().display()
+        ),
+    )
+    .unwrap();
+    let tools = bin("healthcheck");
+    let out = run(Command::new(repo().join("scripts/health-report.sh"))
+        .env("OPSKIT_ENV", &env)
+        .env("OPSKIT_BIN", tools.parent().unwrap()));
+    assert_eq!(
+        out.code, 2,
+        "the refused TCP check is CRITICAL: {}",
+        out.stderr
+    );
+    let text = std::fs::read_to_string(d.path().join("metrics/opskit_health.prom")).unwrap();
+    assert!(
+        text.contains("opskit_check_status{check=\"root\",kind=\"disk\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("opskit_check_status{check=\"nothing\",kind=\"tcp\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("opskit_healthcheck_last_run_timestamp_seconds "),
+        "{text}"
+    );
+}
