@@ -205,3 +205,109 @@ fn the_checker_catches_drift() {
         ["make build", "healthcheck --wait 2m", "jq ."]
     );
 }
+
+/// And the runbooks' opskit commands run: against the test cluster, with
+/// the paths they name standing for a test directory, none is refused as
+/// a usage error.
+#[test]
+fn the_runbooks_opskit_commands_run() {
+    use opskit_testkit::procs::{Procs, example_app, examples_dir, scripts_dir};
+    let c = opskit_testkit::cluster();
+    let db = example_app(c);
+    let mut p = Procs::new(c, &db.name);
+    let checks = p.path("checks.ndjson");
+    std::fs::write(
+        &checks,
+        format!(
+            "{{\"name\":\"disk\",\"target\":\"disk:{}\"}}\n{{\"name\":\"db\",\"target\":\"postgres:\"}}\n{{\"name\":\"backups\",\"target\":\"backup:{}\"}}\n",
+            p.dir.path().display(),
+            p.root().display()
+        ),
+    )
+    .unwrap();
+    p.set("OPSKIT_CHECKS", checks.to_str().unwrap());
+    let logs = p.path("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("access.log"), "a line\n").unwrap();
+    let lrconf = p.path("logrotate.conf");
+    let example = std::fs::read_to_string(examples_dir().join("logrotate.conf")).unwrap();
+    std::fs::write(
+        &lrconf,
+        example.replace("/var/log/websys", logs.to_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::create_dir_all(p.path("metrics")).unwrap();
+    let out = opskit_testkit::tools::run(&mut p.script("backup-system.sh"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let stand_ins = [
+        ("/etc/opskit/checks.ndjson", checks.display().to_string()),
+        ("/etc/opskit/logrotate.conf", lrconf.display().to_string()),
+        ("/var/backups/opskit", p.root().display().to_string()),
+        (
+            "/srv/app/db/migrations",
+            examples_dir().join("migrations").display().to_string(),
+        ),
+        (
+            "/var/lib/opskit/logrotate.state",
+            p.path("lr.state").display().to_string(),
+        ),
+        (
+            "/var/lib/prometheus/node-exporter",
+            p.path("metrics").display().to_string(),
+        ),
+        ("postgresql://opskit@localhost/postgres", c.url("postgres")),
+    ];
+    let tools = bin("healthcheck");
+    let path = format!(
+        "{}:{}:{}",
+        tools.parent().unwrap().display(),
+        scripts_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut ran = vec![];
+    for doc in [
+        "deployment-guide.md",
+        "backup-restore.md",
+        "incident-response.md",
+        "monitoring-guide.md",
+    ] {
+        let text = std::fs::read_to_string(repo().join("docs").join(doc)).unwrap();
+        for cmd in commands(&text) {
+            let prog = cmd.split_whitespace().next().unwrap();
+            if !(TOOLS.contains(&prog) || prog.ends_with(".sh")) {
+                continue;
+            }
+            let mut line = cmd.clone();
+            for (from, to) in &stand_ins {
+                line = line.replace(from, to);
+            }
+            let mut sh = Command::new("bash");
+            sh.args(["-c", &line])
+                .env("PATH", &path)
+                .env("DATABASE_URL", c.url(&db.name));
+            p.configure(&mut sh);
+            sh.env("DATABASE_URL", c.url(&db.name));
+            let out = opskit_testkit::tools::run(&mut sh);
+            let refused =
+                out.code == 64 || (prog == "healthcheck" && out.code == 3) || out.code > 3;
+            assert!(
+                !refused,
+                "{doc}: `{cmd}` exited {}:\n{}",
+                out.code, out.stderr
+            );
+            ran.push((cmd, out.code));
+        }
+    }
+    assert!(ran.len() >= 20, "{ran:?}");
+    // The ones a healthy system passes, pass.
+    for (cmd, code) in &ran {
+        if cmd.starts_with("restore-system.sh")
+            || cmd.starts_with("restore-test.sh")
+            || cmd.contains("--check ")
+            || cmd.starts_with("migrate ")
+        {
+            assert_eq!(*code, 0, "`{cmd}`");
+        }
+    }
+}
