@@ -98,6 +98,24 @@ fn lists(text: &str, flag: &str) -> bool {
     })
 }
 
+const RUNBOOKS: [&str; 4] = [
+    "deployment-guide.md",
+    "backup-restore.md",
+    "incident-response.md",
+    "monitoring-guide.md",
+];
+
+/// Every command of every runbook, with the runbook it is in.
+fn runbook_commands() -> Vec<(&'static str, String)> {
+    RUNBOOKS
+        .iter()
+        .flat_map(|doc| {
+            let text = std::fs::read_to_string(repo().join("docs").join(doc)).unwrap();
+            commands(&text).into_iter().map(move |c| (*doc, c))
+        })
+        .collect()
+}
+
 fn help(prog: &Path, sub: &[&str]) -> String {
     let out = Command::new(prog).args(sub).arg("--help").output().unwrap();
     assert!(
@@ -172,17 +190,9 @@ fn check(cmd: &str, at: &str) {
 #[test]
 fn every_runbook_command_exists_with_its_options() {
     let mut n = 0;
-    for doc in [
-        "deployment-guide.md",
-        "backup-restore.md",
-        "incident-response.md",
-        "monitoring-guide.md",
-    ] {
-        let text = std::fs::read_to_string(repo().join("docs").join(doc)).unwrap();
-        for cmd in commands(&text) {
-            check(&cmd, doc);
-            n += 1;
-        }
+    for (doc, cmd) in runbook_commands() {
+        check(&cmd, doc);
+        n += 1;
     }
     assert!(n > 40, "only {n} commands found");
 }
@@ -266,38 +276,29 @@ fn the_runbooks_opskit_commands_run() {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut ran = vec![];
-    for doc in [
-        "deployment-guide.md",
-        "backup-restore.md",
-        "incident-response.md",
-        "monitoring-guide.md",
-    ] {
-        let text = std::fs::read_to_string(repo().join("docs").join(doc)).unwrap();
-        for cmd in commands(&text) {
-            let prog = cmd.split_whitespace().next().unwrap();
-            if !(TOOLS.contains(&prog) || prog.ends_with(".sh")) {
-                continue;
-            }
-            let mut line = cmd.clone();
-            for (from, to) in &stand_ins {
-                line = line.replace(from, to);
-            }
-            let mut sh = Command::new("bash");
-            sh.args(["-c", &line])
-                .env("PATH", &path)
-                .env("DATABASE_URL", c.url(&db.name));
-            p.configure(&mut sh);
-            sh.env("DATABASE_URL", c.url(&db.name));
-            let out = opskit_testkit::tools::run(&mut sh);
-            let refused =
-                out.code == 64 || (prog == "healthcheck" && out.code == 3) || out.code > 3;
-            assert!(
-                !refused,
-                "{doc}: `{cmd}` exited {}:\n{}",
-                out.code, out.stderr
-            );
-            ran.push((cmd, out.code));
+    for (doc, cmd) in runbook_commands() {
+        let prog = cmd.split_whitespace().next().unwrap();
+        if !(TOOLS.contains(&prog) || prog.ends_with(".sh")) {
+            continue;
         }
+        let mut line = cmd.clone();
+        for (from, to) in &stand_ins {
+            line = line.replace(from, to);
+        }
+        let mut sh = Command::new("bash");
+        sh.args(["-c", &line])
+            .env("PATH", &path)
+            .env("DATABASE_URL", c.url(&db.name));
+        p.configure(&mut sh);
+        sh.env("DATABASE_URL", c.url(&db.name));
+        let out = opskit_testkit::tools::run(&mut sh);
+        let refused = out.code == 64 || (prog == "healthcheck" && out.code == 3) || out.code > 3;
+        assert!(
+            !refused,
+            "{doc}: `{cmd}` exited {}:\n{}",
+            out.code, out.stderr
+        );
+        ran.push((cmd, out.code));
     }
     assert!(ran.len() >= 20, "{ran:?}");
     // The ones a healthy system passes, pass.
