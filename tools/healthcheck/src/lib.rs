@@ -353,7 +353,7 @@ fn run_checks(args: &Args, checks: Vec<Arc<Check>>, em: &mut Emitter) -> Result<
                 "critical" => count(Status::Critical),
                 "unknown" => count(Status::Unknown),
                 "rounds" => rounds,
-                "duration_s" => (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                "duration_s" => opskit::record::secs(start.elapsed()),
             },
         );
     }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use opskit::record::Fields;
+use opskit::record::{Fields, secs};
 use serde_json::Value;
 
 use crate::run::{Outcome, Status};
@@ -24,10 +24,6 @@ pub fn check_record(c: &Check, o: &Outcome) -> Fields {
     f.insert("attempts".into(), o.attempts.into());
     f.insert("duration_s".into(), secs(o.duration).into());
     f
-}
-
-fn secs(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 /// Monitoring-plugins output: `HEALTHCHECK STATUS - text | perfdata`.

@@ -97,7 +97,7 @@ pub fn run(
             "bytes_before" => t.bytes_before,
             "bytes_after" => t.bytes_after,
             "dry_run" => dry,
-            "duration_s" => (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            "duration_s" => opskit::record::secs(start.elapsed()),
         },
     );
     Ok(if t.errors > 0 || t.failed > 0 {

@@ -227,5 +227,5 @@ pub(crate) fn pg(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
 
 /// Seconds since `t`, to the millisecond.
 pub(crate) fn secs(t: Instant) -> f64 {
-    (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+    opskit::record::secs(t.elapsed())
 }

@@ -22,6 +22,17 @@ pub struct Emitter {
     clock: fn() -> String,
 }
 
+/// Seconds as records carry them (`duration_s`, `*_s`): rounded to the
+/// millisecond.
+pub fn round_ms(secs: f64) -> f64 {
+    (secs * 1000.0).round() / 1000.0
+}
+
+/// A duration as records carry it: float seconds to the millisecond.
+pub fn secs(d: std::time::Duration) -> f64 {
+    round_ms(d.as_secs_f64())
+}
+
 /// The current time as records carry it: RFC 3339, UTC, millisecond precision, `Z`.
 pub fn now_ts() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -255,7 +255,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         started_at,
         finished_at,
-        duration_s: round3(start.elapsed().as_secs_f64()),
+        duration_s: opskit::record::secs(start.elapsed()),
         database: Some(DatabaseInfo {
             name: dbname.clone(),
             server: spec.target(),
@@ -276,7 +276,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
     let set_path = stage.commit()?;
 
     let total: u64 = manifest.files.iter().map(|e| e.bytes).sum();
-    let duration_s = round3(start.elapsed().as_secs_f64());
+    let duration_s = opskit::record::secs(start.elapsed());
     log::info!(
         "wrote {} ({}) in {duration_s:.1}s",
         set_path.display(),
@@ -305,10 +305,6 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         &fields! {"ok" => true, "sets" => 1, "failed" => 0, "bytes" => total, "duration_s" => duration_s},
     );
     Ok(Exit::Ok)
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// Create the backup root (0700) if missing and resolve it.

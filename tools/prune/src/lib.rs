@@ -345,7 +345,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         "leftovers_removed" => tally.leftovers,
         "bytes_freed" => tally.bytes,
         "dry_run" => args.dry_run,
-        "duration_s" => (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "duration_s" => opskit::record::secs(start.elapsed()),
     };
     if let Some(why) = hold {
         summary.insert("held".into(), serde_json::json!(why));

@@ -192,14 +192,10 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
             "failed" => failed,
             "errors" => errors,
             "depth" => depth.as_str(),
-            "duration_s" => round3(start.elapsed().as_secs_f64()),
+            "duration_s" => opskit::record::secs(start.elapsed()),
         },
     );
     Ok(exit)
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// A record names a set by `path` (pgbackup's `backup`, another `verify`).
@@ -316,7 +312,7 @@ fn verify_set(
     );
     rec.insert(
         "duration_s".into(),
-        serde_json::json!(round3(start.elapsed().as_secs_f64())),
+        serde_json::json!(opskit::record::secs(start.elapsed())),
     );
     Ok(rec)
 }

@@ -120,7 +120,7 @@ impl Target {
         }
         cmd.arg(format!("--dbname={name}"));
         let restored = self.feed(cmd, tool_name, &set.join(&db.file));
-        let secs = (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        let secs = opskit::record::secs(start.elapsed());
         if self.interrupted.load(Ordering::SeqCst) {
             drop(scratch);
             return Err(Error::failure(

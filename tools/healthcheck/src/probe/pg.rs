@@ -59,8 +59,7 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
     obs.set("role", if in_recovery { "replica" } else { "primary" });
     obs.set(
         "replication_lag_s",
-        r.get::<_, Option<f64>>(7)
-            .map(|s| (s * 1000.0).round() / 1000.0),
+        r.get::<_, Option<f64>>(7).map(opskit::record::round_ms),
     );
     obs.set("replicas", r.get::<_, i32>(8));
     obs.set("connections", conns);
@@ -68,8 +67,7 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
     obs.set("connections_pct", pct);
     obs.set(
         "oldest_xact_s",
-        r.get::<_, Option<f64>>(5)
-            .map(|s| (s * 1000.0).round() / 1000.0),
+        r.get::<_, Option<f64>>(5).map(opskit::record::round_ms),
     );
     obs.set("db_size_bytes", r.get::<_, i64>(6));
     obs.summary = format!(
