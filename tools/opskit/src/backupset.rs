@@ -18,6 +18,8 @@ pub const MANIFEST: &str = "MANIFEST.json";
 /// The lock a backup root's writers (pgbackup, prune) take.
 pub const LOCK_FILE: &str = ".opskit.lock";
 pub const SUMS: &str = "SHA256SUMS";
+/// verify-backup's result log in a backup root (prune and healthcheck read it).
+pub const VERIFIED_LOG: &str = "verified.ndjson";
 /// The manifest format this version writes.
 pub const FORMAT: &str = "opskit-set/1";
 /// The timestamp in a set's directory name.

@@ -222,7 +222,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
 
     let mut verdicts = Verdicts::default();
     let log_file = args.verified.clone().or_else(|| {
-        let p = root.join("verified.ndjson");
+        let p = root.join(backupset::VERIFIED_LOG);
         p.exists().then_some(p)
     });
     if let Some(f) = &log_file {

@@ -37,7 +37,7 @@ pub enum Kind {
 
 /// Files of opskit's own in a root, neither candidates nor worth listing.
 pub fn is_own_file(name: &str) -> bool {
-    matches!(name, backupset::LOCK_FILE | "verified.ndjson")
+    matches!(name, backupset::LOCK_FILE | backupset::VERIFIED_LOG)
 }
 
 /// List the root. Entries are classified on two threads: for a root of

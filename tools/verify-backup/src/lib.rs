@@ -75,9 +75,6 @@ impl ToolArgs for Args {
     }
 }
 
-/// The result log's default name inside a backup root.
-pub const RECORD_FILE: &str = "verified.ndjson";
-
 /// A set to verify, with the record that named it (for pass-through).
 struct Job {
     path: PathBuf,
@@ -349,7 +346,9 @@ fn find_pg_restore(m: &Manifest, bindir: Option<&Path>) -> Option<PgTool> {
 /// Append one result line to the result log (0600, locked, fsynced).
 fn append_record(file: &Path, set: &Path, em: &Emitter, rec: &Fields) -> Result<()> {
     let path = if file.as_os_str().is_empty() {
-        set.parent().unwrap_or(Path::new(".")).join(RECORD_FILE)
+        set.parent()
+            .unwrap_or(Path::new("."))
+            .join(opskit::backupset::VERIFIED_LOG)
     } else {
         file.to_path_buf()
     };

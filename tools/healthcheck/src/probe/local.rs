@@ -136,7 +136,7 @@ pub fn backup(c: &Check) -> Result<Observation, String> {
         .iter()
         .max_by_key(|(_, t)| **t)
         .map(|(n, t)| (n.clone(), *t));
-    let verified = read_verify_log(&root.join("verified.ndjson"), &sets)?;
+    let verified = read_verify_log(&root.join(backupset::VERIFIED_LOG), &sets)?;
     let mut obs = Observation::default();
     obs.set("sets", sets.len());
     obs.set("newest", newest.as_ref().map(|(n, _)| n.clone()));
