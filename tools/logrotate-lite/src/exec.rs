@@ -2,7 +2,7 @@
 //! half-way is finished by the next run from the journal, never redone.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -117,41 +117,22 @@ pub fn run(
 pub fn compress(src: &Path, dst: &Path, level: u32) -> Result<u64, String> {
     let mut input = File::open(src).map_err(|e| io_err("opening", src, e))?;
     let meta = input.metadata().map_err(|e| io_err("reading", src, e))?;
-    let dir = dst.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(durable::temp_name(
-        &dst.file_name().unwrap_or_default().to_string_lossy(),
-    ));
-    let out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(meta.mode() & 0o7777)
-        .open(&tmp)
-        .map_err(|e| io_err("creating", &tmp, e))?;
-    let result = (|| {
-        let mut w = io::BufWriter::with_capacity(256 << 10, out);
+    let mut out = durable::AtomicFile::create(dst, meta.mode() & 0o7777).map_err(|e| e.msg)?;
+    {
+        let mut w = io::BufWriter::with_capacity(256 << 10, &mut out);
         gzip(&mut input, &mut w, level).map_err(|e| io_err("compressing", src, e))?;
-        let out = w
-            .into_inner()
-            .map_err(|e| io_err("writing", &tmp, e.into_error()))?;
-        let _ = std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()));
-        out.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(|e| io_err("setting mode of", &tmp, e))?;
-        let times = std::fs::FileTimes::new()
-            .set_accessed(meta.accessed().unwrap_or(std::time::SystemTime::now()))
-            .set_modified(meta.modified().unwrap_or(std::time::SystemTime::now()));
-        let _ = out.set_times(times);
-        out.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
-        Ok::<u64, String>(out.metadata().map(|m| m.len()).unwrap_or(0))
-    })();
-    let n = match result {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, dst).map_err(|e| io_err("renaming", &tmp, e))?;
-    let _ = durable::fsync_dir(dir);
+        w.flush().map_err(|e| io_err("writing", dst, e))?;
+    }
+    let f = out.file();
+    let _ = std::os::unix::fs::fchown(f, Some(meta.uid()), Some(meta.gid()));
+    f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(|e| io_err("setting mode of", dst, e))?;
+    let times = std::fs::FileTimes::new()
+        .set_accessed(meta.accessed().unwrap_or(std::time::SystemTime::now()))
+        .set_modified(meta.modified().unwrap_or(std::time::SystemTime::now()));
+    let _ = f.set_times(times);
+    let n = f.metadata().map(|m| m.len()).unwrap_or(0);
+    out.commit().map_err(|e| e.msg)?;
     std::fs::remove_file(src).map_err(|e| io_err("removing", src, e))?;
     Ok(n)
 }
@@ -222,59 +203,29 @@ fn copy(from: &Path, to: &Path, truncate: bool) -> Result<(), String> {
         .open(from)
         .map_err(|e| io_err("opening", from, e))?;
     let meta = src.metadata().map_err(|e| io_err("reading", from, e))?;
-    let dir = to.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(durable::temp_name(
-        &to.file_name().unwrap_or_default().to_string_lossy(),
-    ));
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(meta.mode() & 0o7777)
-        .open(&tmp)
-        .map_err(|e| io_err("creating", &tmp, e))?;
-    let _ = std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()));
-    let mut copied = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    let res = (|| {
-        for _round in 0..8 {
-            let before = copied;
-            loop {
-                let n = src.read(&mut buf).map_err(|e| io_err("reading", from, e))?;
-                if n == 0 {
-                    break;
-                }
-                out.write_all(&buf[..n])
-                    .map_err(|e| io_err("writing", &tmp, e))?;
-                copied += n as u64;
-            }
-            if copied == before && _round > 0 {
-                break;
-            }
+    let out = durable::AtomicFile::create(to, meta.mode() & 0o7777).map_err(|e| e.msg)?;
+    let _ = std::os::unix::fs::fchown(out.file(), Some(meta.uid()), Some(meta.gid()));
+    // Copy to the end, again while the writer keeps appending (a few
+    // rounds at most).
+    for round in 0..8 {
+        let n = io::copy(&mut src, &mut out.file()).map_err(|e| io_err("copying", from, e))?;
+        if round > 0 && n == 0 {
+            break;
         }
-        // The copy is on disk before the log loses its lines.
-        out.sync_all().map_err(|e| io_err("syncing", &tmp, e))
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
     }
-    std::fs::rename(&tmp, to).map_err(|e| io_err("renaming", &tmp, e))?;
+    // The copy is on disk, under its name, before the log loses its lines.
+    out.commit().map_err(|e| e.msg)?;
     if truncate {
         // What was appended during the fsync, then the truncate at once:
         // the window for a lost line is these two calls.
-        loop {
-            let n = src.read(&mut buf).map_err(|e| io_err("reading", from, e))?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])
-                .map_err(|e| io_err("writing", to, e))?;
-        }
+        let mut dst = OpenOptions::new()
+            .append(true)
+            .open(to)
+            .map_err(|e| io_err("opening", to, e))?;
+        io::copy(&mut src, &mut dst).map_err(|e| io_err("copying", from, e))?;
         src.set_len(0).map_err(|e| io_err("truncating", from, e))?;
-        let _ = src.seek(SeekFrom::Start(0));
-        out.sync_all().map_err(|e| io_err("syncing", to, e))?;
+        dst.sync_all().map_err(|e| io_err("syncing", to, e))?;
     }
-    let _ = durable::fsync_dir(dir);
     Ok(())
 }
 

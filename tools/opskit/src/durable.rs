@@ -104,6 +104,12 @@ impl AtomicFile {
         &self.tmp
     }
 
+    /// The open temporary file (to set its owner, mode or times, or to
+    /// write to it through `&File`).
+    pub fn file(&self) -> &File {
+        self.file.as_ref().expect("AtomicFile used after commit")
+    }
+
     /// fsync the file, rename it over `dest`, fsync the directory.
     pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("AtomicFile used after commit");
