@@ -126,9 +126,7 @@ pub fn unmark(state: &mut State, events: &[Event]) {
 
 /// The message: a Slack-compatible `text` plus the details as fields.
 pub fn message(events: &[Event]) -> serde_json::Value {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let host = opskit::sys::hostname().unwrap_or_default();
     json!({
         "text": format!("[{host}] {}", events.iter().map(Event::line).collect::<Vec<_>>().join("\n")),
         "host": host,

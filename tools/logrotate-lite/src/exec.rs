@@ -229,23 +229,6 @@ fn copy(from: &Path, to: &Path, truncate: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// The uid of a user name (or number).
-pub fn uid_of(name: &str) -> Option<u32> {
-    name.parse().ok().or_else(|| lookup("/etc/passwd", name))
-}
-
-pub fn gid_of(name: &str) -> Option<u32> {
-    name.parse().ok().or_else(|| lookup("/etc/group", name))
-}
-
-fn lookup(file: &str, name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
-    })
-}
-
 /// `create`: open with O_CREAT (never truncating what a writer may have
 /// created meanwhile), then set mode and owner.
 fn create(
@@ -266,11 +249,15 @@ fn create(
             .map_err(|e| io_err("setting mode of", path, e))?;
     }
     let uid = match owner {
-        Some(o) => Some(uid_of(o).ok_or_else(|| format!("create: unknown user '{o}'"))?),
+        Some(o) => {
+            Some(opskit::sys::uid_of(o).ok_or_else(|| format!("create: unknown user '{o}'"))?)
+        }
         None => None,
     };
     let gid = match group {
-        Some(g) => Some(gid_of(g).ok_or_else(|| format!("create: unknown group '{g}'"))?),
+        Some(g) => {
+            Some(opskit::sys::gid_of(g).ok_or_else(|| format!("create: unknown group '{g}'"))?)
+        }
         None => None,
     };
     if uid.is_some() || gid.is_some() {

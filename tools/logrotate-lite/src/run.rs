@@ -17,6 +17,7 @@ use crate::exec::{self, Done};
 use crate::journal::{self, Journal};
 use crate::plan::{self, Plan, Step};
 use crate::state::{State, format_time};
+use opskit::sys::euid;
 
 #[derive(Default)]
 struct Tally {
@@ -203,12 +204,6 @@ fn looks_rotated(p: &Path) -> bool {
     !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) && n.len() > tail.len()
 }
 
-#[allow(unsafe_code)]
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// logrotate refuses, as root without `su`, a log whose directory others
 /// can write to (they could swap the log for a link to anything).
 fn insecure_parent(log: &Path) -> Option<String> {
@@ -369,8 +364,8 @@ fn rotate_block(
                 .recursive(true)
                 .mode(c.mode.unwrap_or(0o755))
                 .create(&d);
-            let uid = c.owner.as_deref().and_then(exec::uid_of);
-            let gid = c.group.as_deref().and_then(exec::gid_of);
+            let uid = c.owner.as_deref().and_then(opskit::sys::uid_of);
+            let gid = c.group.as_deref().and_then(opskit::sys::gid_of);
             if let Err(e) = made.and_then(|()| std::os::unix::fs::chown(&d, uid, gid)) {
                 t.errors += 1;
                 log::error!("createolddir {}: {e}", d.display());

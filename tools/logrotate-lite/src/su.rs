@@ -3,7 +3,7 @@
 //! trick root into touching files elsewhere); scripts still run as root,
 //! as logrotate runs them.
 
-use crate::exec::{gid_of, uid_of};
+use opskit::sys::{gid_of, uid_of};
 
 /// The switch, undone when dropped.
 pub struct As {

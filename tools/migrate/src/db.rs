@@ -60,9 +60,7 @@ pub fn lit(s: &str) -> String {
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+    opskit::sys::hostname().unwrap_or_else(|| "unknown".into())
 }
 
 /// Timeouts for a migration session.

@@ -28,6 +28,7 @@ pub mod pgconn;
 pub mod pgtools;
 pub mod reader;
 pub mod record;
+pub mod sys;
 pub mod units;
 
 pub use exit::{Error, Exit, IoContext, Result};

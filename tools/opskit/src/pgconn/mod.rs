@@ -91,17 +91,9 @@ pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// The effective user's login name (libpq's default user).
 fn os_user() -> String {
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    if let (Some(uid), Ok(passwd)) = (uid, std::fs::read_to_string("/etc/passwd")) {
-        for line in passwd.lines() {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() > 2 && f[2].parse() == Ok(uid) {
-                return f[0].to_string();
-            }
-        }
-    }
-    std::env::var("USER").unwrap_or_else(|_| "postgres".into())
+    crate::sys::user_name(crate::sys::euid())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "postgres".into())
 }
 
 impl ConnSpec {
