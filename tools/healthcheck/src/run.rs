@@ -1,7 +1,6 @@
 //! Running checks: each attempt under a hard deadline, retries, all checks
 //! at once (bounded), and the verdict from the conditions.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -243,29 +242,5 @@ pub fn with_retries(check: &Arc<Check>, p: &Policy, run_start: Instant) -> Outco
 
 /// Run every check, `concurrency` at a time; results in the checks' order.
 pub fn run_all(checks: &[Arc<Check>], p: &Policy, run_start: Instant) -> Vec<Outcome> {
-    let next = AtomicUsize::new(0);
-    let mut slots: Vec<Option<Outcome>> = (0..checks.len()).map(|_| None).collect();
-    let workers = p.concurrency.clamp(1, checks.len().max(1));
-    let (tx, rx) = mpsc::channel();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let next = &next;
-            s.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(check) = checks.get(i) else { break };
-                    let _ = tx.send((i, with_retries(check, p, run_start)));
-                }
-            });
-        }
-        drop(tx);
-        for (i, out) in rx {
-            slots[i] = Some(out);
-        }
-    });
-    slots
-        .into_iter()
-        .map(|o| o.expect("every check has a result"))
-        .collect()
+    opskit::pool::map(checks, p.concurrency, |c| with_retries(c, p, run_start))
 }

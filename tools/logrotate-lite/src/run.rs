@@ -420,40 +420,20 @@ fn rotate_block(
         let work: Vec<usize> = (0..results.len())
             .filter(|i| results[*i].4.is_none())
             .collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(work.len().max(1));
-        let cells: Vec<std::sync::Mutex<(Done, Option<String>)>> = results
-            .iter()
-            .map(|r| std::sync::Mutex::new((r.3.clone(), None)))
-            .collect();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&i) = work.get(k) else { break };
-                        let mut cell = cells[i].lock().unwrap_or_else(|p| p.into_inner());
-                        let plan = &results[i].2;
-                        for (k, st) in plan.after.iter().enumerate() {
-                            if let Err(e) = exec::run(st, &mut cell.0, &mut |_| Ok(()), false) {
-                                cell.1 = Some(e);
-                                break;
-                            }
-                            journal.step(&plan.log, plan.main.len() + k);
-                        }
-                    }
-                });
+        let outs = opskit::pool::map(&work, opskit::pool::cores(), |&i| {
+            let (_, _, plan, done, _) = &results[i];
+            let mut done = done.clone();
+            for (k, st) in plan.after.iter().enumerate() {
+                if let Err(e) = exec::run(st, &mut done, &mut |_| Ok(()), false) {
+                    return (done, Some(e));
+                }
+                journal.step(&plan.log, plan.main.len() + k);
             }
+            (done, None)
         });
-        for (r, c) in results.iter_mut().zip(cells) {
-            let (d, e) = c.into_inner().unwrap_or_else(|p| p.into_inner());
-            r.3 = d;
-            if r.4.is_none() {
-                r.4 = e;
-            }
+        for (i, (done, failed)) in work.into_iter().zip(outs) {
+            results[i].3 = done;
+            results[i].4 = failed;
         }
     }
     script("lastaction", &o.lastaction, &pattern_arg, t, em);

@@ -26,6 +26,7 @@ pub mod logging;
 pub mod pgcatalog;
 pub mod pgconn;
 pub mod pgtools;
+pub mod pool;
 pub mod reader;
 pub mod record;
 pub mod sys;

@@ -531,32 +531,19 @@ fn delete_all(
     if let Err(err) = durable::fsync_dir(root) {
         log::warn!("syncing {}: {err}", root.display());
     }
-    let removed = std::sync::Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((k, path, is_dir)) = trash.get(i) else {
-                        break;
-                    };
-                    let res = if *is_dir {
-                        scan::remove_tree(path)
-                    } else {
-                        path.symlink_metadata()
-                            .map(|m| m.len())
-                            .and_then(|n| fs::remove_file(path).map(|()| n))
-                    };
-                    let res = res.map_err(|err| opskit::exit::describe_io("deleting", path, &err));
-                    removed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((*k, res));
-                }
-            });
-        }
+    let removed = opskit::pool::map(&trash, 2, |(k, path, is_dir)| {
+        let res = if *is_dir {
+            scan::remove_tree(path)
+        } else {
+            path.symlink_metadata()
+                .map(|m| m.len())
+                .and_then(|n| fs::remove_file(path).map(|()| n))
+        };
+        (
+            *k,
+            res.map_err(|err| opskit::exit::describe_io("deleting", path, &err)),
+        )
     });
-    results.extend(removed.into_inner().unwrap_or_else(|e| e.into_inner()));
+    results.extend(removed);
     results
 }
