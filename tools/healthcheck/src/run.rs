@@ -1,7 +1,7 @@
 //! Running checks: each attempt under a hard deadline, retries, all checks
 //! at once (bounded), and the verdict from the conditions.
 
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -186,24 +186,17 @@ pub fn attempt(check: &Arc<Check>) -> Outcome {
             duration: Duration::ZERO,
         };
     }
-    let (tx, rx) = mpsc::channel();
     let c = Arc::clone(check);
-    let spawned = std::thread::Builder::new()
-        .name("probe".into())
-        .spawn(move || {
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| probe::run(&c)))
-                .unwrap_or_else(|_| Err("the probe crashed (a bug: please report it)".into()));
-            let _ = tx.send(res);
-        });
-    let res = match spawned {
+    let res = match opskit::pool::within(check.timeout, "probe", move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| probe::run(&c)))
+            .unwrap_or_else(|_| Err("the probe crashed (a bug: please report it)".into()))
+    }) {
         Err(e) => Err(format!("cannot start the probe: {e}")),
-        Ok(_) => match rx.recv_timeout(check.timeout) {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "no answer within {} (timed out)",
-                opskit::units::format_duration(check.timeout)
-            )),
-        },
+        Ok(Some(r)) => r,
+        Ok(None) => Err(format!(
+            "no answer within {} (timed out)",
+            opskit::units::format_duration(check.timeout)
+        )),
     };
     evaluate(check, res, start.elapsed())
 }

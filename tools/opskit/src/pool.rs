@@ -1,5 +1,5 @@
-//! Work on a few threads: each thread takes the next item until none is
-//! left, and the results come back in the items' order.
+//! Work on threads: a few threads taking items in turn, results in the
+//! items' order ([`map`]); one call bounded in time ([`within`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +31,23 @@ pub fn map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + 
         .collect()
 }
 
+/// Run `f` on a thread of its own and wait at most `limit` for it.
+/// `Ok(None)`: no answer in time, or `f` panicked; a late thread is left
+/// behind and ends with `f` (or the process). `Err`: no thread to be had.
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<Option<T>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })?;
+    Ok(rx.recv_timeout(limit).ok())
+}
+
 /// The cores this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -48,5 +65,17 @@ mod tests {
             assert_eq!(out, items.iter().map(|x| x * 2).collect::<Vec<_>>());
         }
         assert!(map(&Vec::<u8>::new(), 4, |x| *x).is_empty());
+    }
+
+    #[test]
+    fn within_answers_or_gives_up_on_time() {
+        use std::time::{Duration, Instant};
+        assert_eq!(within(Duration::from_secs(5), "t", || 7).unwrap(), Some(7));
+        let t = Instant::now();
+        let late = within(Duration::from_millis(50), "t", || {
+            std::thread::sleep(Duration::from_secs(5))
+        });
+        assert_eq!(late.unwrap(), None);
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 }

@@ -298,18 +298,17 @@ impl ConnSpec {
                 self.user,
             ))
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(cfg.connect(postgres::NoTls));
-        });
-        match rx.recv_timeout(self.connect_timeout) {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(e)) => Err(fail(describe_pg_error(&e))),
+        match crate::pool::within(self.connect_timeout, "pg-connect", move || {
+            cfg.connect(postgres::NoTls)
+        }) {
+            Ok(Some(Ok(client))) => Ok(client),
+            Ok(Some(Err(e))) => Err(fail(describe_pg_error(&e))),
             // The connecting thread is left behind; it ends with the process.
-            Err(_) => Err(fail(format!(
+            Ok(None) => Err(fail(format!(
                 "no answer within {}s (connect_timeout)",
                 self.connect_timeout.as_secs()
             ))),
+            Err(e) => Err(fail(format!("cannot start a thread: {e}"))),
         }
     }
 }
