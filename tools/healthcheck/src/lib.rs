@@ -234,7 +234,8 @@ fn checks_of(args: &Args) -> Result<Vec<Arc<Check>>, Error> {
     if let Some(file) = &args.checks {
         let (text, shown) = if file == "-" {
             let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            std::io::stdin()
+                .read_to_string(&mut s)
                 .map_err(|e| Error::usage(format!("reading checks from stdin: {e}")))?;
             (s, "<stdin>".to_string())
         } else {

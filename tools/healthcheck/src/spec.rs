@@ -162,14 +162,12 @@ impl Kind {
         match self {
             Kind::Http => &["http", "https"],
             Kind::Postgres => &["postgres", "pg"],
-            other => std::slice::from_ref(match other {
-                Kind::Tcp => &"tcp",
-                Kind::Disk => &"disk",
-                Kind::Tls => &"tls",
-                Kind::Cert => &"cert",
-                Kind::Backup => &"backup",
-                _ => &"migrations",
-            }),
+            Kind::Tcp => &["tcp"],
+            Kind::Disk => &["disk"],
+            Kind::Tls => &["tls"],
+            Kind::Cert => &["cert"],
+            Kind::Backup => &["backup"],
+            Kind::Migrations => &["migrations"],
         }
     }
 }

@@ -56,9 +56,13 @@ pub fn run(
     let (mut state, problems) = State::read(state_path).at("reading state file", state_path)?;
     for p in &problems {
         t.errors += 1;
-        let msg = format!("{}:{}: {}", state_path.display(), p.line, p.msg);
+        let at = format!("{}:{}", state_path.display(), p.line);
+        let msg = format!("{at}: {}", p.msg);
         log::error!("{msg}");
-        em.emit("error", &fields! {"ok" => false, "at" => format!("{}:{}", state_path.display(), p.line), "message" => msg});
+        em.emit(
+            "error",
+            &fields! {"ok" => false, "at" => at, "message" => msg},
+        );
     }
     let now = chrono::Local::now()
         .naive_local()
