@@ -43,10 +43,8 @@ root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the backup root)}
 metrics_dir=${OPSKIT_METRICS_DIR:-/var/lib/prometheus/node-exporter}
 read -r -a retention <<<"${OPSKIT_RETENTION:---keep-daily 7 --keep-weekly 4 --keep-monthly 6}"
 read -r -a files <<<"${OPSKIT_BACKUP_FILES:-}"
-bindir=()
-[[ -n "${OPSKIT_PG_BINDIR:-}" ]] && bindir=(--pg-bindir "$OPSKIT_PG_BINDIR")
 
-backup_args=(--dest "$root" --globals --row-counts "${bindir[@]}")
+backup_args=()
 [[ -n "${OPSKIT_BACKUP_NAME:-}" ]] && backup_args+=(--name "$OPSKIT_BACKUP_NAME")
 for f in "${files[@]}"; do backup_args+=(--files "$f"); done
 prune_args=("$root" "${retention[@]}")
@@ -58,19 +56,17 @@ run=$(new_run_dir backup)
 start=$(date +%s.%N)
 log "backing up into $root (records in $run)"
 
+backup_and_verify "$run" "${backup_args[@]}"
+backup_rc=$BACKUP_RC verify_rc=$VERIFY_RC
 set +e
-"$(tool pgbackup)" "${backup_args[@]}" | tee "$run/backup.ndjson" \
-    | "$(tool verify-backup)" --record "${bindir[@]}" >"$run/verify.ndjson"
-status=("${PIPESTATUS[0]}" "${PIPESTATUS[2]}")
 # prune runs only after a clean backup and verification, fed by the
 # verification records: a failed night deletes nothing.
 prune_rc=skipped
-if [[ $prune_mode != skip ]] && ((status[0] == 0 && status[1] == 0)); then
+if [[ $prune_mode != skip ]] && ((backup_rc == 0 && verify_rc == 0)); then
     "$(tool prune)" "${prune_args[@]}" <"$run/verify.ndjson" >"$run/prune.ndjson"
     prune_rc=$?
 fi
 set -e
-backup_rc=${status[0]} verify_rc=${status[1]}
 [[ -e "$run/prune.ndjson" ]] || echo '{"event":"summary","ok":false,"skipped":true}' >"$run/prune.ndjson"
 duration=$(elapsed "$start")
 

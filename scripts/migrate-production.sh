@@ -46,8 +46,6 @@ root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the pre-migration back
 dir=${dir:-${OPSKIT_MIGRATIONS_DIR:-db/migrations}}
 state=${OPSKIT_STATE_DIR:-/var/lib/opskit}
 migrate=("$(tool migrate)" --dir "$dir")
-bindir=()
-[[ -n "${OPSKIT_PG_BINDIR:-}" ]] && bindir=(--pg-bindir "$OPSKIT_PG_BINDIR")
 run=$(new_run_dir migrate)
 t0=$(date +%s.%N)
 
@@ -56,14 +54,10 @@ before=$(jq -r 'select(.event == "status" and .applied == true) | .version' "$ru
 log "database is at version ${before:-<none>}"
 
 log "1/5 backing up before migrating"
-set +e
-"$(tool pgbackup)" --dest "$root" --globals --row-counts "${bindir[@]}" \
-    | "$(tool verify-backup)" --record "${bindir[@]}" >"$run/backup.ndjson"
-status=("${PIPESTATUS[@]}")
-set -e
-set_path=$(jq -r 'select(.event == "verify" and .ok == true) | .path // empty' "$run/backup.ndjson" | tail -n1)
-if ((status[0] != 0 || status[1] != 0)) || [[ -z "$set_path" ]]; then
-    die "the pre-migration backup failed (pgbackup exit ${status[0]}, verify-backup exit ${status[1]}); nothing was migrated" 2
+backup_and_verify "$run"
+set_path=$(jq -r 'select(.event == "verify" and .ok == true) | .path // empty' "$run/verify.ndjson" | tail -n1)
+if ((BACKUP_RC != 0 || VERIFY_RC != 0)) || [[ -z "$set_path" ]]; then
+    die "the pre-migration backup failed (pgbackup exit $BACKUP_RC, verify-backup exit $VERIFY_RC); nothing was migrated" 2
 fi
 log "pre-migration set: $set_path"
 mkdir -p "$state"

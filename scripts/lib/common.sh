@@ -90,6 +90,24 @@ new_run_dir() {
     printf '%s\n' "$dir"
 }
 
+# backup_and_verify RUN [PGBACKUP_ARGS...]: a new set of the database and
+# its globals (with row counts) under OPSKIT_BACKUP_ROOT, piped into
+# verify-backup --record; records in RUN/backup.ndjson and RUN/verify.ndjson.
+# Sets BACKUP_RC and VERIFY_RC; never exits on their failure.
+backup_and_verify() {
+    local run=$1 pgbin=() status
+    shift
+    [[ -n "${OPSKIT_PG_BINDIR:-}" ]] && pgbin=(--pg-bindir "$OPSKIT_PG_BINDIR")
+    set +e
+    "$(tool pgbackup)" --dest "${OPSKIT_BACKUP_ROOT:?}" --globals --row-counts "${pgbin[@]}" "$@" \
+        | tee "$run/backup.ndjson" \
+        | "$(tool verify-backup)" --record "${pgbin[@]}" >"$run/verify.ndjson"
+    status=("${PIPESTATUS[@]}")
+    set -e
+    # shellcheck disable=SC2034 # read by the caller
+    BACKUP_RC=${status[0]} VERIFY_RC=${status[2]}
+}
+
 # url_with_db URL DB: the libpq URL with its database replaced.
 url_with_db() {
     local url=$1 db=$2 query="" base rest
