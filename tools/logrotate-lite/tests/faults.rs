@@ -2,13 +2,15 @@
 //! a writer appending as fast as it can while logs rotate, a corrupt
 //! state file.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
+mod twin;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use twin::tree;
 
 fn lite() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_logrotate-lite"));
@@ -16,24 +18,6 @@ fn lite() -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
-}
-
-/// Every file under `dir`, decompressed: name -> content.
-fn tree(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let raw = std::fs::read(e.path()).unwrap();
-        let mut s = String::new();
-        if raw.starts_with(&[0x1f, 0x8b]) {
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .read_to_string(&mut s)
-                .unwrap();
-        } else {
-            s = String::from_utf8(raw).unwrap();
-        }
-        out.insert(e.file_name().to_string_lossy().into_owned(), s);
-    }
-    out
 }
 
 /// 40 logs with two older rotations each, all due (daily, last rotated
@@ -194,7 +178,7 @@ fn rotate_every(
 /// log and all its rotations.
 fn audit(dir: &Path, written: u64) -> (u64, u64) {
     let mut seen = vec![0u8; written as usize];
-    for (_, content) in tree(dir) {
+    for (_, (_, content)) in tree(dir) {
         for l in content.lines() {
             if let Some(n) = l
                 .strip_prefix("line ")

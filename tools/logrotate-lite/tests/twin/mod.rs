@@ -188,9 +188,7 @@ impl Twin {
 
     /// Every file under the twin: relative name -> (compressed, content).
     pub fn tree(&self) -> BTreeMap<String, (bool, String)> {
-        let mut out = BTreeMap::new();
-        walk(&self.dir, &self.dir, &mut out);
-        out
+        tree(&self.dir)
     }
 
     /// The state file, paths relative to the twin, times within the last
@@ -256,6 +254,13 @@ fn shift_state(state: &Path, hours: i64) {
         }
     }
     std::fs::write(state, out).unwrap();
+}
+
+/// Every file under `dir`: relative name -> (compressed, content).
+pub fn tree(dir: &Path) -> BTreeMap<String, (bool, String)> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (bool, String)>) {
