@@ -67,7 +67,9 @@ if [[ $prune_mode != skip ]] && ((backup_rc == 0 && verify_rc == 0)); then
     prune_rc=$?
 fi
 set -e
-[[ -e "$run/prune.ndjson" ]] || echo '{"event":"summary","ok":false,"skipped":true}' >"$run/prune.ndjson"
+# A step that did not run still says so, as a record like any other.
+[[ -e "$run/prune.ndjson" ]] || printf '{"event":"summary","tool":"backup-system.sh","ts":"%s","ok":false,"skipped":true,"duration_s":0}\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" >"$run/prune.ndjson"
 duration=$(elapsed "$start")
 
 set_name=$(jq -r 'select(.event == "backup") | .set // empty' "$run/backup.ndjson" 2>/dev/null | tail -n1)

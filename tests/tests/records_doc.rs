@@ -1,83 +1,194 @@
-//! docs/records.md is the record reference: every example in it parses, and
-//! every field the tools emit in a real pgbackup | verify-backup | prune run
-//! (and in their failures) is listed there for its event.
+//! docs/records.md is the record reference, and the record types in
+//! `opskit::records` are the contract: the document lists exactly the
+//! fields of the types (both ways), every example parses, and every record
+//! the tools emit in real runs (migrate included) is of a documented type
+//! with only its fields.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
+use opskit::records::catalog;
 use opskit_testkit::tools::{Output, run, run_with_stdin};
 use opskit_testkit::{bin, cluster};
 use serde_json::Value;
+
+const ENVELOPE: [&str; 3] = ["event", "tool", "ts"];
 
 fn doc() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/records.md")).unwrap()
 }
 
-/// Fields documented per event: example keys plus backticked names in the
-/// tables of the event's section (summary and error share theirs).
-fn documented() -> BTreeMap<String, BTreeSet<String>> {
-    let text = doc();
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut section = String::new();
-    let mut in_json = false;
-    for line in text.lines() {
+/// What docs/records.md says, per event.
+#[derive(Default)]
+struct Documented {
+    /// Names in the first column of a `| field | meaning |` table.
+    fields: BTreeMap<String, BTreeSet<String>>,
+    /// The `summary` table: writer -> its counts.
+    summary_rows: BTreeMap<String, BTreeSet<String>>,
+    /// Example records.
+    examples: Vec<Value>,
+}
+
+/// The backticked names of a table cell, outside parentheses.
+fn names(cell: &str) -> BTreeSet<String> {
+    let mut plain = String::new();
+    let mut depth = 0;
+    for ch in cell.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => plain.push(ch),
+            _ => {}
+        }
+    }
+    plain
+        .split('`')
+        .enumerate()
+        .filter(|(i, p)| i % 2 == 1 && !p.starts_with('-'))
+        .map(|(_, p)| p.to_string())
+        .collect()
+}
+
+fn documented() -> Documented {
+    let mut d = Documented::default();
+    let (mut section, mut table, mut in_json) = (String::new(), "", false);
+    for line in doc().lines() {
         if let Some(h) = line.strip_prefix("## `") {
             section = h.split('`').next().unwrap().to_string();
             continue;
         }
-        if line.starts_with("```json") {
-            in_json = true;
-            continue;
-        }
         if line.starts_with("```") {
-            in_json = false;
+            in_json = line.starts_with("```json");
             continue;
         }
         if in_json {
             let v: Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("example does not parse ({e}): {line}"));
-            let obj = v
-                .as_object()
-                .unwrap_or_else(|| panic!("example is not an object: {line}"));
-            for k in ["event", "tool", "ts"] {
-                assert!(obj.contains_key(k), "example lacks {k}: {line}");
+            for k in ENVELOPE {
+                assert!(v.get(k).is_some(), "example lacks {k}: {line}");
             }
-            let ev = obj["event"].as_str().unwrap().to_string();
-            out.entry(ev).or_default().extend(obj.keys().cloned());
-        } else if line.starts_with('|') && !section.is_empty() {
-            let set = out.entry(section.clone()).or_default();
-            for (i, part) in line.split('`').enumerate() {
-                if i % 2 == 1 {
-                    set.insert(part.to_string());
-                }
-            }
+            d.examples.push(v);
+            continue;
         }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 3 || section.is_empty() {
+            table = "";
+            continue;
+        }
+        match cells[1] {
+            "field" => table = "field",
+            "tool" => table = "tool",
+            c if c.starts_with("---") => {}
+            first if table == "field" => d
+                .fields
+                .entry(section.clone())
+                .or_default()
+                .extend(names(first)),
+            writer if table == "tool" => {
+                let writer = if writer.starts_with("any tool") {
+                    "any tool".to_string()
+                } else if writer.starts_with("procedures") {
+                    "procedures".to_string()
+                } else {
+                    writer.to_string()
+                };
+                d.summary_rows.insert(writer, names(cells[2]));
+            }
+            _ => {}
+        }
+    }
+    d
+}
+
+/// The fields of the types, per event.
+fn typed() -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut out: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for k in catalog() {
+        out.entry(k.event).or_default().extend(k.fields);
     }
     out
 }
 
-fn check(out: &Output, docs: &BTreeMap<String, BTreeSet<String>>, exempt: &BTreeSet<String>) {
-    for r in out.records() {
-        let ev = r["event"].as_str().unwrap();
-        let listed = docs
-            .get(ev)
-            .unwrap_or_else(|| panic!("event {ev} is not documented"));
-        for k in r.as_object().unwrap().keys() {
-            assert!(
-                listed.contains(k) || exempt.contains(k),
-                "field {k} of {ev} ({}) is not in docs/records.md",
-                r["tool"]
-            );
+#[test]
+fn the_reference_lists_exactly_the_fields_of_the_record_types() {
+    let d = documented();
+    let common: BTreeSet<String> = ["ok", "duration_s"].map(String::from).into();
+    for k in catalog() {
+        match k.writer {
+            Some(w) => {
+                let want: BTreeSet<String> = k.fields.difference(&common).cloned().collect();
+                let row = d
+                    .summary_rows
+                    .get(w)
+                    .unwrap_or_else(|| panic!("the summary table has no row for {w}"));
+                assert_eq!(row, &want, "summary counts of {w} ({})", k.type_name);
+                assert!(
+                    k.fields.is_superset(&common),
+                    "{} lacks ok or duration_s",
+                    k.type_name
+                );
+            }
+            None => assert_eq!(
+                d.fields.get(k.event),
+                Some(&k.fields),
+                "docs/records.md's `{}` table against {}",
+                k.event,
+                k.type_name
+            ),
         }
+    }
+    let types = typed();
+    for section in d.fields.keys() {
+        assert!(
+            types.contains_key(section.as_str()),
+            "docs/records.md documents `{section}`, which no record type has"
+        );
+    }
+    assert_eq!(d.fields.get("summary"), Some(&common));
+    let writers: BTreeSet<&str> = catalog().iter().filter_map(|k| k.writer).collect();
+    for w in d.summary_rows.keys() {
+        assert!(
+            writers.contains(w.as_str()),
+            "summary row {w} has no counts type"
+        );
+    }
+    for ex in &d.examples {
+        check_record(ex, &types, &BTreeSet::new());
     }
 }
 
-#[test]
-fn every_example_parses_and_every_emitted_field_is_documented() {
-    let docs = documented();
-    for ev in ["error", "summary", "backup", "verify", "prune"] {
-        assert!(docs.contains_key(ev), "{ev} has no section or example");
+/// A record is of a known event and carries only the fields of its types
+/// (plus `passed` for the records that pass fields through).
+fn check_record(
+    r: &Value,
+    types: &BTreeMap<&'static str, BTreeSet<String>>,
+    passed: &BTreeSet<String>,
+) {
+    let ev = r["event"].as_str().expect("event");
+    let listed = types
+        .get(ev)
+        .unwrap_or_else(|| panic!("event {ev} has no record type: {r}"));
+    for k in r.as_object().unwrap().keys() {
+        assert!(
+            listed.contains(k) || ENVELOPE.contains(&k.as_str()) || passed.contains(k),
+            "field {k} of {ev} ({}) is not a field of its type",
+            r["tool"]
+        );
     }
+}
+
+fn check(out: &Output, passed: &BTreeSet<String>) {
+    let types = typed();
+    for r in out.records() {
+        check_record(&r, &types, passed);
+    }
+    let last = out.records().pop().expect("no records");
+    assert_eq!(last["event"], "summary", "last record: {last}");
+    assert!(last["duration_s"].is_number(), "{last}");
+}
+
+#[test]
+fn every_emitted_record_is_of_its_type() {
     let c = cluster();
     let db = c.create_db();
     c.query(
@@ -87,41 +198,29 @@ fn every_example_parses_and_every_emitted_field_is_documented() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("b");
     let backup = run(Command::new(bin("pgbackup"))
-        .args([
-            "--dest",
-            root.to_str().unwrap(),
-            "--db",
-            &db.url,
-            "--globals",
-            "--row-counts",
-            "--pg-bindir",
-        ])
+        .args(["--dest", root.to_str().unwrap(), "--db", &db.url])
+        .args(["--globals", "--row-counts", "--pg-bindir"])
         .arg(c.bindir()));
     assert_eq!(backup.code, 0, "{}", backup.stderr);
-    check(&backup, &docs, &BTreeSet::new());
+    check(&backup, &BTreeSet::new());
 
     let verify = run_with_stdin(
         Command::new(bin("verify-backup"))
-            .args([
-                "--record",
-                "--restore-into",
-                &c.url("postgres"),
-                "--pg-bindir",
-            ])
+            .args(["--record", "--restore-into", &c.url("postgres")])
+            .arg("--pg-bindir")
             .arg(c.bindir()),
         &format!("{}\nnot json\n", backup.stdout.lines().next().unwrap()),
     );
     assert_eq!(verify.events("verify")[0]["ok"], true, "{}", verify.stdout);
     // The backup record's own fields pass through into verify.
-    let passed: BTreeSet<String> = docs["backup"].clone();
-    check(&verify, &docs, &passed);
+    check(&verify, &typed()["backup"]);
 
     std::fs::create_dir(root.join("junk")).unwrap();
     let prune = run(Command::new(bin("prune"))
         .arg(&root)
         .args(["--keep-last", "1", "--dry-run"]));
     assert_eq!(prune.code, 0, "{}", prune.stderr);
-    check(&prune, &docs, &BTreeSet::new());
+    check(&prune, &BTreeSet::new());
 
     // healthcheck reads the set pgbackup made and the result verify-backup logged.
     let health = run(Command::new(bin("healthcheck")).args([
@@ -134,18 +233,23 @@ fn every_example_parses_and_every_emitted_field_is_documented() {
     assert_eq!(health.code, 0, "{}", health.stdout);
     let set = verify.events("verify")[0]["set"].clone();
     assert_eq!(health.events("check")[0]["values"]["verified"], set);
-    check(&health, &docs, &BTreeSet::new());
+    check(&health, &BTreeSet::new());
     let health = run(Command::new(bin("healthcheck")).args([&db.url, "disk:/no/such/dir"]));
     assert_eq!(health.code, 2, "{}", health.stdout);
-    check(&health, &docs, &BTreeSet::new());
+    check(&health, &BTreeSet::new());
 
-    // logrotate-lite: rotations, a script, a warning, a config error.
-    let logs = tmp.path().join("logs");
+    logrotate_records(tmp.path());
+    migrate_records(tmp.path(), &db.url);
+}
+
+fn logrotate_records(tmp: &std::path::Path) {
+    // Rotations, a script, a warning, a config error; then a dry run.
+    let logs = tmp.join("logs");
     std::fs::create_dir(&logs).unwrap();
     std::fs::write(logs.join("app.log"), "a line\n").unwrap();
     std::fs::write(logs.join("app.log.1"), "older\n").unwrap();
     std::fs::write(logs.join("empty.log"), "").unwrap();
-    let conf = tmp.path().join("lr.conf");
+    let conf = tmp.join("lr.conf");
     std::fs::write(
         &conf,
         format!(
@@ -154,29 +258,126 @@ fn every_example_parses_and_every_emitted_field_is_documented() {
         ),
     )
     .unwrap();
+    let state = tmp.join("lr.state");
     let lr = run(Command::new(bin("logrotate-lite"))
         .args(["-f", "-s"])
-        .arg(tmp.path().join("lr.state"))
+        .arg(&state)
         .arg(&conf));
     assert_eq!(lr.code, 1, "{}", lr.stderr);
     for ev in ["rotate", "script", "warning", "error", "summary"] {
         assert!(!lr.events(ev).is_empty(), "no {ev} record: {}", lr.stdout);
     }
-    check(&lr, &docs, &BTreeSet::new());
+    check(&lr, &BTreeSet::new());
     let dry = run(Command::new(bin("logrotate-lite"))
         .args(["-d", "-f", "-s"])
-        .arg(tmp.path().join("lr.state"))
+        .arg(&state)
         .arg(&conf));
-    check(&dry, &docs, &BTreeSet::new());
+    check(&dry, &BTreeSet::new());
+    let checked = run(Command::new(bin("logrotate-lite"))
+        .arg("--check")
+        .arg(&conf));
+    // The block with the unknown directive is skipped, and counted an error.
+    assert_eq!(checked.summary()["blocks"], 1, "{}", checked.stdout);
+    assert_eq!(checked.summary()["errors"], 1, "{}", checked.stdout);
+    check(&checked, &BTreeSet::new());
+}
 
-    // Failures: a usage error from the run, and a refused record.
-    let bad = run(Command::new(bin("pgbackup")).args([
-        "--dest",
-        root.to_str().unwrap(),
-        "--db",
-        "mysql://x",
-    ]));
-    check(&bad, &docs, &BTreeSet::new());
+fn migrate_records(tmp: &std::path::Path, url: &str) {
+    let dir = tmp.join("migrations");
+    let migrate = |args: &[&str]| {
+        let out = run(Command::new(bin("migrate"))
+            .args(["--db", url, "--dir"])
+            .arg(&dir)
+            .args(args));
+        check(&out, &BTreeSet::new());
+        out
+    };
+    let new = migrate(&["new", "add_things"]);
+    let path = new.events("new")[0]["path"].as_str().unwrap().to_string();
+    std::fs::write(
+        &path,
+        "-- migrate:up\nCREATE TABLE things (id int);\n-- migrate:down\nDROP TABLE things;\n",
+    )
+    .unwrap();
+    let failing = dir.join("29990101000000_broken.sql");
+    std::fs::write(&failing, "-- migrate:up\nSELECT * FROM no_such_table;\n").unwrap();
+    for args in [&["plan"][..], &["status"], &["validate"]] {
+        assert_eq!(migrate(args).code, 0);
+    }
+    let up = migrate(&["up"]);
+    assert_eq!(up.code, 1, "{}", up.stdout);
+    assert_eq!(up.events("migration").len(), 2, "{}", up.stdout);
+    std::fs::remove_file(&failing).unwrap();
+    assert_eq!(migrate(&["down"]).code, 0);
+    assert_eq!(migrate(&["wait", "--timeout", "5s"]).code, 0);
+    assert_eq!(migrate(&["up"]).code, 0);
+    // A changed file: validate reports it, repair accepts it.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}-- changed\n")).unwrap();
+    assert_eq!(migrate(&["validate"]).code, 1);
+    let version = new.events("new")[0]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let repaired = migrate(&["repair", "--accept-checksum", &version]);
+    assert_eq!(repaired.events("repair").len(), 1, "{}", repaired.stdout);
+    assert_eq!(migrate(&["baseline", &version]).code, 0);
+}
+
+/// Each tool's failure path, after the record stream exists: an `error`
+/// record, and a last line that is the `summary`, with `ok` false and
+/// `duration_s`.
+#[test]
+fn every_failure_ends_with_an_error_and_a_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unreachable = "postgres://nobody@127.0.0.1:1/none?connect_timeout=2";
+    // pgbackup creates its --dest before it connects: the others get
+    // paths of their own.
+    let dest = tmp.path().join("dest");
+    let dest = dest.to_str().unwrap();
+    let nowhere = tmp.path().join("no/such/dir");
+    let nowhere = nowhere.to_str().unwrap();
+    let state = "/proc/1/no-such/state";
+    let cases: [(&str, Vec<&str>, i32); 6] = [
+        ("pgbackup", vec!["--dest", dest, "--db", unreachable], 2),
+        ("verify-backup", vec!["--latest", nowhere], 2),
+        ("prune", vec![nowhere, "--keep-last", "1"], 2),
+        (
+            "healthcheck",
+            vec!["--notify", "http://127.0.0.1:1/", "disk:/"],
+            3,
+        ),
+        (
+            "migrate",
+            vec!["--db", unreachable, "--dir", nowhere, "status"],
+            2,
+        ),
+        (
+            "logrotate-lite",
+            vec!["-s", state, "--rotate", "1", nowhere],
+            2,
+        ),
+    ];
+    let types = typed();
+    for (tool, args, code) in cases {
+        let out = run(Command::new(bin(tool)).args(&args));
+        assert_eq!(
+            out.code, code,
+            "{tool} {args:?}: {}{}",
+            out.stdout, out.stderr
+        );
+        let records = out.records();
+        for r in &records {
+            check_record(r, &types, &BTreeSet::new());
+        }
+        let err = records.iter().find(|r| r["event"] == "error");
+        assert!(err.is_some(), "{tool}: no error record: {}", out.stdout);
+        let last = records.last().unwrap();
+        assert_eq!(last["event"], "summary", "{tool}: {}", out.stdout);
+        assert_eq!(last["ok"], false, "{tool}: {last}");
+        assert_eq!(last["exit"], code, "{tool}: {last}");
+        assert!(last["duration_s"].is_number(), "{tool}: {last}");
+    }
 }
 
 #[test]

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use opskit::cli::{ToolArgs, Verbosity};
-use opskit::{Emitter, Error, Exit, fields, units};
+use opskit::records::{HealthCounts, Notify};
+use opskit::{Done, Emitter, Error, Exit, units};
 
 use crate::run::{Outcome, Policy, Status};
 use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
@@ -85,7 +86,7 @@ pub struct Args {
     pub name: Option<String>,
 
     /// Time allowed for each attempt of each check.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::duration_arg)]
     pub timeout: Duration,
 
     /// HTTP header 'Name: value' to send; repeatable.
@@ -101,7 +102,7 @@ pub struct Args {
     pub no_follow: bool,
 
     /// Read at most this much of an HTTP body.
-    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = size)]
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = units::size_arg)]
     pub body_limit: u64,
 
     /// Also trust the CA certificates in this PEM file (https, tls).
@@ -125,16 +126,16 @@ pub struct Args {
     pub retries: u32,
 
     /// Pause between retries and between --wait rounds.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = units::duration_arg)]
     pub interval: Duration,
 
     /// Poll until every check is OK or this much time has passed (a gate).
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = units::duration_arg)]
     pub wait: Option<Duration>,
 
     /// Failures in this first part of the run use up no retry (as Docker's
     /// HEALTHCHECK --start-period).
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = units::duration_arg)]
     pub start_period: Duration,
 
     /// Print one monitoring-plugins line (`HEALTHCHECK STATUS - text | perfdata`)
@@ -168,14 +169,6 @@ pub struct Args {
     pub verbosity: Verbosity,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    units::parse_duration(s).map_err(|e| e.msg)
-}
-
-fn size(s: &str) -> Result<u64, String> {
-    units::parse_size(s).map_err(|e| e.msg)
-}
-
 impl ToolArgs for Args {
     fn verbosity(&self) -> &Verbosity {
         &self.verbosity
@@ -183,7 +176,7 @@ impl ToolArgs for Args {
 }
 
 /// Run the tool.
-pub fn run(args: Args, em: &mut Emitter) -> Result<Exit, Error> {
+pub fn run(args: Args, em: &mut Emitter) -> Result<Done<HealthCounts>, Error> {
     if let (Some(unit), Some(url)) = (&args.announce_failure, &args.notify) {
         return announce_failure(unit, url, args.timeout, em);
     }
@@ -196,7 +189,8 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Exit, Error> {
         Ok(checks) => run_checks(&args, checks, em),
         Err(e) if args.nagios => {
             println!("HEALTHCHECK UNKNOWN - {}", e.msg);
-            Ok(Exit::Unknown)
+            em.mute();
+            Ok(Done::new(Exit::Unknown, HealthCounts::default()))
         }
         Err(e) => Err(e),
     }
@@ -288,7 +282,11 @@ fn worst(outs: &[Outcome]) -> Status {
     outs.iter().fold(Status::Ok, |w, o| w.worst(o.status))
 }
 
-fn run_checks(args: &Args, checks: Vec<Arc<Check>>, em: &mut Emitter) -> Result<Exit, Error> {
+fn run_checks(
+    args: &Args,
+    checks: Vec<Arc<Check>>,
+    em: &mut Emitter,
+) -> Result<Done<HealthCounts>, Error> {
     let start = Instant::now();
     let policy = Policy {
         concurrency: args.concurrency.max(1),
@@ -333,32 +331,27 @@ fn run_checks(args: &Args, checks: Vec<Arc<Check>>, em: &mut Emitter) -> Result<
     }
     if args.nagios {
         println!("{}", output::nagios_line(&checks, &outs, status));
-    } else {
-        for (c, o) in checks.iter().zip(&outs) {
-            em.emit("check", &output::check_record(c, o));
-        }
+        em.mute();
+    }
+    for (c, o) in checks.iter().zip(&outs) {
+        em.emit(&output::check_record(c, o))?;
     }
     if let (Some(url), Some(state)) = (&args.notify, &args.state) {
-        notify_changes(url, state, args, &checks, &outs, em);
+        notify_changes(url, state, args, &checks, &outs, em)?;
     }
-    if !args.nagios {
-        let count = |s: Status| outs.iter().filter(|o| o.status == s).count();
-        em.emit(
-            "summary",
-            &fields! {
-                "ok" => status == Status::Ok,
-                "status" => status.name(),
-                "checks" => outs.len(),
-                "ok_checks" => count(Status::Ok),
-                "warning" => count(Status::Warning),
-                "critical" => count(Status::Critical),
-                "unknown" => count(Status::Unknown),
-                "rounds" => rounds,
-                "duration_s" => opskit::record::secs(start.elapsed()),
-            },
-        );
-    }
-    Ok(status.exit())
+    let count = |s: Status| Some(outs.iter().filter(|o| o.status == s).count());
+    Ok(Done::new(
+        status.exit(),
+        HealthCounts {
+            status: Some(status),
+            checks: Some(outs.len()),
+            ok_checks: count(Status::Ok),
+            warning: count(Status::Warning),
+            critical: count(Status::Critical),
+            unknown: count(Status::Unknown),
+            rounds: Some(rounds),
+        },
+    ))
 }
 
 /// Tell the webhook that a unit failed, with stdin as the detail.
@@ -367,7 +360,7 @@ fn announce_failure(
     url: &str,
     timeout: Duration,
     em: &mut Emitter,
-) -> Result<Exit, Error> {
+) -> Result<Done<HealthCounts>, Error> {
     let mut detail = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin().take(64 << 10), &mut detail)
         .map_err(|e| Error::failure(format!("reading the detail from stdin: {e}")))?;
@@ -379,17 +372,13 @@ fn announce_failure(
         detail: detail.trim_end().to_string(),
     };
     let res = notify::post(url, &notify::message(std::slice::from_ref(&event)), timeout);
-    em.emit(
-        "notify",
-        &fields! {
-            "ok" => res.is_ok(),
-            "url" => spec::redact(url),
-            "events" => vec![format!("CRITICAL {unit} failed")],
-            "error" => res.as_ref().err(),
-        },
-    );
-    em.emit("summary", &fields! {"ok" => res.is_ok()});
-    res.map(|()| Exit::Ok)
+    em.emit(&Notify {
+        ok: res.is_ok(),
+        url: spec::redact(url),
+        events: vec![format!("CRITICAL {unit} failed")],
+        error: res.as_ref().err().cloned(),
+    })?;
+    res.map(|()| Done::new(Exit::Ok, HealthCounts::default()))
         .map_err(|e| Error::failure(format!("notifying {}: {e}", spec::redact(url))))
 }
 
@@ -402,13 +391,13 @@ fn notify_changes(
     checks: &[Arc<Check>],
     outs: &[Outcome],
     em: &mut Emitter,
-) {
+) -> Result<(), Error> {
     let lock_path = state_file.with_extension("lock");
     let _lock = match opskit::lock::acquire(&lock_path, Duration::from_secs(30)) {
         Ok(l) => l,
         Err(e) => {
             log::warn!("not notifying: {}", e.msg);
-            return;
+            return Ok(());
         }
     };
     let mut state = notify::load(state_file).unwrap_or_else(|e| {
@@ -431,15 +420,13 @@ fn notify_changes(
     if let Err(e) = notify::save(state_file, &state) {
         log::warn!("{}", e.msg);
     }
-    if let Some(res) = sent.filter(|_| !args.nagios) {
-        em.emit(
-            "notify",
-            &fields! {
-                "ok" => res.is_ok(),
-                "url" => spec::redact(url),
-                "events" => events.iter().map(|e| e.line()).collect::<Vec<_>>(),
-                "error" => res.err(),
-            },
-        );
+    if let Some(res) = sent {
+        em.emit(&Notify {
+            ok: res.is_ok(),
+            url: spec::redact(url),
+            events: events.iter().map(|e| e.line()).collect(),
+            error: res.err(),
+        })?;
     }
+    Ok(())
 }

@@ -5,25 +5,26 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use opskit::record::{Fields, secs};
+use opskit::record::secs;
+use opskit::records;
 use serde_json::Value;
 
 use crate::run::{Outcome, Status};
-use crate::spec::Check;
+use crate::spec::{Check, KindSpec};
 
-pub fn check_record(c: &Check, o: &Outcome) -> Fields {
-    let mut f = Fields::new();
-    f.insert("name".into(), c.name.clone().into());
-    f.insert("kind".into(), c.kind.name().into());
-    f.insert("target".into(), c.shown.clone().into());
-    f.insert("status".into(), o.status.name().into());
-    f.insert("ok".into(), (o.status == Status::Ok).into());
-    f.insert("detail".into(), o.detail.clone().into());
-    f.insert("values".into(), Value::Object(o.values.clone()));
-    f.insert("conditions".into(), Value::Array(o.conditions.clone()));
-    f.insert("attempts".into(), o.attempts.into());
-    f.insert("duration_s".into(), secs(o.duration).into());
-    f
+pub fn check_record(c: &Check, o: &Outcome) -> records::Check {
+    records::Check {
+        name: c.name.clone(),
+        kind: c.kind,
+        target: c.shown.clone(),
+        status: o.status,
+        ok: o.status == Status::Ok,
+        detail: o.detail.clone(),
+        values: o.values.clone(),
+        conditions: o.conditions.clone(),
+        attempts: o.attempts,
+        duration_s: secs(o.duration),
+    }
 }
 
 /// Monitoring-plugins output: `HEALTHCHECK STATUS - text | perfdata`.

@@ -4,58 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use opskit::records::Condition;
+use serde_json::Value;
 
 use crate::probe::{self, Observation};
-use crate::spec::{Check, Level};
+use crate::spec::{Check, KindSpec, Level};
 
-/// The monitoring-plugins statuses, in order of severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok = 0,
-    Warning = 1,
-    Critical = 2,
-    Unknown = 3,
-}
-
-impl Status {
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Ok => "OK",
-            Status::Warning => "WARNING",
-            Status::Critical => "CRITICAL",
-            Status::Unknown => "UNKNOWN",
-        }
-    }
-
-    /// Severity for "worst of": UNKNOWN ranks below CRITICAL as the
-    /// plugins' aggregators rank it, but above WARNING.
-    pub fn severity(self) -> u8 {
-        match self {
-            Status::Ok => 0,
-            Status::Warning => 1,
-            Status::Unknown => 2,
-            Status::Critical => 3,
-        }
-    }
-
-    pub fn worst(self, other: Status) -> Status {
-        if other.severity() > self.severity() {
-            other
-        } else {
-            self
-        }
-    }
-
-    pub fn exit(self) -> opskit::Exit {
-        match self {
-            Status::Ok => opskit::Exit::Ok,
-            Status::Warning => opskit::Exit::CheckFailed,
-            Status::Critical => opskit::Exit::Failure,
-            Status::Unknown => opskit::Exit::Unknown,
-        }
-    }
-}
+pub use opskit::records::Status;
 
 /// The result of one check.
 #[derive(Debug)]
@@ -63,8 +18,7 @@ pub struct Outcome {
     pub status: Status,
     pub detail: String,
     pub values: serde_json::Map<String, Value>,
-    /// Each condition: level, text, value, met, verdict.
-    pub conditions: Vec<Value>,
+    pub conditions: Vec<Condition>,
     pub attempts: u32,
     pub duration: Duration,
 }
@@ -142,13 +96,13 @@ pub fn evaluate(check: &Check, res: Result<Observation, String>, duration: Durat
         } else {
             v
         };
-        conditions.push(json!({
-            "level": level.name(),
-            "expr": cond.text,
-            "value": shown,
-            "met": met,
-            "status": verdict.name(),
-        }));
+        conditions.push(Condition {
+            level: *level,
+            expr: cond.text.clone(),
+            value: shown,
+            met,
+            status: verdict,
+        });
     }
     // Name the conditions that decided the status, not the milder ones.
     let decisive: Vec<String> = problems

@@ -9,17 +9,9 @@ use serde::Deserialize;
 
 use crate::expr::{self, Cond, Unit};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Http,
-    Postgres,
-    Tcp,
-    Disk,
-    Tls,
-    Cert,
-    Backup,
-    Migrations,
-}
+/// What a check looks at (the record's `kind`); [`KindSpec`] adds its
+/// fields, units and default conditions.
+pub use opskit::records::CheckKind as Kind;
 
 use Unit::*;
 
@@ -88,7 +80,20 @@ const MIGRATIONS: &[(&str, Unit)] = &[
     ("files", Number),
 ];
 
-impl Kind {
+/// What healthcheck knows of each kind of check.
+pub trait KindSpec: Sized {
+    const ALL: [Kind; 8];
+    /// The kind's fields and their units.
+    fn fields(self) -> &'static [(&'static str, Unit)];
+    /// The unit of a field (`json.*` and `header.*` for http).
+    fn unit_of(self, field: &str) -> Option<Unit>;
+    /// The default expect, warn and crit conditions.
+    fn defaults(self) -> [&'static [&'static str]; 3];
+    /// The prefixes that scope a condition to the kind (`disk.free_pct`).
+    fn aliases(self) -> &'static [&'static str];
+}
+
+impl KindSpec for Kind {
     const ALL: [Kind; 8] = [
         Kind::Http,
         Kind::Postgres,
@@ -100,20 +105,7 @@ impl Kind {
         Kind::Migrations,
     ];
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Http => "http",
-            Kind::Postgres => "postgres",
-            Kind::Tcp => "tcp",
-            Kind::Disk => "disk",
-            Kind::Tls => "tls",
-            Kind::Cert => "cert",
-            Kind::Backup => "backup",
-            Kind::Migrations => "migrations",
-        }
-    }
-
-    pub fn fields(self) -> &'static [(&'static str, Unit)] {
+    fn fields(self) -> &'static [(&'static str, Unit)] {
         match self {
             Kind::Http => HTTP,
             Kind::Postgres => POSTGRES,
@@ -126,7 +118,7 @@ impl Kind {
         }
     }
 
-    pub fn unit_of(self, field: &str) -> Option<Unit> {
+    fn unit_of(self, field: &str) -> Option<Unit> {
         if self == Kind::Http {
             if field.starts_with("json.") || field == "json" {
                 return Some(Unit::Json);
@@ -193,22 +185,7 @@ pub fn kind_of(target: &str) -> Result<Kind, String> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Expect,
-    Warn,
-    Crit,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Expect => "expect",
-            Level::Warn => "warn",
-            Level::Crit => "crit",
-        }
-    }
-}
+pub use opskit::records::Level;
 
 /// One check, ready to run.
 #[derive(Debug, Clone)]

@@ -83,7 +83,14 @@ fn set(root: &Path, hours_ago: i64) -> String {
 }
 
 fn verified(root: &Path, set: &str, ok: bool, restore_s: Option<f64>) {
-    let mut rec = serde_json::json!({"event": "verify", "tool": "verify-backup", "ts": Utc::now(), "ok": ok, "set": set});
+    // A whole verify record, as verify-backup --record writes it:
+    // healthcheck reads the log as typed records.
+    let mut rec = serde_json::json!({
+        "event": "verify", "tool": "verify-backup", "ts": Utc::now(), "ok": ok, "set": set,
+        "path": root.join(set), "depth": "structural", "failed_checks": u8::from(!ok),
+        "checks": [{"name": "sha256", "file": "db.dump.gz", "ok": ok, "detail": "x"}],
+        "duration_s": 0.1,
+    });
     if let Some(r) = restore_s {
         rec["restore_s"] = r.into();
     }

@@ -2,13 +2,13 @@
 //! half-way is finished by the next run from the journal, never redone.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use opskit::durable;
+use opskit::records::ScriptKind;
 
 use crate::plan::Step;
 
@@ -36,7 +36,7 @@ fn io_err(what: &str, p: &Path, e: io::Error) -> String {
 pub fn run(
     step: &Step,
     done: &mut Done,
-    script: &mut dyn FnMut(&str) -> Result<(), String>,
+    script: &mut dyn FnMut(ScriptKind) -> Result<(), String>,
     replay: bool,
 ) -> Result<(), String> {
     match step {
@@ -107,7 +107,7 @@ pub fn run(
             if replay {
                 return Ok(());
             }
-            script(which)
+            script(*which)
         }
     }
 }
@@ -120,7 +120,8 @@ pub fn compress(src: &Path, dst: &Path, level: u32) -> Result<u64, String> {
     let mut out = durable::AtomicFile::create(dst, meta.mode() & 0o7777).map_err(|e| e.msg)?;
     {
         let mut w = io::BufWriter::with_capacity(256 << 10, &mut out);
-        gzip(&mut input, &mut w, level).map_err(|e| io_err("compressing", src, e))?;
+        opskit::gz::gzip_member(&mut input, &mut w, level)
+            .map_err(|e| io_err("compressing", src, e))?;
         w.flush().map_err(|e| io_err("writing", dst, e))?;
     }
     let f = out.file();
@@ -135,62 +136,6 @@ pub fn compress(src: &Path, dst: &Path, level: u32) -> Result<u64, String> {
     out.commit().map_err(|e| e.msg)?;
     std::fs::remove_file(src).map_err(|e| io_err("removing", src, e))?;
     Ok(n)
-}
-
-thread_local! {
-    /// One deflate state per thread, reset between files: a fresh state
-    /// per file (760 KiB from an aligned allocation) fragmented glibc's
-    /// thread arenas to gigabytes over 10,000 logs.
-    static DEFLATE: std::cell::RefCell<Option<(u32, Compress)>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Write `input` as one gzip member (RFC 1952) to `out`.
-fn gzip(input: &mut impl Read, out: &mut impl Write, level: u32) -> io::Result<()> {
-    DEFLATE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, Compress::new(Compression::new(level), false)));
-        }
-        let (_, c) = slot.as_mut().expect("just set");
-        c.reset();
-        // Header: magic, deflate, no flags, no mtime, unknown OS.
-        out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
-        let mut crc = Crc::new();
-        let mut inbuf = vec![0u8; 256 << 10];
-        let mut outbuf = Vec::with_capacity(256 << 10);
-        loop {
-            let n = input.read(&mut inbuf)?;
-            let flush = if n == 0 {
-                FlushCompress::Finish
-            } else {
-                FlushCompress::None
-            };
-            crc.update(&inbuf[..n]);
-            let mut data = &inbuf[..n];
-            loop {
-                outbuf.clear();
-                let before = c.total_in();
-                let status = c
-                    .compress_vec(data, &mut outbuf, flush)
-                    .map_err(io::Error::other)?;
-                data = &data[(c.total_in() - before) as usize..];
-                out.write_all(&outbuf)?;
-                let finished = status == Status::StreamEnd;
-                if finished
-                    || (data.is_empty()
-                        && flush == FlushCompress::None
-                        && outbuf.len() < outbuf.capacity())
-                {
-                    break;
-                }
-            }
-            if n == 0 {
-                break;
-            }
-        }
-        out.write_all(&crc.sum().to_le_bytes())?;
-        out.write_all(&crc.amount().to_le_bytes())
-    })
 }
 
 /// copytruncate: copy, copy again what was appended meanwhile (until it
@@ -276,25 +221,4 @@ pub fn run_script(body: &str, arg: &str) -> Result<i32, String> {
         .status()
         .map_err(|e| format!("cannot run /bin/sh: {e}"))?;
     Ok(status.code().unwrap_or(128 + 9))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gzip_members_read_back_with_the_reused_state() {
-        for (len, level) in [(0usize, 6u32), (10, 6), (3 << 20, 6), (700_000, 1), (5, 9)] {
-            let data: Vec<u8> = (0..len)
-                .map(|i| (i * 7 % 251) as u8 ^ (i / 1000) as u8)
-                .collect();
-            let mut out = vec![];
-            gzip(&mut &data[..], &mut out, level).unwrap();
-            let mut back = vec![];
-            flate2::read::MultiGzDecoder::new(&out[..])
-                .read_to_end(&mut back)
-                .unwrap();
-            assert_eq!(back, data, "len {len} level {level}");
-        }
-    }
 }

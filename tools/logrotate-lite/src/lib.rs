@@ -1,6 +1,7 @@
 //! logrotate-lite: logrotate's configuration language and results,
 //! crash-safe, without losing lines, and faster.
 
+mod block;
 mod config;
 mod decide;
 mod exec;
@@ -14,7 +15,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use opskit::cli::{ToolArgs, Verbosity};
-use opskit::{Emitter, Error, Exit, fields};
+use opskit::records::{ErrorRecord, RotateCounts};
+use opskit::{Done, Emitter, Error, Exit};
 
 /// Rotate logs as logrotate does, from logrotate's own config files and
 /// state file (so either tool can take over from the other), but
@@ -142,7 +144,7 @@ fn one_off(args: &Args, rotate: i64) -> String {
 }
 
 /// Run the tool.
-pub fn run(args: Args, em: &mut Emitter) -> Result<Exit, Error> {
+pub fn run(args: Args, em: &mut Emitter) -> Result<Done<RotateCounts>, Error> {
     if args.paths.is_empty() {
         return Err(Error::usage(
             "give a CONFIG file, or --rotate N and the logs to rotate",
@@ -165,18 +167,20 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Exit, Error> {
     };
     for e in &cfg.errors {
         log::error!("{}: {}", e.at, e.msg);
-        em.emit(
-            "error",
-            &fields! {"ok" => false, "at" => e.at, "message" => format!("{}: {}", e.at, e.msg)},
-        );
+        em.emit(&ErrorRecord::new(format!("{}: {}", e.at, e.msg)).at(e.at.clone()))?;
     }
     if args.check {
-        em.emit("summary", &fields! {"ok" => cfg.errors.is_empty(), "blocks" => cfg.blocks.len(), "errors" => cfg.errors.len()});
-        return Ok(if cfg.errors.is_empty() {
+        let exit = if cfg.errors.is_empty() {
             Exit::Ok
         } else {
             Exit::Usage
-        });
+        };
+        let counts = RotateCounts {
+            blocks: Some(cfg.blocks.len()),
+            errors: cfg.errors.len(),
+            ..RotateCounts::default()
+        };
+        return Ok(Done::new(exit, counts));
     }
     // One-off runs have no interval: they rotate now, unless --size says when.
     let force = args.force || (args.rotate.is_some() && args.size.is_none());

@@ -1,6 +1,7 @@
 //! The file operations of one rotation, in logrotate's order, as data: so
 //! a run killed half-way can be finished by the next one (see `exec`).
 
+use opskit::records::ScriptKind;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
@@ -39,7 +40,7 @@ pub enum Step {
     },
     /// prerotate / postrotate for this log alone (not replayed).
     Script {
-        which: String,
+        which: ScriptKind,
     },
 }
 
@@ -283,7 +284,7 @@ pub fn plan(
     }
     if o.prerotate.is_some() && !o.sharedscripts {
         p.main.push(Step::Script {
-            which: "prerotate".into(),
+            which: ScriptKind::Prerotate,
         });
     }
     if o.copytruncate || o.copy {
@@ -311,7 +312,7 @@ pub fn plan(
     }
     if o.postrotate.is_some() && !o.sharedscripts {
         p.main.push(Step::Script {
-            which: "postrotate".into(),
+            which: ScriptKind::Postrotate,
         });
     }
     if o.rotate == 0 {

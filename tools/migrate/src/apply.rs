@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use opskit::{Emitter, Error, Exit, Result, fields};
+use opskit::records::{Direction, MigrateCounts, Migration as MigrationRecord, Validate};
+use opskit::{Done, Emitter, Error, Exit, Result};
 
 use crate::db::{Applied, Db, Timeouts};
 use crate::parse::{Migration, version_order};
-use crate::{pg, secs, split};
+use crate::{Outcome, pg, secs, split};
 
 /// What is wrong with a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,13 +43,15 @@ impl Problem {
 }
 
 /// One `validate` record per problem.
-pub(crate) fn emit_problems(em: &mut Emitter, problems: &[Problem]) {
+pub(crate) fn emit_problems(em: &mut Emitter, problems: &[Problem]) -> Result<()> {
     for p in problems {
-        em.emit(
-            "validate",
-            &fields! {"ok" => false, "version" => p.version, "problem" => p.detail},
-        );
+        em.emit(&Validate {
+            ok: false,
+            version: p.version.clone(),
+            problem: p.detail.clone(),
+        })?;
     }
+    Ok(())
 }
 
 /// Problems that make `up` refuse and `validate` fail.
@@ -121,8 +124,7 @@ pub(crate) fn up(
     allow_ooo: bool,
     t: &Timeouts,
     em: &mut Emitter,
-) -> Result<Exit> {
-    let start = Instant::now();
+) -> Result<Outcome> {
     let mut applied = db.applied()?;
     adopt(db, files, &mut applied)?;
     if let Some(tv) = target
@@ -139,11 +141,7 @@ pub(crate) fn up(
         })
         .collect();
     if !problems.is_empty() {
-        emit_problems(em, &problems);
-        em.emit(
-            "summary",
-            &fields! {"ok" => false, "applied" => 0, "problems" => problems.len()},
-        );
+        emit_problems(em, &problems)?;
         log::error!(
             "refusing to migrate: {}",
             problems
@@ -152,14 +150,21 @@ pub(crate) fn up(
                 .collect::<Vec<_>>()
                 .join("; ")
         );
-        return Ok(Exit::CheckFailed);
+        return Ok(Done::new(
+            Exit::CheckFailed,
+            MigrateCounts {
+                applied: Some(0),
+                problems: Some(problems.len()),
+                ..MigrateCounts::default()
+            },
+        ));
     }
     let pending: Vec<&Migration> = files
         .iter()
         .filter(|m| !applied.get(&m.version).is_some_and(|a| a.in_schema))
         .filter(|m| target.is_none_or(|tv| !version_order(&m.version, tv).is_gt()))
         .collect();
-    apply(db, &pending, true, t, em, start)
+    apply(db, &pending, Direction::Up, t, em)
 }
 
 /// Run `steps` in order, one `migration` record each, stopping at the first
@@ -167,41 +172,45 @@ pub(crate) fn up(
 pub(crate) fn apply(
     db: &mut Db,
     steps: &[&Migration],
-    up: bool,
+    dir: Direction,
     t: &Timeouts,
     em: &mut Emitter,
-    start: Instant,
-) -> Result<Exit> {
-    let (dir, count_key) = if up {
-        ("up", "applied")
-    } else {
-        ("down", "rolled_back")
-    };
+) -> Result<Outcome> {
+    let up = dir == Direction::Up;
     let mut done = 0;
     for m in steps {
         let t0 = Instant::now();
         let res = db.run(m, up, t);
-        let (ok, n, msg) = match &res {
-            Ok(n) => (true, *n, None),
-            Err(f) => (false, 0, Some(f.message.as_str())),
+        let (n, msg) = match &res {
+            Ok(n) => (*n, None),
+            Err(f) => (0, Some(f.message.as_str())),
         };
         // A success is logged inside the migration's own transaction.
         if let Some(msg) = msg {
-            db.log(Some(&m.version), dir, false, msg);
+            db.log(Some(&m.version), dir.name(), false, msg);
         }
-        em.emit("migration", &record(m, dir, n, t0, ok, msg));
+        em.emit(&record(m, dir, n, t0, msg))?;
         if let Some(msg) = msg {
             log::error!("{msg}");
-            em.emit("summary", &fields! {"ok" => false, count_key => done, "failed" => 1, "duration_s" => secs(start)});
-            return Ok(Exit::CheckFailed);
+            return Ok(Done::new(Exit::CheckFailed, counts(dir, done, 1)));
         }
         done += 1;
     }
-    em.emit(
-        "summary",
-        &fields! {"ok" => true, count_key => done, "failed" => 0, "duration_s" => secs(start)},
-    );
-    Ok(Exit::Ok)
+    Ok(Done::new(Exit::Ok, counts(dir, done, 0)))
+}
+
+/// The summary of `up` (`applied`) or `down` (`rolled_back`).
+fn counts(dir: Direction, done: usize, failed: usize) -> MigrateCounts {
+    let (applied, rolled_back) = match dir {
+        Direction::Up => (Some(done), None),
+        Direction::Down => (None, Some(done)),
+    };
+    MigrateCounts {
+        applied,
+        rolled_back,
+        failed: Some(failed),
+        ..MigrateCounts::default()
+    }
 }
 
 /// Versions dbmate applied (in schema_migrations, unknown to opskit) get a
@@ -241,8 +250,7 @@ pub(crate) fn down(
     to: Option<&str>,
     t: &Timeouts,
     em: &mut Emitter,
-) -> Result<Exit> {
-    let start = Instant::now();
+) -> Result<Outcome> {
     let applied = db.applied()?;
     let mut versions: Vec<&String> = applied
         .iter()
@@ -278,27 +286,23 @@ pub(crate) fn down(
         }
         steps.push(*m);
     }
-    apply(db, &steps, false, t, em, start)
+    apply(db, &steps, Direction::Down, t, em)
 }
 
 pub(crate) fn record(
     m: &Migration,
-    direction: &str,
+    direction: Direction,
     statements: usize,
     t0: Instant,
-    ok: bool,
     err: Option<&str>,
-) -> opskit::record::Fields {
-    let mut f = fields! {
-        "ok" => ok,
-        "version" => m.version,
-        "name" => m.name,
-        "direction" => direction,
-        "statements" => statements,
-        "duration_s" => secs(t0),
-    };
-    if let Some(e) = err {
-        f.insert("message".into(), serde_json::json!(e));
+) -> MigrationRecord {
+    MigrationRecord {
+        ok: err.is_none(),
+        version: m.version.clone(),
+        name: m.name.clone(),
+        direction,
+        statements,
+        duration_s: secs(t0),
+        message: err.map(str::to_string),
     }
-    f
 }

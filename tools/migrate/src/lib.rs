@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use opskit::cli::{ToolArgs, Verbosity};
 use opskit::pgconn::ConnSpec;
-use opskit::{Emitter, Error, Exit, fields, units};
+use opskit::records::MigrateCounts;
+use opskit::{Done, Emitter, Error, Exit, units};
 
 use crate::db::{Db, Timeouts};
 
@@ -45,12 +46,12 @@ pub struct Args {
     pub dir: PathBuf,
 
     /// How long to wait for another migrate holding the lock.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = units::duration_arg)]
     pub lock_wait: Duration,
 
     /// PostgreSQL lock_timeout for migration statements (e.g. 5s), so DDL
     /// waiting for a busy table gives up instead of stalling every query.
-    #[arg(long, global = true, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = units::duration_arg)]
     pub lock_timeout: Option<Duration>,
 
     /// Retries of a migration that hit --lock-timeout.
@@ -58,7 +59,7 @@ pub struct Args {
     pub lock_retries: u32,
 
     /// PostgreSQL statement_timeout for migration statements.
-    #[arg(long, global = true, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = units::duration_arg)]
     pub statement_timeout: Option<Duration>,
 
     #[command(subcommand)]
@@ -121,13 +122,9 @@ pub enum Command {
     },
     /// Wait until the database accepts connections.
     Wait {
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = units::duration_arg)]
         timeout: Duration,
     },
-}
-
-fn duration(s: &str) -> std::result::Result<Duration, String> {
-    units::parse_duration(s).map_err(|e| e.msg)
 }
 
 impl ToolArgs for Args {
@@ -136,14 +133,17 @@ impl ToolArgs for Args {
     }
 }
 
-pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
+/// What a migrate command hands back: its status and its summary's counts.
+pub type Outcome = Done<MigrateCounts>;
+
+pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Outcome, Error> {
     let start = Instant::now();
     if let Command::New { name } = &args.command {
         return maintain::new_file(&args.dir, name, em);
     }
     let spec = ConnSpec::resolve(args.db.as_deref())?;
     if let Command::Wait { timeout } = &args.command {
-        return maintain::wait(&spec, *timeout, em);
+        return maintain::wait(&spec, *timeout);
     }
     let files = parse::load_dir(&args.dir)?;
     let mut db = Db::connect(&spec)?;
@@ -152,7 +152,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         statement_timeout: args.statement_timeout,
         lock_retries: args.lock_retries,
     };
-    let exit = match &args.command {
+    let done = match &args.command {
         Command::Up {
             target,
             allow_changed,
@@ -181,22 +181,25 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         Command::Plan { direction, n } => report::plan(&mut db, &files, direction == "up", *n, em)?,
         Command::Validate => {
             let problems = apply::validate(&db.applied()?, &files, false);
-            apply::emit_problems(em, &problems);
-            em.emit(
-                "summary",
-                &fields! {"ok" => problems.is_empty(), "problems" => problems.len()},
-            );
-            if problems.is_empty() {
+            apply::emit_problems(em, &problems)?;
+            let exit = if problems.is_empty() {
                 Exit::Ok
             } else {
                 Exit::CheckFailed
-            }
+            };
+            Done::new(
+                exit,
+                MigrateCounts {
+                    problems: Some(problems.len()),
+                    ..MigrateCounts::default()
+                },
+            )
         }
         Command::Baseline { version } => {
             // Lock first: concurrent CREATE TABLE IF NOT EXISTS collide.
             db.lock(args.lock_wait)?;
             db.setup()?;
-            maintain::baseline(&mut db, &files, version, em)?
+            maintain::baseline(&mut db, &files, version)?
         }
         Command::Repair {
             applied,
@@ -218,7 +221,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         Command::New { .. } | Command::Wait { .. } => unreachable!(),
     };
     log::debug!("done in {:.3}s", start.elapsed().as_secs_f64());
-    Ok(exit)
+    Ok(done)
 }
 
 pub(crate) fn pg(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {

@@ -4,18 +4,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use opskit::pgconn::ConnSpec;
-use opskit::{Emitter, Error, Exit, Result, fields, units};
+use opskit::records::{MigrateCounts, New, Repair, RepairAction};
+use opskit::{Done, Emitter, Error, Exit, Result, units};
 
 use crate::db::{self, Db};
 use crate::parse::{Migration, version_order};
-use crate::{pg, secs};
+use crate::{Outcome, pg, secs};
 
-pub(crate) fn baseline(
-    db: &mut Db,
-    files: &[Migration],
-    version: &str,
-    em: &mut Emitter,
-) -> Result<Exit> {
+pub(crate) fn baseline(db: &mut Db, files: &[Migration], version: &str) -> Result<Outcome> {
     if !files.iter().any(|m| m.version == version) {
         return Err(Error::usage(format!(
             "baseline {version}: no such migration in the directory"
@@ -47,11 +43,14 @@ pub(crate) fn baseline(
         true,
         &format!("{marked} versions marked applied"),
     );
-    em.emit(
-        "summary",
-        &fields! {"ok" => true, "baseline" => version, "marked" => marked},
-    );
-    Ok(Exit::Ok)
+    Ok(Done::new(
+        Exit::Ok,
+        MigrateCounts {
+            baseline: Some(version.to_string()),
+            marked: Some(marked),
+            ..MigrateCounts::default()
+        },
+    ))
 }
 
 pub(crate) fn repair(
@@ -61,7 +60,7 @@ pub(crate) fn repair(
     rolled_back: Option<&str>,
     accept: Option<&str>,
     em: &mut Emitter,
-) -> Result<Exit> {
+) -> Result<Outcome> {
     let state = db.applied()?;
     let find = |v: &str| files.iter().find(|m| m.version == v);
     let require_dirty = |flag: &str, v: &str| {
@@ -73,12 +72,12 @@ pub(crate) fn repair(
             )))
         }
     };
-    let (version, action, sql): (&str, &str, String) = if let Some(v) = applied {
+    let (version, action, sql): (&str, RepairAction, String) = if let Some(v) = applied {
         require_dirty("applied", v)?;
         let m = find(v).ok_or_else(|| Error::usage(format!("{v}: no such migration file")))?;
         (
             v,
-            "repair-applied",
+            RepairAction::RepairApplied,
             format!(
                 "BEGIN; INSERT INTO schema_migrations (version) VALUES ({0}) ON CONFLICT DO NOTHING; \
              UPDATE opskit_migrations SET dirty = false, failed_statement = NULL, error = NULL, checksum = {1}, applied_at = now() WHERE version = {0}; COMMIT;",
@@ -90,7 +89,7 @@ pub(crate) fn repair(
         require_dirty("rolled-back", v)?;
         (
             v,
-            "repair-rolled-back",
+            RepairAction::RepairRolledBack,
             format!(
                 "BEGIN; DELETE FROM schema_migrations WHERE version = {0}; DELETE FROM opskit_migrations WHERE version = {0}; COMMIT;",
                 db::lit(v)
@@ -105,7 +104,7 @@ pub(crate) fn repair(
         }
         (
             v,
-            "repair-accept-checksum",
+            RepairAction::RepairAcceptChecksum,
             format!(
                 "UPDATE opskit_migrations SET checksum = {} WHERE version = {};",
                 db::lit(&m.checksum),
@@ -118,16 +117,22 @@ pub(crate) fn repair(
         ));
     };
     db.client.batch_execute(&sql).map_err(pg("repair"))?;
-    db.log(Some(version), action, true, "");
-    em.emit(
-        "repair",
-        &fields! {"ok" => true, "version" => version, "action" => action},
-    );
-    em.emit("summary", &fields! {"ok" => true, "repaired" => 1});
-    Ok(Exit::Ok)
+    db.log(Some(version), action.name(), true, "");
+    em.emit(&Repair {
+        ok: true,
+        version: version.to_string(),
+        action,
+    })?;
+    Ok(Done::new(
+        Exit::Ok,
+        MigrateCounts {
+            repaired: Some(1),
+            ..MigrateCounts::default()
+        },
+    ))
 }
 
-pub(crate) fn new_file(dir: &Path, name: &str, em: &mut Emitter) -> Result<Exit> {
+pub(crate) fn new_file(dir: &Path, name: &str, em: &mut Emitter) -> Result<Outcome> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(Error::usage(format!(
             "invalid migration name '{name}': use letters, digits and '_'"
@@ -140,15 +145,15 @@ pub(crate) fn new_file(dir: &Path, name: &str, em: &mut Emitter) -> Result<Exit>
     let mut f = opskit::durable::create_new(&path, 0o644)?;
     std::io::Write::write_all(&mut f, body.as_bytes())
         .map_err(|e| Error::io("writing", &path, &e))?;
-    em.emit(
-        "new",
-        &fields! {"ok" => true, "version" => version, "path" => path.display().to_string()},
-    );
-    em.emit("summary", &fields! {"ok" => true});
-    Ok(Exit::Ok)
+    em.emit(&New {
+        ok: true,
+        version,
+        path: path.display().to_string(),
+    })?;
+    Ok(Done::new(Exit::Ok, MigrateCounts::default()))
 }
 
-pub(crate) fn wait(spec: &ConnSpec, timeout: Duration, em: &mut Emitter) -> Result<Exit> {
+pub(crate) fn wait(spec: &ConnSpec, timeout: Duration) -> Result<Outcome> {
     let start = Instant::now();
     let mut last;
     loop {
@@ -157,11 +162,13 @@ pub(crate) fn wait(spec: &ConnSpec, timeout: Duration, em: &mut Emitter) -> Resu
             .and_then(|mut c| c.simple_query("SELECT 1").map_err(pg("SELECT 1")))
         {
             Ok(_) => {
-                em.emit(
-                    "summary",
-                    &fields! {"ok" => true, "waited_s" => secs(start)},
-                );
-                return Ok(Exit::Ok);
+                return Ok(Done::new(
+                    Exit::Ok,
+                    MigrateCounts {
+                        waited_s: Some(secs(start)),
+                        ..MigrateCounts::default()
+                    },
+                ));
             }
             Err(e) => last = e.msg,
         }

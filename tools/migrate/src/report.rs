@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use opskit::{Emitter, Exit, Result, fields};
+use opskit::records::{Direction, MigrateCounts, MigrationStatus, Plan};
+use opskit::{Done, Emitter, Exit, Result};
 
 use crate::db::{Applied, Db};
 use crate::parse::{Migration, version_order};
-use crate::split;
+use crate::{Outcome, split};
 
 /// How a database stands against the files: what healthcheck's
 /// `migrations:` check and `status`'s summary report.
@@ -33,7 +34,7 @@ pub(crate) fn status(
     files: &[Migration],
     exit_code: bool,
     em: &mut Emitter,
-) -> Result<Exit> {
+) -> Result<Outcome> {
     let applied = db.applied()?;
     let mut pending = 0;
     let mut versions: Vec<&str> = files.iter().map(|m| m.version.as_str()).collect();
@@ -51,32 +52,35 @@ pub(crate) fn status(
             pending += 1;
         }
         let checksum_ok = match (m, a.and_then(|a| a.checksum.as_ref())) {
-            (Some(m), Some(c)) if is_applied => serde_json::json!(*c == m.checksum),
-            _ => serde_json::Value::Null,
+            (Some(m), Some(c)) if is_applied => Some(*c == m.checksum),
+            _ => None,
         };
-        em.emit(
-            "status",
-            &fields! {
-                "version" => v,
-                "name" => m.map(|m| m.name.clone()).or_else(|| a.and_then(|a| a.name.clone())),
-                "applied" => is_applied,
-                "applied_at" => a.and_then(|a| a.applied_at.clone()),
-                "checksum_ok" => checksum_ok,
-                "dirty" => a.is_some_and(|a| a.dirty),
-                "file_missing" => m.is_none(),
-            },
-        );
+        em.emit(&MigrationStatus {
+            version: v.to_string(),
+            name: m
+                .map(|m| m.name.clone())
+                .or_else(|| a.and_then(|a| a.name.clone())),
+            applied: is_applied,
+            applied_at: a.and_then(|a| a.applied_at.clone()),
+            checksum_ok,
+            dirty: a.is_some_and(|a| a.dirty),
+            file_missing: m.is_none(),
+        })?;
     }
     let n = counts(&applied, files);
-    em.emit(
-        "summary",
-        &fields! {"ok" => pending == 0 || !exit_code, "applied" => n.applied, "pending" => pending},
-    );
-    Ok(if exit_code && pending > 0 {
+    let exit = if exit_code && pending > 0 {
         Exit::CheckFailed
     } else {
         Exit::Ok
-    })
+    };
+    Ok(Done::new(
+        exit,
+        MigrateCounts {
+            applied: Some(n.applied),
+            pending: Some(pending),
+            ..MigrateCounts::default()
+        },
+    ))
 }
 
 pub(crate) fn plan(
@@ -85,7 +89,7 @@ pub(crate) fn plan(
     up: bool,
     n: usize,
     em: &mut Emitter,
-) -> Result<Exit> {
+) -> Result<Outcome> {
     let applied = db.applied()?;
     let is_applied = |m: &Migration| applied.get(&m.version).is_some_and(|a| a.in_schema);
     let chosen: Vec<&Migration> = if up {
@@ -97,21 +101,20 @@ pub(crate) fn plan(
     };
     for m in &chosen {
         let s = if up { Some(&m.up) } else { m.down.as_ref() };
-        em.emit(
-            "plan",
-            &fields! {
-                "version" => m.version,
-                "name" => m.name,
-                "direction" => if up { "up" } else { "down" },
-                "statements" => s.map(|s| split::statements(&s.sql).len()).unwrap_or(0),
-                "transaction" => s.map(|s| s.transaction).unwrap_or(true),
-                "file" => m.file.display().to_string(),
-            },
-        );
+        em.emit(&Plan {
+            version: m.version.clone(),
+            name: m.name.clone(),
+            direction: if up { Direction::Up } else { Direction::Down },
+            statements: s.map(|s| split::statements(&s.sql).len()).unwrap_or(0),
+            transaction: s.map(|s| s.transaction).unwrap_or(true),
+            file: m.file.display().to_string(),
+        })?;
     }
-    em.emit(
-        "summary",
-        &fields! {"ok" => true, "planned" => chosen.len()},
-    );
-    Ok(Exit::Ok)
+    Ok(Done::new(
+        Exit::Ok,
+        MigrateCounts {
+            planned: Some(chosen.len()),
+            ..MigrateCounts::default()
+        },
+    ))
 }

@@ -28,7 +28,7 @@ pub const TS_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 pub const MAX_MANIFEST: u64 = 16 << 20;
 
 /// What a file in a set holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FileKind {
     /// The database dump.
@@ -39,6 +39,13 @@ pub enum FileKind {
     Files,
 }
 
+/// How a file of a set is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    Gzip,
+}
+
 /// One file of a set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -46,9 +53,9 @@ pub struct FileEntry {
     pub kind: FileKind,
     pub bytes: u64,
     pub sha256: String,
-    /// `gzip` or absent for an uncompressed file.
+    /// Absent for an uncompressed file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compression: Option<String>,
+    pub compression: Option<Codec>,
     /// Size before compression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_bytes: Option<u64>,
@@ -63,6 +70,18 @@ pub struct FileEntry {
     pub skipped: Vec<String>,
 }
 
+/// The format of a database dump.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DumpFormat {
+    /// pg_dump's custom format, restored with pg_restore.
+    Custom,
+    /// Plain SQL, restored with psql.
+    Plain,
+}
+
 /// The database part of a manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatabaseInfo {
@@ -72,8 +91,7 @@ pub struct DatabaseInfo {
     pub server_version: String,
     pub server_version_num: u32,
     pub pg_dump_version: String,
-    /// `custom` (pg_restore) or `plain` (psql).
-    pub format: String,
+    pub format: DumpFormat,
     /// The set file holding the dump.
     pub file: String,
     /// A one-line restore with stock tools; `$TARGET_DB` is the database

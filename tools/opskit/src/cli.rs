@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{Args, Parser};
 
-use crate::record::Emitter;
-use crate::{Error, Exit, fields, logging};
+use serde::Serialize;
+
+use crate::record::{Done, Emitter};
+use crate::records::{ErrorRecord, Failed};
+use crate::{Error, Exit, logging};
 
 /// `-v`/`-q`, flattened into every tool's arguments.
 #[derive(Debug, Clone, Default, Args)]
@@ -36,21 +39,21 @@ pub trait ToolArgs: Parser {
     fn verbosity(&self) -> &Verbosity;
 }
 
-/// Parse the arguments or exit: `--help`/`--version` print and exit 0; any
-/// other problem prints one line and exits with `usage_exit`.
-pub fn parse_or_exit<A: Parser>(tool: &str, usage_exit: Exit) -> A {
+/// What parsing the arguments came to, when it is not a run: help or
+/// version printed (exit 0), or a one-line usage error (exit `usage_exit`).
+pub fn parse<A: Parser>(tool: &str, usage_exit: Exit) -> Result<A, ExitCode> {
     match A::try_parse() {
-        Ok(a) => a,
+        Ok(a) => Ok(a),
         Err(e) => match e.kind() {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                 let _ = e.print();
-                std::process::exit(0);
+                Err(ExitCode::SUCCESS)
             }
             _ => {
                 eprintln!("{tool}: {} (see {tool} --help)", one_line(&e));
-                std::process::exit(usage_exit.code().into());
+                Err(usage_exit.into())
             }
         },
     }
@@ -78,32 +81,48 @@ fn one_line(e: &clap::Error) -> String {
 /// record, and the closing `summary` (the last record of every run).
 pub fn report(em: &mut Emitter, err: &Error) {
     log::error!("{}", err.msg);
-    em.emit(
-        "error",
-        &fields! {"ok" => false, "exit" => err.exit.code(), "message" => err.msg},
-    );
-    em.emit(
-        "summary",
-        &fields! {"ok" => false, "exit" => err.exit.code(), "errors" => 1},
-    );
+    let code = err.exit.code();
+    // The stream may be what failed; there is nothing more to tell then.
+    let _ = em
+        .emit(&ErrorRecord::new(err.msg.clone()).exit(code))
+        .and_then(|()| {
+            em.summary(
+                false,
+                Failed {
+                    exit: code,
+                    errors: 1,
+                },
+            )
+        });
 }
 
 /// The whole `main` of a tool.
 ///
 /// `run` gets the parsed arguments and the record stream and returns the
-/// status of a completed run, or the error that ended it.
-pub fn main<A: ToolArgs>(
+/// status and counts of a completed run, or the error that ended it; either
+/// way the run's last record is its `summary`, written here. Nothing below
+/// `main` ends the process, so every cleanup guard of the run has been
+/// dropped by the time this returns.
+pub fn main<A: ToolArgs, C: Serialize>(
     tool: &'static str,
     usage_exit: Exit,
-    run: impl FnOnce(A, &mut Emitter) -> Result<Exit, Error>,
+    run: impl FnOnce(A, &mut Emitter) -> Result<Done<C>, Error>,
 ) -> ExitCode {
-    let args: A = parse_or_exit(tool, usage_exit);
+    let args: A = match parse(tool, usage_exit) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let v = args.verbosity();
     logging::init(tool, v.level(), v.explicit());
     crate::durable::ignore_sigxfsz();
     let mut em = Emitter::stdout(tool);
-    match run(args, &mut em) {
+    let res = run(args, &mut em).and_then(|done| {
+        em.summary(done.exit == Exit::Ok, done.counts)
+            .map(|()| done.exit)
+    });
+    match res {
         Ok(exit) => exit.into(),
+        Err(err) if err.is_stdout_closed() => ExitCode::SUCCESS,
         Err(mut err) => {
             if err.exit == Exit::Usage {
                 err.exit = usage_exit;

@@ -5,10 +5,12 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
-/// The exit status of a run, as `DESIGN.md` defines it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// The exit status of a run: 0 done, 1 a check failed, 2 the job could
+/// not be done, 3 UNKNOWN (healthcheck), 64 usage (README "Exit status").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
     /// Everything asked for was done and every check passed.
+    #[default]
     Ok,
     /// The run worked, but something it checked failed (WARNING for healthcheck).
     CheckFailed,
@@ -71,6 +73,18 @@ impl Error {
     /// A check failed (exit 1).
     pub fn check(msg: impl Into<String>) -> Self {
         Self::new(Exit::CheckFailed, msg)
+    }
+
+    /// The reader of the record stream went away (`tool | head -1`): the
+    /// run ends early and quietly, with status 0, as Unix tools end on
+    /// SIGPIPE, but through `main` so that cleanup guards run.
+    pub fn stdout_closed() -> Self {
+        Self::new(Exit::Ok, "stdout closed")
+    }
+
+    /// Whether this is [`Error::stdout_closed`].
+    pub fn is_stdout_closed(&self) -> bool {
+        self.exit == Exit::Ok
     }
 
     /// An I/O error while doing `what` on `path`, worded for an operator:

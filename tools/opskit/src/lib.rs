@@ -2,8 +2,8 @@
 //!
 //! It holds exactly what each tool needs and nothing tool-specific:
 //!
-//! * [`record`]: the NDJSON record stream on stdout, and [`reader`] for the
-//!   records a tool consumes on stdin;
+//! * [`record`]: the NDJSON record stream on stdout, [`records`] the type of
+//!   every record kind, and [`reader`] for the records a tool consumes;
 //! * [`backupset`]: the backup-set layout and manifest;
 //! * [`exit`]: the exit codes of the design and the error type that maps to them;
 //! * [`logging`]: human logs on stderr behind the `log` crate;
@@ -14,6 +14,8 @@
 //! * [`pgcatalog`]: the tables a dump carries and their row counts;
 //! * [`pgtools`]: the real `pg_dump`/`pg_restore` matching a server;
 //! * [`units`]: durations (`90s`, `7d`) and sizes (`10M`);
+//! * [`pool`]: bounded work on every core, and one call under a deadline;
+//! * [`sys`]: users, groups, euid and the host name;
 //! * [`cli`]: the common `main` of every tool.
 
 pub mod backupset;
@@ -29,8 +31,9 @@ pub mod pgtools;
 pub mod pool;
 pub mod reader;
 pub mod record;
+pub mod records;
 pub mod sys;
 pub mod units;
 
 pub use exit::{Error, Exit, IoContext, Result};
-pub use record::Emitter;
+pub use record::{Done, Emitter};

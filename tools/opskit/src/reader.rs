@@ -1,7 +1,8 @@
 //! Reading the records a tool consumes: NDJSON from stdin or a file.
 //!
 //! Each line yields either the record (every field kept, so unknown fields
-//! can be passed through) or an error naming the line number. Blank lines are
+//! can be passed through; [`Line::parse`] reads it as its type from
+//! [`crate::records`]) or an error naming the line number. Blank lines are
 //! skipped. A line longer than [`MAX_LINE`] is refused without being held in
 //! memory, so hostile input cannot exhaust it.
 
@@ -9,10 +10,51 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::record::Fields;
+use crate::record::{Fields, from_fields};
 use crate::{Error, IoContext};
+
+/// One record of the input: its line number and its fields (the
+/// envelope's `event`, `tool` and `ts` included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// 1-based line number.
+    pub number: usize,
+    pub fields: Fields,
+}
+
+impl Line {
+    /// The record's `event` ("" when it has none).
+    pub fn event(&self) -> &str {
+        self.fields
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// When the record was written (its `ts`), if it says.
+    pub fn ts(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.fields.get("ts")?.as_str()?.parse().ok()
+    }
+
+    /// The record read as the type its consumer expects; one that does not
+    /// fit is a [`LineError`] naming the line and the field.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, LineError> {
+        from_fields(self.fields.clone()).map_err(|msg| LineError {
+            line: self.number,
+            msg: format!("{} record: {msg}", self.event_or("untyped")),
+        })
+    }
+
+    fn event_or<'a>(&'a self, default: &'a str) -> &'a str {
+        match self.event() {
+            "" => default,
+            e => e,
+        }
+    }
+}
 
 /// The longest record line accepted.
 pub const MAX_LINE: usize = 1 << 20;
@@ -101,7 +143,7 @@ impl<R: BufRead> RecordReader<R> {
 }
 
 impl<R: BufRead> Iterator for RecordReader<R> {
-    type Item = Result<Fields, LineError>;
+    type Item = Result<Line, LineError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -133,7 +175,10 @@ impl<R: BufRead> Iterator for RecordReader<R> {
                 continue;
             }
             return match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(m)) => Some(Ok(m)),
+                Ok(Value::Object(fields)) => Some(Ok(Line {
+                    number: self.line,
+                    fields,
+                })),
                 Ok(_) => err("not a JSON object".into()),
                 Err(e) => err(format!("not JSON: {e}")),
             };
@@ -146,7 +191,27 @@ mod tests {
     use super::*;
 
     fn read(input: &[u8]) -> Vec<Result<Fields, LineError>> {
-        RecordReader::new(input).collect()
+        RecordReader::new(input)
+            .map(|r| r.map(|l| l.fields))
+            .collect()
+    }
+
+    #[test]
+    fn lines_know_their_number_and_parse_as_their_type() {
+        let input = b"\n{\"event\":\"error\",\"ok\":false,\"message\":\"m\"}\n{\"event\":\"error\",\"ok\":1}\n";
+        let lines: Vec<Line> = RecordReader::new(&input[..]).map(Result::unwrap).collect();
+        assert_eq!(lines[0].number, 2);
+        assert_eq!(lines[0].event(), "error");
+        let e: crate::records::ErrorRecord = lines[0].parse().unwrap();
+        assert_eq!(e.message, "m");
+        let err = lines[1].parse::<crate::records::ErrorRecord>().unwrap_err();
+        assert_eq!(err.line, 3);
+        assert!(
+            err.msg
+                .starts_with("error record: field `ok`: invalid type"),
+            "{}",
+            err.msg
+        );
     }
 
     #[test]

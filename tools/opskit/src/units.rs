@@ -53,6 +53,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, Error> {
     Ok(Duration::from_millis(total as u64))
 }
 
+/// [`parse_duration`] as a clap `value_parser` (`value_parser = units::duration_arg`).
+pub fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.msg)
+}
+
+/// [`parse_size`] as a clap `value_parser`.
+pub fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.msg)
+}
+
 /// The shortest exact form of a duration in the units [`parse_duration`] reads.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();

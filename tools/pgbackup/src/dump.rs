@@ -18,14 +18,7 @@ use postgres::Client;
 use crate::sink::Sink;
 use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
 
-/// The dump's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// pg_dump's custom format, restored with pg_restore.
-    Custom,
-    /// Plain SQL, restored with psql.
-    Plain,
-}
+pub use opskit::backupset::DumpFormat as Format;
 
 /// What to dump and how.
 pub struct DumpOptions<'a> {

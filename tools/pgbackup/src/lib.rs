@@ -15,6 +15,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use chrono::{SubsecRound, Utc};
 use clap::Parser;
 use opskit::backupset::{self, DatabaseInfo, FileEntry, Manifest};
@@ -22,7 +24,11 @@ use opskit::cli::{ToolArgs, Verbosity};
 use opskit::durable::{self, StagingDir};
 use opskit::gz::GzOptions;
 use opskit::pgconn::{ConnSpec, describe_pg_error};
-use opskit::{Emitter, Error, Exit, IoContext, Result, fields, lock, units};
+use opskit::pgtools::{self, PgTool};
+use opskit::record::Fields;
+use opskit::records::{Backup, BackupCounts, SetFile};
+use opskit::{Done, Emitter, Error, Exit, IoContext, Result, lock, units};
+use postgres::Client;
 
 use crate::dump::{DumpOptions, Format, SnapshotCounts};
 
@@ -102,15 +108,11 @@ pub struct Args {
     pub pg_bindir: Option<PathBuf>,
 
     /// Wait this long for another pgbackup or prune on the same DEST (default: fail at once).
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = units::duration_arg)]
     pub lock_wait: Duration,
 
     #[command(flatten)]
     pub verbosity: Verbosity,
-}
-
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    units::parse_duration(s).map_err(|e| e.msg)
 }
 
 impl ToolArgs for Args {
@@ -119,9 +121,60 @@ impl ToolArgs for Args {
     }
 }
 
-/// Run pgbackup.
-pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
+/// Run pgbackup: check the arguments, connect, dump into a staging
+/// directory, write the manifest, rename the set into place, report.
+pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
     let start = Instant::now();
+    let excludes = check_args(&args)?;
+    let spec = ConnSpec::resolve(args.db.as_deref())?;
+    let root = prepare_root(&args.dest)?;
+    let _lock = lock::acquire(&root.join(backupset::LOCK_FILE), args.lock_wait)?;
+    remove_leftovers(&root);
+
+    let mut client = spec.connect()?;
+    let server = Server::query(&mut client, &spec, args.pg_bindir.as_deref())?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| backupset::sanitize_name(&server.dbname, "db"));
+    let (started_at, stage) = new_stage(&root, &name)?;
+    let gz = gz_options(&args);
+
+    let (mut entries, row_counts, client) =
+        dump_database(&args, &spec, &server, client, stage.path(), gz)?;
+    let db_file = entries[0].name.clone();
+    if args.globals {
+        entries.push(dump_globals(
+            &args,
+            &spec,
+            &server,
+            client,
+            stage.path(),
+            gz,
+        )?);
+    }
+    archive_files(&args, &excludes, &mut entries, stage.path(), gz)?;
+
+    let manifest = Manifest {
+        format: backupset::FORMAT.into(),
+        set: file_name(stage.dest()),
+        name,
+        tool: "pgbackup".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        started_at,
+        finished_at: Utc::now().trunc_subsecs(3),
+        duration_s: opskit::record::secs(start.elapsed()),
+        database: Some(server.info(args.format, db_file, row_counts)),
+        files: entries,
+    };
+    write_manifest(stage.path(), &manifest)?;
+    let set_path = stage.commit()?;
+    report(em, &manifest, &set_path, start)
+}
+
+/// The arguments that clap cannot check: the set name, the exclude
+/// patterns, the directories to archive.
+fn check_args(args: &Args) -> Result<files::Excludes> {
     if let Some(n) = &args.name
         && !backupset::valid_name(n)
     {
@@ -129,7 +182,6 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
             "invalid --name '{n}': use letters, digits, '.', '_' and '-', not starting with '.'"
         )));
     }
-    let excludes = files::Excludes::new(&args.exclude)?;
     for f in &args.files {
         if !f.is_dir() {
             return Err(Error::usage(format!(
@@ -138,90 +190,134 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
             )));
         }
     }
-    let spec = ConnSpec::resolve(args.db.as_deref())?;
-    let root = prepare_root(&args.dest)?;
-    let _lock = lock::acquire(&root.join(backupset::LOCK_FILE), args.lock_wait)?;
-    remove_leftovers(&root);
+    files::Excludes::new(&args.exclude)
+}
 
-    let mut client = spec.connect()?;
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int, current_database()",
-            &[],
-        )
-        .map_err(|e| Error::failure(format!("querying {}: {}", spec.target(), describe_pg_error(&e))))?;
-    let server_version: String = row.get(0);
-    let server_num: i32 = row.get(1);
-    let dbname: String = row.get(2);
-    let major = opskit::pgtools::major_of_num(server_num as u32);
-    let pg_dump =
-        opskit::pgtools::find("pg_dump", major, &server_version, args.pg_bindir.as_deref())?;
-    log::info!(
-        "backing up {} (PostgreSQL {server_version}) with {} {}",
-        spec.redacted(),
-        pg_dump.path.display(),
-        pg_dump.version
-    );
+/// The server being backed up, and the pg_dump that matches it.
+struct Server {
+    /// Where it is, redacted (`host:port` or socket).
+    target: String,
+    version: String,
+    version_num: u32,
+    dbname: String,
+    major: u32,
+    pg_dump: PgTool,
+}
 
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| backupset::sanitize_name(&dbname, "db"));
-    let (started_at, stage) = new_stage(&root, &name)?;
-    let gz = (args.compress > 0).then(|| GzOptions {
+impl Server {
+    fn query(client: &mut Client, spec: &ConnSpec, bindir: Option<&Path>) -> Result<Self> {
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version'), current_setting('server_version_num')::int, current_database()",
+                &[],
+            )
+            .map_err(|e| Error::failure(format!("querying {}: {}", spec.target(), describe_pg_error(&e))))?;
+        let version: String = row.get(0);
+        let version_num = row.get::<_, i32>(1) as u32;
+        let major = pgtools::major_of_num(version_num);
+        let pg_dump = pgtools::find("pg_dump", major, &version, bindir)?;
+        log::info!(
+            "backing up {} (PostgreSQL {version}) with {} {}",
+            spec.redacted(),
+            pg_dump.path.display(),
+            pg_dump.version
+        );
+        Ok(Server {
+            target: spec.target(),
+            version,
+            version_num,
+            dbname: row.get(2),
+            major,
+            pg_dump,
+        })
+    }
+
+    /// The manifest's database part.
+    fn info(&self, format: Format, file: String, row_counts: Option<RowCounts>) -> DatabaseInfo {
+        DatabaseInfo {
+            name: self.dbname.clone(),
+            server: self.target.clone(),
+            server_version: self.version.clone(),
+            server_version_num: self.version_num,
+            pg_dump_version: self.pg_dump.version.clone(),
+            format,
+            restore_command: dump::restore_command(format, &file),
+            file,
+            row_counts,
+        }
+    }
+}
+
+fn gz_options(args: &Args) -> Option<GzOptions> {
+    (args.compress > 0).then(|| GzOptions {
         level: args.compress,
         threads: args
             .jobs
             .map(usize::from)
-            .unwrap_or_else(opskit::gz::default_threads),
+            .unwrap_or_else(opskit::pool::cores),
         ..GzOptions::default()
-    });
+    })
+}
 
+/// Exact per-table row counts (`schema.table`).
+type RowCounts = BTreeMap<String, u64>;
+
+/// The dump, and with `--row-counts` the exact counts taken in its
+/// snapshot. Gives the connection back for the globals.
+fn dump_database(
+    args: &Args,
+    spec: &ConnSpec,
+    server: &Server,
+    client: Client,
+    dir: &Path,
+    gz: Option<GzOptions>,
+) -> Result<(Vec<FileEntry>, Option<RowCounts>, Client)> {
     let opts = DumpOptions {
-        spec: &spec,
-        pg_dump: &pg_dump,
+        spec,
+        pg_dump: &server.pg_dump,
         format: args.format,
         no_owner: args.no_owner,
         no_privileges: args.no_privileges,
         extra_args: &args.pg_dump_arg,
         gz,
     };
-    let mut entries: Vec<FileEntry> = Vec::new();
-    let row_counts = if args.row_counts {
-        let counting = SnapshotCounts::start(client)?;
-        let res = dump::dump(&opts, stage.path(), Some(&counting.snapshot));
-        // pg_dump's failure is the one to report; the counts only matter
-        // when the dump worked.
-        let db_entry = res?;
-        let (c, counts) = counting.finish()?;
-        client = c;
-        entries.push(db_entry);
-        Some(counts)
-    } else {
-        entries.push(dump::dump(&opts, stage.path(), None)?);
-        None
-    };
-    let db_file = entries[0].name.clone();
-
-    if args.globals {
-        let pg_dumpall = opskit::pgtools::find(
-            "pg_dumpall",
-            major,
-            &server_version,
-            args.pg_bindir.as_deref(),
-        )?;
-        entries.push(dump::globals(
-            &spec,
-            &pg_dumpall,
-            &mut client,
-            stage.path(),
-            gz,
-        )?);
+    if !args.row_counts {
+        return Ok((vec![dump::dump(&opts, dir, None)?], None, client));
     }
-    drop(client);
+    let counting = SnapshotCounts::start(client)?;
+    // pg_dump's failure is the one to report; the counts only matter when
+    // the dump worked.
+    let entry = dump::dump(&opts, dir, Some(&counting.snapshot))?;
+    let (client, counts) = counting.finish()?;
+    Ok((vec![entry], Some(counts), client))
+}
 
-    // Archives are gzip even with --compress 0 (level 0, stored), so the
-    // .tar.gz name stays honest.
+fn dump_globals(
+    args: &Args,
+    spec: &ConnSpec,
+    server: &Server,
+    mut client: Client,
+    dir: &Path,
+    gz: Option<GzOptions>,
+) -> Result<FileEntry> {
+    let pg_dumpall = pgtools::find(
+        "pg_dumpall",
+        server.major,
+        &server.version,
+        args.pg_bindir.as_deref(),
+    )?;
+    dump::globals(spec, &pg_dumpall, &mut client, dir, gz)
+}
+
+/// One `.tar.gz` per `--files` directory. Archives are gzip even with
+/// `--compress 0` (level 0, stored), so the name stays honest.
+fn archive_files(
+    args: &Args,
+    excludes: &files::Excludes,
+    entries: &mut Vec<FileEntry>,
+    dir: &Path,
+    gz: Option<GzOptions>,
+) -> Result<()> {
     let tar_gz = gz.unwrap_or(GzOptions {
         level: 0,
         ..GzOptions::default()
@@ -233,78 +329,56 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         log::info!("archiving {} into {name}", src.display());
         entries.push(files::archive(
             &src,
-            stage.path(),
+            dir,
             &name,
-            &excludes,
+            excludes,
             args.skip_unreadable,
             tar_gz,
         )?);
     }
+    Ok(())
+}
 
-    let finished_at = Utc::now().trunc_subsecs(3);
-    let set_name = stage
-        .dest()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let manifest = Manifest {
-        format: backupset::FORMAT.into(),
-        set: set_name.clone(),
-        name,
-        tool: "pgbackup".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        started_at,
-        finished_at,
-        duration_s: opskit::record::secs(start.elapsed()),
-        database: Some(DatabaseInfo {
-            name: dbname.clone(),
-            server: spec.target(),
-            server_version: server_version.clone(),
-            server_version_num: server_num as u32,
-            pg_dump_version: pg_dump.version.clone(),
-            format: match args.format {
-                Format::Custom => "custom".into(),
-                Format::Plain => "plain".into(),
-            },
-            restore_command: dump::restore_command(args.format, &db_file),
-            file: db_file,
-            row_counts,
-        }),
-        files: entries,
-    };
-    write_manifest(stage.path(), &manifest)?;
-    let set_path = stage.commit()?;
-
-    let total: u64 = manifest.files.iter().map(|e| e.bytes).sum();
+/// The `backup` record, and the counts for the summary.
+fn report(
+    em: &mut Emitter,
+    m: &Manifest,
+    set_path: &Path,
+    start: Instant,
+) -> Result<Done<BackupCounts>> {
+    let total: u64 = m.files.iter().map(|e| e.bytes).sum();
     let duration_s = opskit::record::secs(start.elapsed());
     log::info!(
         "wrote {} ({}) in {duration_s:.1}s",
         set_path.display(),
         units::format_size(total)
     );
-    let files_out: Vec<serde_json::Value> = manifest
-        .files
-        .iter()
-        .map(|e| serde_json::json!({"name": e.name, "kind": e.kind, "bytes": e.bytes, "sha256": e.sha256}))
-        .collect();
-    em.emit(
-        "backup",
-        &fields! {
-            "ok" => true,
-            "set" => set_name,
-            "path" => set_path.display().to_string(),
-            "database" => dbname,
-            "server_version" => server_version,
-            "files" => files_out,
-            "bytes" => total,
-            "duration_s" => duration_s,
+    let db = m.database.as_ref();
+    em.emit(&Backup {
+        extra: Fields::new(),
+        ok: true,
+        set: m.set.clone(),
+        path: set_path.display().to_string(),
+        database: db.map(|d| d.name.clone()).unwrap_or_default(),
+        server_version: db.map(|d| d.server_version.clone()).unwrap_or_default(),
+        files: m.files.iter().map(SetFile::from).collect(),
+        bytes: total,
+        duration_s,
+    })?;
+    Ok(Done::new(
+        Exit::Ok,
+        BackupCounts {
+            sets: 1,
+            failed: 0,
+            bytes: total,
         },
-    );
-    em.emit(
-        "summary",
-        &fields! {"ok" => true, "sets" => 1, "failed" => 0, "bytes" => total, "duration_s" => duration_s},
-    );
-    Ok(Exit::Ok)
+    ))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Create the backup root (0700) if missing and resolve it.

@@ -68,7 +68,7 @@ impl Sink {
         let (hw, compression) = match self.inner {
             Inner::Gz(g) => (
                 g.finish().at("writing", &self.path)?,
-                Some("gzip".to_string()),
+                Some(opskit::backupset::Codec::Gzip),
             ),
             Inner::Plain(hw, _) => (hw, None),
         };

@@ -10,14 +10,15 @@ use std::fs;
 use std::io::IsTerminal;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use chrono_tz::Tz;
 use clap::Parser;
 use opskit::cli::{ToolArgs, Verbosity};
-use opskit::record::Fields;
-use opskit::{Emitter, Error, Exit, IoContext, backupset, durable, fields, lock, reader, units};
+use opskit::reader::{self, Line, LineError};
+use opskit::records::{ErrorRecord, Prune, PruneAction, PruneCounts, Verify};
+use opskit::{Done, Emitter, Error, Exit, IoContext, backupset, durable, lock, units};
 
 use crate::plan::{Action, Status};
 use crate::policy::{Policy, Span};
@@ -96,7 +97,7 @@ pub struct Args {
     pub delete_corrupt: bool,
 
     /// Remove temporary directories of interrupted runs older than this.
-    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = units::duration_arg)]
     pub stale_after: Duration,
 
     /// Also apply the policy to plain files matching this glob (legacy
@@ -113,14 +114,14 @@ pub struct Args {
     pub dry_run: bool,
 
     /// Wait this long for a pgbackup or prune running on ROOT.
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = units::duration_arg)]
     pub lock_wait: Duration,
 
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
 
-fn count(s: &str) -> std::result::Result<i64, String> {
+fn count(s: &str) -> Result<i64, String> {
     match s.parse::<i64>() {
         Ok(n) if n >= -1 => Ok(n),
         _ => Err(format!(
@@ -129,15 +130,11 @@ fn count(s: &str) -> std::result::Result<i64, String> {
     }
 }
 
-fn span(s: &str) -> std::result::Result<Span, String> {
+fn span(s: &str) -> Result<Span, String> {
     Span::parse(s).map_err(|e| e.msg)
 }
 
-fn duration(s: &str) -> std::result::Result<Duration, String> {
-    units::parse_duration(s).map_err(|e| e.msg)
-}
-
-fn zone(s: &str) -> std::result::Result<Tz, String> {
+fn zone(s: &str) -> Result<Tz, String> {
     s.parse::<Tz>()
         .map_err(|_| format!("unknown time zone '{s}' (use an IANA name such as Europe/Berlin)"))
 }
@@ -179,8 +176,19 @@ struct Verdicts {
     upstream_failed: bool,
 }
 
-pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
-    let start = Instant::now();
+impl Verdicts {
+    fn status_of(&self, name: &str) -> Status {
+        match self.by_set.get(name) {
+            Some((true, _)) => Status::Good,
+            Some((false, why)) => Status::Corrupt(why.clone()),
+            None => Status::Unknown,
+        }
+    }
+}
+
+/// Run prune: read the verification records, scan the root, decide, delete
+/// (unless held), report each entry.
+pub fn run(args: Args, em: &mut Emitter) -> Result<Done<PruneCounts>, Error> {
     let policy = args.policy();
     if policy.is_empty() {
         return Err(Error::usage(
@@ -198,38 +206,10 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
     // In `pgbackup | verify-backup | prune` all three start together: read
     // every upstream record first, so the root is only looked at (and
     // locked) once the backup and its verification are done.
-    let piped: Vec<std::result::Result<Fields, reader::LineError>> = if stdin_has_records() {
-        let mut rd = reader::open(None)?;
-        let v: Vec<_> = rd.by_ref().collect();
-        if let Some(e) = rd.take_io_error() {
-            return Err(e);
-        }
-        v
-    } else {
-        Vec::new()
-    };
-    let root = args
-        .root
-        .canonicalize()
-        .at("opening backup root", &args.root)?;
-    if !root.is_dir() {
-        return Err(Error::usage(format!(
-            "{} is not a directory",
-            args.root.display()
-        )));
-    }
+    let piped = read_stdin()?;
+    let root = open_root(&args.root)?;
     let _lock = lock::acquire(&root.join(backupset::LOCK_FILE), args.lock_wait)?;
-
-    let mut verdicts = Verdicts::default();
-    let log_file = args.verified.clone().or_else(|| {
-        let p = root.join(backupset::VERIFIED_LOG);
-        p.exists().then_some(p)
-    });
-    if let Some(f) = &log_file {
-        let rd = reader::open(Some(&f.display().to_string()))?;
-        read_verdicts(rd, &root, em, &mut verdicts, f.display().to_string());
-    }
-    read_verdicts(piped.into_iter(), &root, em, &mut verdicts, "stdin".into());
+    let verdicts = read_all_verdicts(&args, &root, piped, em)?;
 
     let entries = scan::scan(&root, glob.as_ref(), args.tz)?;
     let decisions = plan::decide(
@@ -239,33 +219,110 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
         Utc::now(),
         args.min_keep,
         args.delete_corrupt,
-        |name| match verdicts.by_set.get(name) {
-            Some((true, _)) => Status::Good,
-            Some((false, why)) => Status::Corrupt(why.clone()),
-            None => Status::Unknown,
-        },
+        |name| verdicts.status_of(name),
     );
-
-    let hold = if args.dry_run {
-        Some("dry run")
-    } else if verdicts.upstream_failed {
-        Some("an upstream step failed")
-    } else if verdicts.input_errors > 0 {
-        Some("some verification records could not be read")
+    let hold = hold_reason(&args, &verdicts);
+    let actions = final_actions(&args, &entries, &decisions);
+    // The deletions in bulk: every doomed entry renamed to trash, one
+    // fsync of the root, then the trash removed on two threads.
+    let doomed: Vec<usize> = (0..decisions.len())
+        .filter(|&k| matches!(actions[k], Action::Delete | Action::Leftover))
+        .collect();
+    let results = if hold.is_none() {
+        delete_all(&root, &entries, &decisions, &doomed)
     } else {
-        None
+        HashMap::new()
     };
-    if let Some(why) = hold
-        && !args.dry_run
-    {
+
+    let mut tally = Tally::default();
+    for (k, d) in decisions.iter().enumerate() {
+        let rec = entry_record(&entries[d.index], d, &actions[k], results.get(&k));
+        tally.count(&rec);
+        em.emit(&rec)?;
+    }
+    if verdicts.upstream_failed || verdicts.input_errors > 0 {
+        tally.exit = tally.exit.worst(Exit::Failure);
+    }
+    Ok(Done::new(tally.exit, tally.counts(args.dry_run, hold)))
+}
+
+/// Read stdin only when something was piped or redirected into it, so a
+/// prune started from a terminal or by systemd (stdin /dev/null) never waits.
+fn read_stdin() -> Result<Vec<Result<Line, LineError>>, Error> {
+    if std::io::stdin().is_terminal() {
+        return Ok(Vec::new());
+    }
+    match fs::metadata("/proc/self/fd/0") {
+        Ok(m) if m.file_type().is_fifo() || m.is_file() => {}
+        _ => return Ok(Vec::new()),
+    }
+    let mut rd = reader::open(None)?;
+    let v: Vec<_> = rd.by_ref().collect();
+    match rd.take_io_error() {
+        Some(e) => Err(e),
+        None => Ok(v),
+    }
+}
+
+fn open_root(arg: &Path) -> Result<PathBuf, Error> {
+    let root = arg.canonicalize().at("opening backup root", arg)?;
+    if !root.is_dir() {
+        return Err(Error::usage(format!(
+            "{} is not a directory",
+            arg.display()
+        )));
+    }
+    Ok(root)
+}
+
+/// The verdicts of the result log (`--verified`, or ROOT/verified.ndjson),
+/// then of stdin, which is newer.
+fn read_all_verdicts(
+    args: &Args,
+    root: &Path,
+    piped: Vec<Result<Line, LineError>>,
+    em: &mut Emitter,
+) -> Result<Verdicts, Error> {
+    let mut verdicts = Verdicts::default();
+    let log_file = args.verified.clone().or_else(|| {
+        let p = root.join(backupset::VERIFIED_LOG);
+        p.exists().then_some(p)
+    });
+    if let Some(f) = &log_file {
+        let shown = f.display().to_string();
+        let rd = reader::open(Some(&shown))?;
+        read_verdicts(rd, root, em, &mut verdicts, &shown)?;
+    }
+    read_verdicts(piped.into_iter(), root, em, &mut verdicts, "stdin")?;
+    Ok(verdicts)
+}
+
+/// Why nothing is deleted this run, if nothing is.
+fn hold_reason(args: &Args, verdicts: &Verdicts) -> Option<&'static str> {
+    let why = if args.dry_run {
+        "dry run"
+    } else if verdicts.upstream_failed {
+        "an upstream step failed"
+    } else if verdicts.input_errors > 0 {
+        "some verification records could not be read"
+    } else {
+        return None;
+    };
+    if !args.dry_run {
         log::warn!("{why}: nothing is deleted this run");
     }
+    Some(why)
+}
 
-    // Final actions (temp dirs are leftovers only once stale), then the
-    // deletions in bulk: every doomed entry renamed to trash, one fsync of
-    // the root, then the trash removed on two threads.
+/// The decisions' actions, with temporary directories leftovers only once
+/// they are stale.
+fn final_actions(
+    args: &Args,
+    entries: &[scan::Entry],
+    decisions: &[plan::Decision],
+) -> Vec<Action> {
     let stale = args.stale_after.as_secs();
-    let actions: Vec<Action> = decisions
+    decisions
         .iter()
         .map(|d| match (&entries[d.index].kind, &d.action) {
             (Kind::Leftover { age_s, trash }, _) if !trash && *age_s < stale => {
@@ -276,87 +333,48 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
             }
             (_, a) => a.clone(),
         })
-        .collect();
-    let doomed: Vec<usize> = (0..decisions.len())
-        .filter(|&k| matches!(actions[k], Action::Delete | Action::Leftover))
-        .collect();
-    let results: HashMap<usize, std::result::Result<u64, String>> = if hold.is_none() {
-        delete_all(&root, &entries, &decisions, &doomed)
-    } else {
-        HashMap::new()
-    };
+        .collect()
+}
 
-    let mut tally = Tally::default();
-    let mut exit = Exit::Ok;
-    for (k, d) in decisions.iter().enumerate() {
-        let e = &entries[d.index];
-        let act = &actions[k];
-        let mut rec = fields! {"path" => e.path.display().to_string(), "name" => e.name};
-        if let Kind::Set { time } | Kind::Legacy { time } = &e.kind {
-            rec.insert("created_at".into(), serde_json::json!(time));
-        }
-        rec.insert("action".into(), serde_json::json!(act.name()));
-        match act {
-            Action::Keep | Action::Delete => {
-                rec.insert("reasons".into(), serde_json::json!(d.reasons));
-            }
-            Action::Corrupt(why) | Action::Ignored(why) => {
-                rec.insert("reasons".into(), serde_json::json!(d.reasons));
-                rec.insert("detail".into(), serde_json::json!(why));
-            }
-            Action::Leftover => {}
-        }
-        if let Some(s) = d.verified {
-            rec.insert("verified".into(), serde_json::json!(s));
-        }
-        let mut deleted = false;
-        let mut bytes = 0;
-        match results.get(&k) {
-            Some(Ok(b)) => {
-                deleted = true;
-                bytes = *b;
-                rec.insert("bytes".into(), serde_json::json!(b));
-            }
-            Some(Err(msg)) => {
-                exit = exit.worst(Exit::Failure);
-                log::error!("{msg}");
-                rec.insert("error".into(), serde_json::json!(msg));
-            }
-            None => {}
-        }
-        if matches!(act, Action::Delete | Action::Leftover) {
-            rec.insert("deleted".into(), serde_json::json!(deleted));
-        }
-        tally.count(act, deleted, bytes);
-        if matches!(act, Action::Corrupt(_)) {
-            exit = exit.worst(Exit::CheckFailed);
-        }
-        em.emit("prune", &rec);
-    }
-    if verdicts.upstream_failed || verdicts.input_errors > 0 {
-        exit = exit.worst(Exit::Failure);
-    }
-    let mut summary = fields! {
-        "ok" => exit == Exit::Ok,
-        "kept" => tally.kept,
-        "deleted" => tally.deleted,
-        "corrupt" => tally.corrupt,
-        "ignored" => tally.ignored,
-        "leftovers_removed" => tally.leftovers,
-        "bytes_freed" => tally.bytes,
-        "dry_run" => args.dry_run,
-        "duration_s" => opskit::record::secs(start.elapsed()),
+/// The `prune` record of one entry.
+fn entry_record(
+    e: &scan::Entry,
+    d: &plan::Decision,
+    act: &Action,
+    result: Option<&Result<u64, String>>,
+) -> Prune {
+    let created_at = match &e.kind {
+        Kind::Set { time } | Kind::Legacy { time } => Some(*time),
+        _ => None,
     };
-    if let Some(why) = hold {
-        summary.insert("held".into(), serde_json::json!(why));
-        summary.insert("would_delete".into(), serde_json::json!(tally.would_delete));
+    let (action, detail) = match act {
+        Action::Keep => (PruneAction::Keep, None),
+        Action::Delete => (PruneAction::Delete, None),
+        Action::Corrupt(why) => (PruneAction::Corrupt, Some(why.clone())),
+        Action::Ignored(why) => (PruneAction::Ignored, Some(why.clone())),
+        Action::Leftover => (PruneAction::Leftover, None),
+    };
+    let doomed = matches!(act, Action::Delete | Action::Leftover);
+    if let Some(Err(msg)) = result {
+        log::error!("{msg}");
     }
-    em.emit("summary", &summary);
-    Ok(exit)
+    Prune {
+        path: e.path.display().to_string(),
+        name: e.name.clone(),
+        created_at,
+        action,
+        reasons: (action != PruneAction::Leftover).then(|| d.reasons.clone()),
+        detail,
+        verified: d.verified,
+        bytes: result.and_then(|r| r.as_ref().ok().copied()),
+        deleted: doomed.then_some(matches!(result, Some(Ok(_)))),
+        error: result.and_then(|r| r.as_ref().err().cloned()),
+    }
 }
 
 #[derive(Default)]
 struct Tally {
+    exit: Exit,
     kept: u64,
     deleted: u64,
     would_delete: u64,
@@ -367,15 +385,21 @@ struct Tally {
 }
 
 impl Tally {
-    fn count(&mut self, act: &Action, deleted: bool, bytes: u64) {
-        match act {
-            Action::Keep => self.kept += 1,
-            Action::Corrupt(_) => self.corrupt += 1,
-            Action::Ignored(_) => self.ignored += 1,
-            Action::Delete | Action::Leftover => {
-                if deleted {
-                    self.bytes += bytes;
-                    if matches!(act, Action::Leftover) {
+    fn count(&mut self, rec: &Prune) {
+        if rec.error.is_some() {
+            self.exit = self.exit.worst(Exit::Failure);
+        }
+        match rec.action {
+            PruneAction::Keep => self.kept += 1,
+            PruneAction::Corrupt => {
+                self.corrupt += 1;
+                self.exit = self.exit.worst(Exit::CheckFailed);
+            }
+            PruneAction::Ignored => self.ignored += 1,
+            PruneAction::Delete | PruneAction::Leftover => {
+                if rec.deleted == Some(true) {
+                    self.bytes += rec.bytes.unwrap_or(0);
+                    if rec.action == PruneAction::Leftover {
                         self.leftovers += 1;
                     } else {
                         self.deleted += 1;
@@ -386,97 +410,78 @@ impl Tally {
             }
         }
     }
-}
 
-/// Read stdin only when something was piped or redirected into it, so a
-/// prune started from a terminal or by systemd (stdin /dev/null) never waits.
-fn stdin_has_records() -> bool {
-    if std::io::stdin().is_terminal() {
-        return false;
-    }
-    match fs::metadata("/proc/self/fd/0") {
-        Ok(m) => m.file_type().is_fifo() || m.is_file(),
-        Err(_) => false,
+    fn counts(&self, dry_run: bool, held: Option<&str>) -> PruneCounts {
+        PruneCounts {
+            kept: self.kept,
+            deleted: self.deleted,
+            corrupt: self.corrupt,
+            ignored: self.ignored,
+            leftovers_removed: self.leftovers,
+            bytes_freed: self.bytes,
+            dry_run,
+            held: held.map(str::to_string),
+            would_delete: held.map(|_| self.would_delete),
+        }
     }
 }
 
 fn read_verdicts(
-    rd: impl Iterator<Item = std::result::Result<Fields, reader::LineError>>,
+    rd: impl Iterator<Item = Result<Line, LineError>>,
     root: &Path,
     em: &mut Emitter,
     v: &mut Verdicts,
-    source: String,
-) {
-    for (i, item) in rd.enumerate() {
-        let rec: Fields = match item {
-            Ok(r) => r,
+    source: &str,
+) -> Result<(), Error> {
+    for item in rd {
+        let line = match item {
+            Ok(l) => l,
             Err(e) => {
                 v.input_errors += 1;
-                em.emit("error", &fields! {"ok" => false, "source" => source, "line" => e.line, "message" => e.to_string()});
+                em.emit(&ErrorRecord::new(e.to_string()).line(e.line, Some(source)))?;
                 continue;
             }
         };
-        let event = rec.get("event").and_then(|e| e.as_str()).unwrap_or("");
-        if event == "error" {
-            v.upstream_failed = true;
-            continue;
-        }
-        if event != "verify" {
-            continue;
-        }
-        let ok = rec.get("ok").and_then(|o| o.as_bool()).unwrap_or(false);
-        let name = match rec.get("path").and_then(|p| p.as_str()) {
-            Some(p) => {
-                let p = PathBuf::from(p);
-                let parent = p.parent().and_then(|d| d.canonicalize().ok());
-                if parent.as_deref() != Some(root) {
+        match line.event() {
+            "error" => v.upstream_failed = true,
+            "verify" => {
+                if let Err(e) = read_verdict(&line, root, v) {
                     v.input_errors += 1;
-                    em.emit(
-                        "error",
-                        &fields! {"ok" => false, "source" => source, "line" => i + 1,
-                                  "message" => format!("{} is not directly under {}; refused", p.display(), root.display())},
-                    );
-                    continue;
+                    em.emit(&ErrorRecord::new(e.to_string()).line(e.line, Some(source)))?;
                 }
-                p.file_name().map(|n| n.to_string_lossy().into_owned())
             }
-            None => rec.get("set").and_then(|s| s.as_str()).map(str::to_string),
-        };
-        let Some(name) = name else { continue };
-        let why = if ok {
-            String::new()
-        } else {
-            failed_detail(&rec)
-        };
-        v.by_set.insert(name, (ok, why));
+            _ => {}
+        }
     }
+    Ok(())
 }
 
-/// "failed verification: sha256 db.dump.gz, ..." from a verify record.
-fn failed_detail(rec: &Fields) -> String {
-    let failed: Vec<String> = rec
-        .get("checks")
-        .and_then(|c| c.as_array())
-        .map(|a| {
-            a.iter()
-                .filter(|c| c["ok"] == false)
-                .map(|c| {
-                    format!(
-                        "{} {}",
-                        c["name"].as_str().unwrap_or("?"),
-                        c["file"].as_str().unwrap_or("")
-                    )
-                    .trim()
-                    .to_string()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if failed.is_empty() {
-        "failed verification".into()
-    } else {
-        format!("failed verification: {}", failed.join(", "))
+/// One `verify` record's verdict on a set directly under the root.
+fn read_verdict(line: &Line, root: &Path, v: &mut Verdicts) -> Result<(), LineError> {
+    let rec: Verify = line.parse()?;
+    let p = PathBuf::from(&rec.path);
+    let parent = p.parent().and_then(|d| d.canonicalize().ok());
+    if parent.as_deref() != Some(root) {
+        return Err(LineError {
+            line: line.number,
+            msg: format!(
+                "{} is not directly under {}; refused",
+                p.display(),
+                root.display()
+            ),
+        });
     }
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or(rec.set.clone());
+    let why = if rec.ok {
+        String::new()
+    } else {
+        rec.failure_detail()
+    };
+    v.by_set.insert(name, (rec.ok, why));
+    Ok(())
 }
 
 /// Delete entries crash-safely: each set is first renamed to a hidden
@@ -488,7 +493,7 @@ fn delete_all(
     entries: &[scan::Entry],
     decisions: &[plan::Decision],
     doomed: &[usize],
-) -> HashMap<usize, std::result::Result<u64, String>> {
+) -> HashMap<usize, Result<u64, String>> {
     let mut results = HashMap::new();
     let mut trash: Vec<(usize, PathBuf, bool)> = Vec::new();
     for &k in doomed {

@@ -158,10 +158,16 @@ fn refusals_are_one_line_usage_errors() {
     );
 }
 
-fn verify_line(root: &Path, name: &str, ok: bool) -> String {
+/// A whole verify record, as verify-backup writes it (prune reads typed
+/// records: a partial one is an input error that holds deletion).
+fn verify_record(path: &Path, name: &str, ok: bool) -> serde_json::Value {
     serde_json::json!({"event": "verify", "tool": "verify-backup", "ok": ok, "set": name,
-        "path": root.join(name), "checks": [{"name": "sha256", "file": "db.dump.gz", "ok": ok, "detail": ""}]})
-    .to_string()
+        "path": path, "depth": "structural", "failed_checks": u8::from(!ok), "duration_s": 0.1,
+        "checks": [{"name": "sha256", "file": "db.dump.gz", "ok": ok, "detail": ""}]})
+}
+
+fn verify_line(root: &Path, name: &str, ok: bool) -> String {
+    verify_record(&root.join(name), name, ok).to_string()
 }
 
 #[test]
@@ -207,9 +213,12 @@ fn verification_records_on_stdin_are_used_and_bad_input_holds_deletion() {
     ten_days(&root);
     let good = verify_line(&root, "app-20261123T030000Z", true);
     // A record naming a path outside the root is refused, and nothing is deleted.
-    let outside =
-        serde_json::json!({"event": "verify", "ok": false, "path": "/etc/app-20261123T030000Z"})
-            .to_string();
+    let outside = verify_record(
+        Path::new("/etc/app-20261123T030000Z"),
+        "app-20261123T030000Z",
+        false,
+    )
+    .to_string();
     let out = with_stdin(
         prune(&root).args(["--keep-last", "1"]),
         &format!("{good}\n{outside}\n"),

@@ -12,55 +12,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use flate2::bufread::MultiGzDecoder;
-use opskit::backupset::{self, FileEntry, FileKind, Manifest};
+use opskit::backupset::{self, DumpFormat, FileEntry, FileKind, Manifest};
 use opskit::gz::HashedReader;
 use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
-use serde::Serialize;
 
-/// The outcome of one check.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    pub ok: bool,
-    pub detail: String,
-}
-
-impl Check {
-    pub fn pass(name: &'static str, file: Option<&str>, detail: impl Into<String>) -> Self {
-        Check {
-            name,
-            file: file.map(str::to_string),
-            ok: true,
-            detail: detail.into(),
-        }
-    }
-    pub fn fail(name: &'static str, file: Option<&str>, detail: impl Into<String>) -> Self {
-        Check {
-            ok: false,
-            ..Self::pass(name, file, detail)
-        }
-    }
-}
-
-/// How deep to look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Depth {
-    Quick,
-    Structural,
-    Restore,
-}
-
-impl Depth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Depth::Quick => "quick",
-            Depth::Structural => "structural",
-            Depth::Restore => "restore",
-        }
-    }
-}
+pub use opskit::records::{Depth, SetCheck as Check, SetCheckName as Name};
 
 /// Set-level checks that need no file contents: permissions, unlisted
 /// files, and SHA256SUMS agreeing with the manifest.
@@ -95,30 +51,30 @@ pub fn layout(set: &Path, m: &Manifest, manifest_sha: &str) -> Vec<Check> {
             }
         }
         Err(e) => out.push(Check::fail(
-            "unlisted",
+            Name::Unlisted,
             None,
             format!("cannot list the set: {e}"),
         )),
     }
     out.push(if loose.is_empty() {
         Check::pass(
-            "permissions",
+            Name::Permissions,
             None,
             "set 0700-like, files not group/world readable",
         )
     } else {
         Check::fail(
-            "permissions",
+            Name::Permissions,
             None,
             format!("group/world access: {}", loose.join(", ")),
         )
     });
     unlisted.sort();
     out.push(if unlisted.is_empty() {
-        Check::pass("unlisted", None, "no files beyond the manifest")
+        Check::pass(Name::Unlisted, None, "no files beyond the manifest")
     } else {
         Check::fail(
-            "unlisted",
+            Name::Unlisted,
             None,
             format!("files not in the manifest: {}", unlisted.join(", ")),
         )
@@ -134,8 +90,14 @@ fn sums(set: &Path, m: &Manifest, manifest_sha: &str) -> Check {
     let path = set.join(backupset::SUMS);
     let text = match fs::read(&path) {
         Ok(t) if t.len() < 1 << 20 => String::from_utf8_lossy(&t).into_owned(),
-        Ok(_) => return Check::fail("sums", Some(backupset::SUMS), "too large"),
-        Err(e) => return Check::fail("sums", Some(backupset::SUMS), format!("cannot read: {e}")),
+        Ok(_) => return Check::fail(Name::Sums, Some(backupset::SUMS), "too large"),
+        Err(e) => {
+            return Check::fail(
+                Name::Sums,
+                Some(backupset::SUMS),
+                format!("cannot read: {e}"),
+            );
+        }
     };
     let mut want: Vec<(String, String)> = m
         .files
@@ -145,7 +107,11 @@ fn sums(set: &Path, m: &Manifest, manifest_sha: &str) -> Check {
     want.push((backupset::MANIFEST.into(), manifest_sha.into()));
     let expected = backupset::sums_text(&want);
     if text == expected {
-        Check::pass("sums", Some(backupset::SUMS), "agrees with the manifest")
+        Check::pass(
+            Name::Sums,
+            Some(backupset::SUMS),
+            "agrees with the manifest",
+        )
     } else {
         let mut problems = Vec::new();
         for (name, sha) in &want {
@@ -158,7 +124,7 @@ fn sums(set: &Path, m: &Manifest, manifest_sha: &str) -> Check {
         } else {
             format!("wrong or missing entries for {}", problems.join(", "))
         };
-        Check::fail("sums", Some(backupset::SUMS), detail)
+        Check::fail(Name::Sums, Some(backupset::SUMS), detail)
     }
 }
 
@@ -176,11 +142,11 @@ pub fn file(
     let meta = match path.symlink_metadata() {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return vec![Check::fail("exists", Some(name), "missing")];
+            return vec![Check::fail(Name::Exists, Some(name), "missing")];
         }
         Err(e) => {
             return vec![Check::fail(
-                "exists",
+                Name::Exists,
                 Some(name),
                 format!("cannot stat: {e}"),
             )];
@@ -188,17 +154,17 @@ pub fn file(
     };
     if !meta.is_file() {
         return vec![Check::fail(
-            "exists",
+            Name::Exists,
             Some(name),
             "not a regular file (a symlink or directory)",
         )];
     }
     let mut out = Vec::new();
     out.push(if meta.len() == f.bytes {
-        Check::pass("size", Some(name), format!("{} bytes", f.bytes))
+        Check::pass(Name::Size, Some(name), format!("{} bytes", f.bytes))
     } else {
         Check::fail(
-            "size",
+            Name::Size,
             Some(name),
             format!("expected {} bytes, found {}", f.bytes, meta.len()),
         )
@@ -207,7 +173,7 @@ pub fn file(
         Ok(fh) => fh,
         Err(e) => {
             out.push(Check::fail(
-                "sha256",
+                Name::Sha256,
                 Some(name),
                 format!("cannot open: {e}"),
             ));
@@ -219,13 +185,13 @@ pub fn file(
         out.extend(structure(&mut reader, f, m, pg_restore));
     }
     out.push(match reader.finish() {
-        Ok((_, sha)) if sha == f.sha256 => Check::pass("sha256", Some(name), "matches"),
+        Ok((_, sha)) if sha == f.sha256 => Check::pass(Name::Sha256, Some(name), "matches"),
         Ok((_, sha)) => Check::fail(
-            "sha256",
+            Name::Sha256,
             Some(name),
             format!("expected {}, found {sha}", f.sha256),
         ),
-        Err(e) => Check::fail("sha256", Some(name), format!("read error: {e}")),
+        Err(e) => Check::fail(Name::Sha256, Some(name), format!("read error: {e}")),
     });
     out
 }
@@ -238,7 +204,7 @@ fn structure(
     pg_restore: Option<&PgTool>,
 ) -> Vec<Check> {
     let name = f.name.as_str();
-    let gz = f.compression.as_deref() == Some("gzip");
+    let gz = f.compression == Some(opskit::backupset::Codec::Gzip);
     let mut content: Box<dyn Read + '_> = if gz {
         Box::new(MultiGzDecoder::new(BufReader::with_capacity(
             256 * 1024,
@@ -250,12 +216,12 @@ fn structure(
     let db_format = m
         .database
         .as_ref()
-        .map(|d| d.format.as_str())
-        .unwrap_or("custom");
+        .map(|d| d.format)
+        .unwrap_or(DumpFormat::Custom);
     let mut checks = Vec::new();
     let outcome = match f.kind {
         FileKind::Files => tar_walk(&mut content, f, &mut checks),
-        FileKind::Database if db_format == "custom" => {
+        FileKind::Database if db_format == DumpFormat::Custom => {
             toc(&mut content, name, pg_restore, &mut checks)
         }
         FileKind::Database => marker(
@@ -273,13 +239,13 @@ fn structure(
     };
     if let Err(e) = outcome {
         checks.push(Check::fail(
-            if gz { "gzip" } else { "read" },
+            if gz { Name::Gzip } else { Name::Read },
             Some(name),
             format!("stream broken: {e}"),
         ));
     } else if gz {
         checks.push(Check::pass(
-            "gzip",
+            Name::Gzip,
             Some(name),
             "every member inflates with valid CRC and length",
         ));
@@ -307,13 +273,13 @@ fn marker(src: &mut dyn Read, name: &str, want: &str, checks: &mut Vec<Check>) -
     let text = String::from_utf8_lossy(&tail);
     checks.push(if text.contains(want) {
         Check::pass(
-            "complete",
+            Name::Complete,
             Some(name),
             format!("{total} bytes, ends with pg_dump's completion marker"),
         )
     } else {
         Check::fail(
-            "complete",
+            Name::Complete,
             Some(name),
             format!("no '{want}' near the end: the dump was cut short"),
         )
@@ -341,12 +307,12 @@ fn tar_walk(src: &mut dyn Read, f: &FileEntry, checks: &mut Vec<Check>) -> io::R
             io::copy(src, &mut io::sink())?;
             checks.push(match f.entries {
                 Some(n) if n != count => Check::fail(
-                    "tar",
+                    Name::Tar,
                     Some(name),
                     format!("expected {n} entries, found {count}"),
                 ),
                 _ => Check::pass(
-                    "tar",
+                    Name::Tar,
                     Some(name),
                     format!("{count} entries, every one readable"),
                 ),
@@ -355,7 +321,7 @@ fn tar_walk(src: &mut dyn Read, f: &FileEntry, checks: &mut Vec<Check>) -> io::R
         }
         Err(e) => {
             checks.push(Check::fail(
-                "tar",
+                Name::Tar,
                 Some(name),
                 format!("archive broken after {count} entries: {e}"),
             ));
@@ -375,7 +341,7 @@ fn toc(
 ) -> io::Result<()> {
     let Some(tool) = pg_restore else {
         checks.push(Check::fail(
-            "toc",
+            Name::Toc,
             Some(name),
             "no pg_restore available to list the dump",
         ));
@@ -391,7 +357,7 @@ fn toc(
         Ok(c) => ChildGuard(Some(c)),
         Err(e) => {
             checks.push(Check::fail(
-                "toc",
+                Name::Toc,
                 Some(name),
                 format!("cannot run pg_restore: {e}"),
             ));
@@ -434,16 +400,16 @@ fn toc(
         .count();
     checks.push(match status {
         Ok(s) if s.success() && listing.contains("Format: CUSTOM") => Check::pass(
-            "toc",
+            Name::Toc,
             Some(name),
             format!("pg_restore --list: {entries} entries"),
         ),
         Ok(_) => Check::fail(
-            "toc",
+            Name::Toc,
             Some(name),
             format!("pg_restore --list failed: {msg}"),
         ),
-        Err(e) => Check::fail("toc", Some(name), format!("pg_restore --list: {e}")),
+        Err(e) => Check::fail(Name::Toc, Some(name), format!("pg_restore --list: {e}")),
     });
     match read_err {
         Some(e) => Err(e),

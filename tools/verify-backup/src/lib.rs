@@ -12,14 +12,17 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use clap::Parser;
+use opskit::backupset::DumpFormat;
 use opskit::backupset::{self, Manifest};
 use opskit::cli::{ToolArgs, Verbosity};
 use opskit::pgconn::ConnSpec;
 use opskit::pgtools::{self, PgTool};
-use opskit::record::{Fields, pass_through};
-use opskit::{Emitter, Error, Exit, IoContext, Result, fields, reader};
+use opskit::reader::{self, Line, LineError};
+use opskit::record::Fields;
+use opskit::records::{Backup, ErrorRecord, Verify, VerifyCounts};
+use opskit::{Done, Emitter, Error, Exit, IoContext, Result};
 
-use crate::checks::{Check, Depth};
+use crate::checks::{Check, Depth, Name};
 
 /// Prove backup sets are whole and restore.
 ///
@@ -81,8 +84,30 @@ struct Job {
     incoming: Option<Fields>,
 }
 
-pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
-    let start = Instant::now();
+/// The run's counts and status as the sets are verified.
+struct Tally {
+    exit: Exit,
+    counts: VerifyCounts,
+}
+
+impl Tally {
+    fn error(&mut self) {
+        self.counts.errors += 1;
+        self.exit = self.exit.worst(Exit::Failure);
+    }
+    fn verified(&mut self, ok: bool) {
+        self.counts.sets += 1;
+        if ok {
+            self.counts.passed += 1;
+        } else {
+            self.counts.failed += 1;
+            self.exit = self.exit.worst(Exit::CheckFailed);
+        }
+    }
+}
+
+/// Run verify-backup: find the sets, verify each, record and report.
+pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
     let depth = if args.quick {
         Depth::Quick
     } else if args.restore_into.is_some() {
@@ -90,128 +115,139 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Exit, Error> {
     } else {
         Depth::Structural
     };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let target = match &args.restore_into {
-        Some(url) => {
-            let t = restore::Target {
-                spec: ConnSpec::resolve(Some(url))?,
-                bindir: args.pg_bindir.clone(),
-                interrupted: Arc::clone(&interrupted),
-            };
-            t.check_reachable()?;
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, Arc::clone(&interrupted))
-                    .map_err(|e| Error::failure(format!("installing signal handler: {e}")))?;
-            }
-            Some(t)
-        }
-        None => None,
-    };
-
-    let mut exit = Exit::Ok;
-    let (mut passed, mut failed, mut errors) = (0u64, 0u64, 0u64);
-    let mut jobs = Vec::new();
-    if let Some(root) = &args.latest {
-        let set = latest(root)?;
-        jobs.push(Job {
-            path: set,
-            incoming: None,
-        });
-    } else if args.sets.is_empty() || args.sets == ["-"] {
-        let mut rd = reader::open(None)?;
-        for item in rd.by_ref() {
-            match item {
-                Ok(rec) => match job_from_record(rec) {
-                    Some(Ok(job)) => jobs.push(job),
-                    Some(Err(upstream)) => {
-                        // An upstream failure: pass it on and remember it.
-                        errors += 1;
-                        exit = exit.worst(Exit::Failure);
-                        let msg = upstream
-                            .get("message")
-                            .and_then(|m| m.as_str())
-                            .unwrap_or("upstream step failed")
-                            .to_string();
-                        em.emit(
-                            "error",
-                            &pass_through(&upstream, fields! {"ok" => false, "message" => msg}),
-                        );
-                    }
-                    None => {}
-                },
-                Err(e) => {
-                    errors += 1;
-                    exit = exit.worst(Exit::Failure);
-                    log::error!("stdin {e}");
-                    em.emit(
-                        "error",
-                        &fields! {"ok" => false, "line" => e.line, "message" => e.to_string()},
-                    );
-                }
-            }
-        }
-        if let Some(e) = rd.take_io_error() {
-            return Err(e);
-        }
-    } else {
-        for s in &args.sets {
-            jobs.push(Job {
-                path: PathBuf::from(s),
-                incoming: None,
-            });
-        }
-    }
-
-    for job in jobs {
-        let rec = verify_set(&job.path, depth, args.pg_bindir.as_deref(), target.as_ref())?;
-        let ok = rec["ok"] == true;
-        if ok {
-            passed += 1;
-        } else {
-            failed += 1;
-            exit = exit.worst(Exit::CheckFailed);
-        }
-        let out = match &job.incoming {
-            Some(inc) => pass_through(inc, rec),
-            None => rec,
-        };
-        if let Some(r) = &args.record {
-            append_record(Path::new(r), &job.path, em, &out)?;
-        }
-        em.emit("verify", &out);
-    }
-    em.emit(
-        "summary",
-        &fields! {
-            "ok" => exit == Exit::Ok,
-            "sets" => passed + failed,
-            "passed" => passed,
-            "failed" => failed,
-            "errors" => errors,
-            "depth" => depth.as_str(),
-            "duration_s" => opskit::record::secs(start.elapsed()),
+    let target = restore_target(&args)?;
+    let mut tally = Tally {
+        exit: Exit::Ok,
+        counts: VerifyCounts {
+            sets: 0,
+            passed: 0,
+            failed: 0,
+            errors: 0,
+            depth,
         },
-    );
-    Ok(exit)
+    };
+    let jobs = jobs(&args, em, &mut tally)?;
+    for job in jobs {
+        let mut rec = verify_set(&job.path, depth, args.pg_bindir.as_deref(), target.as_ref())?;
+        tally.verified(rec.ok);
+        if let Some(inc) = job.incoming {
+            rec.extra = inc;
+        }
+        if let Some(r) = &args.record {
+            append_record(Path::new(r), &job.path, em, &rec)?;
+        }
+        em.emit(&rec)?;
+    }
+    Ok(Done::new(tally.exit, tally.counts))
 }
 
-/// A record names a set by `path` (pgbackup's `backup`, another `verify`).
-/// `Some(Err)` is an upstream failure to pass on; `None` is nothing to do.
-fn job_from_record(rec: Fields) -> Option<std::result::Result<Job, Fields>> {
-    let event = rec.get("event").and_then(|v| v.as_str()).unwrap_or("");
-    if event == "summary" {
-        return None;
+/// With `--restore-into`: the server to restore on, checked reachable,
+/// with SIGINT/SIGTERM turned into a flag the restore watches.
+fn restore_target(args: &Args) -> Result<Option<restore::Target>> {
+    let Some(url) = &args.restore_into else {
+        return Ok(None);
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let t = restore::Target {
+        spec: ConnSpec::resolve(Some(url))?,
+        bindir: args.pg_bindir.clone(),
+        interrupted: Arc::clone(&interrupted),
+    };
+    t.check_reachable()?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&interrupted))
+            .map_err(|e| Error::failure(format!("installing signal handler: {e}")))?;
     }
-    if event == "error"
-        || rec.get("ok") == Some(&serde_json::Value::Bool(false)) && rec.get("path").is_none()
-    {
-        return Some(Err(rec));
+    Ok(Some(t))
+}
+
+/// The sets to verify: `--latest`, the operands, or the records on stdin.
+fn jobs(args: &Args, em: &mut Emitter, tally: &mut Tally) -> Result<Vec<Job>> {
+    if let Some(root) = &args.latest {
+        return Ok(vec![Job {
+            path: latest(root)?,
+            incoming: None,
+        }]);
     }
-    let path = rec.get("path").and_then(|p| p.as_str())?;
-    Some(Ok(Job {
-        path: PathBuf::from(path),
-        incoming: Some(rec.clone()),
-    }))
+    if !(args.sets.is_empty() || args.sets == ["-"]) {
+        return Ok(args
+            .sets
+            .iter()
+            .map(|s| Job {
+                path: PathBuf::from(s),
+                incoming: None,
+            })
+            .collect());
+    }
+    let mut rd = reader::open(None)?;
+    let mut jobs = Vec::new();
+    for item in rd.by_ref() {
+        match item.and_then(|line| job_from_record(&line)) {
+            Ok(Named::Set(job)) => jobs.push(job),
+            Ok(Named::Nothing) => {}
+            Ok(Named::Upstream(rec)) => {
+                // An upstream failure: pass it on and remember it.
+                tally.error();
+                em.emit(&rec)?;
+            }
+            Err(e) => {
+                tally.error();
+                log::error!("stdin {e}");
+                em.emit(&ErrorRecord::new(e.to_string()).line(e.line, None))?;
+            }
+        }
+    }
+    match rd.take_io_error() {
+        Some(e) => Err(e),
+        None => Ok(jobs),
+    }
+}
+
+/// What an input record names.
+enum Named {
+    Set(Job),
+    Upstream(ErrorRecord),
+    Nothing,
+}
+
+/// The fields verify-backup reads from a record of a kind it does not know.
+#[derive(serde::Deserialize)]
+struct AnyRecord {
+    path: Option<String>,
+    ok: Option<bool>,
+    message: Option<String>,
+}
+
+/// A record names a set by `path` (pgbackup's `backup`, another `verify`);
+/// an `error` record, or one that failed without naming a set, is an
+/// upstream failure to pass on.
+fn job_from_record(line: &Line) -> std::result::Result<Named, LineError> {
+    let set = |path: String| {
+        Named::Set(Job {
+            path: PathBuf::from(path),
+            incoming: Some(line.fields.clone()),
+        })
+    };
+    Ok(match line.event() {
+        "summary" => Named::Nothing,
+        "backup" => set(line.parse::<Backup>()?.path),
+        "verify" => set(line.parse::<Verify>()?.path),
+        "error" => Named::Upstream(line.parse::<ErrorRecord>()?),
+        _ => {
+            let r: AnyRecord = line.parse()?;
+            match (r.path, r.ok) {
+                (Some(p), _) => set(p),
+                (None, Some(false)) => {
+                    let mut e = ErrorRecord::new(
+                        r.message.unwrap_or_else(|| "upstream step failed".into()),
+                    );
+                    e.extra = line.fields.clone();
+                    Named::Upstream(e)
+                }
+                (None, _) => Named::Nothing,
+            }
+        }
+    })
 }
 
 /// The newest complete set (one with a manifest) under `root`.
@@ -239,79 +275,71 @@ fn verify_set(
     depth: Depth,
     bindir: Option<&Path>,
     target: Option<&restore::Target>,
-) -> Result<Fields> {
+) -> Result<Verify> {
     let start = Instant::now();
     let set_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut checks: Vec<Check> = Vec::new();
-    let mut extra = Fields::new();
+    let mut rec = Verify {
+        extra: Fields::new(),
+        ok: false,
+        set: set_name,
+        path: path.display().to_string(),
+        depth,
+        failed_checks: 0,
+        created_at: None,
+        bytes: None,
+        restore_s: None,
+        checks: Vec::new(),
+        duration_s: 0.0,
+    };
     match load(path) {
-        Err(c) => checks.push(c),
+        Err(c) => rec.checks.push(c),
         Ok((m, manifest_sha)) => {
-            checks.push(Check::pass(
-                "manifest",
+            rec.checks.push(Check::pass(
+                Name::Manifest,
                 Some(backupset::MANIFEST),
                 format!("{} files listed", m.files.len()),
             ));
-            checks.extend(checks::layout(path, &m, &manifest_sha));
+            rec.checks.extend(checks::layout(path, &m, &manifest_sha));
             let pg_restore = (depth >= Depth::Structural)
                 .then(|| find_pg_restore(&m, bindir))
                 .flatten();
             for f in &m.files {
-                checks.extend(checks::file(path, f, &m, depth, pg_restore.as_ref()));
+                rec.checks
+                    .extend(checks::file(path, f, &m, depth, pg_restore.as_ref()));
             }
-            extra.insert("created_at".into(), serde_json::json!(m.started_at));
-            extra.insert(
-                "bytes".into(),
-                serde_json::json!(m.files.iter().map(|f| f.bytes).sum::<u64>()),
-            );
+            rec.created_at = Some(m.started_at);
+            rec.bytes = Some(m.files.iter().map(|f| f.bytes).sum());
             if let Some(t) = target {
-                if checks.iter().all(|c| c.ok) {
-                    let (more, secs) = t.test(path, &m)?;
-                    checks.extend(more);
-                    if let Some(s) = secs {
-                        extra.insert("restore_s".into(), serde_json::json!(s));
-                    }
-                } else {
-                    checks.push(Check::fail(
-                        "restore",
-                        None,
-                        "not attempted: the set is damaged",
-                    ));
-                }
+                restore_test(t, path, &m, &mut rec)?;
             }
         }
     }
-    let ok = checks.iter().all(|c| c.ok);
-    let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
-    for c in &failed {
-        log::error!(
-            "{}: {} {}: {}",
-            set_name,
-            c.name,
-            c.file.as_deref().unwrap_or(""),
-            c.detail
-        );
+    rec.ok = rec.checks.iter().all(|c| c.ok);
+    rec.failed_checks = rec.checks.iter().filter(|c| !c.ok).count();
+    for c in rec.checks.iter().filter(|c| !c.ok) {
+        log::error!("{}: {}: {}", rec.set, c.label(), c.detail);
     }
-    let mut rec = fields! {
-        "ok" => ok,
-        "set" => set_name,
-        "path" => path.display().to_string(),
-        "depth" => depth.as_str(),
-        "failed_checks" => failed.len(),
-    };
-    rec.extend(extra);
-    rec.insert(
-        "checks".into(),
-        serde_json::to_value(&checks).unwrap_or_default(),
-    );
-    rec.insert(
-        "duration_s".into(),
-        serde_json::json!(opskit::record::secs(start.elapsed())),
-    );
+    rec.duration_s = opskit::record::secs(start.elapsed());
     Ok(rec)
+}
+
+/// The restore depth, on a set whose other checks all passed.
+fn restore_test(t: &restore::Target, path: &Path, m: &Manifest, rec: &mut Verify) -> Result<()> {
+    if !rec.checks.iter().all(|c| c.ok) {
+        rec.checks.push(Check::fail(
+            Name::Restore,
+            None,
+            "not attempted: the set is damaged",
+        ));
+        return Ok(());
+    }
+    let (more, secs) = t.test(path, m)?;
+    rec.checks.extend(more);
+    rec.restore_s = secs;
+    Ok(())
 }
 
 /// Read the manifest and its hash; a missing or bad manifest is the one
@@ -319,18 +347,18 @@ fn verify_set(
 fn load(path: &Path) -> std::result::Result<(Manifest, String), Check> {
     if !path.is_dir() {
         return Err(Check::fail(
-            "manifest",
+            Name::Manifest,
             None,
             format!("{} is not a directory", path.display()),
         ));
     }
     backupset::read_manifest(path)
-        .map_err(|e| Check::fail("manifest", Some(backupset::MANIFEST), e.msg))
+        .map_err(|e| Check::fail(Name::Manifest, Some(backupset::MANIFEST), e.msg))
 }
 
 fn find_pg_restore(m: &Manifest, bindir: Option<&Path>) -> Option<PgTool> {
     let db = m.database.as_ref()?;
-    if db.format != "custom" {
+    if db.format != DumpFormat::Custom {
         return None;
     }
     let major = pgtools::major_of_num(db.server_version_num);
@@ -344,7 +372,7 @@ fn find_pg_restore(m: &Manifest, bindir: Option<&Path>) -> Option<PgTool> {
 }
 
 /// Append one result line to the result log (0600, locked, fsynced).
-fn append_record(file: &Path, set: &Path, em: &Emitter, rec: &Fields) -> Result<()> {
+fn append_record(file: &Path, set: &Path, em: &Emitter, rec: &Verify) -> Result<()> {
     let path = if file.as_os_str().is_empty() {
         set.parent()
             .unwrap_or(Path::new("."))
@@ -359,7 +387,7 @@ fn append_record(file: &Path, set: &Path, em: &Emitter, rec: &Fields) -> Result<
         .open(&path)
         .at("opening result log", &path)?;
     f.lock().at("locking", &path)?;
-    let mut line = em.render("verify", rec);
+    let mut line = em.render(rec);
     line.push('\n');
     f.write_all(line.as_bytes()).at("appending to", &path)?;
     f.sync_data().at("syncing", &path)

@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use flate2::bufread::MultiGzDecoder;
-use opskit::backupset::Manifest;
+use opskit::backupset::{DumpFormat, Manifest};
 use opskit::pgcatalog::{quote_ident, table_row_counts};
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, ChildGuard, StderrTail};
 use opskit::{Error, Result};
 
-use crate::checks::Check;
+use crate::checks::{Check, Name};
 
 /// Where restore tests go.
 pub struct Target {
@@ -65,12 +65,12 @@ impl Target {
     pub fn test(&self, set: &Path, m: &Manifest) -> Result<(Vec<Check>, Option<f64>)> {
         let Some(db) = &m.database else {
             return Ok((
-                vec![Check::pass("restore", None, "no database in this set")],
+                vec![Check::pass(Name::Restore, None, "no database in this set")],
                 None,
             ));
         };
         let major = pgtools::major_of_num(db.server_version_num);
-        let tool_name = if db.format == "plain" {
+        let tool_name = if db.format == DumpFormat::Plain {
             "psql"
         } else {
             "pg_restore"
@@ -106,7 +106,7 @@ impl Target {
         let start = Instant::now();
         let mut cmd = Command::new(&tool.path);
         self.spec.with_dbname(&name).configure_child(&mut cmd);
-        if db.format == "plain" {
+        if db.format == DumpFormat::Plain {
             cmd.args([
                 "-X",
                 "--quiet",
@@ -130,12 +130,12 @@ impl Target {
         let mut checks = Vec::new();
         match restored {
             Ok(()) => checks.push(Check::pass(
-                "restore",
+                Name::Restore,
                 Some(&db.file),
                 format!("restored in {secs:.3}s with {tool_name}"),
             )),
             Err(msg) => {
-                checks.push(Check::fail("restore", Some(&db.file), msg));
+                checks.push(Check::fail(Name::Restore, Some(&db.file), msg));
                 return Ok((checks, Some(secs)));
             }
         }
@@ -219,10 +219,10 @@ impl Target {
         });
         let found = match counted {
             Ok(f) => f,
-            Err(e) => return vec![Check::fail("tables_readable", None, e.msg)],
+            Err(e) => return vec![Check::fail(Name::TablesReadable, None, e.msg)],
         };
         let mut out = vec![Check::pass(
-            "tables_readable",
+            Name::TablesReadable,
             None,
             format!(
                 "{} tables read, {} rows",
@@ -232,7 +232,7 @@ impl Target {
         )];
         let Some(expected) = expected else {
             out.push(Check::pass(
-                "row_counts",
+                Name::RowCounts,
                 None,
                 "no counts in the manifest (pgbackup --row-counts records them)",
             ));
@@ -251,12 +251,12 @@ impl Target {
         }
         out.push(if mismatches.is_empty() {
             Check::pass(
-                "row_counts",
+                Name::RowCounts,
                 None,
                 format!("{} tables match the manifest", expected.len()),
             )
         } else {
-            Check::fail("row_counts", None, mismatches.join("; "))
+            Check::fail(Name::RowCounts, None, mismatches.join("; "))
         });
         out
     }

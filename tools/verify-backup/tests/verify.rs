@@ -165,10 +165,13 @@ fn records_on_stdin_pass_their_fields_through_and_bad_lines_are_reported() {
     seed(c, &db, 100);
     let tmp = tempfile::tempdir().unwrap();
     let set = make_set(c, &db, tmp.path());
-    let input = format!(
-        "{}\nnot json at all\n[1]\n",
-        serde_json::json!({"event": "backup", "tool": "pgbackup", "ok": true, "path": set, "job": "nightly-7"})
-    );
+    // The backup record pgbackup wrote for the set, with a field of the
+    // caller's own.
+    let mut backup = serde_json::json!({"event": "backup", "tool": "pgbackup", "ok": true,
+        "set": set.file_name().unwrap().to_str(), "path": set, "database": db.name,
+        "server_version": "15", "files": [], "bytes": 0, "duration_s": 1.0});
+    backup["job"] = "nightly-7".into();
+    let input = format!("{backup}\nnot json at all\n[1]\n");
     let out = run_with_stdin(&mut verify(), &input);
     assert_eq!(
         out.code, 2,

@@ -1,11 +1,13 @@
 //! Checks on this machine: `disk:PATH`, `backup:ROOT`, `migrations:DIR`.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use opskit::backupset::{self, MANIFEST};
+use opskit::reader::RecordReader;
+use opskit::records::Verify;
 
 use super::Observation;
 use crate::spec::Check;
@@ -85,35 +87,34 @@ fn read_verify_log(file: &Path, sets: &HashMap<String, DateTime<Utc>>) -> Result
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
         Err(e) => return Err(opskit::exit::describe_io("reading", file, &e)),
     };
-    for line in BufReader::new(f).lines() {
-        let line = line.map_err(|e| opskit::exit::describe_io("reading", file, &e))?;
-        let Ok(rec) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue; // a torn last line after a crash
+    let mut rd = RecordReader::new(BufReader::new(f));
+    for line in rd.by_ref() {
+        // A torn last line after a crash, or a record of another kind.
+        let Ok(line) = line else { continue };
+        let Ok(rec) = line.parse::<Verify>() else {
+            continue;
         };
-        let ok = rec["ok"].as_bool() == Some(true);
-        v.last_ok = Some(ok);
-        let Some(at) = rec["set"]
-            .as_str()
-            .and_then(|s| sets.get(s).map(|t| (*t, s)))
-        else {
+        v.last_ok = Some(rec.ok);
+        let Some(&at) = sets.get(&rec.set) else {
             continue; // a set since pruned
         };
-        if ok {
-            if v.newest.as_ref().is_none_or(|(t, _)| at.0 >= *t) {
-                v.newest = Some((at.0, at.1.to_string()));
-            }
-            if let Some(rs) = rec["restore_s"].as_f64() {
-                let tested = rec["ts"]
-                    .as_str()
-                    .and_then(|t| t.parse::<DateTime<Utc>>().ok())
-                    .unwrap_or(at.0);
-                if v.restore.is_none_or(|(t, _)| tested >= t) {
-                    v.restore = Some((tested, rs));
-                }
+        if !rec.ok {
+            continue;
+        }
+        if v.newest.as_ref().is_none_or(|(t, _)| at >= *t) {
+            v.newest = Some((at, rec.set.clone()));
+        }
+        if let Some(rs) = rec.restore_s {
+            let tested = line.ts().unwrap_or(at);
+            if v.restore.is_none_or(|(t, _)| tested >= t) {
+                v.restore = Some((tested, rs));
             }
         }
     }
-    Ok(v)
+    match rd.take_io_error() {
+        Some(e) => Err(format!("{}: {}", file.display(), e.msg)),
+        None => Ok(v),
+    }
 }
 
 pub fn backup(c: &Check) -> Result<Observation, String> {

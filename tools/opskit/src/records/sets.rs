@@ -1,0 +1,258 @@
+//! The records of backup sets: pgbackup's `backup`, verify-backup's
+//! `verify`, prune's `prune`, and their summaries' counts.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::backupset::{FileEntry, FileKind};
+use crate::record::{Fields, Record};
+
+/// One file of a set as records show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SetFile {
+    pub name: String,
+    pub kind: FileKind,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl From<&FileEntry> for SetFile {
+    fn from(e: &FileEntry) -> Self {
+        SetFile {
+            name: e.name.clone(),
+            kind: e.kind,
+            bytes: e.bytes,
+            sha256: e.sha256.clone(),
+        }
+    }
+}
+
+/// `backup`: one per set written, after the set is in place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Backup {
+    #[serde(flatten)]
+    pub extra: Fields,
+    pub ok: bool,
+    pub set: String,
+    pub path: String,
+    pub database: String,
+    pub server_version: String,
+    pub files: Vec<SetFile>,
+    pub bytes: u64,
+    pub duration_s: f64,
+}
+
+impl Record for Backup {
+    const EVENT: &'static str = "backup";
+}
+
+/// pgbackup's summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BackupCounts {
+    pub sets: u64,
+    pub failed: u64,
+    pub bytes: u64,
+}
+
+/// How deep verify-backup looked.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Depth {
+    Quick,
+    Structural,
+    Restore,
+}
+
+impl Depth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Depth::Quick => "quick",
+            Depth::Structural => "structural",
+            Depth::Restore => "restore",
+        }
+    }
+}
+
+/// The checks verify-backup runs on a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SetCheckName {
+    Manifest,
+    Permissions,
+    Unlisted,
+    Sums,
+    Exists,
+    Size,
+    Sha256,
+    Gzip,
+    Read,
+    Tar,
+    Toc,
+    Complete,
+    Restore,
+    TablesReadable,
+    RowCounts,
+}
+
+/// The outcome of one check of a set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SetCheck {
+    pub name: SetCheckName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl SetCheck {
+    pub fn pass(name: SetCheckName, file: Option<&str>, detail: impl Into<String>) -> Self {
+        SetCheck {
+            name,
+            file: file.map(str::to_string),
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+    pub fn fail(name: SetCheckName, file: Option<&str>, detail: impl Into<String>) -> Self {
+        SetCheck {
+            ok: false,
+            ..Self::pass(name, file, detail)
+        }
+    }
+    /// `sha256 db.dump.gz`: the check and its file, for messages.
+    pub fn label(&self) -> String {
+        let n = serde_json::to_value(self.name)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        match &self.file {
+            Some(f) => format!("{n} {f}"),
+            None => n,
+        }
+    }
+}
+
+/// `verify`: one per set verified. On stdin input, the incoming record's
+/// fields that verify does not own are passed through in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Verify {
+    #[serde(flatten)]
+    pub extra: Fields,
+    pub ok: bool,
+    pub set: String,
+    pub path: String,
+    pub depth: Depth,
+    pub failed_checks: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_s: Option<f64>,
+    pub checks: Vec<SetCheck>,
+    pub duration_s: f64,
+}
+
+impl Record for Verify {
+    const EVENT: &'static str = "verify";
+}
+
+impl Verify {
+    /// "failed verification: sha256 db.dump.gz, gzip db.dump.gz".
+    pub fn failure_detail(&self) -> String {
+        let failed: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(SetCheck::label)
+            .collect();
+        if failed.is_empty() {
+            "failed verification".into()
+        } else {
+            format!("failed verification: {}", failed.join(", "))
+        }
+    }
+}
+
+/// verify-backup's summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VerifyCounts {
+    pub sets: u64,
+    pub passed: u64,
+    pub failed: u64,
+    /// Unreadable input lines and upstream failures.
+    pub errors: u64,
+    pub depth: Depth,
+}
+
+/// What prune does with an entry of the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneAction {
+    Keep,
+    Delete,
+    /// Failed verification; kept unless `--delete-corrupt`.
+    Corrupt,
+    /// Not a candidate.
+    Ignored,
+    /// An interrupted run's temporary directory.
+    Leftover,
+}
+
+/// `prune`: one per entry of the backup root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Prune {
+    pub path: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    pub action: PruneAction,
+    /// The rules that kept it (absent for leftovers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    /// Bytes freed by deleting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// For `delete`/`leftover`: whether it was actually removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<bool>,
+    /// Why a deletion failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Record for Prune {
+    const EVENT: &'static str = "prune";
+}
+
+/// prune's summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PruneCounts {
+    pub kept: u64,
+    pub deleted: u64,
+    pub corrupt: u64,
+    pub ignored: u64,
+    pub leftovers_removed: u64,
+    pub bytes_freed: u64,
+    pub dry_run: bool,
+    /// Why nothing was deleted (dry run, an upstream failure, unreadable
+    /// verification records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_delete: Option<u64>,
+}
+
+/// The summary a procedure writes for a step it did not run
+/// (`backup-system.sh`'s prune after a failed night).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Skipped {
+    pub skipped: bool,
+}
