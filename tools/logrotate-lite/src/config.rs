@@ -361,173 +361,239 @@ pub fn parse(
     cfg: &mut Config,
     depth: usize,
 ) {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut i = 0;
-    // The block being read: its patterns, options, start, and first error.
-    let mut block: Option<(Vec<String>, Opts, String, Option<ConfigError>)> = None;
-    let mut pending: Vec<String> = vec![];
-    while i < lines.len() {
-        let lineno = i + 1;
-        let at = format!("{file}:{lineno}");
-        let raw = lines[i].trim();
-        i += 1;
-        if raw.is_empty() || raw.starts_with('#') {
-            continue;
-        }
+    let mut p = Reader {
+        lines: text.lines().collect(),
+        i: 0,
+        file,
+        dir,
+        globals,
+        cfg,
+        depth,
+        block: None,
+        pending: vec![],
+    };
+    while let Some((at, ws)) = p.next_line() {
         let err = |msg: String| ConfigError {
             at: at.clone(),
             msg,
         };
-        let mut ws = match words(raw) {
-            Ok(w) => w,
-            Err(e) => {
-                let e = err(e);
-                match &mut block {
-                    Some(b) => {
-                        b.3.get_or_insert(e);
-                    }
-                    None => cfg.errors.push(e),
-                }
+        if let Some(key) = ws.first().filter(|k| SCRIPTS.contains(&k.as_str())) {
+            p.script(key, err);
+        } else if p.block.is_none() {
+            p.outside(ws, &at, err);
+        } else {
+            p.inside(&ws, err);
+        }
+    }
+    p.finish();
+}
+
+/// A block being read: its patterns, options, start, and first error.
+struct OpenBlock {
+    patterns: Vec<String>,
+    opts: Opts,
+    at: String,
+    error: Option<ConfigError>,
+}
+
+/// The state of reading one config file.
+struct Reader<'a> {
+    lines: Vec<&'a str>,
+    i: usize,
+    file: &'a str,
+    dir: &'a Path,
+    globals: &'a mut Opts,
+    cfg: &'a mut Config,
+    depth: usize,
+    block: Option<OpenBlock>,
+    /// Paths read before their block's `{`.
+    pending: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// The next line with words on it, and where it is; a line whose words
+    /// cannot be read is an error (the block's, if in one).
+    fn next_line(&mut self) -> Option<(String, Vec<String>)> {
+        while self.i < self.lines.len() {
+            let at = format!("{}:{}", self.file, self.i + 1);
+            let raw = self.lines[self.i].trim();
+            self.i += 1;
+            if raw.is_empty() || raw.starts_with('#') {
                 continue;
             }
+            match words(raw) {
+                Ok(ws) => return Some((at, ws)),
+                Err(msg) => self.error(ConfigError { at, msg }),
+            }
+        }
+        None
+    }
+
+    /// An error: the open block's first (which skips the block), or the file's.
+    fn error(&mut self, e: ConfigError) {
+        match &mut self.block {
+            Some(b) => {
+                b.error.get_or_insert(e);
+            }
+            None => self.cfg.errors.push(e),
+        }
+    }
+
+    /// A script: everything up to `endscript`.
+    fn script(&mut self, key: &str, err: impl Fn(String) -> ConfigError) {
+        let mut body = String::new();
+        let mut ended = false;
+        while self.i < self.lines.len() {
+            let l = self.lines[self.i];
+            self.i += 1;
+            if l.trim() == "endscript" {
+                ended = true;
+                break;
+            }
+            body.push_str(l);
+            body.push('\n');
+        }
+        let Some(b) = &mut self.block else {
+            self.cfg
+                .errors
+                .push(err(format!("'{key}' outside a block")));
+            return;
         };
-        // Scripts: everything up to `endscript`.
-        if let Some(key) = ws
-            .first()
-            .filter(|k| SCRIPTS.contains(&k.as_str()))
-            .cloned()
+        if !ended {
+            b.error
+                .get_or_insert(err(format!("'{key}' without 'endscript'")));
+            return;
+        }
+        let target = &mut b.opts;
+        match key {
+            "prerotate" => target.prerotate = Some(body),
+            "postrotate" => target.postrotate = Some(body),
+            "firstaction" => target.firstaction = Some(body),
+            _ => target.lastaction = Some(body),
+        }
+    }
+
+    /// Outside a block: a global directive, an include, or paths opening a
+    /// block (the '{' may end this line or be alone).
+    fn outside(&mut self, mut ws: Vec<String>, at: &str, err: impl Fn(String) -> ConfigError) {
+        // A '{' inside the line (`path { rotate 1 }`): logrotate reads the
+        // rest as the block's first directive and fails; the block is
+        // skipped, and so is what it swallows up to the next '}'.
+        if let Some(open) = ws
+            .iter()
+            .position(|w| w == "{")
+            .filter(|&i| i + 1 < ws.len())
         {
-            let mut body = String::new();
-            let mut ended = false;
-            while i < lines.len() {
-                let l = lines[i];
-                i += 1;
-                if l.trim() == "endscript" {
-                    ended = true;
-                    break;
-                }
-                body.push_str(l);
-                body.push('\n');
-            }
-            let target = match &mut block {
-                Some(b) => &mut b.1,
-                None => {
-                    cfg.errors.push(err(format!("'{key}' outside a block")));
-                    continue;
-                }
-            };
-            if !ended {
-                let e = err(format!("'{key}' without 'endscript'"));
-                block.as_mut().map(|b| b.3.get_or_insert(e));
-                continue;
-            }
-            match key.as_str() {
-                "prerotate" => target.prerotate = Some(body),
-                "postrotate" => target.postrotate = Some(body),
-                "firstaction" => target.firstaction = Some(body),
-                _ => target.lastaction = Some(body),
-            }
-            continue;
+            let mut patterns = std::mem::take(&mut self.pending);
+            patterns.extend(ws[..open].iter().cloned());
+            let e = err("'{' must end its line (a block cannot be written on one line)".into());
+            self.open(patterns, at, Some(e));
+            return;
         }
-        if block.is_none() {
-            // A '{' inside the line (`path { rotate 1 }`): logrotate reads
-            // the rest as the block's first directive and fails; the block
-            // is skipped, and so is what it swallows up to the next '}'.
-            if let Some(open) = ws
-                .iter()
-                .position(|w| w == "{")
-                .filter(|&i| i + 1 < ws.len())
-            {
-                let mut patterns = std::mem::take(&mut pending);
-                patterns.extend(ws[..open].iter().cloned());
-                let e = err("'{' must end its line (a block cannot be written on one line)".into());
-                block = Some((patterns, globals.clone(), at.clone(), Some(e)));
-                continue;
+        if ws.last().is_some_and(|w| w == "{" || w.ends_with('{')) {
+            let last = ws.pop().unwrap_or_default();
+            let head = last.trim_end_matches('{');
+            if !head.is_empty() {
+                ws.push(head.to_string());
             }
-            // Outside a block: a global directive, an include, or paths
-            // opening a block (the '{' may end this line or be alone).
-            if ws.last().is_some_and(|w| w == "{" || w.ends_with('{')) {
-                let last = ws.pop().unwrap_or_default();
-                let head = last.trim_end_matches('{');
-                if !head.is_empty() {
-                    ws.push(head.to_string());
-                }
-                pending.extend(ws);
-                let patterns = std::mem::take(&mut pending);
-                let e = patterns
-                    .is_empty()
-                    .then(|| err("a block with no log paths".into()));
-                block = Some((patterns, globals.clone(), at.clone(), e));
-                continue;
-            }
-            let key = ws[0].clone();
-            if key == "include" {
-                if depth > 20 {
-                    cfg.errors.push(err("include nested too deep".into()));
-                    continue;
-                }
-                match ws.get(1) {
-                    Some(p) => {
-                        let p = dir.join(p);
-                        read_file(&p, globals, cfg, depth + 1);
-                    }
-                    None => cfg.errors.push(err("include needs a path".into())),
-                }
-                continue;
-            }
-            if key.starts_with('/')
-                || key.starts_with('"')
-                || key.contains('*')
-                || key.starts_with('~')
-            {
-                pending.extend(ws);
-                continue;
-            }
-            match directive(globals, &key, &ws[1..]) {
+            self.pending.extend(ws);
+            let patterns = std::mem::take(&mut self.pending);
+            let e = patterns
+                .is_empty()
+                .then(|| err("a block with no log paths".into()));
+            self.open(patterns, at, e);
+            return;
+        }
+        let key = ws[0].clone();
+        if key == "include" {
+            self.include(ws.get(1), err);
+        } else if key.starts_with('/')
+            || key.starts_with('"')
+            || key.contains('*')
+            || key.starts_with('~')
+        {
+            self.pending.extend(ws);
+        } else {
+            match directive(self.globals, &key, &ws[1..]) {
                 Ok(true) => {}
-                Ok(false) => cfg.errors.push(err(format!("unknown directive '{key}'"))),
-                Err(e) => cfg.errors.push(err(e)),
+                Ok(false) => self
+                    .cfg
+                    .errors
+                    .push(err(format!("unknown directive '{key}'"))),
+                Err(e) => self.cfg.errors.push(err(e)),
             }
-            continue;
         }
+    }
+
+    fn open(&mut self, patterns: Vec<String>, at: &str, error: Option<ConfigError>) {
+        self.block = Some(OpenBlock {
+            patterns,
+            opts: self.globals.clone(),
+            at: at.to_string(),
+            error,
+        });
+    }
+
+    fn include(&mut self, path: Option<&String>, err: impl Fn(String) -> ConfigError) {
+        if self.depth > 20 {
+            self.cfg.errors.push(err("include nested too deep".into()));
+            return;
+        }
+        match path {
+            Some(p) => {
+                let p = self.dir.join(p);
+                read_file(&p, self.globals, self.cfg, self.depth + 1);
+            }
+            None => self.cfg.errors.push(err("include needs a path".into())),
+        }
+    }
+
+    /// Inside a block: its directives, up to `}`.
+    fn inside(&mut self, ws: &[String], err: impl Fn(String) -> ConfigError) {
         if ws[0] == "}" {
-            let (patterns, opts, bat, e) = block.take().expect("in a block");
-            match e {
-                Some(e) => cfg.errors.push(e),
-                None => cfg.blocks.push(Block {
-                    patterns,
-                    opts,
-                    at: bat,
+            let b = self.block.take().expect("in a block");
+            match b.error {
+                Some(e) => self.cfg.errors.push(e),
+                None => self.cfg.blocks.push(Block {
+                    patterns: b.patterns,
+                    opts: b.opts,
+                    at: b.at,
                 }),
             }
-            continue;
+            return;
         }
-        let b = block.as_mut().expect("in a block");
+        let b = self.block.as_mut().expect("in a block");
         if ws[0] == "include" {
-            b.3.get_or_insert(err("include is not allowed inside a block".into()));
-            continue;
+            b.error
+                .get_or_insert(err("include is not allowed inside a block".into()));
+            return;
         }
-        match directive(&mut b.1, &ws[0], &ws[1..]) {
+        match directive(&mut b.opts, &ws[0], &ws[1..]) {
             Ok(true) => {}
             Ok(false) => {
-                b.3.get_or_insert(err(format!("unknown directive '{}'", ws[0])));
+                b.error
+                    .get_or_insert(err(format!("unknown directive '{}'", ws[0])));
             }
             Err(e) => {
-                b.3.get_or_insert(err(e));
+                b.error.get_or_insert(err(e));
             }
         }
     }
-    if let Some((_, _, bat, _)) = block {
-        cfg.errors.push(ConfigError {
-            at: bat,
-            msg: "block not closed with '}'".into(),
-        });
-    }
-    if !pending.is_empty() {
-        cfg.errors.push(ConfigError {
-            at: format!("{file}:{}", lines.len()),
-            msg: format!("paths without a block: {}", pending.join(" ")),
-        });
+
+    /// The end of the file: a block left open, paths left without one.
+    fn finish(self) {
+        if let Some(b) = self.block {
+            self.cfg.errors.push(ConfigError {
+                at: b.at,
+                msg: "block not closed with '}'".into(),
+            });
+        }
+        if !self.pending.is_empty() {
+            self.cfg.errors.push(ConfigError {
+                at: format!("{}:{}", self.file, self.lines.len()),
+                msg: format!("paths without a block: {}", self.pending.join(" ")),
+            });
+        }
     }
 }
 

@@ -99,69 +99,130 @@ pub fn plan(
     now: NaiveDateTime,
     mtime_of: &dyn Fn(&Path) -> Option<i64>,
 ) -> Plan {
+    let pl = Planner::new(log, o, now, mtime_of);
     let mut p = Plan {
         log: log.to_path_buf(),
         ..Plan::default()
     };
-    let logdir = log.parent().unwrap_or(Path::new("/"));
-    let dir = match &o.olddir {
-        Some(d) if d.starts_with('/') => PathBuf::from(d),
-        Some(d) => logdir.join(d),
-        None => logdir.to_path_buf(),
-    };
-    let mut base = log
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let mut fileext = String::new();
-    if let Some(ext) = o
-        .extension
-        .as_deref()
-        .filter(|e| !e.is_empty() && base.ends_with(*e))
-    {
-        base.truncate(base.len() - ext.len());
-        fileext = ext.to_string();
-    }
-    let compext = if o.compress {
-        o.compressext.clone()
+    // The older rotations move up (or go); the previous one, left plain by
+    // delaycompress, is compressed now.
+    let final_name = if o.dateext {
+        match pl.shift_dated(&mut p) {
+            Some(f) => f,
+            None => return p,
+        }
     } else {
-        String::new()
+        pl.shift_numbered(&mut p)
     };
-    let exists = |p: &Path| p.symlink_metadata().is_ok();
-    let too_old = |path: &Path| {
-        o.maxage.is_some_and(|days| {
-            mtime_of(path).is_some_and(|m| (now.and_utc().timestamp() - m) / 86_400 > days as i64)
-        })
-    };
-    let level = o.compresslevel;
+    if o.olddir.is_some() && !pl.dir.is_dir() {
+        p.blocked = Some(format!("olddir {} does not exist", pl.dir.display()));
+        if o.createolddir.is_none() {
+            return p;
+        }
+        p.blocked = None;
+    }
+    pl.move_log(&mut p, &final_name);
+    pl.dispose(&mut p, final_name);
+    p
+}
 
-    // The previous rotation, left plain by delaycompress, is compressed now.
-    let final_name;
-    if o.dateext {
-        let stamp = now.format(o.dateformat()).to_string();
-        final_name = name(&dir, format!("{base}{stamp}{fileext}"));
-        let final_gz = name(&dir, format!("{base}{stamp}{fileext}{compext}"));
+/// What planning one log's rotation needs to know.
+struct Planner<'a> {
+    log: &'a Path,
+    o: &'a Opts,
+    now: NaiveDateTime,
+    mtime_of: &'a dyn Fn(&Path) -> Option<i64>,
+    /// Where the rotated files go (olddir, or beside the log).
+    dir: PathBuf,
+    /// The log's name without its `extension`, and that extension.
+    base: String,
+    fileext: String,
+    /// The compressed files' extension ("" without compress).
+    compext: String,
+}
+
+impl<'a> Planner<'a> {
+    fn new(
+        log: &'a Path,
+        o: &'a Opts,
+        now: NaiveDateTime,
+        mtime_of: &'a dyn Fn(&Path) -> Option<i64>,
+    ) -> Self {
+        let logdir = log.parent().unwrap_or(Path::new("/"));
+        let dir = match &o.olddir {
+            Some(d) if d.starts_with('/') => PathBuf::from(d),
+            Some(d) => logdir.join(d),
+            None => logdir.to_path_buf(),
+        };
+        let mut base = log
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mut fileext = String::new();
+        if let Some(ext) = o
+            .extension
+            .as_deref()
+            .filter(|e| !e.is_empty() && base.ends_with(*e))
+        {
+            base.truncate(base.len() - ext.len());
+            fileext = ext.to_string();
+        }
+        let compext = if o.compress {
+            o.compressext.clone()
+        } else {
+            String::new()
+        };
+        Planner {
+            log,
+            o,
+            now,
+            mtime_of,
+            dir,
+            base,
+            fileext,
+            compext,
+        }
+    }
+
+    fn too_old(&self, path: &Path) -> bool {
+        self.o.maxage.is_some_and(|days| {
+            (self.mtime_of)(path)
+                .is_some_and(|m| (self.now.and_utc().timestamp() - m) / 86_400 > days as i64)
+        })
+    }
+
+    fn numbered(&self, i: i64, ext: &str) -> PathBuf {
+        name(&self.dir, format!("{}.{i}{}{ext}", self.base, self.fileext))
+    }
+
+    /// `dateext`: the dated rotations, compressed, aged out and kept to
+    /// `rotate`; the new rotation's name, or None when it is blocked.
+    fn shift_dated(&self, p: &mut Plan) -> Option<PathBuf> {
+        let (o, base, fileext, compext) = (self.o, &self.base, &self.fileext, &self.compext);
+        let stamp = self.now.format(o.dateformat()).to_string();
+        let final_name = name(&self.dir, format!("{base}{stamp}{fileext}"));
+        let final_gz = name(&self.dir, format!("{base}{stamp}{fileext}{compext}"));
         if exists(&final_name) || (o.compress && exists(&final_gz)) {
             p.blocked = Some(format!(
                 "destination {} already exists, skipping rotation",
                 final_gz.display()
             ));
-            return p;
+            return None;
         }
         let pattern = format!(
             "{}/{}{}{}*",
-            glob::Pattern::escape(&dir.to_string_lossy()),
-            glob::Pattern::escape(&base),
+            glob::Pattern::escape(&self.dir.to_string_lossy()),
+            glob::Pattern::escape(base),
             date_glob(o.dateformat()),
-            glob::Pattern::escape(&fileext)
+            glob::Pattern::escape(fileext)
         );
         let mut old: Vec<PathBuf> = glob::glob(&pattern)
             .map(|g| g.flatten().collect())
             .unwrap_or_default();
         old.retain(|f| {
             let n = f.to_string_lossy();
-            n.ends_with(&format!("{fileext}{compext}")) || n.ends_with(&fileext)
+            n.ends_with(&format!("{fileext}{compext}")) || n.ends_with(fileext.as_str())
         });
         old.sort();
         if o.compress && o.delaycompress {
@@ -171,12 +232,12 @@ pub fn plan(
                     p.main.push(Step::Compress {
                         src: f.clone(),
                         dst,
-                        level,
+                        level: o.compresslevel,
                     });
                 }
             }
         }
-        for f in old.iter().filter(|f| too_old(f)) {
+        for f in old.iter().filter(|f| self.too_old(f)) {
             p.main.push(Step::Remove {
                 path: f.clone(),
                 why: "maxage".into(),
@@ -186,7 +247,7 @@ pub fn plan(
         // date stamps sort by time).
         if o.rotate >= 0 {
             let keep = o.rotate.max(1) as usize;
-            let young: Vec<&PathBuf> = old.iter().filter(|f| !too_old(f)).collect();
+            let young: Vec<&PathBuf> = old.iter().filter(|f| !self.too_old(f)).collect();
             if young.len() >= keep {
                 for f in &young[..young.len() + 1 - keep] {
                     p.after.push(Step::Remove {
@@ -196,21 +257,26 @@ pub fn plan(
                 }
             }
         }
-    } else {
-        let numbered = |i: i64, ext: &str| name(&dir, format!("{base}.{i}{fileext}{ext}"));
+        Some(final_name)
+    }
+
+    /// Numbered rotations: `.N` renamed to `.N+1` (the one beyond `rotate`
+    /// goes), aged out; the new rotation's name (`.1`).
+    fn shift_numbered(&self, p: &mut Plan) -> PathBuf {
+        let (o, compext) = (self.o, &self.compext);
         if o.compress && o.delaycompress {
-            let prev = numbered(1, "");
+            let prev = self.numbered(1, "");
             if exists(&prev) {
                 p.main.push(Step::Compress {
                     src: prev.clone(),
-                    dst: numbered(1, &compext),
-                    level,
+                    dst: self.numbered(1, compext),
+                    level: o.compresslevel,
                 });
             }
         }
         let count = if o.rotate < 0 {
             let mut n = 1;
-            while exists(&numbered(n, &compext)) {
+            while exists(&self.numbered(n, compext)) {
                 n += 1;
             }
             n
@@ -219,8 +285,8 @@ pub fn plan(
         };
         if o.maxage.is_some() {
             for i in 1..=count + 1 {
-                let f = numbered(i, &compext);
-                if too_old(&f) {
+                let f = self.numbered(i, compext);
+                if self.too_old(&f) {
                     p.main.push(Step::Remove {
                         path: f,
                         why: "maxage".into(),
@@ -228,7 +294,7 @@ pub fn plan(
                 }
             }
         }
-        let dispose = numbered(count + 1, &compext);
+        let dispose = self.numbered(count + 1, compext);
         if exists(&dispose) && o.rotate >= 0 {
             // logrotate's rename would overwrite it; it is the one to go.
             p.main.push(Step::Remove {
@@ -239,14 +305,14 @@ pub fn plan(
         // Only renames of files that exist (logrotate skips the others):
         // a replayed step must not move a file a later step put there.
         for i in (1..=count).rev() {
-            let from = numbered(i, &compext);
+            let from = self.numbered(i, compext);
             // .1 may only appear through the delaycompress step above.
             if exists(&from)
-                || (i == 1 && o.compress && o.delaycompress && exists(&numbered(1, "")))
+                || (i == 1 && o.compress && o.delaycompress && exists(&self.numbered(1, "")))
             {
                 p.main.push(Step::Rename {
                     from,
-                    to: numbered(i + 1, &compext),
+                    to: self.numbered(i + 1, compext),
                 });
             }
         }
@@ -256,13 +322,13 @@ pub fn plan(
                 why: format!("rotate {}", o.rotate),
             });
         }
-        final_name = numbered(1, "");
+        let final_name = self.numbered(1, "");
         if exists(&final_name) && !(o.compress && o.delaycompress) {
             // A plain .1 in the way (compress was switched on, say): keep it.
             let aside = PathBuf::from(format!(
                 "{}.opskit-aside-{}",
                 final_name.display(),
-                now.and_utc().timestamp()
+                self.now.and_utc().timestamp()
             ));
             p.warnings.push(format!(
                 "{} was in the way; moved to {}",
@@ -274,64 +340,72 @@ pub fn plan(
                 to: aside,
             });
         }
+        final_name
     }
-    if o.olddir.is_some() && !dir.is_dir() {
-        p.blocked = Some(format!("olddir {} does not exist", dir.display()));
-        if o.createolddir.is_none() {
-            return p;
+
+    /// The log itself: copied (copytruncate, copy) or renamed and created
+    /// anew, between its own prerotate and postrotate.
+    fn move_log(&self, p: &mut Plan, final_name: &Path) {
+        let (o, log) = (self.o, self.log);
+        if o.prerotate.is_some() && !o.sharedscripts {
+            p.main.push(Step::Script {
+                which: ScriptKind::Prerotate,
+            });
         }
-        p.blocked = None;
-    }
-    if o.prerotate.is_some() && !o.sharedscripts {
-        p.main.push(Step::Script {
-            which: ScriptKind::Prerotate,
-        });
-    }
-    if o.copytruncate || o.copy {
-        p.main.push(Step::Copy {
-            from: log.to_path_buf(),
-            to: final_name.clone(),
-            truncate: o.copytruncate,
-        });
-    } else {
-        p.main.push(Step::Rename {
-            from: log.to_path_buf(),
-            to: final_name.clone(),
-        });
-        if let Some(c) = &o.create {
-            // Unset parts come from the log being rotated, as in logrotate.
-            use std::os::unix::fs::MetadataExt;
-            let m = log.metadata().ok();
-            p.main.push(Step::Create {
-                path: log.to_path_buf(),
-                mode: c.mode.or(m.as_ref().map(|m| m.mode() & 0o777)),
-                owner: c.owner.clone().or(m.as_ref().map(|m| m.uid().to_string())),
-                group: c.group.clone().or(m.as_ref().map(|m| m.gid().to_string())),
+        if o.copytruncate || o.copy {
+            p.main.push(Step::Copy {
+                from: log.to_path_buf(),
+                to: final_name.to_path_buf(),
+                truncate: o.copytruncate,
+            });
+        } else {
+            p.main.push(Step::Rename {
+                from: log.to_path_buf(),
+                to: final_name.to_path_buf(),
+            });
+            if let Some(c) = &o.create {
+                // Unset parts come from the log being rotated, as in logrotate.
+                use std::os::unix::fs::MetadataExt;
+                let m = log.metadata().ok();
+                p.main.push(Step::Create {
+                    path: log.to_path_buf(),
+                    mode: c.mode.or(m.as_ref().map(|m| m.mode() & 0o777)),
+                    owner: c.owner.clone().or(m.as_ref().map(|m| m.uid().to_string())),
+                    group: c.group.clone().or(m.as_ref().map(|m| m.gid().to_string())),
+                });
+            }
+        }
+        if o.postrotate.is_some() && !o.sharedscripts {
+            p.main.push(Step::Script {
+                which: ScriptKind::Postrotate,
             });
         }
     }
-    if o.postrotate.is_some() && !o.sharedscripts {
-        p.main.push(Step::Script {
-            which: ScriptKind::Postrotate,
-        });
+
+    /// The new rotation: removed (`rotate 0`) or compressed (first, after
+    /// the postrotate).
+    fn dispose(&self, p: &mut Plan, final_name: PathBuf) {
+        if self.o.rotate == 0 {
+            p.after.push(Step::Remove {
+                path: final_name,
+                why: "rotate 0".into(),
+            });
+        } else if self.o.compress && !self.o.delaycompress {
+            let dst = PathBuf::from(format!("{}{}", final_name.display(), self.compext));
+            p.after.insert(
+                0,
+                Step::Compress {
+                    src: final_name,
+                    dst,
+                    level: self.o.compresslevel,
+                },
+            );
+        }
     }
-    if o.rotate == 0 {
-        p.after.push(Step::Remove {
-            path: final_name,
-            why: "rotate 0".into(),
-        });
-    } else if o.compress && !o.delaycompress {
-        let dst = PathBuf::from(format!("{}{}", final_name.display(), compext));
-        p.after.insert(
-            0,
-            Step::Compress {
-                src: final_name,
-                dst,
-                level,
-            },
-        );
-    }
-    p
+}
+
+fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
 }
 
 #[cfg(test)]

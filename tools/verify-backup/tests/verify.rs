@@ -550,3 +550,51 @@ fn unreachable_restore_server_is_exit_2() {
         out.stderr
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_mid_restore_ends_the_run_quietly_and_drops_the_scratch_database() {
+    // `verify-backup --restore-into ... | head -1`: stdout closes while the
+    // first of two sets is being restored. The write of its record fails;
+    // the run ends through main with status 0, as a Unix tool on SIGPIPE,
+    // the scratch database is dropped, and the second set is not started.
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 400_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let set = make_set(c, &db, tmp.path());
+    let copies = tmp.path().join("copy");
+    fs::create_dir(&copies).unwrap();
+    let second = copy_set(&set, &copies);
+    let mut child = verify()
+        .arg(&set)
+        .arg(&second)
+        .args(["--restore-into", &c.url("postgres"), "--pg-bindir"])
+        .arg(c.bindir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mine = format!(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'opskit\\_verify\\_{pid}\\_%'"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while c.query("postgres", &mine) != vec!["1"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scratch database never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert_eq!(c.query("postgres", &mine), ["0"], "{stderr}");
+    assert_eq!(
+        scratch_names(&stderr).len(),
+        1,
+        "the second set was restored after the reader left: {stderr}"
+    );
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+}
