@@ -13,9 +13,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use chrono::NaiveDateTime;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::Plan;
+
+/// One line of the journal.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    /// A log's whole plan, before its first step.
+    Plan { at: String, plan: Plan },
+    /// Step `i` (main, then after) of a log's plan is done.
+    Step { step: PathBuf, i: usize },
+    /// The log's rotation is finished.
+    Done { done: PathBuf },
+}
 
 pub struct Journal {
     file: Option<Mutex<File>>,
@@ -47,24 +59,33 @@ impl Journal {
         })
     }
 
-    fn append(&self, v: serde_json::Value) {
-        if let Some(f) = &self.file {
+    fn append(&self, e: &Entry) {
+        if let (Some(f), Ok(mut line)) = (&self.file, serde_json::to_string(e)) {
+            line.push('\n');
             let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
             // One write per line: a killed run leaves whole lines.
-            let _ = f.write_all(format!("{v}\n").as_bytes());
+            let _ = f.write_all(line.as_bytes());
         }
     }
 
     pub fn plan(&self, p: &Plan, at: NaiveDateTime) {
-        self.append(json!({"at": at.format(TIME).to_string(), "plan": p}));
+        self.append(&Entry::Plan {
+            at: at.format(TIME).to_string(),
+            plan: p.clone(),
+        });
     }
 
     pub fn step(&self, log: &Path, i: usize) {
-        self.append(json!({"step": log, "i": i}));
+        self.append(&Entry::Step {
+            step: log.to_path_buf(),
+            i,
+        });
     }
 
     pub fn done(&self, log: &Path) {
-        self.append(json!({"done": log}));
+        self.append(&Entry::Done {
+            done: log.to_path_buf(),
+        });
     }
 
     /// What a journal holds: the logs whose rotation finished (with the
@@ -76,31 +97,33 @@ impl Journal {
         let mut finished = vec![];
         let mut open: BTreeMap<PathBuf, Unfinished> = BTreeMap::new();
         for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            let Ok(entry) = serde_json::from_str::<Entry>(line) else {
                 continue; // a line torn by the kill
             };
-            if let Some(log) = v["done"].as_str() {
-                if let Some(u) = open.remove(Path::new(log)) {
-                    finished.push((u.plan.log, u.at));
+            match entry {
+                Entry::Done { done } => {
+                    if let Some(u) = open.remove(&done) {
+                        finished.push((u.plan.log, u.at));
+                    }
                 }
-            } else if let (Some(log), Some(i)) = (v["step"].as_str(), v["i"].as_u64()) {
-                if let Some(u) = open.get_mut(Path::new(log)) {
-                    u.done_steps = u.done_steps.max(i as usize + 1);
+                Entry::Step { step, i } => {
+                    if let Some(u) = open.get_mut(&step) {
+                        u.done_steps = u.done_steps.max(i + 1);
+                    }
                 }
-            } else if let (Ok(plan), Some(at)) = (
-                serde_json::from_value::<Plan>(v["plan"].clone()),
-                v["at"]
-                    .as_str()
-                    .and_then(|a| NaiveDateTime::parse_from_str(a, TIME).ok()),
-            ) {
-                open.insert(
-                    plan.log.clone(),
-                    Unfinished {
-                        plan,
-                        at,
-                        done_steps: 0,
-                    },
-                );
+                Entry::Plan { at, plan } => {
+                    let Ok(at) = NaiveDateTime::parse_from_str(&at, TIME) else {
+                        continue;
+                    };
+                    open.insert(
+                        plan.log.clone(),
+                        Unfinished {
+                            plan,
+                            at,
+                            done_steps: 0,
+                        },
+                    );
+                }
             }
         }
         (finished, open.into_values().collect())
