@@ -162,30 +162,22 @@ impl BlockRun<'_> {
             log::error!("{}: {reason}", log.display());
         }
         self.t.skipped += 1;
-        self.em.emit(
-            &Rotate::new(
-                log.display().to_string(),
-                Some(&self.b.at),
-                RotateAction::Skipped,
-            )
-            .reason(reason),
-        )
+        self.not_rotated(log, RotateAction::Skipped, reason)
     }
 
     /// Every due log failed for the same reason (a script, `su`).
     fn fail_all(&mut self, due: &[(PathBuf, u64)], reason: &str) -> Result<()> {
         for (log, _) in due {
             self.t.failed += 1;
-            self.em.emit(
-                &Rotate::new(
-                    log.display().to_string(),
-                    Some(&self.b.at),
-                    RotateAction::Failed,
-                )
-                .reason(reason),
-            )?;
+            self.not_rotated(log, RotateAction::Failed, reason)?;
         }
         Ok(())
+    }
+
+    /// The `rotate` record of a log that was not rotated, and why.
+    fn not_rotated(&mut self, log: &Path, action: RotateAction, reason: &str) -> Result<()> {
+        let rec = Rotate::new(log.display().to_string(), Some(&self.b.at), action);
+        self.em.emit(&rec.reason(reason))
     }
 
     /// Run one of the block's scripts (none configured: success), as root,

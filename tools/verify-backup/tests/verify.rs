@@ -483,6 +483,24 @@ fn row_count_mismatches_name_table_expected_and_found() {
     );
 }
 
+/// Wait until verify-backup `pid` has its scratch database (named
+/// opskit_verify_<pid>_...: other tests of this binary create and drop
+/// databases meanwhile); the query that counts it.
+fn wait_for_scratch(c: &Cluster, pid: u32) -> String {
+    let mine = format!(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'opskit\\_verify\\_{pid}\\_%'"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while c.query("postgres", &mine) != vec!["1"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scratch database never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    mine
+}
+
 #[test]
 fn sigterm_during_restore_drops_the_scratch_database() {
     let c = cluster();
@@ -499,23 +517,7 @@ fn sigterm_during_restore_drops_the_scratch_database() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    // Its own scratch database (opskit_verify_<pid>_...): other tests of
-    // this binary create and drop databases meanwhile.
-    let mine = format!(
-        "SELECT count(*) FROM pg_database WHERE datname LIKE 'opskit\\_verify\\_{pid}\\_%'"
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let scratch = c.query("postgres", &mine);
-        if scratch == vec!["1"] {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "scratch database never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mine = wait_for_scratch(c, pid);
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -574,18 +576,7 @@ fn a_reader_that_goes_away_mid_restore_ends_the_run_quietly_and_drops_the_scratc
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let mine = format!(
-        "SELECT count(*) FROM pg_database WHERE datname LIKE 'opskit\\_verify\\_{pid}\\_%'"
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while c.query("postgres", &mine) != vec!["1"] {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "scratch database never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mine = wait_for_scratch(c, child.id());
     drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
