@@ -28,8 +28,10 @@ use crate::scan::Kind;
 ///
 /// The policy flags mean what they mean for restic's `forget`: sets are taken
 /// newest first; each rule keeps the newest set of each period it has not yet
-/// counted; a set is kept when any rule keeps it. Durations are restic's
-/// (7d, 1y6m, 2d12h). -1 means unlimited.
+/// counted, and the oldest set when it still has count (or span) left; a set
+/// is kept when any rule keeps it. Durations are restic's (7d, 1y6m, 2d12h),
+/// counted back as restic counts them (a month before March 31 is March 2
+/// or 3, as Go's AddDate has it). -1 means unlimited.
 ///
 /// Whatever the policy: the newest set is kept; the --min-keep newest sets
 /// that passed verification are kept; a set that failed verification never

@@ -59,77 +59,12 @@ pub fn decide(
     delete_corrupt: bool,
     status_of: impl Fn(&str) -> Status,
 ) -> Vec<Decision> {
-    let mut cands: Vec<(usize, DateTime<Utc>, Status)> = entries
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| match e.kind {
-            Kind::Set { time } => Some((i, time, status_of(&e.name))),
-            Kind::Legacy { time } => Some((i, time, Status::Unknown)),
-            _ => None,
-        })
-        .collect();
-    cands.sort_by(|a, b| {
-        b.1.cmp(&a.1)
-            .then_with(|| entries[b.0].name.cmp(&entries[a.0].name))
-    });
-
-    // The policy sees only sets that did not fail verification, so a
-    // corrupt set never fills a slot: the next good set takes it.
-    let eligible: Vec<usize> = (0..cands.len())
-        .filter(|&k| !matches!(cands[k].2, Status::Corrupt(_)))
-        .collect();
-    let times: Vec<DateTime<Utc>> = eligible.iter().map(|&k| cands[k].1).collect();
-    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); cands.len()];
-    for (r, &k) in policy::apply(&times, policy, tz, now)
-        .into_iter()
-        .zip(&eligible)
-    {
-        reasons[k] = r;
-    }
-    // Safety: the newest set stays, whatever it is.
-    if !cands.is_empty() {
-        reasons[0].push("newest".into());
-    }
-    // Safety: the min_keep newest verified sets stay; unverified ones fill
-    // in when too few are verified.
-    let mut held = 0;
-    for (k, c) in cands.iter().enumerate() {
-        if held < min_keep && c.2 == Status::Good {
-            reasons[k].push("min-keep verified".into());
-            held += 1;
-        }
-    }
-    for (k, c) in cands.iter().enumerate() {
-        if held < min_keep && c.2 == Status::Unknown {
-            reasons[k].push("min-keep unverified".into());
-            held += 1;
-        }
-    }
-
+    let cands = candidates(entries, status_of);
+    let mut reasons = policy_reasons(&cands, policy, tz, now);
+    safety_reasons(&cands, &mut reasons, min_keep);
     let mut out = Vec::with_capacity(entries.len());
-    for (k, (i, _, status)) in cands.into_iter().enumerate() {
-        let r = std::mem::take(&mut reasons[k]);
-        let verified = match &status {
-            Status::Good => Some(true),
-            Status::Corrupt(_) => Some(false),
-            Status::Unknown => None,
-        };
-        let action = match status {
-            Status::Corrupt(_) if r.is_empty() && delete_corrupt => Action::Delete,
-            Status::Corrupt(why) => Action::Corrupt(why),
-            _ if r.is_empty() => Action::Delete,
-            _ => Action::Keep,
-        };
-        let r = match (&action, verified) {
-            (Action::Delete, Some(false)) => vec!["corrupt (--delete-corrupt)".into()],
-            _ => r,
-        };
-        out.push(Decision {
-            index: i,
-            action,
-            reasons: r,
-            verified,
-        });
+    for (k, c) in cands.into_iter().enumerate() {
+        out.push(decision(c, std::mem::take(&mut reasons[k]), delete_corrupt));
     }
     for (i, e) in entries.iter().enumerate() {
         let action = match &e.kind {
@@ -145,6 +80,96 @@ pub fn decide(
         });
     }
     out
+}
+
+/// A set (or legacy file) the policy decides on: its entry, time, status.
+type Candidate = (usize, DateTime<Utc>, Status);
+
+/// The candidates, newest first (ties: the larger name first).
+fn candidates(entries: &[Entry], status_of: impl Fn(&str) -> Status) -> Vec<Candidate> {
+    let mut cands: Vec<Candidate> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e.kind {
+            Kind::Set { time } => Some((i, time, status_of(&e.name))),
+            Kind::Legacy { time } => Some((i, time, Status::Unknown)),
+            _ => None,
+        })
+        .collect();
+    cands.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| entries[b.0].name.cmp(&entries[a.0].name))
+    });
+    cands
+}
+
+/// The policy's reasons per candidate. The policy sees only sets that did
+/// not fail verification, so a corrupt set never fills a slot: the next
+/// good set takes it.
+fn policy_reasons(
+    cands: &[Candidate],
+    policy: &Policy,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Vec<Vec<String>> {
+    let eligible: Vec<usize> = (0..cands.len())
+        .filter(|&k| !matches!(cands[k].2, Status::Corrupt(_)))
+        .collect();
+    let times: Vec<DateTime<Utc>> = eligible.iter().map(|&k| cands[k].1).collect();
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); cands.len()];
+    for (r, &k) in policy::apply(&times, policy, tz, now)
+        .into_iter()
+        .zip(&eligible)
+    {
+        reasons[k] = r;
+    }
+    reasons
+}
+
+/// The rules no policy overrides: the newest set stays, whatever it is;
+/// the `min_keep` newest verified sets stay, unverified ones filling in
+/// when too few are verified.
+fn safety_reasons(cands: &[Candidate], reasons: &mut [Vec<String>], min_keep: usize) {
+    if !cands.is_empty() {
+        reasons[0].push("newest".into());
+    }
+    let mut held = 0;
+    for (status, why) in [
+        (Status::Good, "min-keep verified"),
+        (Status::Unknown, "min-keep unverified"),
+    ] {
+        for (k, c) in cands.iter().enumerate() {
+            if held < min_keep && c.2 == status {
+                reasons[k].push(why.into());
+                held += 1;
+            }
+        }
+    }
+}
+
+/// A candidate's action from its reasons and verification status.
+fn decision((i, _, status): Candidate, r: Vec<String>, delete_corrupt: bool) -> Decision {
+    let verified = match &status {
+        Status::Good => Some(true),
+        Status::Corrupt(_) => Some(false),
+        Status::Unknown => None,
+    };
+    let action = match status {
+        Status::Corrupt(_) if r.is_empty() && delete_corrupt => Action::Delete,
+        Status::Corrupt(why) => Action::Corrupt(why),
+        _ if r.is_empty() => Action::Delete,
+        _ => Action::Keep,
+    };
+    let r = match (&action, verified) {
+        (Action::Delete, Some(false)) => vec!["corrupt (--delete-corrupt)".into()],
+        _ => r,
+    };
+    Decision {
+        index: i,
+        action,
+        reasons: r,
+        verified,
+    }
 }
 
 #[cfg(test)]

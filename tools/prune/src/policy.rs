@@ -10,12 +10,15 @@
 //!   the oldest set too ("oldest daily ...");
 //! * `--keep-within D` keeps every set newer than D before the newest set
 //!   that is not in the future (not before now), and `--keep-within-daily D`
-//!   etc. keep the newest set of each period within D;
+//!   etc. keep the newest set of each period within D, and the oldest set
+//!   when it is within D;
 //! * `-1` means unlimited; a policy with no rule is refused.
 //!
-//! Durations are restic's: `1y5m7d2h` (years, months, days, hours).
+//! Durations are restic's: `1y5m7d2h` (years, months, days, hours),
+//! subtracted as restic subtracts them (Go's `AddDate`: a month back from
+//! March 31 is March 2 or 3, not the end of February).
 
-use chrono::{DateTime, Datelike, Months, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
 
 use opskit::Error;
@@ -71,14 +74,29 @@ impl Span {
         Ok(span)
     }
 
-    /// `t` minus this span, as restic computes it (calendar years, months
-    /// and days, then hours).
+    /// `t` minus this span, exactly as restic computes it: Go's
+    /// `AddDate(-y, -m, -d)`, which subtracts years, months and days from
+    /// the date's fields and then normalises an overflowing day forward
+    /// (2016-03-31 minus 1m is "February 31", i.e. 2016-03-02), then the
+    /// hours.
     pub fn before(&self, t: DateTime<Utc>) -> DateTime<Utc> {
-        let months = self.years * 12 + self.months;
-        let t = t
-            .checked_sub_months(Months::new(months))
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        t - TimeDelta::days(self.days as i64) - TimeDelta::hours(self.hours as i64)
+        let months = i64::from(t.year()) * 12 + i64::from(t.month0())
+            - i64::from(self.years) * 12
+            - i64::from(self.months);
+        let (year, month0) = (months.div_euclid(12), months.rem_euclid(12));
+        let first = i32::try_from(year)
+            .ok()
+            .and_then(|y| NaiveDate::from_ymd_opt(y, month0 as u32 + 1, 1));
+        let Some(first) = first else {
+            return DateTime::<Utc>::MIN_UTC;
+        };
+        // Day 1 of the month plus (day - 1 - days) days: Go's normalisation.
+        let day_offset = i64::from(t.day()) - 1 - i64::from(self.days);
+        first
+            .and_time(t.time())
+            .and_utc()
+            .checked_add_signed(TimeDelta::days(day_offset) - TimeDelta::hours(self.hours as i64))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 }
 
@@ -224,9 +242,13 @@ pub fn apply(
             if t <= span.before(latest) {
                 continue;
             }
+            // As for the count rules, the oldest set is kept too when it
+            // is within the span ("oldest yearly within 9999y").
             let label = period.label(t, tz);
-            if within_last[p].as_deref() != Some(label.as_str()) {
-                r.push(format!("{} within {span} {label}", period.name()));
+            let new_period = within_last[p].as_deref() != Some(label.as_str());
+            if new_period || i == n - 1 {
+                let oldest = if new_period { "" } else { "oldest " };
+                r.push(format!("{oldest}{} within {span} {label}", period.name()));
                 within_last[p] = Some(label);
             }
         }

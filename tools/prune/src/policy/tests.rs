@@ -51,9 +51,32 @@ fn spans_parse_like_restic() {
         let e = Span::parse(bad).unwrap_err();
         assert!(e.msg.contains(&format!("'{bad}'")), "{bad}: {}", e.msg);
     }
+    // Go's AddDate, as restic uses it: "February 31" is March 3 (2026) or
+    // March 2 (2016, a leap year); it was clamped to the end of February.
+    let before = |span: &str, at: &str| Span::parse(span).unwrap().before(t(at));
     assert_eq!(
-        Span::parse("1m").unwrap().before(t("2026-03-31T00:00:00Z")),
-        t("2026-02-28T00:00:00Z")
+        before("1m", "2026-03-31T00:00:00Z"),
+        t("2026-03-03T00:00:00Z")
+    );
+    assert_eq!(
+        before("1m", "2016-03-31T12:00:00Z"),
+        t("2016-03-02T12:00:00Z")
+    );
+    assert_eq!(
+        before("1y", "2016-02-29T00:00:00Z"),
+        t("2015-03-01T00:00:00Z")
+    );
+    assert_eq!(
+        before("1y2m3d4h", "2026-11-23T03:00:00Z"),
+        t("2025-09-19T23:00:00Z")
+    );
+    assert_eq!(
+        before("31d", "2026-03-01T00:00:00Z"),
+        t("2026-01-29T00:00:00Z")
+    );
+    assert_eq!(
+        before("14m", "2026-01-15T00:00:00Z"),
+        t("2024-11-15T00:00:00Z")
     );
     assert_eq!(Span::parse("2d3h").unwrap().to_string(), "2d3h");
 }
@@ -341,4 +364,57 @@ fn empty_policy_is_detected() {
         .is_empty()
     );
     let _ = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0);
+}
+
+#[test]
+fn keep_within_one_month_at_a_month_end_means_what_restic_means() {
+    // restic: the newest at 2016-03-31T12:00 minus 1m is 2016-03-02T12:00;
+    // 03-02 and 03-01 are older than that and go.
+    let p = Policy {
+        within: Some(Span::parse("1m").unwrap()),
+        ..Default::default()
+    };
+    let r = run(
+        &[
+            "2016-03-31T12:00:00Z",
+            "2016-03-02T12:00:00Z",
+            "2016-03-01T12:00:00Z",
+        ],
+        &p,
+        Tz::UTC,
+    );
+    assert_eq!(kept(&r), vec![0]);
+}
+
+#[test]
+fn within_period_rules_keep_the_oldest_set_as_restic_does() {
+    // The timeline: 2014-08-08T10:20:30Z, then every few days to
+    // 2016. restic keeps 2014-08-08 for "oldest yearly within 9999y".
+    let mut times = vec![];
+    let mut at = t("2016-01-05T10:20:30Z");
+    while at > t("2014-08-09T00:00:00Z") {
+        times.push(at.to_rfc3339());
+        at -= TimeDelta::days(3);
+    }
+    times.push("2014-08-08T10:20:30Z".into());
+    let p = Policy {
+        within: Some(Span::parse("1h").unwrap()),
+        within_periods: [
+            Some(Span::parse("1d").unwrap()),
+            Some(Span::parse("7d").unwrap()),
+            Some(Span::parse("1m").unwrap()),
+            Some(Span::parse("1y").unwrap()),
+            Some(Span::parse("9999y").unwrap()),
+        ],
+        ..Default::default()
+    };
+    let refs: Vec<&str> = times.iter().map(String::as_str).collect();
+    let r = run(&refs, &p, Tz::UTC);
+    let last = r.last().unwrap();
+    assert_eq!(last, &vec!["oldest yearly within 9999y 2014"], "{r:?}");
+    // The other 2014 sets share the oldest's year and are not kept by it.
+    assert!(
+        r[r.len() - 2].iter().all(|x| !x.starts_with("yearly")),
+        "{r:?}"
+    );
 }
