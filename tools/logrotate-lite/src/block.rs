@@ -58,6 +58,11 @@ impl BlockRun<'_> {
             return self.fail_all(&due, "firstaction failed");
         }
         if o.sharedscripts && !self.script(&who, ScriptKind::Prerotate, &patterns)? {
+            // As for a log's own prerotate, logrotate counts the attempt as
+            // the rotation: the logs wait for their next interval.
+            for (log, _) in &due {
+                state.entries.insert(log.display().to_string(), self.now);
+            }
             return self.fail_all(&due, "prerotate failed");
         }
         self.create_olddir(&due[0].0);

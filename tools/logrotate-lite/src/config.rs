@@ -2,6 +2,9 @@
 //! and globs, `include` of files and directories, scripts. Errors name
 //! file:line; a block with an error is skipped, the others still run.
 
+mod olddir;
+
+use crate::taboo::Taboo;
 use std::path::{Path, PathBuf};
 
 /// How often a log is due, from the state file's last rotation.
@@ -121,25 +124,9 @@ pub struct ConfigError {
 pub struct Config {
     pub blocks: Vec<Block>,
     pub errors: Vec<ConfigError>,
+    /// What an include of a directory skips.
+    pub taboo: Taboo,
 }
-
-/// Names include skips in a directory (logrotate's default taboo list).
-const TABOO: [&str; 14] = [
-    ",v",
-    ".cfsaved",
-    ".disabled",
-    ".dpkg-bak",
-    ".dpkg-del",
-    ".dpkg-dist",
-    ".dpkg-new",
-    ".dpkg-old",
-    ".rhn-cfg-tmp-*",
-    ".rpmnew",
-    ".rpmorig",
-    ".rpmsave",
-    ".swp",
-    "~",
-];
 
 /// Split a line into words; double and single quotes group.
 fn words(line: &str) -> Result<Vec<String>, String> {
@@ -322,11 +309,7 @@ fn read_file(path: &Path, globals: &mut Opts, cfg: &mut Config, depth: usize) {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let taboo = TABOO.iter().any(|t| match t.strip_suffix('*') {
-                Some(prefix) => name.contains(prefix),
-                None => name.ends_with(t),
-            });
-            if !taboo {
+            if !cfg.taboo.matches(&name) {
                 read_file(&n, globals, cfg, depth + 1);
             }
         }
@@ -507,6 +490,10 @@ impl Reader<'_> {
         let key = ws[0].clone();
         if key == "include" {
             self.include(ws.get(1), err);
+        } else if key == "tabooext" || key == "taboopat" {
+            if let Err(e) = self.cfg.taboo.directive(key == "tabooext", &ws[1..]) {
+                self.cfg.errors.push(err(e));
+            }
         } else if key.starts_with('/')
             || key.starts_with('"')
             || key.contains('*')
@@ -552,6 +539,16 @@ impl Reader<'_> {
     fn inside(&mut self, ws: &[String], err: impl Fn(String) -> ConfigError) {
         if ws[0] == "}" {
             let b = self.block.take().expect("in a block");
+            if let (None, Some(old)) = (&b.error, olddir::missing(&b.patterns, &b.opts)) {
+                let msg = format!(
+                    "error verifying olddir path {}: No such file or directory",
+                    old.display()
+                );
+                self.cfg.errors.push(err(msg));
+                // As logrotate: the rest of the file is skipped.
+                self.i = self.lines.len();
+                return;
+            }
             match b.error {
                 Some(e) => self.cfg.errors.push(e),
                 None => self.cfg.blocks.push(Block {
@@ -563,9 +560,9 @@ impl Reader<'_> {
             return;
         }
         let b = self.block.as_mut().expect("in a block");
-        if ws[0] == "include" {
-            b.error
-                .get_or_insert(err("include is not allowed inside a block".into()));
+        if ws[0] == "include" || ws[0] == "tabooext" || ws[0] == "taboopat" {
+            let what = format!("{} may not appear inside a block", ws[0]);
+            b.error.get_or_insert(err(what));
             return;
         }
         match directive(&mut b.opts, &ws[0], &ws[1..]) {

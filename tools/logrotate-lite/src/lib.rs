@@ -10,6 +10,7 @@ mod plan;
 mod run;
 mod state;
 mod su;
+mod taboo;
 
 use std::path::PathBuf;
 

@@ -323,8 +323,10 @@ impl<'a> Planner<'a> {
             });
         }
         let final_name = self.numbered(1, "");
-        if exists(&final_name) && !(o.compress && o.delaycompress) {
-            // A plain .1 in the way (compress was switched on, say): keep it.
+        // A plain .1 in the way (compress was switched on, say): keep it.
+        // Without compression the renames above already moved it to .2.
+        let renamed = compext.is_empty();
+        if exists(&final_name) && !renamed && !(o.compress && o.delaycompress) {
             let aside = PathBuf::from(format!(
                 "{}.opskit-aside-{}",
                 final_name.display(),

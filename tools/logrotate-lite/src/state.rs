@@ -8,6 +8,7 @@ use std::path::Path;
 use chrono::NaiveDateTime;
 
 pub const HEADER: &str = "logrotate state -- version 2";
+const HEADER_V1: &str = "logrotate state -- version 1";
 
 /// When each log was last rotated (or first seen).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -67,7 +68,9 @@ impl State {
         for (i, line) in text.lines().enumerate() {
             let line_no = i + 1;
             if line.trim().is_empty() || (i == 0 && line.starts_with("logrotate state")) {
-                if i == 0 && line != HEADER {
+                // Version 1 (older logrotate, and logrotate's own tests)
+                // is read as logrotate reads it; it is written back as 2.
+                if i == 0 && line != HEADER && line != HEADER_V1 {
                     problems.push(Problem {
                         line: 1,
                         msg: format!("unknown state file version: {line}"),

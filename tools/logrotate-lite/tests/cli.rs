@@ -125,3 +125,38 @@ fn createolddir_sets_mode_and_owner() {
     assert_eq!(m.uid(), 65534, "owned by nobody");
     assert!(d.path().join("old/a.log.1").exists());
 }
+
+/// #20 item 7: numbered rotations without compression move `.1` to `.2`
+/// before the new `.1` is made; nothing was "in the way".
+#[test]
+fn successive_rotations_warn_of_nothing_in_the_way() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("app.log");
+    let conf = d.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        format!("{} {{\n rotate 3\n create\n}}\n", log.display()),
+    )
+    .unwrap();
+    let st = d.path().join("st");
+    for i in 0..4 {
+        std::fs::write(&log, format!("run {i}\n")).unwrap();
+        let out = run(lite().args(["-f", "-s"]).arg(&st).arg(&conf));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let rec = &out.events("rotate")[0];
+        assert_eq!(rec["action"], "rotated", "{rec}");
+        assert!(rec.get("warnings").is_none(), "run {i}: {rec}");
+    }
+    let names: Vec<String> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("aside"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    // Four rotations with rotate 3: the oldest is gone, the rest moved up.
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("app.log.3")).unwrap(),
+        "run 1\n"
+    );
+    assert!(!d.path().join("app.log.4").exists());
+}

@@ -409,7 +409,95 @@ const SCENARIOS: &[Scenario] = &[
             &[Run(true)],
         )
     },
+    // #20 item 4: logrotate 3.21's 19 default taboo extensions, and
+    // tabooext/taboopat extending or replacing the one list.
+    Scenario {
+        setup: Some(taboo_dir),
+        ..scenario(
+            "an include dir skips the 19 taboo extensions",
+            "include {D}/conf.d\n",
+            TABOO_LOGS,
+            &[Run(true)],
+        )
+    },
+    Scenario {
+        setup: Some(taboo_dir),
+        ..scenario(
+            "tabooext + extends the taboo list",
+            "tabooext + .conf, .old\ninclude {D}/conf.d\n",
+            TABOO_LOGS,
+            &[Run(true)],
+        )
+    },
+    Scenario {
+        setup: Some(taboo_dir),
+        ..scenario(
+            "taboopat without + replaces the whole list",
+            "taboopat c.old\ninclude {D}/conf.d\n",
+            TABOO_LOGS,
+            &[Run(true)],
+        )
+    },
+    // #20 item 5: a version 1 state file is read (and written back as 2).
+    Scenario {
+        state: &[("a.log", 5), ("b.log", 30)],
+        setup: Some(state_v1),
+        ..scenario(
+            "a version 1 state file",
+            "{D}/*.log {\n daily\n rotate 2\n}\n",
+            &[f("a.log", 5), f("b.log", 5)],
+            &[Run(false)],
+        )
+    },
+    // #20 item 6: a failed shared prerotate counts as the rotation.
+    scenario(
+        "a failing shared prerotate stamps the logs",
+        "{D}/*.log {\n daily\n rotate 2\n sharedscripts\n prerotate\n  exit 1\n endscript\n}\n",
+        &[f("a.log", 5), f("b.log", 5)],
+        &[Run(false), Hours(DAY), Run(false), Hours(2), Run(false)],
+    ),
+    // #20 item 8: a missing olddir drops its block, and the rest of its
+    // file, when the config is read: nothing of it is recorded.
+    scenario(
+        "a missing olddir drops its block and the rest of the file",
+        "{D}/b.log {\n rotate 2\n}\n{D}/app.log {\n rotate 2\n olddir {D}/nope\n}\n{D}/c.log {\n rotate 2\n}\n",
+        &[f("app.log", 5), f("b.log", 5), f("c.log", 5)],
+        &[Run(true), Run(false)],
+    ),
 ];
+
+/// The logs of the taboo scenarios, one per config file in conf.d.
+const TABOO_LOGS: &[File] = &[
+    f("l-bak.log", 2),
+    f("l-dpkg-tmp.log", 2),
+    f("l-ucf-dist.log", 2),
+    f("l-ucf-new.log", 2),
+    f("l-ucf-old.log", 2),
+    f("l-swp.log", 2),
+    f("l-conf.log", 2),
+    f("l-old.log", 2),
+];
+
+/// conf.d with one config file per extension, each rotating its own log.
+fn taboo_dir(d: &std::path::Path) {
+    let conf = d.join("conf.d");
+    std::fs::create_dir(&conf).unwrap();
+    for ext in [
+        "bak", "dpkg-tmp", "ucf-dist", "ucf-new", "ucf-old", "swp", "conf", "old",
+    ] {
+        let text = format!("{}/l-{ext}.log {{\n rotate 1\n}}\n", d.display());
+        std::fs::write(conf.join(format!("c.{ext}")), text).unwrap();
+    }
+}
+
+/// The twin's state file, its header made version 1.
+fn state_v1(d: &std::path::Path) {
+    let name = d.file_name().unwrap().to_string_lossy();
+    let state = d.with_file_name(format!("{name}-conf")).join("status");
+    let text = std::fs::read_to_string(&state).unwrap();
+    let text = text.replacen("version 2", "version 1", 1);
+    std::fs::write(&state, text).unwrap();
+}
 
 /// A directory owned by nobody, reachable by nobody.
 fn nobodys_dir(d: &std::path::Path) {
