@@ -22,7 +22,23 @@ if [[ -z "$pg_bindir" || ! -x "$pg_bindir/initdb" ]]; then
     fi
 fi
 
+# migrate's tests run npm's dbmate beside it (the package ships dbmate's
+# binary); it goes into the checkout's .deps/, not the system.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+dbmate_dir="$repo/.deps/npm"
+if [[ ! -x "$dbmate_dir/node_modules/.bin/dbmate" ]]; then
+    command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
+fi
+
+install_dbmate() {
+    [[ -x "$dbmate_dir/node_modules/.bin/dbmate" ]] && return 0
+    echo "ensure-deps: installing dbmate (npm) into $dbmate_dir" >&2
+    mkdir -p "$dbmate_dir"
+    (cd "$dbmate_dir" && npm install --silent --no-audit --no-fund --no-save dbmate >/dev/null)
+}
+
 if ((${#need_pkgs[@]} == 0)); then
+    install_dbmate
     exit 0
 fi
 
@@ -39,6 +55,7 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
     echo "ensure-deps: installed ${need_pkgs[*]}" >&2
+    install_dbmate
 else
     echo "ensure-deps: missing ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]})" >&2
     exit 1

@@ -18,9 +18,9 @@ pub const LOCK_KEYS: (i32, i32) = (0x6f70_736b, 0x6d69_6772); // "opsk", "migr"
 // client_min_messages: "relation already exists, skipping" on every run is noise.
 const SETUP: &str = "\
 SET client_min_messages = warning;
-CREATE TABLE IF NOT EXISTS schema_migrations (version varchar(128) PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS schema_migrations (version varchar PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS opskit_migrations (
-    version varchar(128) PRIMARY KEY,
+    version varchar PRIMARY KEY,
     name text NOT NULL,
     checksum text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now(),
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS opskit_migrations (
 CREATE TABLE IF NOT EXISTS opskit_migrations_log (
     id bigserial PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),
-    version varchar(128),
+    version varchar,
     action text NOT NULL,
     ok boolean NOT NULL,
     detail text,

@@ -5,6 +5,7 @@ pub mod db;
 mod maintain;
 pub mod parse;
 pub mod report;
+mod schema;
 pub mod split;
 
 use std::path::PathBuf;
@@ -61,6 +62,23 @@ pub struct Args {
     /// PostgreSQL statement_timeout for migration statements.
     #[arg(long, global = true, value_name = "DURATION", value_parser = units::duration_arg)]
     pub statement_timeout: Option<Duration>,
+
+    /// After `up` and `down` succeed, write the schema as dbmate does by
+    /// default (migrate's default is dbmate's --no-dump-schema): the real
+    /// pg_dump --schema-only, opskit's own tables left out, the applied
+    /// versions appended, so a committed db/schema.sql stays current.
+    #[arg(long, global = true)]
+    pub dump_schema: bool,
+
+    /// Where --dump-schema writes.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "db/schema.sql",
+        env = "DBMATE_SCHEMA_FILE"
+    )]
+    pub schema_file: PathBuf,
 
     #[command(subcommand)]
     pub command: Command,
@@ -147,6 +165,22 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Outcome, Error> 
     }
     let files = parse::load_dir(&args.dir)?;
     let mut db = Db::connect(&spec)?;
+    let done = command(&args, &mut db, &files, em)?;
+    let changed = matches!(args.command, Command::Up { .. } | Command::Down { .. });
+    if args.dump_schema && changed && done.exit == Exit::Ok {
+        schema::dump(&mut db, &args.schema_file)?;
+    }
+    log::debug!("done in {:.3}s", start.elapsed().as_secs_f64());
+    Ok(done)
+}
+
+/// The commands that need the migration files and the database.
+fn command(
+    args: &Args,
+    db: &mut Db,
+    files: &[parse::Migration],
+    em: &mut Emitter,
+) -> std::result::Result<Outcome, Error> {
     let t = Timeouts {
         lock_timeout: args.lock_timeout,
         statement_timeout: args.statement_timeout,
@@ -162,8 +196,8 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Outcome, Error> 
             db.lock(args.lock_wait)?;
             db.setup()?;
             apply::up(
-                &mut db,
-                &files,
+                db,
+                files,
                 target.as_deref(),
                 *allow_changed,
                 *allow_out_of_order,
@@ -175,12 +209,12 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Outcome, Error> 
             // Lock first: concurrent CREATE TABLE IF NOT EXISTS collide.
             db.lock(args.lock_wait)?;
             db.setup()?;
-            apply::down(&mut db, &files, *n, to.as_deref(), &t, em)?
+            apply::down(db, files, *n, to.as_deref(), &t, em)?
         }
-        Command::Status { exit_code } => report::status(&mut db, &files, *exit_code, em)?,
-        Command::Plan { direction, n } => report::plan(&mut db, &files, direction == "up", *n, em)?,
+        Command::Status { exit_code } => report::status(db, files, *exit_code, em)?,
+        Command::Plan { direction, n } => report::plan(db, files, direction == "up", *n, em)?,
         Command::Validate => {
-            let problems = apply::validate(&db.applied()?, &files, false);
+            let problems = apply::validate(&db.applied()?, files, false);
             apply::emit_problems(em, &problems)?;
             let exit = if problems.is_empty() {
                 Exit::Ok
@@ -199,7 +233,7 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Outcome, Error> 
             // Lock first: concurrent CREATE TABLE IF NOT EXISTS collide.
             db.lock(args.lock_wait)?;
             db.setup()?;
-            maintain::baseline(&mut db, &files, version)?
+            maintain::baseline(db, files, version)?
         }
         Command::Repair {
             applied,
@@ -210,8 +244,8 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Outcome, Error> 
             db.lock(args.lock_wait)?;
             db.setup()?;
             maintain::repair(
-                &mut db,
-                &files,
+                db,
+                files,
                 applied.as_deref(),
                 rolled_back.as_deref(),
                 accept_checksum.as_deref(),
@@ -220,7 +254,6 @@ pub fn run(args: Args, em: &mut Emitter) -> std::result::Result<Outcome, Error> 
         }
         Command::New { .. } | Command::Wait { .. } => unreachable!(),
     };
-    log::debug!("done in {:.3}s", start.elapsed().as_secs_f64());
     Ok(done)
 }
 

@@ -63,95 +63,20 @@ pub fn parse(file: &Path, text: &str) -> Result<Migration> {
     })?;
     let norm = normalise(text);
     let at = |line: usize, msg: String| Error::usage(format!("{}:{line}: {msg}", file.display()));
-    // (kind, options, 1-based marker line)
-    let mut markers: Vec<(&str, bool, usize)> = Vec::new();
-    let mut in_block = false;
-    for (i, line) in norm.lines().enumerate() {
-        let ln = i + 1;
-        let t = line.trim();
-        if let Some(rest) = t.strip_prefix("--").map(str::trim_start)
-            && let Some(rest) = rest.strip_prefix("migrate:")
-        {
-            let mut words = rest.split_whitespace();
-            let kind = words.next().unwrap_or("");
-            if kind != "up" && kind != "down" {
-                return Err(at(
-                    ln,
-                    format!("unknown marker 'migrate:{kind}' (use migrate:up or migrate:down)"),
-                ));
-            }
-            let mut transaction = true;
-            for opt in words {
-                match opt {
-                    "transaction:false" => transaction = false,
-                    "transaction:true" => transaction = true,
-                    _ => {
-                        return Err(at(
-                            ln,
-                            format!("unknown option '{opt}' on the migrate:{kind} line"),
-                        ));
-                    }
-                }
-            }
-            markers.push((if kind == "up" { "up" } else { "down" }, transaction, ln));
-            continue;
-        }
-        if markers.is_empty() {
-            // Before the first marker only comments and blank lines.
-            let mut rest = t;
-            loop {
-                if in_block {
-                    match rest.find("*/") {
-                        Some(e) => {
-                            in_block = false;
-                            rest = rest[e + 2..].trim_start();
-                        }
-                        None => break,
-                    }
-                } else if rest.is_empty() || rest.starts_with("--") {
-                    break;
-                } else if let Some(r) = rest.strip_prefix("/*") {
-                    in_block = true;
-                    rest = r;
-                } else {
-                    return Err(at(ln, "SQL before the first '-- migrate:up' marker".into()));
-                }
-            }
-        }
-    }
-    let ups: Vec<_> = markers.iter().filter(|m| m.0 == "up").collect();
-    let downs: Vec<_> = markers.iter().filter(|m| m.0 == "down").collect();
-    if ups.is_empty() {
-        return Err(Error::usage(format!(
-            "{}: no '-- migrate:up' section",
-            file.display()
-        )));
-    }
-    if ups.len() > 1 {
-        return Err(at(ups[1].2, "a second '-- migrate:up' marker".into()));
-    }
-    if downs.len() > 1 {
-        return Err(at(downs[1].2, "a second '-- migrate:down' marker".into()));
-    }
-    if let Some(d) = downs.first()
-        && d.2 < ups[0].2
-    {
-        return Err(at(d.2, "'-- migrate:down' before '-- migrate:up'".into()));
-    }
+    let markers = markers(&norm, &at)?;
+    let (up_m, down_m) = sections_of(&markers, file, &at)?;
     let lines: Vec<&str> = norm.lines().collect();
     let section = |start: usize, end: usize, transaction: bool| Section {
         sql: lines[start..end].join("\n"),
         transaction,
         first_line: start + 1,
     };
-    let up_line = ups[0].2;
-    let down_line = downs.first().map(|d| d.2);
     let up = section(
-        up_line,
-        down_line.map(|d| d - 1).unwrap_or(lines.len()),
-        ups[0].1,
+        up_m.line,
+        down_m.map(|d| d.line - 1).unwrap_or(lines.len()),
+        up_m.transaction,
     );
-    let down = downs.first().map(|d| section(d.2, lines.len(), d.1));
+    let down = down_m.map(|d| section(d.line, lines.len(), d.transaction));
     Ok(Migration {
         version: version.to_string(),
         name: name.to_string(),
@@ -160,6 +85,118 @@ pub fn parse(file: &Path, text: &str) -> Result<Migration> {
         down,
         checksum: opskit::gz::sha256_hex(norm.as_bytes()),
     })
+}
+
+/// A `-- migrate:up` or `-- migrate:down` line.
+#[derive(Debug, Clone, Copy)]
+struct Marker {
+    up: bool,
+    transaction: bool,
+    /// 1-based.
+    line: usize,
+}
+
+/// The markers of a file; before the first only comments and blank lines.
+fn markers(norm: &str, at: &dyn Fn(usize, String) -> Error) -> Result<Vec<Marker>> {
+    let mut out: Vec<Marker> = Vec::new();
+    let mut in_block = false;
+    for (i, line) in norm.lines().enumerate() {
+        let ln = i + 1;
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("--").map(str::trim_start)
+            && let Some(rest) = rest.strip_prefix("migrate:")
+        {
+            out.push(marker(rest, ln, at)?);
+        } else if out.is_empty() {
+            preamble_line(t, &mut in_block).map_err(|msg| at(ln, msg))?;
+        }
+    }
+    Ok(out)
+}
+
+/// `up transaction:false` (what follows `-- migrate:`) on line `ln`.
+fn marker(rest: &str, ln: usize, at: &dyn Fn(usize, String) -> Error) -> Result<Marker> {
+    let mut words = rest.split_whitespace();
+    let kind = words.next().unwrap_or("");
+    if kind != "up" && kind != "down" {
+        return Err(at(
+            ln,
+            format!("unknown marker 'migrate:{kind}' (use migrate:up or migrate:down)"),
+        ));
+    }
+    let mut transaction = true;
+    for opt in words {
+        match opt {
+            "transaction:false" => transaction = false,
+            "transaction:true" => transaction = true,
+            _ => {
+                return Err(at(
+                    ln,
+                    format!("unknown option '{opt}' on the migrate:{kind} line"),
+                ));
+            }
+        }
+    }
+    Ok(Marker {
+        up: kind == "up",
+        transaction,
+        line: ln,
+    })
+}
+
+/// A line before the first marker: comments (`--`, `/* ... */`, possibly
+/// spanning lines) and blanks only.
+fn preamble_line(t: &str, in_block: &mut bool) -> std::result::Result<(), String> {
+    let mut rest = t;
+    loop {
+        if *in_block {
+            match rest.find("*/") {
+                Some(e) => {
+                    *in_block = false;
+                    rest = rest[e + 2..].trim_start();
+                }
+                None => return Ok(()),
+            }
+        } else if rest.is_empty() || rest.starts_with("--") {
+            return Ok(());
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            *in_block = true;
+            rest = r;
+        } else {
+            return Err("SQL before the first '-- migrate:up' marker".into());
+        }
+    }
+}
+
+/// Exactly one up marker, at most one down marker after it.
+fn sections_of(
+    markers: &[Marker],
+    file: &Path,
+    at: &dyn Fn(usize, String) -> Error,
+) -> Result<(Marker, Option<Marker>)> {
+    let ups: Vec<&Marker> = markers.iter().filter(|m| m.up).collect();
+    let downs: Vec<&Marker> = markers.iter().filter(|m| !m.up).collect();
+    let Some(up) = ups.first() else {
+        return Err(Error::usage(format!(
+            "{}: no '-- migrate:up' section",
+            file.display()
+        )));
+    };
+    if let Some(second) = ups.get(1) {
+        return Err(at(second.line, "a second '-- migrate:up' marker".into()));
+    }
+    if let Some(second) = downs.get(1) {
+        return Err(at(second.line, "a second '-- migrate:down' marker".into()));
+    }
+    if let Some(d) = downs.first()
+        && d.line < up.line
+    {
+        return Err(at(
+            d.line,
+            "'-- migrate:down' before '-- migrate:up'".into(),
+        ));
+    }
+    Ok((**up, downs.first().map(|d| **d)))
 }
 
 /// Order of versions: as strings, as dbmate orders them (its timestamps all
