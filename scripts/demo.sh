@@ -23,17 +23,31 @@ command -v jq >/dev/null || die "jq is needed (apt-get install jq)"
 rm -rf "$demo"
 mkdir -p "$demo"
 chmod 755 "$demo"
+# As root the server runs as the postgres user, who cannot enter a checkout
+# under /root or any 0700 directory: then the cluster lives in a directory
+# of its own under /tmp, linked as .demo/pg, and is removed afterwards (its
+# server log kept as .demo/pg-server.log).
+pg_dir="$demo/pg"
+if [[ $(id -u) -eq 0 ]] && ! runuser -u postgres -- test -x "$demo"; then
+    pg_dir=$(mktemp -d /tmp/opskit-demo-pg.XXXXXX)
+    chmod 755 "$pg_dir"
+    ln -s "$pg_dir" "$demo/pg"
+fi
 app_pid=""
 cleanup() {
     [[ -n "$app_pid" ]] && kill "$app_pid" 2>/dev/null
     pg_throwaway_stop
+    if [[ $pg_dir != "$demo/pg" ]]; then
+        cp "$pg_dir/server.log" "$demo/pg-server.log" 2>/dev/null || true
+        rm -rf "$pg_dir" "$demo/pg"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 t_all=$(date +%s.%N)
-log "starting a throwaway PostgreSQL under $demo/pg"
-pg_throwaway_start "$demo/pg"
+log "starting a throwaway PostgreSQL under $pg_dir"
+pg_throwaway_start "$pg_dir"
 trap cleanup EXIT
 "$PG_BINDIR/psql" -X -q -d postgres -c "CREATE DATABASE app"
 
