@@ -36,7 +36,7 @@ load_env
 root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the backup root)}
 server=${OPSKIT_RESTORE_TEST_URL:-${DATABASE_URL:?neither OPSKIT_RESTORE_TEST_URL nor DATABASE_URL is set}}
 metrics_dir=${OPSKIT_METRICS_DIR:-/var/lib/prometheus/node-exporter}
-args=(--restore-into "$server" --record "$root/verified.ndjson")
+args=(--restore-into "$server" --record="$root/verified.ndjson")
 [[ -n "${OPSKIT_PG_BINDIR:-}" ]] && args+=(--pg-bindir "$OPSKIT_PG_BINDIR")
 if [[ -n "$target" ]]; then args+=("$target"); else args+=(--latest "$root"); fi
 

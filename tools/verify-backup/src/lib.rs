@@ -59,9 +59,10 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     pub restore_into: Option<String>,
 
-    /// Append each result to this file (NDJSON); without a value:
-    /// <backup root>/verified.ndjson. healthcheck and prune read it.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+    /// Append each result to the set's <backup root>/verified.ndjson, or
+    /// with --record=FILE to FILE (NDJSON; the value needs the '=', so
+    /// `--record SET` still verifies SET). healthcheck and prune read it.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     pub record: Option<String>,
 
     /// Directory of pg_restore/psql (default: the version matching the dump).

@@ -589,3 +589,25 @@ fn a_reader_that_goes_away_mid_restore_ends_the_run_quietly_and_drops_the_scratc
     );
     assert!(!stderr.contains("ERROR"), "{stderr}");
 }
+
+/// #20 item 12: `--record SET` verifies SET and records beside it; the
+/// value of --record is taken only as `--record=FILE`.
+#[test]
+fn record_without_equals_does_not_swallow_the_set() {
+    let c = cluster();
+    let db = c.create_db();
+    seed(c, &db, 10);
+    let tmp = tempfile::tempdir().unwrap();
+    let set = make_set(c, &db, tmp.path());
+    let out = run(verify().arg("--quick").arg("--record").arg(&set));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.events("verify")[0]["path"], set.to_str().unwrap());
+    assert!(tmp.path().join("sets/verified.ndjson").exists());
+    let log = tmp.path().join("mine.ndjson");
+    let out = run(verify()
+        .arg("--quick")
+        .arg(format!("--record={}", log.display()))
+        .arg(&set));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 1);
+}
