@@ -346,6 +346,13 @@ fn fill(check: &mut Check, kind: Kind, def: &Def) -> Result<(), String> {
     if let Some(t) = &def.timeout {
         check.timeout = opskit::units::parse_duration(t).map_err(|e| e.msg)?;
     }
+    // A URL that cannot be parsed is a broken definition (UNKNOWN), not a
+    // failing endpoint (CRITICAL).
+    if kind == Kind::Http
+        && let Err(e) = check.target.parse::<ureq::http::Uri>()
+    {
+        return Err(format!("bad URL {}: {e}", check.shown));
+    }
     let h = &mut check.http;
     for (k, v) in &def.headers {
         h.headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));

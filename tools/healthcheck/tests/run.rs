@@ -365,3 +365,21 @@ fn announce_failure_posts_the_unit_and_detail() {
     assert_eq!(out.code, 3);
     assert!(out.stderr.contains("--state"), "{}", out.stderr);
 }
+
+/// #20 item 13: a URL that does not parse is a broken definition: UNKNOWN
+/// (3) by the monitoring-plugins convention, as `htp://x` already is; on
+/// the command line that is the run's status, in a checks file the check's.
+#[test]
+fn a_malformed_url_is_unknown_not_critical() {
+    let out = run(healthcheck().arg("http://[::1"));
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("bad URL http://[::1"), "{}", out.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checks.ndjson");
+    std::fs::write(&file, "{\"name\":\"broken\",\"target\":\"http://[::1\"}\n").unwrap();
+    let out = run(healthcheck().arg("--checks").arg(&file));
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    let c = &out.events("check")[0];
+    assert_eq!(c["status"], "UNKNOWN", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("bad URL"), "{c}");
+}

@@ -74,6 +74,19 @@ pub fn archive_name(source: &Path, taken: &[String]) -> String {
 
 /// Archive `source` into `dir/name`. Entries are named relative to the
 /// parent of `source`, so `tar -xzf <name> -C <parent>` puts them back.
+/// What a tar archive of files cannot hold: sockets, fifos, devices.
+fn special(ft: &fs::FileType) -> Option<&'static str> {
+    if ft.is_socket() {
+        Some("socket")
+    } else if ft.is_fifo() {
+        Some("fifo")
+    } else if ft.is_block_device() || ft.is_char_device() {
+        Some("device")
+    } else {
+        None
+    }
+}
+
 pub fn archive(
     source: &Path,
     dir: &Path,
@@ -126,14 +139,7 @@ pub fn archive(
         let rel = entry.path().strip_prefix(source).unwrap_or(entry.path());
         let in_archive = top.join(rel);
         let ft = entry.file_type();
-        if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device() {
-            let what = if ft.is_socket() {
-                "socket"
-            } else if ft.is_fifo() {
-                "fifo"
-            } else {
-                "device"
-            };
+        if let Some(what) = special(&ft) {
             log::warn!("skipping {what} {}", entry.path().display());
             skipped.push(format!("{} ({what})", entry.path().display()));
             continue;

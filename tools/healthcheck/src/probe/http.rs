@@ -14,6 +14,25 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
         .target
         .parse()
         .map_err(|e| format!("bad URL {}: {e}", c.shown))?;
+    let agent = agent(c, &uri)?;
+    let start = Instant::now();
+    let mut req = if o.method == "HEAD" {
+        agent.head(&uri)
+    } else {
+        agent.get(&uri)
+    }
+    .header("Accept", "application/json, text/plain;q=0.9, */*;q=0.5");
+    for (k, v) in &o.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.call().map_err(|e| describe(&e, c))?;
+    observe(c, resp, start)
+}
+
+/// An agent for one check: its deadline, redirects, small buffers, trust,
+/// and no proxy for loopback.
+fn agent(c: &Check, uri: &ureq::http::Uri) -> Result<Agent, String> {
+    let o = &c.http;
     let host = uri.host().unwrap_or("");
     let https = uri.scheme_str() == Some("https");
     let mut cfg = Agent::config_builder()
@@ -37,18 +56,17 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
     if https || o.follow_redirects {
         cfg = cfg.tls_config(trust::ureq_tls(o.ca.as_deref(), o.insecure)?);
     }
-    let agent: Agent = cfg.build().into();
-    let start = Instant::now();
-    let mut req = if o.method == "HEAD" {
-        agent.head(&uri)
-    } else {
-        agent.get(&uri)
-    }
-    .header("Accept", "application/json, text/plain;q=0.9, */*;q=0.5");
-    for (k, v) in &o.headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let mut resp = req.call().map_err(|e| describe(&e, c))?;
+    Ok(cfg.build().into())
+}
+
+/// What the response shows: status, headers, redirects, the body up to
+/// its cap.
+fn observe(
+    c: &Check,
+    mut resp: ureq::http::Response<ureq::Body>,
+    start: Instant,
+) -> Result<Observation, String> {
+    let o = &c.http;
     let status = resp.status().as_u16();
     let headers: Vec<(String, String)> = resp
         .headers()
