@@ -10,6 +10,10 @@ command -v jq >/dev/null 2>&1 || need_pkgs+=(jq)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 # logrotate-lite's differential tests run Debian's logrotate beside it.
 [[ -x /usr/sbin/logrotate ]] || command -v logrotate >/dev/null 2>&1 || need_pkgs+=(logrotate)
+# logrotate-lite's compresscmd scenarios compress with the real tools.
+command -v zstd >/dev/null 2>&1 || need_pkgs+=(zstd)
+command -v xz >/dev/null 2>&1 || need_pkgs+=(xz-utils)
+command -v bzip2 >/dev/null 2>&1 || need_pkgs+=(bzip2)
 # The blue/green drill reloads a real nginx on loopback.
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 pg_bindir=""

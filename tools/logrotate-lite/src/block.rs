@@ -14,7 +14,7 @@ use crate::config::Block;
 use crate::decide::{Verdict, decide};
 use crate::exec::{self, Done};
 use crate::journal::Journal;
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, Step};
 use crate::run::{Tally, describe, expand, insecure_parent, looks_rotated, produced_bytes};
 use crate::state::{State, format_time};
 use crate::su::As;
@@ -71,7 +71,7 @@ impl BlockRun<'_> {
             self.script(&who, ScriptKind::Postrotate, &patterns)?;
         }
         if !self.dry {
-            self.finish_all(&mut rotations);
+            self.finish_all(&who, &mut rotations)?;
         }
         self.script(&who, ScriptKind::Lastaction, &patterns)?;
         for r in rotations {
@@ -90,11 +90,12 @@ impl BlockRun<'_> {
             .and_then(|n| n.with_second(0))
             .expect("valid");
         let mut due = vec![];
-        for log in expand(&self.b.patterns) {
+        let logs = expand(&self.b.patterns);
+        for log in logs.into_iter().filter(|l| !self.b.exclude.contains(l)) {
             self.t.logs += 1;
             let key = log.display().to_string();
-            let size = match self.check_log(&log)? {
-                Ok(size) => size,
+            let (size, age_s) = match self.check_log(&log)? {
+                Ok(found) => found,
                 Err(skip) => {
                     // As logrotate: every log considered is recorded, a
                     // pattern that matched nothing under its own name.
@@ -106,7 +107,7 @@ impl BlockRun<'_> {
                 }
             };
             let last = *state.entries.entry(key).or_insert(first_seen);
-            match decide(&self.b.opts, size, last, self.now, self.force) {
+            match decide(&self.b.opts, size, age_s, last, self.now, self.force) {
                 Verdict::Rotate(_) => due.push((log, size)),
                 Verdict::Skip(reason) => self.skip(&log, reason, false)?,
             }
@@ -114,8 +115,9 @@ impl BlockRun<'_> {
         Ok(due)
     }
 
-    /// Whether a log can be rotated at all: its size, or why it is skipped.
-    fn check_log(&mut self, log: &Path) -> Result<std::result::Result<u64, Skip>> {
+    /// Whether a log can be rotated at all: its size and age in seconds,
+    /// or why it is skipped.
+    fn check_log(&mut self, log: &Path) -> Result<std::result::Result<(u64, Option<i64>), Skip>> {
         let o = &self.b.opts;
         let meta = match log.symlink_metadata() {
             Ok(m) => m,
@@ -140,7 +142,7 @@ impl BlockRun<'_> {
             ))
         } else if !meta.is_file() {
             Some(Skip::new("not a regular file", true))
-        } else if meta.nlink() > 1 {
+        } else if meta.nlink() > 1 && !o.allowhardlink {
             let why = format!("{} hard links: refused, as logrotate does", meta.nlink());
             Some(Skip::new(&why, false))
         } else if euid() == 0 && o.su.is_none() {
@@ -158,7 +160,12 @@ impl BlockRun<'_> {
                 message: format!("{} looks like a rotated log but the pattern matches it, so it is rotated again (as logrotate does); narrow the pattern, e.g. *.log", log.display()),
             })?;
         }
-        Ok(Ok(meta.len()))
+        let age_s = meta
+            .modified()
+            .ok()
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+            .map(|d| d.as_secs() as i64);
+        Ok(Ok((meta.len(), age_s)))
     }
 
     fn skip(&mut self, log: &Path, reason: &str, error: bool) -> Result<()> {
@@ -194,6 +201,7 @@ impl BlockRun<'_> {
             ScriptKind::Prerotate => &o.prerotate,
             ScriptKind::Postrotate => &o.postrotate,
             ScriptKind::Lastaction => &o.lastaction,
+            ScriptKind::Preremove => &o.preremove,
         };
         let Some(body) = body else { return Ok(true) };
         if self.dry {
@@ -286,12 +294,17 @@ impl BlockRun<'_> {
         let arg = log.display().to_string();
         let mut emit_failed = None;
         for (i, s) in plan.main.iter().enumerate() {
-            let mut run_script = |which: ScriptKind| match self.script(who, which, &arg) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(format!("{} script failed", which.name())),
-                Err(e) => {
-                    emit_failed = Some(e);
-                    Err("the record stream failed".into())
+            let mut run_script = |which: ScriptKind, path: Option<&Path>| {
+                let arg = path
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| arg.clone());
+                match self.script(who, which, &arg) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(format!("{} script failed", which.name())),
+                    Err(e) => {
+                        emit_failed = Some(e);
+                        Err("the record stream failed".into())
+                    }
                 }
             };
             let res = exec::run(s, done, &mut run_script, false);
@@ -308,16 +321,27 @@ impl BlockRun<'_> {
 
     /// Compression and disposal of every rotation that got this far, on
     /// every core.
-    fn finish_all(&self, rotations: &mut [Rotation]) {
+    fn finish_all(&mut self, who: &As, rotations: &mut [Rotation]) -> Result<()> {
         let work: Vec<usize> = (0..rotations.len())
             .filter(|i| rotations[*i].failed.is_none())
             .collect();
+        // Scripts (preremove) run here, in order, before the parallel part.
+        for &i in &work {
+            for st in &rotations[i].plan.after {
+                if let Step::Script { which, arg } = st {
+                    let arg = arg.as_ref().unwrap_or(&rotations[i].log);
+                    if arg.symlink_metadata().is_ok() {
+                        self.script(who, *which, &arg.display().to_string())?;
+                    }
+                }
+            }
+        }
         let journal = self.journal;
         let outs = opskit::pool::map(&work, opskit::pool::cores(), |&i| {
             let r = &rotations[i];
             let mut done = r.done.clone();
             for (k, st) in r.plan.after.iter().enumerate() {
-                if let Err(e) = exec::run(st, &mut done, &mut |_| Ok(()), false) {
+                if let Err(e) = exec::run(st, &mut done, &mut |_, _| Ok(()), false) {
                     return (done, Some(e));
                 }
                 journal.step(&r.plan.log, r.plan.main.len() + k);
@@ -328,6 +352,7 @@ impl BlockRun<'_> {
             rotations[i].done = done;
             rotations[i].failed = failed;
         }
+        Ok(())
     }
 
     /// The `rotate` record of a rotation, and its state entry.

@@ -3,6 +3,9 @@
 //! file:line; a block with an error is skipped, the others still run.
 
 mod olddir;
+mod opts;
+
+pub use opts::Opts;
 
 use crate::taboo::Taboo;
 use std::path::{Path, PathBuf};
@@ -28,81 +31,6 @@ pub struct Create {
     pub group: Option<String>,
 }
 
-/// The options of a block (the globals, then the block's own).
-#[derive(Debug, Clone)]
-pub struct Opts {
-    pub freq: Freq,
-    pub size: Option<u64>,
-    pub minsize: Option<u64>,
-    pub maxsize: Option<u64>,
-    pub rotate: i64,
-    pub maxage: Option<u64>,
-    pub compress: bool,
-    pub delaycompress: bool,
-    pub compressext: String,
-    pub compresslevel: u32,
-    pub copytruncate: bool,
-    pub copy: bool,
-    pub create: Option<Create>,
-    pub missingok: bool,
-    pub ifempty: bool,
-    pub dateext: bool,
-    pub dateformat: Option<String>,
-    pub extension: Option<String>,
-    pub olddir: Option<String>,
-    pub createolddir: Option<Create>,
-    pub sharedscripts: bool,
-    pub prerotate: Option<String>,
-    pub postrotate: Option<String>,
-    pub firstaction: Option<String>,
-    pub lastaction: Option<String>,
-    pub su: Option<(String, String)>,
-}
-
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            freq: Freq::None,
-            size: None,
-            minsize: None,
-            maxsize: None,
-            rotate: 0,
-            maxage: None,
-            compress: false,
-            delaycompress: false,
-            compressext: ".gz".into(),
-            compresslevel: 6,
-            copytruncate: false,
-            copy: false,
-            create: None,
-            missingok: false,
-            ifempty: true,
-            dateext: false,
-            dateformat: None,
-            extension: None,
-            olddir: None,
-            createolddir: None,
-            sharedscripts: false,
-            prerotate: None,
-            postrotate: None,
-            firstaction: None,
-            lastaction: None,
-            su: None,
-        }
-    }
-}
-
-impl Opts {
-    /// The dateext format in effect.
-    pub fn dateformat(&self) -> &str {
-        match (&self.dateformat, self.freq) {
-            (Some(f), _) => f,
-            (None, Freq::Hourly) => "-%Y%m%d%H",
-            (None, _) => "-%Y%m%d",
-        }
-    }
-}
-
 /// One `paths { ... }` block.
 #[derive(Debug, Clone)]
 pub struct Block {
@@ -111,6 +39,9 @@ pub struct Block {
     pub opts: Opts,
     /// Where the block starts, for messages.
     pub at: String,
+    /// Logs its patterns match that an earlier block with
+    /// `ignoreduplicates` claimed: not this block's.
+    pub exclude: Vec<PathBuf>,
 }
 
 /// A problem in a config file; the block it is in (if any) is skipped.
@@ -126,6 +57,9 @@ pub struct Config {
     pub errors: Vec<ConfigError>,
     /// What an include of a directory skips.
     pub taboo: Taboo,
+    /// Every log a block has claimed, and whether that block ignores
+    /// duplicates of it.
+    pub claimed: std::collections::HashMap<PathBuf, bool>,
 }
 
 /// Split a line into words; double and single quotes group.
@@ -225,6 +159,35 @@ fn directive(o: &mut Opts, key: &str, args: &[String]) -> Result<bool, String> {
                 .filter(|n| *n >= -1)
                 .ok_or(format!("rotate: bad count '{v}'"))?;
         }
+        "minage" => {
+            let v = one()?;
+            o.minage = Some(v.parse().map_err(|_| format!("minage: bad count '{v}'"))?);
+        }
+        "start" => {
+            let v = one()?;
+            o.start = v.parse().map_err(|_| format!("start: bad number '{v}'"))?;
+        }
+        "mail" => o.mail = Some(one()?),
+        "nomail" => o.mail = None,
+        "mailfirst" => o.mailfirst = true,
+        "maillast" => o.mailfirst = false,
+        "addextension" => o.addextension = Some(one()?),
+        "ignoreduplicates" => o.ignoreduplicates = true,
+        "renamecopy" => o.renamecopy = true,
+        "norenamecopy" => o.renamecopy = false,
+        "shred" => o.shred = true,
+        "noshred" => o.shred = false,
+        "shredcycles" => {
+            let v = one()?;
+            o.shredcycles = Some(
+                v.parse()
+                    .map_err(|_| format!("shredcycles: bad count '{v}'"))?,
+            );
+        }
+        "allowhardlink" => o.allowhardlink = true,
+        "noallowhardlink" => o.allowhardlink = false,
+        "dateyesterday" => o.dateyesterday = true,
+        "datehourago" => o.datehourago = true,
         "maxage" => {
             let v = one()?;
             o.maxage = Some(v.parse().map_err(|_| format!("maxage: bad count '{v}'"))?);
@@ -233,7 +196,11 @@ fn directive(o: &mut Opts, key: &str, args: &[String]) -> Result<bool, String> {
         "nocompress" => o.compress = false,
         "delaycompress" => o.delaycompress = true,
         "nodelaycompress" => o.delaycompress = false,
-        "compressext" => o.compressext = one()?,
+        "compressext" => o.compressext = Some(one()?),
+        "compresscmd" => o.compresscmd = Some(one()?),
+        "uncompresscmd" => o.uncompresscmd = Some(one()?),
+        // logrotate splits the options at white space into arguments.
+        "compressoptions" => o.compressoptions = Some(args.join(" ")),
         "compresslevel" => {
             let v = one()?;
             o.compresslevel = v
@@ -273,7 +240,13 @@ fn directive(o: &mut Opts, key: &str, args: &[String]) -> Result<bool, String> {
     Ok(true)
 }
 
-const SCRIPTS: [&str; 4] = ["prerotate", "postrotate", "firstaction", "lastaction"];
+const SCRIPTS: [&str; 5] = [
+    "prerotate",
+    "postrotate",
+    "firstaction",
+    "lastaction",
+    "preremove",
+];
 
 /// Read config files (and what they include).
 pub fn load(files: &[PathBuf]) -> Config {
@@ -452,6 +425,7 @@ impl Reader<'_> {
             "prerotate" => target.prerotate = Some(body),
             "postrotate" => target.postrotate = Some(body),
             "firstaction" => target.firstaction = Some(body),
+            "preremove" => target.preremove = Some(body),
             _ => target.lastaction = Some(body),
         }
     }
@@ -535,28 +509,42 @@ impl Reader<'_> {
         }
     }
 
-    /// Inside a block: its directives, up to `}`.
-    fn inside(&mut self, ws: &[String], err: impl Fn(String) -> ConfigError) {
-        if ws[0] == "}" {
-            let b = self.block.take().expect("in a block");
-            if let (None, Some(old)) = (&b.error, olddir::missing(&b.patterns, &b.opts)) {
-                let msg = format!(
+    /// A block's `}`: the checks logrotate makes when it reads a block
+    /// (its olddir, logs another block has), then the block is kept.
+    fn close(&mut self, err: impl Fn(String) -> ConfigError) {
+        let b = self.block.take().expect("in a block");
+        if let Some(e) = b.error {
+            self.cfg.errors.push(e);
+            return;
+        }
+        let checked = olddir::missing(&b.patterns, &b.opts)
+            .map(|old| {
+                format!(
                     "error verifying olddir path {}: No such file or directory",
                     old.display()
-                );
+                )
+            })
+            .map_or(Ok(()), Err)
+            .and_then(|()| olddir::claim(&b.patterns, &b.opts, &mut self.cfg.claimed));
+        match checked {
+            Ok(exclude) => self.cfg.blocks.push(Block {
+                patterns: b.patterns,
+                opts: b.opts,
+                at: b.at,
+                exclude,
+            }),
+            Err(msg) => {
                 self.cfg.errors.push(err(msg));
                 // As logrotate: the rest of the file is skipped.
                 self.i = self.lines.len();
-                return;
             }
-            match b.error {
-                Some(e) => self.cfg.errors.push(e),
-                None => self.cfg.blocks.push(Block {
-                    patterns: b.patterns,
-                    opts: b.opts,
-                    at: b.at,
-                }),
-            }
+        }
+    }
+
+    /// Inside a block: its directives, up to `}`.
+    fn inside(&mut self, ws: &[String], err: impl Fn(String) -> ConfigError) {
+        if ws[0] == "}" {
+            self.close(err);
             return;
         }
         let b = self.block.as_mut().expect("in a block");

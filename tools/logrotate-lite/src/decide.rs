@@ -13,10 +13,13 @@ pub enum Verdict {
 }
 
 /// The decision for a regular file of `size` bytes last rotated at
-/// `last` (for a log first seen, `now` truncated to the hour).
+/// `last` (for a log first seen, `now` truncated to the hour). `age_s`
+/// (seconds since its mtime) is for `minage`: a log not older than that
+/// many days is not rotated, unless forced (as logrotate: -f overrides it).
 pub fn decide(
     o: &Opts,
     size: u64,
+    age_s: Option<i64>,
     last: NaiveDateTime,
     now: NaiveDateTime,
     force: bool,
@@ -60,6 +63,13 @@ pub fn decide(
     if !o.ifempty && size == 0 && matches!(v, Verdict::Rotate(_)) {
         v = Verdict::Skip("empty");
     }
+    if !force
+        && matches!(v, Verdict::Rotate(_))
+        && let (Some(days), Some(age)) = (o.minage, age_s)
+        && age <= days as i64 * 86_400
+    {
+        v = Verdict::Skip("younger than minage");
+    }
     v
 }
 
@@ -81,7 +91,7 @@ mod tests {
     #[test]
     fn as_logrotate_decides() {
         let now = at("2026-11-23 11:52");
-        let d = |o: &Opts, last: &str| decide(o, 5, at(last), now, false);
+        let d = |o: &Opts, last: &str| decide(o, 5, None, at(last), now, false);
         let daily = opts(|o| o.freq = Freq::Daily);
         assert_eq!(d(&daily, "2026-11-22 03:00"), Verdict::Rotate("due"));
         assert_eq!(d(&daily, "2026-11-23 01:00"), Verdict::Skip("not due"));
@@ -130,7 +140,7 @@ mod tests {
         assert_eq!(d(&size, "2026-11-23 11:00"), Verdict::Rotate("size"));
         let empty = opts(|o| (o.freq, o.ifempty) = (Freq::Daily, false));
         assert_eq!(
-            decide(&empty, 0, at("2026-11-20 01:00"), now, true),
+            decide(&empty, 0, None, at("2026-11-20 01:00"), now, true),
             Verdict::Skip("empty")
         );
     }

@@ -31,15 +31,33 @@ fn io_err(what: &str, p: &Path, e: io::Error) -> String {
     opskit::exit::describe_io(what, p, &e)
 }
 
+/// Runs a log's own script (which, and the path it is about, if not the
+/// log's own).
+pub type ScriptRunner<'a> = dyn FnMut(ScriptKind, Option<&Path>) -> Result<(), String> + 'a;
+
 /// Run one step. `replay`: finishing an interrupted run (scripts are not
 /// run again).
 pub fn run(
     step: &Step,
     done: &mut Done,
-    script: &mut dyn FnMut(ScriptKind) -> Result<(), String>,
+    script: &mut ScriptRunner,
     replay: bool,
 ) -> Result<(), String> {
     match step {
+        Step::Remove {
+            path,
+            shred: Some(cmd),
+            ..
+        } if exists(path) => {
+            if let Err(e) = shred(cmd, path) {
+                // As logrotate: "Failed to shred ..., trying unlink".
+                done.warnings
+                    .push(format!("{e}; removed without shredding"));
+            }
+            std::fs::remove_file(path).map_err(|e| io_err("removing", path, e))?;
+            done.deleted.push(path.display().to_string());
+            Ok(())
+        }
         Step::Remove { path, .. } => match std::fs::remove_file(path) {
             Ok(()) => {
                 done.deleted.push(path.display().to_string());
@@ -54,7 +72,12 @@ pub fn run(
             }
             std::fs::rename(from, to).map_err(|e| io_err("renaming", from, e))
         }
-        Step::Compress { src, dst, level } => {
+        Step::Compress {
+            src,
+            dst,
+            level,
+            command,
+        } => {
             if exists(dst) {
                 // The .gz is only ever renamed into place complete.
                 if exists(src) {
@@ -65,7 +88,10 @@ pub fn run(
             if !exists(src) {
                 return Ok(());
             }
-            let n = compress(src, dst, *level)?;
+            let n = match command {
+                None => compress(src, dst, *level)?,
+                Some(cmd) => compress_with(cmd, src, dst)?,
+            };
             done.bytes_after += n;
             done.compressed.push(dst.display().to_string());
             Ok(())
@@ -103,12 +129,88 @@ pub fn run(
             done.created.push(path.display().to_string());
             Ok(())
         }
-        Step::Script { which } => {
-            if replay {
+        Step::Script { which, arg } => {
+            // preremove only for a file that is there to be removed.
+            if replay || arg.as_deref().is_some_and(|a| !exists(a)) {
                 return Ok(());
             }
-            script(*which)
+            script(*which, arg.as_deref())
         }
+        Step::Mail {
+            file,
+            subject,
+            address,
+            command,
+            uncompress,
+        } => {
+            if replay || !exists(file) {
+                return Ok(());
+            }
+            mail(file, subject, address, command, uncompress.as_deref())
+        }
+    }
+}
+
+/// `shred -u [-n N] -` with `path` open on stdout (shred's "-"), as
+/// logrotate runs it; then the file is unlinked (shred cannot remove "-").
+fn shred(cmd: &[String], path: &Path) -> Result<(), String> {
+    let file = File::options()
+        .write(true)
+        .read(true)
+        .open(path)
+        .map_err(|e| io_err("opening", path, e))?;
+    let status = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .stdout(file)
+        .status()
+        .map_err(|e| format!("failed to shred {}: {e}", path.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("failed to shred {} ({status})", path.display()))
+    }
+}
+
+/// Mail `file` as logrotate does: `command -s subject address`, the file
+/// (or what `uncompress` makes of it) on stdin.
+fn mail(
+    file: &Path,
+    subject: &str,
+    address: &str,
+    command: &str,
+    uncompress: Option<&str>,
+) -> Result<(), String> {
+    let input = File::open(file).map_err(|e| io_err("opening", file, e))?;
+    let mut unpack = match uncompress {
+        Some(u) => Some(
+            Command::new(u)
+                .stdin(input.try_clone().map_err(|e| io_err("opening", file, e))?)
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("running uncompresscmd {u}: {e}"))?,
+        ),
+        None => None,
+    };
+    let stdin: Stdio = match unpack.as_mut().and_then(|c| c.stdout.take()) {
+        Some(out) => out.into(),
+        None => input.into(),
+    };
+    let status = Command::new(command)
+        .args(["-s", subject, address])
+        .stdin(stdin)
+        .status()
+        .map_err(|e| format!("running the mail command {command}: {e}"))?;
+    if let Some(mut c) = unpack {
+        let _ = c.wait();
+    }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "mailing {} to {address} failed ({status})",
+            file.display()
+        ))
     }
 }
 
@@ -124,6 +226,44 @@ pub fn compress(src: &Path, dst: &Path, level: u32) -> Result<u64, String> {
             .map_err(|e| io_err("compressing", src, e))?;
         w.flush().map_err(|e| io_err("writing", dst, e))?;
     }
+    finish_compressed(out, &meta, src, dst)
+}
+
+/// compresscmd: run `cmd[0] cmd[1..]` (found on PATH, as logrotate runs
+/// it) with `src` on stdin and the temp file of `dst` on stdout.
+fn compress_with(cmd: &[String], src: &Path, dst: &Path) -> Result<u64, String> {
+    let input = File::open(src).map_err(|e| io_err("opening", src, e))?;
+    let meta = input.metadata().map_err(|e| io_err("reading", src, e))?;
+    let out = durable::AtomicFile::create(dst, meta.mode() & 0o7777).map_err(|e| e.msg)?;
+    let stdout = out
+        .file()
+        .try_clone()
+        .map_err(|e| io_err("opening", out.temp_path(), e))?;
+    let status = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(input)
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| format!("running compresscmd {}: {e}", cmd[0]))?;
+    if !status.success() {
+        return Err(format!(
+            "compressing {} with {} failed ({status})",
+            src.display(),
+            cmd.join(" ")
+        ));
+    }
+    finish_compressed(out, &meta, src, dst)
+}
+
+/// The compressed file takes the log's mode, owner and times, goes into
+/// place, and the uncompressed one goes; its size.
+fn finish_compressed(
+    out: durable::AtomicFile,
+    meta: &std::fs::Metadata,
+    src: &Path,
+    dst: &Path,
+) -> Result<u64, String> {
     let f = out.file();
     let _ = std::os::unix::fs::fchown(f, Some(meta.uid()), Some(meta.gid()));
     f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))

@@ -26,13 +26,19 @@ use opskit::{Done, Emitter, Error, Exit};
 /// written during the copy before it truncates.
 ///
 /// Prints a `rotate` record per log considered, `script` records, and a
-/// `summary`. Directives: daily weekly monthly yearly hourly, size minsize
-/// maxsize, rotate, maxage, compress nocompress delaycompress compressext
-/// compresslevel, copytruncate copy create nocreate, missingok nomissingok,
-/// ifempty notifempty, dateext dateformat extension, olddir createolddir
-/// noolddir, sharedscripts nosharedscripts, prerotate postrotate
-/// firstaction lastaction, su, include. Any other directive is an error
-/// naming file:line; its block is skipped and the others still run.
+/// `summary`. Every directive of logrotate 3.21, with its meaning (each
+/// tested against Debian's logrotate): daily weekly monthly yearly hourly,
+/// size minsize maxsize minage maxage, rotate start, compress nocompress
+/// delaycompress compresscmd uncompresscmd compressoptions compressext,
+/// copytruncate copy renamecopy create nocreate, missingok ifempty
+/// notifempty, dateext dateformat dateyesterday datehourago extension
+/// addextension, olddir createolddir, sharedscripts prerotate postrotate
+/// firstaction lastaction preremove, mail mailfirst maillast nomail, shred
+/// shredcycles, su, allowhardlink, ignoreduplicates, include tabooext
+/// taboopat (and their no- forms); plus compresslevel (gzip in-process).
+/// One deliberate difference: an unknown directive is an error naming
+/// file:line that skips its block (logrotate ignores the line and rotates
+/// the block anyway); the other blocks still run.
 ///
 /// Without a config file, for one-off use:
 ///   logrotate-lite --rotate 7 --compress --copytruncate /var/log/app/*.log
@@ -67,6 +73,11 @@ pub struct Args {
     /// Only check the config files, then exit.
     #[arg(long)]
     pub check: bool,
+
+    /// The program that mails logs for `mail` (logrotate's -m): run as
+    /// COMMAND -s SUBJECT ADDRESS with the log on stdin.
+    #[arg(short, long, value_name = "COMMAND", default_value = "/usr/bin/mail")]
+    pub mail: String,
 
     /// One-off rotation of the logs given (no config file): keep N.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -185,5 +196,9 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<RotateCounts>, Error> {
     }
     // One-off runs have no interval: they rotate now, unless --size says when.
     let force = args.force || (args.rotate.is_some() && args.size.is_none());
+    let mut cfg = cfg;
+    for b in &mut cfg.blocks {
+        b.opts.mailcmd = args.mail.clone();
+    }
     run::run(&cfg, &args.state, force, args.dry_run, em)
 }

@@ -11,15 +11,23 @@ use crate::config::Opts;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
-    /// gzip `src` into `dst` (temp, fsync, rename), then remove `src`.
+    /// Compress `src` into `dst` (temp, fsync, rename), then remove `src`:
+    /// gzip in-process at `level`, or `command` (compresscmd and its
+    /// compressoptions) reading `src` on stdin and writing `dst`.
     Compress {
         src: PathBuf,
         dst: PathBuf,
         level: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<Vec<String>>,
     },
+    /// Remove a rotation; with `shred` (logrotate's `shred -u [-n N] -` on
+    /// the open file) first overwrite it.
     Remove {
         path: PathBuf,
         why: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shred: Option<Vec<String>>,
     },
     Rename {
         from: PathBuf,
@@ -38,9 +46,22 @@ pub enum Step {
         owner: Option<String>,
         group: Option<String>,
     },
-    /// prerotate / postrotate for this log alone (not replayed).
+    /// prerotate / postrotate for this log alone, or preremove for `arg`
+    /// (not replayed).
     Script {
         which: ScriptKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arg: Option<PathBuf>,
+    },
+    /// `mail`: `command -s subject address` with `file` on stdin, through
+    /// `uncompress` when it is compressed (not replayed).
+    Mail {
+        file: PathBuf,
+        subject: String,
+        address: String,
+        command: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uncompress: Option<String>,
     },
 }
 
@@ -122,7 +143,10 @@ pub fn plan(
         p.blocked = None;
     }
     pl.move_log(&mut p, &final_name);
-    pl.dispose(&mut p, final_name);
+    pl.dispose(&mut p, final_name.clone());
+    pl.mail(&mut p, &final_name);
+    pl.renamecopy(&mut p, &final_name);
+    pl.preremove(&mut p);
     p
 }
 
@@ -159,17 +183,20 @@ impl<'a> Planner<'a> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        // `extension` stays at the end of rotated names; `addextension`
+        // too, and is added to a name that lacks it (b -> b.1.log).
         let mut fileext = String::new();
-        if let Some(ext) = o
-            .extension
-            .as_deref()
-            .filter(|e| !e.is_empty() && base.ends_with(*e))
-        {
-            base.truncate(base.len() - ext.len());
-            fileext = ext.to_string();
+        let ext = o.extension.as_deref().or(o.addextension.as_deref());
+        if let Some(ext) = ext.filter(|e| !e.is_empty()) {
+            if base.ends_with(ext) {
+                base.truncate(base.len() - ext.len());
+                fileext = ext.to_string();
+            } else if o.addextension.is_some() {
+                fileext = ext.to_string();
+            }
         }
         let compext = if o.compress {
-            o.compressext.clone()
+            o.compress_ext()
         } else {
             String::new()
         };
@@ -192,15 +219,28 @@ impl<'a> Planner<'a> {
         })
     }
 
+    /// The `i`-th rotation (1 the newest), numbered from `start`.
     fn numbered(&self, i: i64, ext: &str) -> PathBuf {
-        name(&self.dir, format!("{}.{i}{}{ext}", self.base, self.fileext))
+        let n = i - 1 + self.o.start;
+        name(&self.dir, format!("{}.{n}{}{ext}", self.base, self.fileext))
+    }
+
+    /// The time a dateext rotation is named after.
+    fn stamp_time(&self) -> NaiveDateTime {
+        if self.o.dateyesterday {
+            self.now - chrono::TimeDelta::days(1)
+        } else if self.o.datehourago {
+            self.now - chrono::TimeDelta::hours(1)
+        } else {
+            self.now
+        }
     }
 
     /// `dateext`: the dated rotations, compressed, aged out and kept to
     /// `rotate`; the new rotation's name, or None when it is blocked.
     fn shift_dated(&self, p: &mut Plan) -> Option<PathBuf> {
         let (o, base, fileext, compext) = (self.o, &self.base, &self.fileext, &self.compext);
-        let stamp = self.now.format(o.dateformat()).to_string();
+        let stamp = self.stamp_time().format(o.dateformat()).to_string();
         let final_name = name(&self.dir, format!("{base}{stamp}{fileext}"));
         let final_gz = name(&self.dir, format!("{base}{stamp}{fileext}{compext}"));
         if exists(&final_name) || (o.compress && exists(&final_gz)) {
@@ -227,12 +267,14 @@ impl<'a> Planner<'a> {
         old.sort();
         if o.compress && o.delaycompress {
             for f in &old {
-                if !o.compressext.is_empty() && !f.to_string_lossy().ends_with(&o.compressext) {
-                    let dst = PathBuf::from(format!("{}{}", f.display(), o.compressext));
+                let ext = o.compress_ext();
+                if !ext.is_empty() && !f.to_string_lossy().ends_with(&ext) {
+                    let dst = PathBuf::from(format!("{}{ext}", f.display()));
                     p.main.push(Step::Compress {
                         src: f.clone(),
                         dst,
-                        level: o.compresslevel,
+                        level: o.gzip_level(),
+                        command: o.compress_command(),
                     });
                 }
             }
@@ -241,6 +283,7 @@ impl<'a> Planner<'a> {
             p.main.push(Step::Remove {
                 path: f.clone(),
                 why: "maxage".into(),
+                shred: self.o.shred_command(),
             });
         }
         // Keep rotate - 1 old ones beside the new one (oldest names go first:
@@ -253,6 +296,7 @@ impl<'a> Planner<'a> {
                     p.after.push(Step::Remove {
                         path: (*f).clone(),
                         why: format!("rotate {}", o.rotate),
+                        shred: self.o.shred_command(),
                     });
                 }
             }
@@ -270,7 +314,8 @@ impl<'a> Planner<'a> {
                 p.main.push(Step::Compress {
                     src: prev.clone(),
                     dst: self.numbered(1, compext),
-                    level: o.compresslevel,
+                    level: o.gzip_level(),
+                    command: o.compress_command(),
                 });
             }
         }
@@ -290,6 +335,7 @@ impl<'a> Planner<'a> {
                     p.main.push(Step::Remove {
                         path: f,
                         why: "maxage".into(),
+                        shred: self.o.shred_command(),
                     });
                 }
             }
@@ -300,6 +346,7 @@ impl<'a> Planner<'a> {
             p.main.push(Step::Remove {
                 path: dispose.clone(),
                 why: format!("rotate {}", o.rotate),
+                shred: self.o.shred_command(),
             });
         }
         // Only renames of files that exist (logrotate skips the others):
@@ -320,6 +367,7 @@ impl<'a> Planner<'a> {
             p.after.push(Step::Remove {
                 path: dispose,
                 why: format!("rotate {}", o.rotate),
+                shred: self.o.shred_command(),
             });
         }
         let final_name = self.numbered(1, "");
@@ -352,6 +400,7 @@ impl<'a> Planner<'a> {
         if o.prerotate.is_some() && !o.sharedscripts {
             p.main.push(Step::Script {
                 which: ScriptKind::Prerotate,
+                arg: None,
             });
         }
         if o.copytruncate || o.copy {
@@ -361,9 +410,15 @@ impl<'a> Planner<'a> {
                 truncate: o.copytruncate,
             });
         } else {
+            // renamecopy: to LOG.tmp now, copied to the rotation later.
+            let to = if o.renamecopy {
+                renamecopy_temp(log)
+            } else {
+                final_name.to_path_buf()
+            };
             p.main.push(Step::Rename {
                 from: log.to_path_buf(),
-                to: final_name.to_path_buf(),
+                to,
             });
             if let Some(c) = &o.create {
                 // Unset parts come from the log being rotated, as in logrotate.
@@ -380,6 +435,7 @@ impl<'a> Planner<'a> {
         if o.postrotate.is_some() && !o.sharedscripts {
             p.main.push(Step::Script {
                 which: ScriptKind::Postrotate,
+                arg: None,
             });
         }
     }
@@ -391,23 +447,126 @@ impl<'a> Planner<'a> {
             p.after.push(Step::Remove {
                 path: final_name,
                 why: "rotate 0".into(),
+                shred: self.o.shred_command(),
             });
         } else if self.o.compress && !self.o.delaycompress {
+            // Before the old rotation's removal, as logrotate orders them
+            // (a preremove script sees that order).
             let dst = PathBuf::from(format!("{}{}", final_name.display(), self.compext));
-            p.after.insert(
-                0,
-                Step::Compress {
-                    src: final_name,
-                    dst,
-                    level: self.o.compresslevel,
-                },
-            );
+            let compress = Step::Compress {
+                src: final_name,
+                dst,
+                level: self.o.gzip_level(),
+                command: self.o.compress_command(),
+            };
+            p.after.insert(0, compress);
         }
     }
 }
 
 fn exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
+}
+
+/// `renamecopy`'s temporary name: the log's, plus `.tmp`.
+fn renamecopy_temp(log: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.tmp", log.display()))
+}
+
+impl Planner<'_> {
+    /// `preremove`: the script, with the file's path, before each removal
+    /// of an old rotation and of each file compression replaces.
+    fn preremove(&self, p: &mut Plan) {
+        if self.o.preremove.is_none() {
+            return;
+        }
+        for steps in [&mut p.main, &mut p.after] {
+            let mut i = 0;
+            while i < steps.len() {
+                // logrotate runs it for the uncompressed file that
+                // compression removes too.
+                let removed = match &steps[i] {
+                    Step::Remove { path, why, .. } if why != "renamecopy" => Some(path.clone()),
+                    Step::Compress { src, .. } => Some(src.clone()),
+                    _ => None,
+                };
+                if let Some(path) = removed {
+                    let script = Step::Script {
+                        which: ScriptKind::Preremove,
+                        arg: Some(path),
+                    };
+                    steps.insert(i, script);
+                    i += 1;
+                }
+                i += 1;
+            }
+        }
+    }
+
+    /// `renamecopy`: the log was renamed to LOG.tmp before the postrotate;
+    /// after it, LOG.tmp is copied to the rotation's name and removed
+    /// (before the rotation is mailed or compressed).
+    fn renamecopy(&self, p: &mut Plan, final_name: &Path) {
+        if !self.o.renamecopy || self.o.copytruncate || self.o.copy {
+            return;
+        }
+        let tmp = renamecopy_temp(self.log);
+        p.after.insert(
+            0,
+            Step::Copy {
+                from: tmp.clone(),
+                to: final_name.to_path_buf(),
+                truncate: false,
+            },
+        );
+        p.after.insert(
+            1,
+            Step::Remove {
+                path: tmp,
+                why: "renamecopy".into(),
+                shred: None,
+            },
+        );
+    }
+
+    /// `mail`: with `mailfirst` the new rotation, before it is compressed,
+    /// under the log's own name; else each rotation `rotate` removes, under
+    /// its name, just before it goes (as logrotate 3.21 mails them).
+    fn mail(&self, p: &mut Plan, final_name: &Path) {
+        let Some(address) = &self.o.mail else { return };
+        let ext = self.o.compress_ext();
+        let step = |file: &Path, subject: String| Step::Mail {
+            file: file.to_path_buf(),
+            subject,
+            address: address.clone(),
+            command: self.o.mailcmd.clone(),
+            uncompress: (!ext.is_empty() && file.to_string_lossy().ends_with(&ext)).then(|| {
+                self.o
+                    .uncompresscmd
+                    .clone()
+                    .unwrap_or_else(|| "gunzip".into())
+            }),
+        };
+        if self.o.mailfirst {
+            if self.o.rotate != 0 {
+                p.after
+                    .insert(0, step(final_name, self.log.display().to_string()));
+            }
+            return;
+        }
+        let rotate_why = format!("rotate {}", self.o.rotate);
+        let mut i = 0;
+        while i < p.after.len() {
+            if let Step::Remove { path, why, .. } = &p.after[i]
+                && *why == rotate_why
+            {
+                let mail = step(path, path.display().to_string());
+                p.after.insert(i, mail);
+                i += 1;
+            }
+            i += 1;
+        }
+    }
 }
 
 #[cfg(test)]

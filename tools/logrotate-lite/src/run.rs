@@ -142,7 +142,7 @@ fn replay(journal: &Path, state: &mut State, t: &mut Tally, em: &mut Emitter) ->
         let mut done = Done::default();
         let mut err = None;
         for s in u.plan.main.iter().chain(&u.plan.after).skip(u.done_steps) {
-            if let Err(e) = exec::run(s, &mut done, &mut |_| Ok(()), true) {
+            if let Err(e) = exec::run(s, &mut done, &mut |_, _| Ok(()), true) {
                 err = Some(e);
                 break;
             }
@@ -235,12 +235,19 @@ pub(crate) fn produced_bytes(p: &Plan, d: &Done) -> u64 {
     if d.bytes_after > 0 {
         return d.bytes_after;
     }
-    p.main
-        .iter()
+    // A copy (copytruncate, copy, renamecopy's) names the rotation; else
+    // the rename of the log does.
+    let steps = || p.main.iter().chain(&p.after);
+    steps()
         .find_map(|s| match s {
-            Step::Rename { from, to } if *from == p.log => Some(to.clone()),
             Step::Copy { to, .. } => Some(to.clone()),
             _ => None,
+        })
+        .or_else(|| {
+            steps().find_map(|s| match s {
+                Step::Rename { from, to } if *from == p.log => Some(to.clone()),
+                _ => None,
+            })
         })
         .and_then(|f| f.metadata().ok())
         .map(|m| m.len())
@@ -252,7 +259,7 @@ pub(crate) fn describe(s: &Step) -> String {
         Step::Compress { src, dst, .. } => {
             format!("compress {} -> {}", src.display(), dst.display())
         }
-        Step::Remove { path, why } => format!("remove {} ({why})", path.display()),
+        Step::Remove { path, why, .. } => format!("remove {} ({why})", path.display()),
         Step::Rename { from, to } => format!("rename {} -> {}", from.display(), to.display()),
         Step::Copy { from, to, truncate } => format!(
             "{} {} -> {}",
@@ -261,7 +268,11 @@ pub(crate) fn describe(s: &Step) -> String {
             to.display()
         ),
         Step::Create { path, .. } => format!("create {}", path.display()),
-        Step::Script { which } => format!("run {}", which.name()),
+        Step::Script { which, arg } => match arg {
+            Some(a) => format!("run {} {}", which.name(), a.display()),
+            None => format!("run {}", which.name()),
+        },
+        Step::Mail { file, address, .. } => format!("mail {} to {address}", file.display()),
     }
 }
 

@@ -160,3 +160,46 @@ fn successive_rotations_warn_of_nothing_in_the_way() {
     );
     assert!(!d.path().join("app.log.4").exists());
 }
+
+/// #20 item 3: every directive of logrotate 3.21 that --check used to
+/// refuse is read (their meaning is tested against logrotate in
+/// tests/directives.rs).
+#[test]
+fn check_accepts_every_logrotate_directive() {
+    let d = tempfile::tempdir().unwrap();
+    let conf = d.path().join("c.conf");
+    let directives = [
+        "compresscmd /usr/bin/xz",
+        "uncompresscmd /usr/bin/unxz",
+        "compressoptions -9",
+        "compressext .xz",
+        "mail ops@example.com",
+        "mailfirst",
+        "maillast",
+        "nomail",
+        "start 0",
+        "minage 2",
+        "shred",
+        "noshred",
+        "shredcycles 3",
+        "renamecopy",
+        "dateyesterday",
+        "datehourago",
+        "addextension .log",
+        "ignoreduplicates",
+        "allowhardlink",
+        "noallowhardlink",
+    ];
+    let body: String = directives.iter().map(|l| format!(" {l}\n")).collect();
+    std::fs::write(
+        &conf,
+        format!(
+            "tabooext + .foo\ntaboopat + *.x\n{}/a.log {{\n{body} preremove\n  true\n endscript\n}}\n",
+            d.path().display()
+        ),
+    )
+    .unwrap();
+    let out = run(lite().arg("--check").arg(&conf));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.summary()["blocks"], 1, "{}", out.stdout);
+}

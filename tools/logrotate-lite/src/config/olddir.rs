@@ -1,9 +1,13 @@
-//! logrotate checks a block's `olddir` when it reads the block: for each
-//! log its patterns match now, the old directory (absolute, or relative to
-//! the log's directory) must exist unless `createolddir` is set. A missing
-//! one is an error at the block's `}` that drops the block and the rest of
-//! its file, before any log of it is recorded in the state.
+//! What logrotate checks when it reads a block, for each log its patterns
+//! match now. An error at the block's `}` drops the block and the rest of
+//! its file, before any log of it is recorded in the state:
+//!
+//! * the old directory (absolute, or relative to the log's directory) must
+//!   exist unless `createolddir` is set;
+//! * a log an earlier block has is a "duplicate log entry", unless that
+//!   block had `ignoreduplicates`: then this block leaves the log out.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::Opts;
@@ -19,6 +23,28 @@ pub(super) fn missing(patterns: &[String], o: &Opts) -> Option<PathBuf> {
         .flat_map(|p| matching(p))
         .filter_map(|log| log.parent().map(|d| d.join(dir)))
         .find(|old| !old.is_dir())
+}
+
+/// Claim a block's logs: the ones to leave out of it, or the duplicate
+/// error.
+pub(super) fn claim(
+    patterns: &[String],
+    o: &Opts,
+    claimed: &mut HashMap<PathBuf, bool>,
+) -> Result<Vec<PathBuf>, String> {
+    let mut exclude = vec![];
+    let mut mine = std::collections::HashSet::new();
+    let logs = patterns.iter().flat_map(|p| matching(p));
+    for log in logs.filter(|l| mine.insert(l.clone())) {
+        match claimed.get(&log) {
+            Some(true) => exclude.push(log),
+            Some(false) => return Err(format!("duplicate log entry for {}", log.display())),
+            None => {
+                claimed.insert(log, o.ignoreduplicates);
+            }
+        }
+    }
+    Ok(exclude)
 }
 
 /// The files a pattern matches now (a plain path: itself, if it is there).

@@ -56,6 +56,9 @@ pub struct Scenario {
     pub acts: &'static [Act],
     /// Extra setup on each twin (symlinks, modes).
     pub setup: Option<fn(&Path)>,
+    /// Run both tools with `-m mail.sh`, which appends its arguments and
+    /// stdin to the twin's mail.out.
+    pub mail: bool,
 }
 
 pub const fn scenario(
@@ -72,6 +75,7 @@ pub const fn scenario(
         state_extra: "",
         acts,
         setup: None,
+        mail: false,
     }
 }
 
@@ -144,6 +148,20 @@ impl Twin {
         if let Some(setup) = s.setup {
             setup(&dir);
         }
+        if s.mail {
+            let script = dir.join("mail.sh");
+            let out = dir.join("mail.out");
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\necho \"ARGS: $*\" >> '{0}'\ncat >> '{0}'\n",
+                    out.display()
+                ),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         Twin {
             dir,
             state,
@@ -159,6 +177,10 @@ impl Twin {
                 let mut c = cmd();
                 if force {
                     c.arg("-f");
+                }
+                let mail = self.dir.join("mail.sh");
+                if mail.exists() {
+                    c.arg("-m").arg(mail);
                 }
                 let out = c
                     .arg("-s")

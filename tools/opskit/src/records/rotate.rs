@@ -85,6 +85,8 @@ pub enum ScriptKind {
     Prerotate,
     Postrotate,
     Lastaction,
+    /// Before an old rotation is removed, with its path.
+    Preremove,
 }
 
 impl ScriptKind {
@@ -94,6 +96,7 @@ impl ScriptKind {
             ScriptKind::Prerotate => "prerotate",
             ScriptKind::Postrotate => "postrotate",
             ScriptKind::Lastaction => "lastaction",
+            ScriptKind::Preremove => "preremove",
         }
     }
 }
