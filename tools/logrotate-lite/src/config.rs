@@ -2,9 +2,11 @@
 //! and globs, `include` of files and directories, scripts. Errors name
 //! file:line; a block with an error is skipped, the others still run.
 
+mod directive;
 mod olddir;
 mod opts;
 
+use directive::directive;
 pub use opts::Opts;
 
 use crate::taboo::Taboo;
@@ -94,150 +96,6 @@ fn words(line: &str) -> Result<Vec<String>, String> {
         out.push(cur);
     }
     Ok(out)
-}
-
-fn size(v: &str) -> Result<u64, String> {
-    let v = v.trim();
-    let (num, mult) = match v.chars().last() {
-        Some('k' | 'K') => (&v[..v.len() - 1], 1u64 << 10),
-        Some('M') => (&v[..v.len() - 1], 1 << 20),
-        Some('G') => (&v[..v.len() - 1], 1 << 30),
-        _ => (v, 1),
-    };
-    num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("bad size '{v}' (use e.g. 100k, 10M, 1G)"))
-}
-
-fn create_spec(args: &[String], what: &str) -> Result<Create, String> {
-    let mode = match args.first() {
-        Some(m) => Some(
-            u32::from_str_radix(m, 8)
-                .map_err(|_| format!("{what}: bad mode '{m}' (octal, e.g. 0640)"))?,
-        ),
-        None => None,
-    };
-    Ok(Create {
-        mode,
-        owner: args.get(1).cloned(),
-        group: args.get(2).cloned(),
-    })
-}
-
-/// Apply one directive to `o`. `Ok(false)`: not a directive of ours.
-fn directive(o: &mut Opts, key: &str, args: &[String]) -> Result<bool, String> {
-    let one = || {
-        args.first()
-            .cloned()
-            .ok_or_else(|| format!("'{key}' needs a value"))
-    };
-    match key {
-        // The last of size and the intervals wins, as in logrotate.
-        "hourly" => (o.freq, o.size) = (Freq::Hourly, None),
-        "daily" => (o.freq, o.size) = (Freq::Daily, None),
-        "weekly" => {
-            let d = match args.first() {
-                Some(d) => d
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|d| *d <= 7)
-                    .ok_or(format!("weekly: bad weekday '{d}' (0-7)"))?,
-                None => 0,
-            };
-            (o.freq, o.size) = (Freq::Weekly(d), None);
-        }
-        "monthly" => (o.freq, o.size) = (Freq::Monthly, None),
-        "yearly" => (o.freq, o.size) = (Freq::Yearly, None),
-        "size" => (o.freq, o.size) = (Freq::None, Some(size(&one()?)?)),
-        "minsize" => o.minsize = Some(size(&one()?)?),
-        "maxsize" => o.maxsize = Some(size(&one()?)?),
-        "rotate" => {
-            let v = one()?;
-            o.rotate = v
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= -1)
-                .ok_or(format!("rotate: bad count '{v}'"))?;
-        }
-        "minage" => {
-            let v = one()?;
-            o.minage = Some(v.parse().map_err(|_| format!("minage: bad count '{v}'"))?);
-        }
-        "start" => {
-            let v = one()?;
-            o.start = v.parse().map_err(|_| format!("start: bad number '{v}'"))?;
-        }
-        "mail" => o.mail = Some(one()?),
-        "nomail" => o.mail = None,
-        "mailfirst" => o.mailfirst = true,
-        "maillast" => o.mailfirst = false,
-        "addextension" => o.addextension = Some(one()?),
-        "ignoreduplicates" => o.ignoreduplicates = true,
-        "renamecopy" => o.renamecopy = true,
-        "norenamecopy" => o.renamecopy = false,
-        "shred" => o.shred = true,
-        "noshred" => o.shred = false,
-        "shredcycles" => {
-            let v = one()?;
-            o.shredcycles = Some(
-                v.parse()
-                    .map_err(|_| format!("shredcycles: bad count '{v}'"))?,
-            );
-        }
-        "allowhardlink" => o.allowhardlink = true,
-        "noallowhardlink" => o.allowhardlink = false,
-        "dateyesterday" => o.dateyesterday = true,
-        "datehourago" => o.datehourago = true,
-        "maxage" => {
-            let v = one()?;
-            o.maxage = Some(v.parse().map_err(|_| format!("maxage: bad count '{v}'"))?);
-        }
-        "compress" => o.compress = true,
-        "nocompress" => o.compress = false,
-        "delaycompress" => o.delaycompress = true,
-        "nodelaycompress" => o.delaycompress = false,
-        "compressext" => o.compressext = Some(one()?),
-        "compresscmd" => o.compresscmd = Some(one()?),
-        "uncompresscmd" => o.uncompresscmd = Some(one()?),
-        // logrotate splits the options at white space into arguments.
-        "compressoptions" => o.compressoptions = Some(args.join(" ")),
-        "compresslevel" => {
-            let v = one()?;
-            o.compresslevel = v
-                .parse()
-                .ok()
-                .filter(|l| *l <= 9)
-                .ok_or(format!("compresslevel: bad level '{v}' (0-9)"))?;
-        }
-        "copytruncate" => o.copytruncate = true,
-        "nocopytruncate" => o.copytruncate = false,
-        "copy" => o.copy = true,
-        "nocopy" => o.copy = false,
-        "create" => o.create = Some(create_spec(args, "create")?),
-        "nocreate" => o.create = None,
-        "missingok" => o.missingok = true,
-        "nomissingok" => o.missingok = false,
-        "ifempty" => o.ifempty = true,
-        "notifempty" => o.ifempty = false,
-        "dateext" => o.dateext = true,
-        "nodateext" => o.dateext = false,
-        "dateformat" => o.dateformat = Some(one()?),
-        "extension" => o.extension = Some(one()?),
-        "olddir" => o.olddir = Some(one()?),
-        "noolddir" => o.olddir = None,
-        "createolddir" => o.createolddir = Some(create_spec(args, "createolddir")?),
-        "nocreateolddir" => o.createolddir = None,
-        "sharedscripts" => o.sharedscripts = true,
-        "nosharedscripts" => o.sharedscripts = false,
-        "su" => {
-            let (Some(u), Some(g)) = (args.first(), args.get(1)) else {
-                return Err("su needs a user and a group".into());
-            };
-            o.su = Some((u.clone(), g.clone()));
-        }
-        _ => return Ok(false),
-    }
-    Ok(true)
 }
 
 const SCRIPTS: [&str; 5] = [

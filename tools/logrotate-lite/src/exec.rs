@@ -44,28 +44,7 @@ pub fn run(
     replay: bool,
 ) -> Result<(), String> {
     match step {
-        Step::Remove {
-            path,
-            shred: Some(cmd),
-            ..
-        } if exists(path) => {
-            if let Err(e) = shred(cmd, path) {
-                // As logrotate: "Failed to shred ..., trying unlink".
-                done.warnings
-                    .push(format!("{e}; removed without shredding"));
-            }
-            std::fs::remove_file(path).map_err(|e| io_err("removing", path, e))?;
-            done.deleted.push(path.display().to_string());
-            Ok(())
-        }
-        Step::Remove { path, .. } => match std::fs::remove_file(path) {
-            Ok(()) => {
-                done.deleted.push(path.display().to_string());
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", path, e)),
-        },
+        Step::Remove { path, shred, .. } => remove(path, shred.as_deref(), done),
         Step::Rename { from, to } => {
             if exists(to) || !exists(from) {
                 return Ok(()); // done before, or nothing to move
@@ -77,48 +56,8 @@ pub fn run(
             dst,
             level,
             command,
-        } => {
-            if exists(dst) {
-                // The .gz is only ever renamed into place complete.
-                if exists(src) {
-                    std::fs::remove_file(src).map_err(|e| io_err("removing", src, e))?;
-                }
-                return Ok(());
-            }
-            if !exists(src) {
-                return Ok(());
-            }
-            let n = match command {
-                None => compress(src, dst, *level)?,
-                Some(cmd) => compress_with(cmd, src, dst)?,
-            };
-            done.bytes_after += n;
-            done.compressed.push(dst.display().to_string());
-            Ok(())
-        }
-        Step::Copy { from, to, truncate } => {
-            if exists(to) {
-                if *truncate {
-                    // Interrupted between copy and truncate: truncate only
-                    // what is certainly a duplicate.
-                    let (a, b) = (
-                        std::fs::metadata(from).map(|m| m.len()),
-                        std::fs::metadata(to).map(|m| m.len()),
-                    );
-                    match (a, b) {
-                        (Ok(a), Ok(b)) if a == b => {
-                            OpenOptions::new().write(true).open(from).and_then(|f| f.set_len(0)).map_err(|e| io_err("truncating", from, e))?;
-                        }
-                        (Ok(0), _) | (Err(_), _) => {}
-                        _ => done.warnings.push(format!("{} was copied before an interruption and has grown since; left as it is", from.display())),
-                    }
-                }
-                return Ok(());
-            }
-            copy(from, to, *truncate)?;
-            done.created.push(to.display().to_string());
-            Ok(())
-        }
+        } => compress_step(src, dst, *level, command.as_deref(), done),
+        Step::Copy { from, to, truncate } => copy_step(from, to, *truncate, done),
         Step::Create {
             path,
             mode,
@@ -149,6 +88,83 @@ pub fn run(
             mail(file, subject, address, command, uncompress.as_deref())
         }
     }
+}
+
+/// Remove a rotation (shredded first with `shred`); gone already is done.
+fn remove(path: &Path, shred_cmd: Option<&[String]>, done: &mut Done) -> Result<(), String> {
+    if let Some(cmd) = shred_cmd.filter(|_| exists(path))
+        && let Err(e) = shred(cmd, path)
+    {
+        // As logrotate: "Failed to shred ..., trying unlink".
+        done.warnings
+            .push(format!("{e}; removed without shredding"));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            done.deleted.push(path.display().to_string());
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("removing", path, e)),
+    }
+}
+
+/// Compress, unless a previous run did (the compressed file is only ever
+/// renamed into place complete).
+fn compress_step(
+    src: &Path,
+    dst: &Path,
+    level: u32,
+    command: Option<&[String]>,
+    done: &mut Done,
+) -> Result<(), String> {
+    if exists(dst) {
+        if exists(src) {
+            std::fs::remove_file(src).map_err(|e| io_err("removing", src, e))?;
+        }
+        return Ok(());
+    }
+    if !exists(src) {
+        return Ok(());
+    }
+    let n = match command {
+        None => compress(src, dst, level)?,
+        Some(cmd) => compress_with(cmd, src, dst)?,
+    };
+    done.bytes_after += n;
+    done.compressed.push(dst.display().to_string());
+    Ok(())
+}
+
+/// copy / copytruncate, or, when a run was interrupted after the copy,
+/// the truncate of what is certainly a duplicate.
+fn copy_step(from: &Path, to: &Path, truncate: bool, done: &mut Done) -> Result<(), String> {
+    if !exists(to) {
+        copy(from, to, truncate)?;
+        done.created.push(to.display().to_string());
+        return Ok(());
+    }
+    if truncate {
+        let (a, b) = (
+            std::fs::metadata(from).map(|m| m.len()),
+            std::fs::metadata(to).map(|m| m.len()),
+        );
+        match (a, b) {
+            (Ok(a), Ok(b)) if a == b => {
+                OpenOptions::new()
+                    .write(true)
+                    .open(from)
+                    .and_then(|f| f.set_len(0))
+                    .map_err(|e| io_err("truncating", from, e))?;
+            }
+            (Ok(0), _) | (Err(_), _) => {}
+            _ => done.warnings.push(format!(
+                "{} was copied before an interruption and has grown since; left as it is",
+                from.display()
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// `shred -u [-n N] -` with `path` open on stdout (shred's "-"), as

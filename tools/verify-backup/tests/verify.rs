@@ -2,62 +2,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use opskit_testkit::tools::{Output, Rng, run, run_with_stdin};
-use opskit_testkit::{Cluster, TestDb, bin, cluster};
+use opskit_testkit::{Cluster, cluster};
 
-fn verify() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_verify-backup"));
-    c.env_remove("OPSKIT_LOG");
-    c
-}
-
-/// A real set of `db` under `root`, with globals and a files archive.
-fn make_set(c: &Cluster, db: &TestDb, root: &Path) -> PathBuf {
-    let files = root.join("appfiles");
-    fs::create_dir_all(files.join("sub")).unwrap();
-    fs::write(files.join("a.txt"), "hello\n".repeat(1000)).unwrap();
-    fs::write(
-        files.join("sub/b.bin"),
-        (0..50_000u32)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let out = run(Command::new(bin("pgbackup"))
-        .args(["--dest"])
-        .arg(root.join("sets"))
-        .args(["--db", &db.url, "--row-counts", "--globals", "--pg-bindir"])
-        .arg(c.bindir())
-        .arg("--files")
-        .arg(&files));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap())
-}
-
-fn seed(c: &Cluster, db: &TestDb, rows: u32) {
-    c.query(
-        &db.name,
-        &format!(
-            "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, {rows}) g; \
-             CREATE TABLE \"Odd Name\" (x int); INSERT INTO \"Odd Name\" VALUES (1), (2), (3);"
-        ),
-    );
-}
-
-fn copy_set(set: &Path, to: &Path) -> PathBuf {
-    let dest = to.join(set.file_name().unwrap());
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(set)
-        .arg(&dest)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dest
-}
+mod common;
+use common::*;
 
 fn failed_checks(out: &Output) -> Vec<String> {
     out.events("verify")
@@ -147,15 +99,6 @@ fn a_good_set_passes_every_depth() {
         scratch.iter().all(|s| !left.contains(s)),
         "{scratch:?} in {left:?}"
     );
-}
-
-/// The scratch databases a run names on stderr.
-fn scratch_names(stderr: &str) -> Vec<String> {
-    stderr
-        .split("scratch database ")
-        .skip(1)
-        .filter_map(|r| r.split_whitespace().next().map(String::from))
-        .collect()
 }
 
 #[test]
@@ -483,56 +426,6 @@ fn row_count_mismatches_name_table_expected_and_found() {
     );
 }
 
-/// Wait until verify-backup `pid` has its scratch database (named
-/// opskit_verify_<pid>_...: other tests of this binary create and drop
-/// databases meanwhile); the query that counts it.
-fn wait_for_scratch(c: &Cluster, pid: u32) -> String {
-    let mine = format!(
-        "SELECT count(*) FROM pg_database WHERE datname LIKE 'opskit\\_verify\\_{pid}\\_%'"
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while c.query("postgres", &mine) != vec!["1"] {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "scratch database never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    mine
-}
-
-#[test]
-fn sigterm_during_restore_drops_the_scratch_database() {
-    let c = cluster();
-    let db = c.create_db();
-    seed(c, &db, 400_000);
-    let tmp = tempfile::tempdir().unwrap();
-    let set = make_set(c, &db, tmp.path());
-    let child = verify()
-        .arg(&set)
-        .args(["--restore-into", &c.url("postgres"), "--pg-bindir"])
-        .arg(c.bindir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mine = wait_for_scratch(c, pid);
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_ne!(o.status.code(), Some(0), "{stdout}");
-    assert_eq!(
-        c.query("postgres", &mine),
-        ["0"],
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 #[test]
 fn unreachable_restore_server_is_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
@@ -551,43 +444,6 @@ fn unreachable_restore_server_is_exit_2() {
         "{}",
         out.stderr
     );
-}
-
-#[test]
-fn a_reader_that_goes_away_mid_restore_ends_the_run_quietly_and_drops_the_scratch_database() {
-    // `verify-backup --restore-into ... | head -1`: stdout closes while the
-    // first of two sets is being restored. The write of its record fails;
-    // the run ends through main with status 0, as a Unix tool on SIGPIPE,
-    // the scratch database is dropped, and the second set is not started.
-    let c = cluster();
-    let db = c.create_db();
-    seed(c, &db, 400_000);
-    let tmp = tempfile::tempdir().unwrap();
-    let set = make_set(c, &db, tmp.path());
-    let copies = tmp.path().join("copy");
-    fs::create_dir(&copies).unwrap();
-    let second = copy_set(&set, &copies);
-    let mut child = verify()
-        .arg(&set)
-        .arg(&second)
-        .args(["--restore-into", &c.url("postgres"), "--pg-bindir"])
-        .arg(c.bindir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mine = wait_for_scratch(c, child.id());
-    drop(child.stdout.take());
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
-    assert_eq!(c.query("postgres", &mine), ["0"], "{stderr}");
-    assert_eq!(
-        scratch_names(&stderr).len(),
-        1,
-        "the second set was restored after the reader left: {stderr}"
-    );
-    assert!(!stderr.contains("ERROR"), "{stderr}");
 }
 
 /// #20 item 12: `--record SET` verifies SET and records beside it; the

@@ -1,4 +1,5 @@
 //! The parser's cases.
+use super::directive::size;
 use super::*;
 
 fn cfg(text: &str) -> Config {
