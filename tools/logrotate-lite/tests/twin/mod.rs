@@ -322,6 +322,26 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (bool, String)>) {
     }
 }
 
+/// Every scenario on both tools: identical, or a panic naming each
+/// difference.
+pub fn assert_all_match(scenarios: &[Scenario], lite: &Path) {
+    assert!(
+        Path::new(LOGROTATE).exists(),
+        "Debian's logrotate is needed (make test installs it)"
+    );
+    let failures: Vec<String> = scenarios
+        .iter()
+        .filter_map(|s| compare(s, lite).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios differ:\n\n{}",
+        failures.len(),
+        scenarios.len(),
+        failures.join("\n\n")
+    );
+}
+
 /// Run a scenario on both tools and compare.
 pub fn compare(s: &Scenario, lite: &Path) -> Result<(), String> {
     let root = tempfile::tempdir().unwrap();
