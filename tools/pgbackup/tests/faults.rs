@@ -300,17 +300,21 @@ fn password_appears_nowhere() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut dump_pid = None;
-    wait_for(30, "pg_dump child", || {
-        dump_pid = children_named(pid, "pg_dump").first().copied();
-        dump_pid.is_some()
-    });
-    let dump_pid = dump_pid.unwrap();
+    // The dumping pg_dump, not the `pg_dump --version` probe before it
+    // (which may already have exited: a zombie's cmdline is empty).
     let mut cmdline = String::new();
-    fs::File::open(format!("/proc/{dump_pid}/cmdline"))
-        .unwrap()
-        .read_to_string(&mut cmdline)
-        .unwrap();
+    wait_for(30, "the dumping pg_dump child", || {
+        children_named(pid, "pg_dump").into_iter().any(|p| {
+            let mut s = String::new();
+            let read = fs::File::open(format!("/proc/{p}/cmdline"))
+                .and_then(|mut f| f.read_to_string(&mut s));
+            let dumping = read.is_ok() && s.contains("--format");
+            if dumping {
+                cmdline = s;
+            }
+            dumping
+        })
+    });
     let mut own_cmdline = String::new();
     fs::File::open(format!("/proc/{pid}/cmdline"))
         .unwrap()
