@@ -1,9 +1,12 @@
-//! What opskit's tests share: a throwaway PostgreSQL cluster ([`pg`]) and
+//! What opskit's tests share: a throwaway PostgreSQL cluster ([`pg`]), one
+//! that speaks TLS ([`tls`]) with test certificates ([`pki`]), and
 //! helpers to run the tool binaries and read their records ([`tools`]),
 //! and the procedures of `scripts/` ([`procs`]).
 
 pub mod pg;
+pub mod pki;
 pub mod procs;
+pub mod tls;
 pub mod tools;
 
 pub use pg::{Cluster, TestDb, cluster};

@@ -26,8 +26,24 @@ use std::time::Duration;
 /// The superuser the harness creates.
 pub const SUPERUSER: &str = "opskit";
 
+/// What a cluster has beyond the defaults (a TLS cluster's settings).
+#[derive(Default)]
+pub(crate) struct Setup {
+    /// `listen_addresses`; 127.0.0.1 when empty.
+    pub(crate) listen: &'static str,
+    /// More `postgresql.conf` lines.
+    pub(crate) conf: String,
+    /// A `pg_hba.conf` in place of initdb's.
+    pub(crate) hba: Option<String>,
+    /// Files written into the data directory, 0600, owned by the server.
+    pub(crate) files: Vec<(&'static str, String)>,
+    /// SQL run in `postgres` once the server is up.
+    pub(crate) sql: String,
+}
+
 /// A running throwaway cluster.
 pub struct Cluster {
+    setup: Setup,
     root: PathBuf,
     bindir: PathBuf,
     port: u16,
@@ -101,19 +117,39 @@ impl Drop for Hold {
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
+/// Every cluster this test binary started, stopped at its exit.
+static STARTED: Mutex<Vec<&'static Cluster>> = Mutex::new(Vec::new());
+
 /// The cluster of this test binary, started on first use.
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(|| {
-        let c = Cluster::start_new().unwrap_or_else(|e| panic!("test cluster: {e}"));
-        register_atexit();
-        c
-    })
+    start_once(&CLUSTER, Setup::default)
+}
+
+/// Start the cluster in `slot` on first use, and stop it at exit.
+pub(crate) fn start_once(
+    slot: &'static OnceLock<Cluster>,
+    setup: fn() -> Setup,
+) -> &'static Cluster {
+    let mut fresh = false;
+    let c = slot.get_or_init(|| {
+        fresh = true;
+        Cluster::start_new(setup()).unwrap_or_else(|e| panic!("test cluster: {e}"))
+    });
+    if fresh {
+        let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+        if started.is_empty() {
+            register_atexit();
+        }
+        started.push(c);
+    }
+    c
 }
 
 #[allow(unsafe_code)]
 fn register_atexit() {
     extern "C" fn stop_at_exit() {
-        if let Some(c) = CLUSTER.get() {
+        let started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+        for c in started.iter() {
             c.destroy();
         }
     }
@@ -179,7 +215,7 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    fn start_new() -> Result<Cluster, String> {
+    fn start_new(setup: Setup) -> Result<Cluster, String> {
         let bindir = bindir();
         let run_as = if is_root() {
             Some(postgres_ids().ok_or("running as root but there is no 'postgres' user")?)
@@ -201,6 +237,7 @@ impl Cluster {
         }
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
         let mut c = Cluster {
+            setup,
             root,
             bindir,
             port: 0,
@@ -213,12 +250,24 @@ impl Cluster {
         };
         c.initdb()?;
         c.spawn_watchdog()?;
+        c.write_files()?;
         let mut last = String::new();
         for _ in 0..5 {
             c.port = free_port();
             c.write_conf()?;
             match c.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some("server.log")) {
-                Ok(()) => return Ok(c),
+                Ok(()) => {
+                    // One statement at a time: CREATE DATABASE cannot run
+                    // in the implicit transaction of a batch.
+                    let mut client = c.client("postgres");
+                    for stmt in c.setup.sql.split(';').filter(|s| !s.trim().is_empty()) {
+                        if let Err(e) = client.batch_execute(stmt) {
+                            c.destroy();
+                            return Err(format!("setting up the cluster: {stmt}: {e:?}"));
+                        }
+                    }
+                    return Ok(c);
+                }
                 Err(e) => last = e,
             }
         }
@@ -261,14 +310,34 @@ impl Cluster {
         Ok(())
     }
 
+    /// The setup's files (and pg_hba.conf) in the data directory.
+    fn write_files(&self) -> Result<(), String> {
+        let hba = self.setup.hba.as_ref().map(|h| ("pg_hba.conf", h.clone()));
+        for (name, text) in self.setup.files.iter().cloned().chain(hba) {
+            let p = self.data().join(name);
+            fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     fn write_conf(&self) -> Result<(), String> {
+        let listen = match self.setup.listen {
+            "" => "127.0.0.1",
+            l => l,
+        };
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
+            "listen_addresses = '{listen}'\nport = {}\nunix_socket_directories = '{}'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
              max_connections = 60\nshared_buffers = 64MB\nmax_wal_size = 1GB\n\
-             log_min_messages = warning\n",
+             log_min_messages = warning\n{}",
             self.port,
-            self.socket_dir().display()
+            self.socket_dir().display(),
+            self.setup.conf,
         );
         let p = self.data().join("postgresql.auto.conf");
         let mut f = fs::OpenOptions::new()
@@ -327,6 +396,11 @@ impl Cluster {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             ))
         }
+    }
+
+    /// The cluster's own directory (data, socket, logs).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn data(&self) -> PathBuf {

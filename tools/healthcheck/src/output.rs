@@ -139,6 +139,13 @@ const METRICS: &[(&str, &str, &str, &str, f64)] = &[
         1.0,
     ),
     (
+        "postgres",
+        "cert_days_left",
+        "opskit_cert_expiry_seconds",
+        "Seconds until the earliest certificate of the chain expires.",
+        86_400.0,
+    ),
+    (
         "tcp",
         "connect_s",
         "opskit_tcp_connect_seconds",

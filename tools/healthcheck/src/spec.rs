@@ -37,6 +37,10 @@ const POSTGRES: &[(&str, Unit)] = &[
     ("connections_pct", Number),
     ("oldest_xact_s", Seconds),
     ("db_size_bytes", Bytes),
+    ("tls", Bool),
+    ("tls_version", Text),
+    ("cert_days_left", Number),
+    ("cert_not_after", Text),
 ];
 const TCP: &[(&str, Unit)] = &[("connect_s", Seconds)];
 const DISK: &[(&str, Unit)] = &[
@@ -146,7 +150,9 @@ impl KindSpec for Kind {
             ],
             Kind::Backup => [&["sets > 0"], &[], &["age_s > 26h"]],
             Kind::Migrations => [&[], &["pending > 0"], &["dirty > 0"]],
-            Kind::Postgres | Kind::Tcp => [&[], &[], &[]],
+            // Null (no TLS) compares false: a plaintext connection passes.
+            Kind::Postgres => [&[], &["cert_days_left < 14"], &["cert_days_left < 7"]],
+            Kind::Tcp => [&[], &[], &[]],
         }
     }
 

@@ -7,9 +7,10 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use opskit_testkit::pki::{Pki, self_signed};
 use opskit_testkit::tools::{Output, run};
 use serde_json::Value;
-use support::{Pki, healthcheck, self_signed, serve, serve_tls};
+use support::{healthcheck, serve, serve_tls};
 
 fn check(args: &[&str]) -> (Output, Value, Duration) {
     let t = Instant::now();
@@ -226,7 +227,7 @@ fn proxy_settings_do_not_divert_a_loopback_check() {
 
 #[test]
 fn https_trusted_expired_and_self_signed() {
-    let pki = Pki::new();
+    let pki = Pki::default();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     pki.write_ca(&ca);
@@ -301,7 +302,7 @@ fn tls_handshake_that_never_comes() {
 
 #[test]
 fn cert_files() {
-    let pki = Pki::new();
+    let pki = Pki::default();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("leaf.pem");
     std::fs::write(&p, pki.leaf(-1, 5).pem).unwrap();

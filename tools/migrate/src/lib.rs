@@ -33,7 +33,7 @@ use crate::db::{Db, Timeouts};
 #[derive(Debug, Parser)]
 #[command(name = "migrate", version, verbatim_doc_comment)]
 pub struct Args {
-    /// Database URL; default: DATABASE_URL, then PG* variables.
+    /// Database URL; default: DATABASE_URL, then PG* variables. TLS settings (sslmode, sslrootcert, sslcert, sslkey, channel_binding) as in libpq.
     #[arg(long, global = true, value_name = "URL")]
     pub db: Option<String>,
 

@@ -37,6 +37,15 @@ pub fn user_name(uid: u32) -> Option<String> {
     })
 }
 
+/// The home directory of a uid (passwd field 6).
+pub fn home_dir(uid: u32) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 5 && f[2].parse() == Ok(uid)).then(|| f[5].into())
+    })
+}
+
 /// This machine's host name.
 pub fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -55,5 +64,6 @@ mod tests {
         assert_eq!(uid_of("1234"), Some(1234));
         assert_eq!(uid_of("no-such-user-here"), None);
         assert_eq!(user_name(0).as_deref(), Some("root"));
+        assert_eq!(home_dir(0), Some("/root".into()));
     }
 }

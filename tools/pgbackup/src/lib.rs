@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "OPSKIT_BACKUP_ROOT")]
     pub dest: PathBuf,
 
-    /// Database URL (postgres://user@host:port/db); default: DATABASE_URL, then PG* variables.
+    /// Database URL (postgres://user@host:port/db); default: DATABASE_URL, then PG* variables. TLS settings (sslmode, sslrootcert, sslcert, sslkey, channel_binding) as in libpq.
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
 

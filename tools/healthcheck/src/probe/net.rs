@@ -170,8 +170,11 @@ pub fn cert_file(c: &Check) -> Result<Observation, String> {
     describe_chain(&trust::read_pem(Path::new(path))?)
 }
 
-/// Dates and names of the certificate that expires first.
-fn describe_chain(chain: &[CertificateDer<'_>]) -> Result<Observation, String> {
+/// The certificate of a chain that expires first: its days left (one
+/// decimal), `not_after` (RFC 3339), subject and issuer.
+pub(super) fn earliest_expiry(
+    chain: &[CertificateDer<'_>],
+) -> Result<(f64, String, String, String), String> {
     let now = chrono::Utc::now().timestamp();
     let mut earliest: Option<(i64, String, String)> = None;
     for der in chain {
@@ -189,7 +192,14 @@ fn describe_chain(chain: &[CertificateDer<'_>]) -> Result<Observation, String> {
     let (not_after, subject, issuer) = earliest.ok_or("the server sent no certificate")?;
     let days = ((not_after - now) as f64 / 86_400.0 * 10.0).floor() / 10.0;
     let when = chrono::DateTime::from_timestamp(not_after, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default();
+    Ok((days, when, subject, issuer))
+}
+
+/// Dates and names of the certificate that expires first.
+fn describe_chain(chain: &[CertificateDer<'_>]) -> Result<Observation, String> {
+    let (days, when, subject, issuer) = earliest_expiry(chain)?;
     let mut obs = Observation::default();
     obs.set("days_left", days);
     obs.set("not_after", when.clone());
@@ -197,16 +207,9 @@ fn describe_chain(chain: &[CertificateDer<'_>]) -> Result<Observation, String> {
     obs.set("issuer", issuer);
     obs.set("certs", chain.len());
     obs.summary = if days < 0.0 {
-        format!(
-            "{subject} expired {} days ago ({})",
-            -days,
-            when.unwrap_or_default()
-        )
+        format!("{subject} expired {} days ago ({when})", -days)
     } else {
-        format!(
-            "{subject} expires in {days} days ({})",
-            when.unwrap_or_default()
-        )
+        format!("{subject} expires in {days} days ({when})")
     };
     Ok(obs)
 }

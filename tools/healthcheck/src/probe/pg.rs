@@ -36,7 +36,7 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
     spec.connect_timeout = c.timeout;
     spec.application_name = Some("opskit-healthcheck".into());
     let start = Instant::now();
-    let mut client = spec.connect().map_err(|e| e.msg)?;
+    let (mut client, tls) = spec.connect_with_tls_info().map_err(|e| e.msg)?;
     let connect = start.elapsed();
     let t = Instant::now();
     client
@@ -70,10 +70,23 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
         r.get::<_, Option<f64>>(5).map(opskit::record::round_ms),
     );
     obs.set("db_size_bytes", r.get::<_, i64>(6));
+    obs.set("tls", tls.is_some());
+    obs.set("tls_version", tls.as_ref().map(|t| t.version));
+    let cert = match &tls {
+        Some(t) => Some(super::net::earliest_expiry(&t.chain)?),
+        None => None,
+    };
+    obs.set("cert_days_left", cert.as_ref().map(|c| c.0));
+    obs.set("cert_not_after", cert.as_ref().map(|c| c.1.clone()));
     obs.summary = format!(
-        "PostgreSQL {version} {} accepting queries (connect {} ms, {conns}/{max} connections)",
+        "PostgreSQL {version} {} accepting queries (connect {} ms, {conns}/{max} connections{})",
         if in_recovery { "replica" } else { "primary" },
-        connect.as_millis()
+        connect.as_millis(),
+        match (&tls, &cert) {
+            (Some(t), Some((days, ..))) =>
+                format!(", {}, certificate expires in {days} days", t.version),
+            _ => String::new(),
+        }
     );
     Ok(obs)
 }

@@ -6,13 +6,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 pub fn healthcheck() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_healthcheck"));
@@ -190,67 +187,5 @@ fn handle(stream: Box<dyn Stream>, st: &Stats) -> std::io::Result<()> {
         }
         "/hook-broken" => send(&mut s, "500 Internal Server Error", "", "no"),
         _ => send(&mut s, "404 Not Found", "", "no such path"),
-    }
-}
-
-/// A test CA, and certificates for `localhost` it signs.
-pub struct Pki {
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-pub struct Leaf {
-    pub chain: Vec<Vec<u8>>,
-    pub key: Vec<u8>,
-    pub pem: String,
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "opskit test CA");
-        let ca = p.self_signed(&ca_key).unwrap();
-        Pki { ca, ca_key }
-    }
-
-    pub fn write_ca(&self, path: &Path) {
-        std::fs::write(path, self.ca.pem()).unwrap();
-    }
-
-    /// A leaf for localhost valid from `from` to `until` (days from today).
-    pub fn leaf(&self, from: i64, until: i64) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, "localhost");
-        let day = |offset: i64| {
-            use chrono::Datelike;
-            let d = chrono::Utc::now().date_naive() + chrono::Duration::days(offset);
-            rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
-        };
-        p.not_before = day(from);
-        p.not_after = day(until);
-        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        Leaf {
-            chain: vec![cert.der().to_vec(), self.ca.der().to_vec()],
-            key: key.serialize_der(),
-            pem: cert.pem(),
-        }
-    }
-}
-
-/// A self-signed certificate for localhost.
-pub fn self_signed() -> Leaf {
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    Leaf {
-        chain: vec![cert.der().to_vec()],
-        key: key.serialize_der(),
-        pem: cert.pem(),
     }
 }

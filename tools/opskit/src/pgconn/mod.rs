@@ -5,6 +5,10 @@
 //! and libpq's `PG*` variables, which fill whatever the URL leaves out, as
 //! they do for libpq. The `postgres` crate reads none of these itself.
 //!
+//! TLS (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `channel_binding`)
+//! has libpq's meaning for opskit's own connections and reaches the
+//! `pg_dump`/`psql` children unchanged; see [`tls`].
+//!
 //! The password never leaves this module except in the environment of a
 //! child (`PGPASSWORD`) and in the connection itself: [`ConnSpec::redacted`]
 //! and `Debug` show `***`.
@@ -16,8 +20,13 @@ use std::time::Duration;
 
 use crate::Error;
 
+mod connect;
+mod handshake;
 mod passfile;
+pub mod tls;
 mod url;
+
+pub use tls::{ChannelBinding, TlsInfo, TlsSettings};
 
 use url::{Partial, parse_url};
 
@@ -78,6 +87,7 @@ pub struct ConnSpec {
     pub password: Option<String>,
     pub dbname: String,
     pub sslmode: SslMode,
+    pub tls: TlsSettings,
     pub connect_timeout: Duration,
     pub application_name: Option<String>,
 }
@@ -131,10 +141,23 @@ impl ConnSpec {
             .dbname
             .or_else(|| env("PGDATABASE"))
             .unwrap_or_else(|| user.clone());
-        let sslmode = match p.sslmode.or_else(|| env("PGSSLMODE")) {
-            Some(s) => SslMode::parse(&s)?,
-            None => SslMode::Prefer,
+        let tls = TlsSettings {
+            sslrootcert: p.sslrootcert.or_else(|| env("PGSSLROOTCERT")),
+            sslcert: p.sslcert.or_else(|| env("PGSSLCERT")).map(PathBuf::from),
+            sslkey: p.sslkey.or_else(|| env("PGSSLKEY")).map(PathBuf::from),
+            channel_binding: match p.channel_binding.or_else(|| env("PGCHANNELBINDING")) {
+                Some(s) => ChannelBinding::parse(&s)?,
+                None => ChannelBinding::Prefer,
+            },
+            home: env("HOME")
+                .map(PathBuf::from)
+                .or_else(|| crate::sys::home_dir(crate::sys::euid())),
         };
+        let given = match p.sslmode.or_else(|| env("PGSSLMODE")) {
+            Some(s) => Some(SslMode::parse(&s)?),
+            None => None,
+        };
+        let sslmode = tls::mode_for(given, tls.sslrootcert.as_deref())?;
         let connect_timeout = match p.connect_timeout.or_else(|| env("PGCONNECT_TIMEOUT")) {
             Some(s) => {
                 let secs: u64 = s.trim().parse().map_err(|_| {
@@ -155,6 +178,7 @@ impl ConnSpec {
             password: p.password.or_else(|| env("PGPASSWORD")),
             dbname,
             sslmode,
+            tls,
             connect_timeout,
             application_name: p.application_name.or_else(|| env("PGAPPNAME")),
         };
@@ -236,6 +260,23 @@ impl ConnSpec {
         if let Some(a) = &self.application_name {
             v.push(("PGAPPNAME", a.clone()));
         }
+        // `system` means the bundle file itself: libpq before 16 would
+        // look for a file named "system".
+        if self.tls.sslrootcert.is_some()
+            && let Some(f) = self.tls.root_file()
+        {
+            v.push(("PGSSLROOTCERT", f.display().to_string()));
+        }
+        if let Some(c) = &self.tls.sslcert {
+            v.push(("PGSSLCERT", c.display().to_string()));
+        }
+        if let Some(k) = &self.tls.sslkey {
+            v.push(("PGSSLKEY", k.display().to_string()));
+        }
+        v.push((
+            "PGCHANNELBINDING",
+            self.tls.channel_binding.as_str().to_string(),
+        ));
         v
     }
 
@@ -248,6 +289,9 @@ impl ConnSpec {
             "PGSERVICEFILE",
             "PGPASSWORD",
             "PGOPTIONS",
+            "PGSSLROOTCERT",
+            "PGSSLCERT",
+            "PGSSLKEY",
             "DATABASE_URL",
         ] {
             cmd.env_remove(k);
@@ -255,8 +299,9 @@ impl ConnSpec {
         cmd.envs(self.child_env());
     }
 
-    /// The `postgres` crate's config for these settings.
-    pub fn pg_config(&self) -> Result<postgres::Config, Error> {
+    /// The `postgres` crate's config for these settings, without TLS
+    /// (each connection attempt sets its own).
+    pub fn pg_config(&self) -> postgres::Config {
         let mut c = postgres::Config::new();
         match &self.host {
             Host::Tcp(h) => c.host(h),
@@ -266,30 +311,24 @@ impl ConnSpec {
             .user(&self.user)
             .dbname(&self.dbname)
             .connect_timeout(self.connect_timeout)
+            .channel_binding(self.tls.channel_binding.to_pg())
             .application_name(self.application_name.as_deref().unwrap_or("opskit"));
         if let Some(pw) = &self.password {
             c.password(pw);
         }
-        match self.sslmode {
-            SslMode::Disable | SslMode::Allow | SslMode::Prefer => {
-                c.ssl_mode(postgres::config::SslMode::Disable);
-            }
-            m => {
-                return Err(Error::usage(format!(
-                    "sslmode={} needs TLS, which opskit's own connections do not support yet; \
-                     use sslmode=prefer or disable on a trusted network or a Unix socket",
-                    m.as_str()
-                )));
-            }
-        }
-        Ok(c)
+        c
     }
 
     /// Connect, within the connect timeout, which covers the whole
     /// exchange: the `postgres` crate's own timeout covers only the TCP
     /// connect, so a server that accepts and never answers would hang.
     pub fn connect(&self) -> Result<postgres::Client, Error> {
-        let cfg = self.pg_config()?;
+        self.connect_with_tls_info().map(|(c, _)| c)
+    }
+
+    /// [`ConnSpec::connect`], and the TLS the connection uses, if any.
+    pub fn connect_with_tls_info(&self) -> Result<(postgres::Client, Option<TlsInfo>), Error> {
+        let spec = self.clone();
         let fail = |why: String| {
             Error::failure(format!(
                 "cannot connect to {} (database {}, user {}): {why}",
@@ -299,10 +338,11 @@ impl ConnSpec {
             ))
         };
         match crate::pool::within(self.connect_timeout, "pg-connect", move || {
-            cfg.connect(postgres::NoTls)
+            connect::as_libpq(&spec)
         }) {
-            Ok(Some(Ok(client))) => Ok(client),
-            Ok(Some(Err(e))) => Err(fail(describe_pg_error(&e))),
+            Ok(Some(Ok(c))) => Ok(c),
+            Ok(Some(Err(connect::Failed::Usage(e)))) => Err(e),
+            Ok(Some(Err(connect::Failed::Refused { why, .. }))) => Err(fail(why)),
             // The connecting thread is left behind; it ends with the process.
             Ok(None) => Err(fail(format!(
                 "no answer within {}s (connect_timeout)",
@@ -348,171 +388,4 @@ pub fn describe_pg_error(e: &postgres::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
-    }
-
-    fn res(url: &str) -> ConnSpec {
-        ConnSpec::resolve_with(Some(url), &env_of(&[("HOME", "/nonexistent")])).unwrap()
-    }
-
-    #[test]
-    fn full_url() {
-        let s = res(
-            "postgresql://app:s3cr%40t%2Fx@db.example:6543/shop?sslmode=disable&connect_timeout=5&application_name=nightly",
-        );
-        assert_eq!(s.host, Host::Tcp("db.example".into()));
-        assert_eq!(s.port, 6543);
-        assert_eq!(s.user, "app");
-        assert_eq!(s.password.as_deref(), Some("s3cr@t/x"));
-        assert_eq!(s.dbname, "shop");
-        assert_eq!(s.sslmode, SslMode::Disable);
-        assert_eq!(s.connect_timeout, Duration::from_secs(5));
-        assert_eq!(s.application_name.as_deref(), Some("nightly"));
-    }
-
-    #[test]
-    fn sqlalchemy_forms_drop_the_driver() {
-        for scheme in ["postgresql+asyncpg", "postgresql+psycopg2", "postgres"] {
-            let s = res(&format!("{scheme}://u:p@h/d"));
-            assert_eq!((s.user.as_str(), s.dbname.as_str()), ("u", "d"));
-        }
-        let s = res("postgresql+asyncpg://u@h/d?ssl=require");
-        assert_eq!(s.sslmode, SslMode::Require);
-    }
-
-    #[test]
-    fn ipv6_and_socket_hosts() {
-        let s = res("postgres://u@[::1]:5433/d");
-        assert_eq!(s.host, Host::Tcp("::1".into()));
-        assert_eq!(s.port, 5433);
-        assert_eq!(s.target(), "[::1]:5433");
-        let s = res("postgres://u@%2Frun%2Fpg/d");
-        assert_eq!(s.host, Host::Socket("/run/pg".into()));
-        let s = res("postgres:///d?host=/tmp/sock&port=7000&user=me");
-        assert_eq!(s.host, Host::Socket("/tmp/sock".into()));
-        assert_eq!(s.target(), "/tmp/sock/.s.PGSQL.7000");
-        assert_eq!(s.user, "me");
-    }
-
-    #[test]
-    fn pg_variables_fill_what_the_url_leaves_out() {
-        let env = env_of(&[
-            ("PGHOST", "envhost"),
-            ("PGPORT", "7777"),
-            ("PGUSER", "envuser"),
-            ("PGPASSWORD", "envpw"),
-            ("PGDATABASE", "envdb"),
-        ]);
-        let s = ConnSpec::resolve_with(Some("postgres://urluser@/urldb"), &env).unwrap();
-        assert_eq!(s.host, Host::Tcp("envhost".into()));
-        assert_eq!(s.port, 7777);
-        assert_eq!(s.user, "urluser");
-        assert_eq!(s.password.as_deref(), Some("envpw"));
-        assert_eq!(s.dbname, "urldb");
-        let s = ConnSpec::resolve_with(None, &env).unwrap();
-        assert_eq!(s.user, "envuser");
-        assert_eq!(s.dbname, "envdb");
-    }
-
-    #[test]
-    fn database_url_is_used_when_no_db_given() {
-        let env = env_of(&[
-            ("DATABASE_URL", "postgres://a:b@h:1/x"),
-            ("PGDATABASE", "y"),
-        ]);
-        let s = ConnSpec::resolve_with(None, &env).unwrap();
-        assert_eq!(s.dbname, "x");
-        let s = ConnSpec::resolve_with(Some("postgres://h/z"), &env).unwrap();
-        assert_eq!(s.dbname, "z");
-    }
-
-    #[test]
-    fn defaults() {
-        let s = ConnSpec::resolve_with(None, &env_of(&[("PGUSER", "me")])).unwrap();
-        assert_eq!(s.host, Host::Socket(DEFAULT_SOCKET_DIR.into()));
-        assert_eq!(s.port, 5432);
-        assert_eq!(s.dbname, "me");
-        assert_eq!(s.sslmode, SslMode::Prefer);
-        assert_eq!(s.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-    }
-
-    #[test]
-    fn redaction_hides_password_everywhere() {
-        let s = res("postgres://app:hunter2@db:5432/shop");
-        assert_eq!(s.redacted(), "postgresql://app:***@db:5432/shop");
-        assert!(!format!("{s:?}").contains("hunter2"));
-        assert!(!format!("{s}").contains("hunter2"));
-        let s = res("postgres://app@db/shop");
-        assert_eq!(s.redacted(), "postgresql://app@db:5432/shop");
-    }
-
-    #[test]
-    fn child_env_carries_password_not_argv() {
-        let s = res("postgres://app:hunter2@db:5432/shop");
-        let env = s.child_env();
-        assert!(env.contains(&("PGPASSWORD", "hunter2".into())));
-        assert!(env.contains(&("PGHOST", "db".into())));
-        assert!(env.contains(&("PGDATABASE", "shop".into())));
-    }
-
-    #[test]
-    fn bad_urls_are_usage_errors_without_the_password() {
-        let cases = [
-            ("mysql://u:hunter2@h/d", "not PostgreSQL"),
-            ("db.example:5432", "must start with"),
-            ("postgres://u:hunter2@h:notaport/d", "invalid port"),
-            ("postgres://u:hunter2@h:0/d", "invalid port"),
-            ("postgres://u:hunter2@h1,h2/d", "several hosts"),
-            ("postgres://u:hunter2@h/d?sslmode=maybe", "invalid sslmode"),
-            (
-                "postgres://u:hunter2@h/d?bogus=1",
-                "unknown parameter 'bogus'",
-            ),
-            (
-                "postgres://u:hunter2@h/d?connect_timeout=soon",
-                "connect_timeout",
-            ),
-            ("postgres://u:hunter2@[::1/d", "unclosed"),
-        ];
-        for (url, want) in cases {
-            let e = ConnSpec::resolve_with(Some(url), &env_of(&[])).unwrap_err();
-            assert_eq!(e.exit, crate::Exit::Usage, "{url}");
-            assert!(e.msg.contains(want), "{url}: {}", e.msg);
-            assert!(!e.msg.contains("hunter2"), "{url}: {}", e.msg);
-        }
-    }
-
-    #[test]
-    fn passfile_is_used_when_no_password() {
-        use std::os::unix::fs::PermissionsExt;
-        let d = tempfile::tempdir().unwrap();
-        let pf = d.path().join("pgpass");
-        std::fs::write(&pf, "# comment\nother:*:*:*:no\ndb:5432:shop:app:pa\\:ss\n").unwrap();
-        std::fs::set_permissions(&pf, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let pfs = pf.display().to_string();
-        let env = env_of(&[("PGPASSFILE", pfs.as_str())]);
-        let s = ConnSpec::resolve_with(Some("postgres://app@db/shop"), &env).unwrap();
-        assert_eq!(s.password.as_deref(), Some("pa:ss"));
-        // world-readable passfiles are ignored, as libpq does
-        std::fs::set_permissions(&pf, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let s = ConnSpec::resolve_with(Some("postgres://app@db/shop"), &env).unwrap();
-        assert_eq!(s.password, None);
-    }
-
-    #[test]
-    fn tls_modes_are_refused_for_own_connections_with_a_reason() {
-        let s = res("postgres://u@h/d?sslmode=verify-full");
-        let e = s.pg_config().unwrap_err();
-        assert!(e.msg.contains("sslmode=verify-full"), "{}", e.msg);
-        assert!(res("postgres://u@h/d?sslmode=prefer").pg_config().is_ok());
-    }
-}
+mod tests;

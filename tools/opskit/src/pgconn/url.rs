@@ -13,6 +13,10 @@ pub(super) struct Partial {
     pub(super) password: Option<String>,
     pub(super) dbname: Option<String>,
     pub(super) sslmode: Option<String>,
+    pub(super) sslrootcert: Option<String>,
+    pub(super) sslcert: Option<String>,
+    pub(super) sslkey: Option<String>,
+    pub(super) channel_binding: Option<String>,
     pub(super) connect_timeout: Option<String>,
     pub(super) application_name: Option<String>,
 }
@@ -103,6 +107,10 @@ pub(super) fn parse_url(url: &str) -> Result<Partial, Error> {
                     other => other.to_string(),
                 })
             }
+            "sslrootcert" => p.sslrootcert = Some(v),
+            "sslcert" => p.sslcert = Some(v),
+            "sslkey" => p.sslkey = Some(v),
+            "channel_binding" => p.channel_binding = Some(v),
             "connect_timeout" => p.connect_timeout = Some(v),
             "application_name" => p.application_name = Some(v),
             _ => {
