@@ -72,6 +72,24 @@ impl Pki {
     }
 }
 
+/// A self-signed CA certificate used as a server's own certificate, as
+/// `openssl req -x509` makes it (PostgreSQL's manual: `server.crt` is then
+/// the clients' `root.crt`).
+pub fn self_signed_ca_for(names: &[&str]) -> Leaf {
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut p = CertificateParams::new(names).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "localhost");
+    let cert = p.self_signed(&key).unwrap();
+    Leaf {
+        chain: vec![cert.der().to_vec()],
+        key: key.serialize_der(),
+        pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
 /// A self-signed certificate for localhost.
 pub fn self_signed() -> Leaf {
     let key = KeyPair::generate().unwrap();

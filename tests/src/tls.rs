@@ -37,15 +37,33 @@ struct Made {
     client_key: String,
 }
 
-fn make(expired: bool) -> Made {
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Good,
+    Expired,
+    /// The server's certificate is a self-signed CA certificate, and the
+    /// clients' root is that certificate itself.
+    SelfSigned,
+}
+
+fn make(kind: Kind) -> Made {
     let pki = Pki::new("opskit test CA");
-    let (from, until) = if expired { (-30, -1) } else { (-1, 365) };
-    let server = pki.leaf_for(&["localhost", "127.0.0.1"], "localhost", from, until);
+    let (from, until) = if kind == Kind::Expired {
+        (-30, -1)
+    } else {
+        (-1, 365)
+    };
+    let mut server = pki.leaf_for(&["localhost", "127.0.0.1"], "localhost", from, until);
+    let mut ca = pki.ca_pem();
+    if kind == Kind::SelfSigned {
+        server = crate::pki::self_signed_ca_for(&["localhost", "127.0.0.1"]);
+        ca = format!("{}{ca}", server.pem);
+    }
     let client = pki.leaf_for(&[], "certuser", -1, 365);
     Made {
         server_cert: server.pem,
         server_key: server.key_pem,
-        ca: pki.ca_pem(),
+        ca,
         other_ca: Pki::new("another CA").ca_pem(),
         client_cert: client.pem,
         client_key: client.key_pem,
@@ -54,6 +72,7 @@ fn make(expired: bool) -> Made {
 
 static MADE: OnceLock<Made> = OnceLock::new();
 static MADE_EXPIRED: OnceLock<Made> = OnceLock::new();
+static MADE_SELF: OnceLock<Made> = OnceLock::new();
 
 const HBA: &str = "\
 local all all trust
@@ -85,11 +104,13 @@ static TLS: OnceLock<Cluster> = OnceLock::new();
 static EXPIRED: OnceLock<Cluster> = OnceLock::new();
 static TLS_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
 static EXPIRED_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
+static SELF: OnceLock<Cluster> = OnceLock::new();
+static SELF_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
 
 /// The TLS cluster of this test binary, started on first use.
 pub fn tls_cluster() -> &'static TlsCluster {
     TLS_CLUSTER.get_or_init(|| {
-        let m = MADE.get_or_init(|| make(false));
+        let m = MADE.get_or_init(|| make(Kind::Good));
         TlsCluster::new(start_once(&TLS, || setup_of(MADE.get().unwrap())), m)
     })
 }
@@ -97,11 +118,21 @@ pub fn tls_cluster() -> &'static TlsCluster {
 /// A TLS cluster whose server certificate expired yesterday.
 pub fn expired_tls_cluster() -> &'static TlsCluster {
     EXPIRED_CLUSTER.get_or_init(|| {
-        let m = MADE_EXPIRED.get_or_init(|| make(true));
+        let m = MADE_EXPIRED.get_or_init(|| make(Kind::Expired));
         TlsCluster::new(
             start_once(&EXPIRED, || setup_of(MADE_EXPIRED.get().unwrap())),
             m,
         )
+    })
+}
+
+/// A TLS cluster whose certificate is self-signed (CA:TRUE); its
+/// `ca.crt` client file holds that certificate (and the test CA, which
+/// signs the client certificate).
+pub fn self_signed_tls_cluster() -> &'static TlsCluster {
+    SELF_CLUSTER.get_or_init(|| {
+        let m = MADE_SELF.get_or_init(|| make(Kind::SelfSigned));
+        TlsCluster::new(start_once(&SELF, || setup_of(MADE_SELF.get().unwrap())), m)
     })
 }
 

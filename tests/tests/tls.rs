@@ -11,7 +11,7 @@ use std::process::Command;
 
 use opskit::pgconn::ConnSpec;
 use opskit_testkit::procs::{Procs, example_app, examples_dir};
-use opskit_testkit::tls::{expired_tls_cluster, tls_cluster};
+use opskit_testkit::tls::{expired_tls_cluster, self_signed_tls_cluster, tls_cluster};
 use opskit_testkit::tools::run;
 use opskit_testkit::{Cluster, bin, cluster};
 
@@ -226,6 +226,26 @@ fn named_failures_say_what_failed() {
         check["values"]["cert_days_left"].as_f64().unwrap() < 0.0,
         "{check}"
     );
+}
+
+/// PostgreSQL's manual makes a self-signed `server.crt` (a CA certificate)
+/// and gives it to clients as `root.crt`: libpq trusts it, and so must we.
+#[test]
+fn a_self_signed_server_certificate_given_as_root() {
+    let ss = self_signed_tls_cluster();
+    let db = ss.cluster.create_db();
+    let home = tempfile::tempdir().unwrap();
+    let root = format!("sslrootcert={}", ss.file("ca.crt"));
+    for (host, mode, want) in [
+        ("localhost", "verify-full", Outcome::Tls),
+        ("127.0.0.1", "verify-full", Outcome::Tls),
+        ("127.0.0.2", "verify-full", Outcome::Refused),
+        ("127.0.0.2", "verify-ca", Outcome::Tls),
+        ("localhost", "require", Outcome::Tls),
+    ] {
+        let url = ss.url_at(host, &db.name, &format!("sslmode={mode}&{root}"));
+        assert_eq!(same_as_psql(ss.cluster, &url, home.path()).0, want, "{url}");
+    }
 }
 
 #[test]

@@ -56,6 +56,10 @@ pub(super) fn seen_info(seen: &Mutex<Seen>) -> Option<TlsInfo> {
 #[derive(Debug)]
 pub(super) struct Verifier {
     pub(super) chain: Option<(Arc<WebPkiServerVerifier>, bool)>,
+    /// The root file's own certificates: a server that presents one of them
+    /// (a self-signed `server.crt` given as `root.crt`, as PostgreSQL's
+    /// manual sets it up) is trusted, as OpenSSL trusts it for libpq.
+    pub(super) pinned: Arc<Vec<CertificateDer<'static>>>,
     pub(super) provider: Arc<CryptoProvider>,
     pub(super) seen: Arc<Mutex<Seen>>,
 }
@@ -92,6 +96,18 @@ impl ServerCertVerifier for Verifier {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !full => Ok(ServerCertVerified::assertion()),
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                let checked = pinned_ok(end_entity, server_name, now, *full);
+                if let Err(e) = &checked {
+                    lock(&self.seen).rejected = Some(e.clone());
+                }
+                checked.map(|()| ServerCertVerified::assertion())
+            }
             Err(e) => {
                 lock(&self.seen).rejected = Some(e.clone());
                 Err(e)
@@ -134,6 +150,37 @@ impl ServerCertVerifier for Verifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// A pinned certificate still has to be in its validity period, and for
+/// verify-full name the host.
+fn pinned_ok(
+    cert: &CertificateDer<'_>,
+    name: &ServerName<'_>,
+    now: UnixTime,
+    full: bool,
+) -> Result<(), rustls::Error> {
+    let bad = |e: CertificateError| rustls::Error::InvalidCertificate(e);
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| bad(CertificateError::BadEncoding))?;
+    let t = now.as_secs() as i64;
+    let validity = parsed.validity();
+    if t > validity.not_after.timestamp() {
+        return Err(bad(CertificateError::ExpiredContext {
+            time: now,
+            not_after: UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                validity.not_after.timestamp().max(0) as u64,
+            )),
+        }));
+    }
+    if t < validity.not_before.timestamp() {
+        return Err(bad(CertificateError::NotValidYet));
+    }
+    if full {
+        let ee = rustls::server::ParsedCertificate::try_from(cert)?;
+        rustls::client::verify_server_name(&ee, name)?;
+    }
+    Ok(())
 }
 
 /// `tokio-postgres-rustls`'s connector, noting when the server agreed to

@@ -146,6 +146,8 @@ enum Verify {
     /// The chain against these roots; the host name too when `full`.
     Chain {
         roots: Arc<rustls::RootCertStore>,
+        /// The root file's certificates as given (none for `system`).
+        pinned: Arc<Vec<CertificateDer<'static>>>,
         full: bool,
     },
 }
@@ -235,13 +237,15 @@ impl Plan {
             (
                 Verify::Chain {
                     roots: system_roots()?,
+                    pinned: Arc::default(),
                     full: true,
                 },
                 "the system's CA bundle (sslrootcert=system)".to_string(),
             )
         } else if let Some(f) = root.as_ref().filter(|f| f.exists()) {
             let mut store = rustls::RootCertStore::empty();
-            let (added, _) = store.add_parsable_certificates(read_certs(f, "sslrootcert")?);
+            let certs = read_certs(f, "sslrootcert")?;
+            let (added, _) = store.add_parsable_certificates(certs.clone());
             if added == 0 {
                 return Err(Error::usage(format!(
                     "sslrootcert {}: no usable CA certificate",
@@ -251,6 +255,7 @@ impl Plan {
             (
                 Verify::Chain {
                     roots: Arc::new(store),
+                    pinned: Arc::new(certs),
                     full: mode == SslMode::VerifyFull,
                 },
                 format!("sslrootcert {}", f.display()),
@@ -303,18 +308,26 @@ impl Plan {
     /// A connector for one attempt, and what it will see of the handshake.
     pub(super) fn connector(&self) -> Result<(Connector, Arc<Mutex<Seen>>), Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = match &self.verify {
-            Verify::Nothing => None,
-            Verify::Chain { roots, full } => Some((
-                WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-                    .build()
-                    .map_err(|e| Error::usage(format!("TLS setup: {e}")))?,
-                *full,
-            )),
+        let (chain, pinned) = match &self.verify {
+            Verify::Nothing => (None, Arc::default()),
+            Verify::Chain {
+                roots,
+                pinned,
+                full,
+            } => (
+                Some((
+                    WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+                        .build()
+                        .map_err(|e| Error::usage(format!("TLS setup: {e}")))?,
+                    *full,
+                )),
+                pinned.clone(),
+            ),
         };
         let seen = Arc::new(Mutex::new(Seen::default()));
         let verifier = Arc::new(Verifier {
             chain,
+            pinned,
             provider: provider.clone(),
             seen: seen.clone(),
         });
