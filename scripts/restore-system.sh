@@ -89,7 +89,7 @@ fi
 globals_file=$(jq -r '.files[] | select(.kind == "globals") | .name' "$manifest" | head -n1)
 if ((globals)) && [[ -n "$globals_file" ]]; then
     log "restoring roles from $globals_file (existing roles are left as they are)"
-    errors=$(gunzip -cf "$set/$globals_file" | "${PG_BIN}psql" -X -q --no-psqlrc -d "$(url_with_db "$DATABASE_URL" postgres)" 2>&1 >/dev/null \
+    errors=$(set_file_content "$set/$globals_file" | "${PG_BIN}psql" -X -q --no-psqlrc -d "$(url_with_db "$DATABASE_URL" postgres)" 2>&1 >/dev/null \
         | grep 'ERROR' | grep -vc 'already exists' || true)
     ((errors == 0)) || log "warning: $errors statements of the globals failed (see psql's messages above)"
 fi
@@ -116,7 +116,7 @@ if [[ -n "$files_into" ]]; then
     mkdir -p "$files_into"
     while IFS= read -r f; do
         log "unpacking $f into $files_into"
-        tar -xzf "$set/$f" -C "$files_into" || die "unpacking $f failed" 2
+        set_file_content "$set/$f" | tar -xf - -C "$files_into" || die "unpacking $f failed" 2
     done < <(jq -r '.files[] | select(.kind == "files") | .name' "$manifest")
 fi
 

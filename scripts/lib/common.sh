@@ -92,20 +92,32 @@ new_run_dir() {
 
 # backup_and_verify RUN [PGBACKUP_ARGS...]: a new set of the database and
 # its globals (with row counts) under OPSKIT_BACKUP_ROOT, piped into
-# verify-backup --record; records in RUN/backup.ndjson and RUN/verify.ndjson.
+# verify-backup --record (compressed as OPSKIT_BACKUP_COMPRESS says); records
+# in RUN/backup.ndjson and RUN/verify.ndjson.
 # Sets BACKUP_RC and VERIFY_RC; never exits on their failure.
 backup_and_verify() {
-    local run=$1 pgbin=() status
+    local run=$1 pgbin=() compress=() status
     shift
     [[ -n "${OPSKIT_PG_BINDIR:-}" ]] && pgbin=(--pg-bindir "$OPSKIT_PG_BINDIR")
+    [[ -n "${OPSKIT_BACKUP_COMPRESS:-}" ]] && compress=(--compress "$OPSKIT_BACKUP_COMPRESS")
     set +e
-    "$(tool pgbackup)" --dest "${OPSKIT_BACKUP_ROOT:?}" --globals --row-counts "${pgbin[@]}" "$@" \
+    "$(tool pgbackup)" --dest "${OPSKIT_BACKUP_ROOT:?}" --globals --row-counts "${pgbin[@]}" "${compress[@]}" "$@" \
         | tee "$run/backup.ndjson" \
         | "$(tool verify-backup)" --record "${pgbin[@]}" >"$run/verify.ndjson"
     status=("${PIPESTATUS[@]}")
     set -e
     # shellcheck disable=SC2034 # read by the caller
     BACKUP_RC=${status[0]} VERIFY_RC=${status[2]}
+}
+
+# set_file_content FILE: a set file's content on stdout, decompressed by
+# its name (.zst with zstd, .gz with gunzip, anything else as it is).
+set_file_content() {
+    case $1 in
+        *.zst) zstd -dcq -- "$1" ;;
+        *.gz) gunzip -c -- "$1" ;;
+        *) cat -- "$1" ;;
+    esac
 }
 
 # url_with_db URL DB: the libpq URL with its database replaced.

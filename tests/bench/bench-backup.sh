@@ -53,16 +53,18 @@ for ((i = 1; i <= runs; i++)); do
     echo "run $i/$runs" >&2
     fresh_time_cmd pg_dump_fc pg_dump -Fc -d "$db" -f "$out/f.dump"
     fc_bytes=$(stat -c %s "$out/f.dump")
-    fresh_time_cmd pgbackup "$pgbackup" -q --dest "$out" --db "postgresql:///$db"
+    fresh_time_cmd pgbackup "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress gzip
     set_bytes=$(stat -c %s "$out"/bench-*/db.dump.gz)
     fresh_time_cmd oneliner bash -o pipefail -c "pg_dump -d '$db' | gzip > '$out/f.sql.gz' && sha256sum '$out/f.sql.gz'"
     fresh_time_cmd pg_dump_z0 pg_dump -Fc -Z0 -d "$db" -f "$out/f.dump"
     fresh_time_cmd pgbackup_z0 "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress 0
+    fresh_time_cmd pgbackup_zstd "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress zstd
+    zstd_bytes=$(stat -c %s "$out"/bench-*/db.dump.zst)
 done
 
 # verify-backup on one set, against sha256sum + gzip -t and gzip -t alone.
 keep="$work/keep"
-"$pgbackup" -q --dest "$keep" --db "postgresql:///$db" --row-counts >/dev/null
+"$pgbackup" -q --dest "$keep" --db "postgresql:///$db" --row-counts --compress gzip >/dev/null
 set_dir=$(find "$keep" -mindepth 1 -maxdepth 1 -name 'bench-*' | head -n1)
 dumpfile="$set_dir/db.dump.gz"
 # warm the page cache for the set
@@ -73,17 +75,34 @@ for ((i = 1; i <= runs; i++)); do
     fresh_time_cmd sha_gzip bash -c "sha256sum '$dumpfile' && gzip -t '$dumpfile'"
     fresh_time_cmd gzip_t gzip -t "$dumpfile"
 done
+# The same for a zstd set, against sha256sum + zstd -t.
+zkeep="$work/zkeep"
+"$pgbackup" -q --dest "$zkeep" --db "postgresql:///$db" --row-counts --compress zstd >/dev/null
+zset_dir=$(find "$zkeep" -mindepth 1 -maxdepth 1 -name 'bench-*' | head -n1)
+zfile="$zset_dir/db.dump.zst"
+cat "$zfile" >/dev/null
+for ((i = 1; i <= runs; i++)); do
+    fresh_time_cmd verify_zstd "$verify" -q "$zset_dir"
+    fresh_time_cmd sha_zstd bash -c "sha256sum '$zfile' && zstd -tq '$zfile'"
+done
 fresh_time_cmd restore_test "$verify" -q "$set_dir" --restore-into "postgresql:///postgres"
 fresh_time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && gunzip -c '$dumpfile' | pg_restore --no-owner --exit-on-error -d r"
 
-row "pgbackup vs pg_dump -Fc (wall)" pgbackup pg_dump_fc "<= 0.60"
+row "pgbackup --compress gzip vs pg_dump -Fc (wall)" pgbackup pg_dump_fc "<= 0.60"
 row "one-liner pg_dump|gzip+sha256sum vs pgbackup" oneliner pgbackup ">= 2.00"
 row "pgbackup --compress 0 vs pg_dump -Fc -Z0" pgbackup_z0 pg_dump_z0 "<= 1.10"
-printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup dump bytes vs pg_dump -Fc bytes" "$set_bytes" "$fc_bytes" \
+printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup gzip dump bytes vs pg_dump -Fc bytes" "$set_bytes" "$fc_bytes" \
     "$(awk -v a="$set_bytes" -v b="$fc_bytes" 'BEGIN {printf "%.3f", a / b}')" "<= 1.05"
+row "pgbackup --compress zstd vs pg_dump -Fc (wall)" pgbackup_zstd pg_dump_fc "<= 0.30"
+row "pgbackup --compress zstd vs pg_dump -Fc -Z0 -f" pgbackup_zstd pg_dump_z0 "<= 1.10"
+printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup zstd dump bytes vs pg_dump -Fc bytes" "$zstd_bytes" "$fc_bytes" \
+    "$(awk -v a="$zstd_bytes" -v b="$fc_bytes" 'BEGIN {printf "%.3f", a / b}')" "<= 0.90"
 row "verify-backup vs sha256sum && gzip -t" verify sha_gzip "<= 0.50"
+row "verify-backup zstd set vs sha256sum && zstd -t" verify_zstd sha_zstd "<= 0.60"
 row "verify-backup vs gzip -t alone" verify gzip_t "<= 1.20"
 row "verify --restore-into vs gunzip|pg_restore" restore_test plain_restore "(report)"
 printf '%s\t%s\t%s\t%s\t%s\n' "verify-backup peak RSS MiB" "$((rss[verify] / 1024))" "-" "-" "< 64"
-printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup peak RSS MiB (default, -Z0)" \
+printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup peak RSS MiB (gzip, -Z0)" \
     "$((rss[pgbackup] / 1024))" "$((rss[pgbackup_z0] / 1024))" "-" "< 64"
+printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup / verify-backup peak RSS MiB, zstd" \
+    "$((rss[pgbackup_zstd] / 1024))" "$((rss[verify_zstd] / 1024))" "-" "< 64"

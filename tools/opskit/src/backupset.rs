@@ -44,6 +44,37 @@ pub enum FileKind {
 #[serde(rename_all = "snake_case")]
 pub enum Codec {
     Gzip,
+    Zstd,
+}
+
+impl Codec {
+    /// The file name extension, with its dot.
+    pub fn ext(self) -> &'static str {
+        match self {
+            Codec::Gzip => ".gz",
+            Codec::Zstd => ".zst",
+        }
+    }
+
+    /// The codec a file name says (`.gz`, `.zst`; `.tgz`-style names are
+    /// not made by opskit).
+    pub fn of_name(name: &str) -> Option<Codec> {
+        if name.ends_with(".gz") {
+            Some(Codec::Gzip)
+        } else if name.ends_with(".zst") {
+            Some(Codec::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// The stock command that writes the decompressed file to stdout.
+    pub fn cat_command(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gunzip -c",
+            Codec::Zstd => "zstd -dc",
+        }
+    }
 }
 
 /// One file of a set.

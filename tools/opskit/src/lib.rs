@@ -11,6 +11,7 @@
 //! * [`lock`]: an exclusive `flock` lock file that names its holder;
 //! * [`pgconn`]: PostgreSQL connection settings resolved the way libpq does;
 //! * [`gz`]: parallel multi-member gzip and sha256 while streaming;
+//! * [`codec`]: `--compress` values, and the writer and reader of each codec;
 //! * [`pgcatalog`]: the tables a dump carries and their row counts;
 //! * [`pgtools`]: the real `pg_dump`/`pg_restore` matching a server;
 //! * [`units`]: durations (`90s`, `7d`) and sizes (`10M`);
@@ -20,6 +21,7 @@
 
 pub mod backupset;
 pub mod cli;
+pub mod codec;
 pub mod durable;
 pub mod exit;
 pub mod gz;

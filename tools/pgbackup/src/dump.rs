@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 
 use opskit::backupset::{FileEntry, FileKind};
-use opskit::gz::GzOptions;
+use opskit::codec::Compression;
 use opskit::pgcatalog::table_row_counts;
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::{Error, Result};
@@ -28,34 +28,35 @@ pub struct DumpOptions<'a> {
     pub no_owner: bool,
     pub no_privileges: bool,
     pub extra_args: &'a [String],
-    pub gz: Option<GzOptions>,
+    pub compression: Compression,
 }
 
 /// The set file name for a dump.
-pub fn dump_file_name(format: Format, compressed: bool) -> &'static str {
-    match (format, compressed) {
-        (Format::Custom, true) => "db.dump.gz",
-        (Format::Custom, false) => "db.dump",
-        (Format::Plain, true) => "db.sql.gz",
-        (Format::Plain, false) => "db.sql",
-    }
+pub fn dump_file_name(format: Format, compression: &Compression) -> String {
+    let base = match format {
+        Format::Custom => "db.dump",
+        Format::Plain => "db.sql",
+    };
+    format!("{base}{}", compression.ext())
 }
 
 /// The one-line stock-tools restore of a dump file into `$TARGET_DB`
 /// (a database name or URL; the database must exist).
 pub fn restore_command(format: Format, file: &str) -> String {
-    let gz = file.ends_with(".gz");
-    match (format, gz) {
-        (Format::Custom, true) => format!(
-            "gunzip -c {file} | pg_restore --no-owner --exit-on-error --dbname=\"$TARGET_DB\""
+    let codec = opskit::backupset::Codec::of_name(file);
+    match (format, codec) {
+        (Format::Custom, Some(c)) => format!(
+            "{} {file} | pg_restore --no-owner --exit-on-error --dbname=\"$TARGET_DB\"",
+            c.cat_command()
         ),
-        (Format::Custom, false) => {
+        (Format::Custom, None) => {
             format!("pg_restore --no-owner --exit-on-error --dbname=\"$TARGET_DB\" {file}")
         }
-        (Format::Plain, true) => format!(
-            "gunzip -c {file} | psql -X --set ON_ERROR_STOP=1 --single-transaction --dbname=\"$TARGET_DB\""
+        (Format::Plain, Some(c)) => format!(
+            "{} {file} | psql -X --set ON_ERROR_STOP=1 --single-transaction --dbname=\"$TARGET_DB\"",
+            c.cat_command()
         ),
-        (Format::Plain, false) => format!(
+        (Format::Plain, None) => format!(
             "psql -X --set ON_ERROR_STOP=1 --single-transaction --dbname=\"$TARGET_DB\" --file={file}"
         ),
     }
@@ -63,7 +64,7 @@ pub fn restore_command(format: Format, file: &str) -> String {
 
 /// Run `pg_dump` into `dir`, optionally in `snapshot`.
 pub fn dump(opts: &DumpOptions, dir: &Path, snapshot: Option<&str>) -> Result<FileEntry> {
-    let name = dump_file_name(opts.format, opts.gz.is_some());
+    let name = dump_file_name(opts.format, &opts.compression);
     let mut cmd = Command::new(&opts.pg_dump.path);
     opts.spec.configure_child(&mut cmd);
     match opts.format {
@@ -85,7 +86,7 @@ pub fn dump(opts: &DumpOptions, dir: &Path, snapshot: Option<&str>) -> Result<Fi
         opts.pg_dump.path.display(),
         opts.spec.redacted()
     );
-    let sink = Sink::create(dir, name, FileKind::Database, opts.gz)?.with_progress();
+    let sink = Sink::create(dir, &name, FileKind::Database, opts.compression)?.with_progress();
     stream_child(cmd, "pg_dump", sink)
 }
 
@@ -96,7 +97,7 @@ pub fn globals(
     pg_dumpall: &PgTool,
     client: &mut Client,
     dir: &Path,
-    gz: Option<GzOptions>,
+    compression: Compression,
 ) -> Result<FileEntry> {
     let can_read: bool = client
         .query_one(
@@ -121,12 +122,8 @@ pub fn globals(
         );
         cmd.arg("--no-role-passwords");
     }
-    let name = if gz.is_some() {
-        "globals.sql.gz"
-    } else {
-        "globals.sql"
-    };
-    let sink = Sink::create(dir, name, FileKind::Globals, gz)?;
+    let name = format!("globals.sql{}", compression.ext());
+    let sink = Sink::create(dir, &name, FileKind::Globals, compression)?;
     stream_child(cmd, "pg_dumpall", sink)
 }
 
@@ -230,10 +227,14 @@ mod tests {
 
     #[test]
     fn names_and_restore_commands() {
-        assert_eq!(dump_file_name(Format::Custom, true), "db.dump.gz");
-        assert_eq!(dump_file_name(Format::Plain, false), "db.sql");
+        let c = |s| Compression::parse(s).unwrap();
+        assert_eq!(dump_file_name(Format::Custom, &c("gzip")), "db.dump.gz");
+        assert_eq!(dump_file_name(Format::Custom, &c("zstd")), "db.dump.zst");
+        assert_eq!(dump_file_name(Format::Plain, &c("none")), "db.sql");
         let c = restore_command(Format::Custom, "db.dump.gz");
         assert!(c.starts_with("gunzip -c db.dump.gz | pg_restore"), "{c}");
+        let z = restore_command(Format::Custom, "db.dump.zst");
+        assert!(z.starts_with("zstd -dc db.dump.zst | pg_restore"), "{z}");
         assert!(c.contains("\"$TARGET_DB\""));
         let p = restore_command(Format::Plain, "db.sql.gz");
         assert!(p.contains("ON_ERROR_STOP=1"), "{p}");

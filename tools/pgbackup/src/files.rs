@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use opskit::backupset::{FileEntry, FileKind};
-use opskit::gz::GzOptions;
+use opskit::codec::Compression;
 use opskit::{Error, Result};
 
 use crate::sink::Sink;
@@ -55,18 +55,18 @@ impl Excludes {
     }
 }
 
-/// The archive's name for a source directory: `files-<basename>.tar.gz`,
-/// made unique among `taken`.
-pub fn archive_name(source: &Path, taken: &[String]) -> String {
+/// The archive's name for a source directory: `files-<basename>.tar.gz`
+/// (`.tar.zst` with zstd), made unique among `taken`.
+pub fn archive_name(source: &Path, taken: &[String], ext: &str) -> String {
     let raw = source
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let base = opskit::backupset::sanitize_name(&raw, "root");
-    let mut name = format!("files-{base}.tar.gz");
+    let mut name = format!("files-{base}.tar{ext}");
     let mut n = 2;
     while taken.contains(&name) {
-        name = format!("files-{base}-{n}.tar.gz");
+        name = format!("files-{base}-{n}.tar{ext}");
         n += 1;
     }
     name
@@ -93,7 +93,7 @@ pub fn archive(
     name: &str,
     excludes: &Excludes,
     skip_unreadable: bool,
-    gz: GzOptions,
+    compression: Compression,
 ) -> Result<FileEntry> {
     let meta = fs::metadata(source).map_err(|e| Error::io("reading", source, &e))?;
     if !meta.is_dir() {
@@ -106,7 +106,7 @@ pub fn archive(
         .file_name()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("root"));
-    let sink = Sink::create(dir, name, FileKind::Files, Some(gz))?.with_progress();
+    let sink = Sink::create(dir, name, FileKind::Files, compression)?.with_progress();
     let out_path = sink.path().to_path_buf();
     let mut tar = tar::Builder::new(sink);
     tar.follow_symlinks(false);
@@ -191,16 +191,26 @@ mod tests {
 
     #[test]
     fn archive_names_are_unique_and_safe() {
-        let a = archive_name(Path::new("/srv/app"), &[]);
+        let a = archive_name(Path::new("/srv/app"), &[], ".gz");
         assert_eq!(a, "files-app.tar.gz");
-        let b = archive_name(Path::new("/etc/app"), std::slice::from_ref(&a));
-        assert_eq!(b, "files-app-2.tar.gz");
-        assert_eq!(archive_name(Path::new("/"), &[]), "files-root.tar.gz");
+        let b = archive_name(Path::new("/etc/app"), std::slice::from_ref(&a), ".gz");
         assert_eq!(
-            archive_name(Path::new("/x/my dir"), &[]),
+            archive_name(Path::new("/srv/app"), &[], ".zst"),
+            "files-app.tar.zst"
+        );
+        assert_eq!(b, "files-app-2.tar.gz");
+        assert_eq!(
+            archive_name(Path::new("/"), &[], ".gz"),
+            "files-root.tar.gz"
+        );
+        assert_eq!(
+            archive_name(Path::new("/x/my dir"), &[], ".gz"),
             "files-my_dir.tar.gz"
         );
-        assert_eq!(archive_name(Path::new("/x/.cfg"), &[]), "files-cfg.tar.gz");
+        assert_eq!(
+            archive_name(Path::new("/x/.cfg"), &[], ".gz"),
+            "files-cfg.tar.gz"
+        );
     }
 
     #[test]

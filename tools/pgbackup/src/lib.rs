@@ -21,8 +21,8 @@ use chrono::{SubsecRound, Utc};
 use clap::Parser;
 use opskit::backupset::{self, DatabaseInfo, FileEntry, Manifest};
 use opskit::cli::{ToolArgs, Verbosity};
+use opskit::codec::Compression;
 use opskit::durable::{self, StagingDir};
-use opskit::gz::GzOptions;
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, PgTool};
 use opskit::record::Fields;
@@ -40,7 +40,8 @@ use crate::dump::{DumpOptions, Format, SnapshotCounts};
 /// `backup` record and a `summary` on stdout; pipe it into verify-backup.
 ///
 /// Restore: the manifest's database.restore_command, e.g.
-///   createdb app_restored && gunzip -c db.dump.gz | pg_restore --no-owner --exit-on-error --dbname=app_restored
+///   createdb app_restored && zstd -dc db.dump.zst | pg_restore --no-owner --exit-on-error --dbname=app_restored
+/// (`gunzip -c db.dump.gz | ...` for a set made with --compress gzip).
 #[derive(Debug, Parser)]
 #[command(name = "pgbackup", version, verbatim_doc_comment)]
 pub struct Args {
@@ -82,9 +83,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "custom")]
     pub format: Format,
 
-    /// gzip level 1-9 for every file of the set; 0 stores them uncompressed.
-    #[arg(long, value_name = "LEVEL", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
-    pub compress: u32,
+    /// Compression of every file of the set: zstd[:1-19] (the default, level
+    /// 1: standard zstd frames, `zstd -dc` reads them), gzip[:1-9] (6 when
+    /// no level is given; for readers that only have gzip), or none. A bare
+    /// number is a gzip level, as before (0 = none).
+    #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "zstd", value_parser = Compression::parse)]
+    pub compress: Compression,
 
     /// Compression threads (default: every core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -138,10 +142,10 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
         .clone()
         .unwrap_or_else(|| backupset::sanitize_name(&server.dbname, "db"));
     let (started_at, stage) = new_stage(&root, &name)?;
-    let gz = gz_options(&args);
+    let compression = compression_of(&args);
 
     let (mut entries, row_counts, client) =
-        dump_database(&args, &spec, &server, client, stage.path(), gz)?;
+        dump_database(&args, &spec, &server, client, stage.path(), compression)?;
     let db_file = entries[0].name.clone();
     if args.globals {
         entries.push(dump_globals(
@@ -150,10 +154,10 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
             &server,
             client,
             stage.path(),
-            gz,
+            compression,
         )?);
     }
-    archive_files(&args, &excludes, &mut entries, stage.path(), gz)?;
+    archive_files(&args, &excludes, &mut entries, stage.path(), compression)?;
 
     let manifest = Manifest {
         format: backupset::FORMAT.into(),
@@ -248,15 +252,12 @@ impl Server {
     }
 }
 
-fn gz_options(args: &Args) -> Option<GzOptions> {
-    (args.compress > 0).then(|| GzOptions {
-        level: args.compress,
-        threads: args
-            .jobs
-            .map(usize::from)
-            .unwrap_or_else(opskit::pool::cores),
-        ..GzOptions::default()
-    })
+fn compression_of(args: &Args) -> Compression {
+    let mut c = args.compress;
+    if let Some(j) = args.jobs {
+        c.threads = usize::from(j);
+    }
+    c
 }
 
 /// Exact per-table row counts (`schema.table`).
@@ -270,7 +271,7 @@ fn dump_database(
     server: &Server,
     client: Client,
     dir: &Path,
-    gz: Option<GzOptions>,
+    compression: Compression,
 ) -> Result<(Vec<FileEntry>, Option<RowCounts>, Client)> {
     let opts = DumpOptions {
         spec,
@@ -279,7 +280,7 @@ fn dump_database(
         no_owner: args.no_owner,
         no_privileges: args.no_privileges,
         extra_args: &args.pg_dump_arg,
-        gz,
+        compression,
     };
     if !args.row_counts {
         return Ok((vec![dump::dump(&opts, dir, None)?], None, client));
@@ -298,7 +299,7 @@ fn dump_globals(
     server: &Server,
     mut client: Client,
     dir: &Path,
-    gz: Option<GzOptions>,
+    compression: Compression,
 ) -> Result<FileEntry> {
     let pg_dumpall = pgtools::find(
         "pg_dumpall",
@@ -306,25 +307,29 @@ fn dump_globals(
         &server.version,
         args.pg_bindir.as_deref(),
     )?;
-    dump::globals(spec, &pg_dumpall, &mut client, dir, gz)
+    dump::globals(spec, &pg_dumpall, &mut client, dir, compression)
 }
 
-/// One `.tar.gz` per `--files` directory. Archives are gzip even with
-/// `--compress 0` (level 0, stored), so the name stays honest.
+/// One `.tar.gz` (`.tar.zst`) per `--files` directory. Archives are gzip
+/// even with `--compress none` (level 0, stored), so the name stays honest.
 fn archive_files(
     args: &Args,
     excludes: &files::Excludes,
     entries: &mut Vec<FileEntry>,
     dir: &Path,
-    gz: Option<GzOptions>,
+    compression: Compression,
 ) -> Result<()> {
-    let tar_gz = gz.unwrap_or(GzOptions {
-        level: 0,
-        ..GzOptions::default()
-    });
+    let tar_c = match compression.codec {
+        Some(_) => compression,
+        None => Compression {
+            codec: Some(opskit::backupset::Codec::Gzip),
+            level: 0,
+            ..compression
+        },
+    };
     for src in &args.files {
         let taken: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-        let name = files::archive_name(src, &taken);
+        let name = files::archive_name(src, &taken, tar_c.ext());
         let src = src.canonicalize().at("resolving", src)?;
         log::info!("archiving {} into {name}", src.display());
         entries.push(files::archive(
@@ -333,7 +338,7 @@ fn archive_files(
             &name,
             excludes,
             args.skip_unreadable,
-            tar_gz,
+            tar_c,
         )?);
     }
     Ok(())

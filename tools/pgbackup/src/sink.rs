@@ -1,44 +1,48 @@
-//! Writing one file of a set: compressed on every core or stored as is,
-//! counted and sha256-hashed as it streams (no second read), then fsynced.
+//! Writing one file of a set: compressed on every core (gzip or zstd) or
+//! stored as is, counted and sha256-hashed as it streams (no second
+//! read), then fsynced.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use opskit::backupset::{FileEntry, FileKind};
+use opskit::codec::{Compression, Compressor};
 use opskit::durable::WritebackFile;
-use opskit::gz::{GzOptions, HashWriter, ParGzWriter};
+use opskit::gz::HashWriter;
 use opskit::{IoContext, Result, durable, units};
-
-enum Inner {
-    Gz(ParGzWriter<HashWriter<WritebackFile>>),
-    Plain(HashWriter<WritebackFile>, u64),
-}
 
 /// A set file being written.
 pub struct Sink {
     name: String,
     path: PathBuf,
     kind: FileKind,
-    inner: Inner,
+    inner: Compressor<HashWriter<WritebackFile>>,
+    compression: Compression,
+    /// Bytes written to the sink (before compression).
+    content: u64,
     progress: Option<Progress>,
 }
 
 impl Sink {
-    /// Create `dir/name` (0600); compressed when `gz` is given.
-    pub fn create(dir: &Path, name: &str, kind: FileKind, gz: Option<GzOptions>) -> Result<Self> {
+    /// Create `dir/name` (0600), compressed as `compression` says.
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        kind: FileKind,
+        compression: Compression,
+    ) -> Result<Self> {
         let path = dir.join(name);
         let file = durable::create_new(&path, 0o600)?;
         let hw = HashWriter::new(WritebackFile::new(file));
-        let inner = match gz {
-            Some(o) => Inner::Gz(ParGzWriter::new(hw, o)),
-            None => Inner::Plain(hw, 0),
-        };
+        let inner = compression.writer(hw).at("compressing into", &path)?;
         Ok(Sink {
             name: name.to_string(),
             path,
             kind,
             inner,
+            compression,
+            content: 0,
             progress: None,
         })
     }
@@ -55,23 +59,11 @@ impl Sink {
         &self.path
     }
 
-    fn content_bytes(&self) -> u64 {
-        match &self.inner {
-            Inner::Gz(g) => g.in_bytes(),
-            Inner::Plain(_, n) => *n,
-        }
-    }
-
     /// Flush, fsync and describe the file.
     pub fn finish(self) -> Result<FileEntry> {
-        let content = self.content_bytes();
-        let (hw, compression) = match self.inner {
-            Inner::Gz(g) => (
-                g.finish().at("writing", &self.path)?,
-                Some(opskit::backupset::Codec::Gzip),
-            ),
-            Inner::Plain(hw, _) => (hw, None),
-        };
+        let content = self.content;
+        let compression = self.compression.codec;
+        let hw = self.inner.finish().at("writing", &self.path)?;
         let (file, bytes, sha256) = hw.finish();
         let file = file.into_inner();
         durable::sync_file(&file, &self.path)?;
@@ -94,20 +86,10 @@ impl Sink {
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = match &mut self.inner {
-            Inner::Gz(g) => g.write(buf)?,
-            Inner::Plain(h, count) => {
-                let n = h.write(buf)?;
-                *count += n as u64;
-                n
-            }
-        };
+        let n = self.inner.write(buf)?;
+        self.content += n as u64;
         if let Some(p) = &mut self.progress {
-            let total = match &self.inner {
-                Inner::Gz(g) => g.in_bytes(),
-                Inner::Plain(_, c) => *c,
-            };
-            p.tick(total);
+            p.tick(self.content);
         }
         Ok(n)
     }

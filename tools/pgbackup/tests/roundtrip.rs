@@ -104,15 +104,15 @@ fn awkward_schema_round_trips_with_the_documented_command() {
         .current_dir(&set));
     assert_eq!(sums.code, 0, "{}{}", sums.stdout, sums.stderr);
     assert!(sums.stdout.contains("MANIFEST.json: OK"));
-    assert!(sums.stdout.contains("globals.sql.gz: OK"));
+    assert!(sums.stdout.contains("globals.sql.zst: OK"));
 
-    // The table of contents lists through gunzip.
+    // The table of contents lists through the stock zstd.
     let list = run(Command::new("bash")
         .arg("-o")
         .arg("pipefail")
         .arg("-c")
         .arg(format!(
-            "gunzip -c db.dump.gz | {}/pg_restore --list",
+            "zstd -dc db.dump.zst | {}/pg_restore --list",
             c.bindir().display()
         ))
         .current_dir(&set));
@@ -160,7 +160,12 @@ fn uncompressed_and_plain_sets_restore_too() {
     c.query(&db.name, AWKWARD);
     for (extra, file) in [
         (vec!["--compress", "0"], "db.dump"),
-        (vec!["--format", "plain"], "db.sql.gz"),
+        (vec!["--compress", "gzip"], "db.dump.gz"),
+        (vec!["--format", "plain"], "db.sql.zst"),
+        (
+            vec!["--format", "plain", "--compress", "gzip:1"],
+            "db.sql.gz",
+        ),
     ] {
         let dest = tempfile::tempdir().unwrap();
         let out = run(pgbackup(c, &db, dest.path()).args(&extra));

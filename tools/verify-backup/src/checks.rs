@@ -6,13 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use flate2::bufread::MultiGzDecoder;
-use opskit::backupset::{self, DumpFormat, FileEntry, FileKind, Manifest};
+use opskit::backupset::{self, Codec, DumpFormat, FileEntry, FileKind, Manifest};
 use opskit::gz::HashedReader;
 use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
 
@@ -204,14 +203,15 @@ fn structure(
     pg_restore: Option<&PgTool>,
 ) -> Vec<Check> {
     let name = f.name.as_str();
-    let gz = f.compression == Some(opskit::backupset::Codec::Gzip);
-    let mut content: Box<dyn Read + '_> = if gz {
-        Box::new(MultiGzDecoder::new(BufReader::with_capacity(
-            256 * 1024,
-            src,
-        )))
-    } else {
-        Box::new(src)
+    let mut content: Box<dyn Read + '_> = match opskit::codec::reader(f.compression, src) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![Check::fail(
+                Name::Read,
+                Some(name),
+                format!("cannot start decompressing: {e}"),
+            )];
+        }
     };
     let db_format = m
         .database
@@ -237,18 +237,22 @@ fn structure(
             &mut checks,
         ),
     };
+    let (stream, proof) = match f.compression {
+        Some(Codec::Gzip) => (
+            Name::Gzip,
+            "every member inflates with valid CRC and length",
+        ),
+        Some(Codec::Zstd) => (Name::Zstd, "every frame decompresses with a valid checksum"),
+        None => (Name::Read, ""),
+    };
     if let Err(e) = outcome {
         checks.push(Check::fail(
-            if gz { Name::Gzip } else { Name::Read },
+            stream,
             Some(name),
             format!("stream broken: {e}"),
         ));
-    } else if gz {
-        checks.push(Check::pass(
-            Name::Gzip,
-            Some(name),
-            "every member inflates with valid CRC and length",
-        ));
+    } else if f.compression.is_some() {
+        checks.push(Check::pass(stream, Some(name), proof));
     }
     checks
 }

@@ -4,14 +4,13 @@
 //! restore fails or the run is interrupted.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use flate2::bufread::MultiGzDecoder;
 use opskit::backupset::{DumpFormat, Manifest};
 use opskit::pgcatalog::{quote_ident, table_row_counts};
 use opskit::pgconn::{ConnSpec, describe_pg_error};
@@ -158,15 +157,9 @@ impl Target {
         let mut guard = ChildGuard(Some(child));
         let tail = StderrTail::start(guard.child(), tool);
         let fh = File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let gz = file.extension().is_some_and(|e| e == "gz");
-        let mut src: Box<dyn Read> = if gz {
-            Box::new(MultiGzDecoder::new(BufReader::with_capacity(
-                256 * 1024,
-                fh,
-            )))
-        } else {
-            Box::new(fh)
-        };
+        let codec = opskit::backupset::Codec::of_name(&file.to_string_lossy());
+        let mut src = opskit::codec::reader(codec, fh)
+            .map_err(|e| format!("{}: cannot start decompressing: {e}", file.display()))?;
         let mut stdin = guard.child().stdin.take().expect("piped");
         let mut buf = vec![0u8; 256 * 1024];
         let mut broken = None;

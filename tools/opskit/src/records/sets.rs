@@ -88,6 +88,7 @@ pub enum SetCheckName {
     Size,
     Sha256,
     Gzip,
+    Zstd,
     Read,
     Tar,
     Toc,

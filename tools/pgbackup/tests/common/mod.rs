@@ -75,7 +75,12 @@ pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 pub fn staged_dump_bytes(root: &Path) -> u64 {
     temps(root)
         .first()
-        .and_then(|t| fs::metadata(root.join(t).join("db.dump.gz")).ok())
+        .and_then(|t| {
+            let dir = root.join(t);
+            fs::metadata(dir.join("db.dump.gz"))
+                .or_else(|_| fs::metadata(dir.join("db.dump.zst")))
+                .ok()
+        })
         .map(|m| m.len())
         .unwrap_or(0)
 }

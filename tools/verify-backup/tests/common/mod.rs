@@ -15,8 +15,14 @@ pub fn verify() -> Command {
     c
 }
 
-/// A real set of `db` under `root`, with globals and a files archive.
+/// A real gzip set of `db` under `root`, with globals and a files archive
+/// (zstd sets, the default, have tests of their own in zstd.rs).
 pub fn make_set(c: &Cluster, db: &TestDb, root: &Path) -> PathBuf {
+    make_set_with(c, db, root, &["--compress", "gzip"])
+}
+
+/// [`make_set`] with more pgbackup arguments (`--compress zstd`).
+pub fn make_set_with(c: &Cluster, db: &TestDb, root: &Path, extra: &[&str]) -> PathBuf {
     let files = root.join("appfiles");
     fs::create_dir_all(files.join("sub")).unwrap();
     fs::write(files.join("a.txt"), "hello\n".repeat(1000)).unwrap();
@@ -33,7 +39,8 @@ pub fn make_set(c: &Cluster, db: &TestDb, root: &Path) -> PathBuf {
         .args(["--db", &db.url, "--row-counts", "--globals", "--pg-bindir"])
         .arg(c.bindir())
         .arg("--files")
-        .arg(&files));
+        .arg(&files)
+        .args(extra));
     assert_eq!(out.code, 0, "{}", out.stderr);
     PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap())
 }
