@@ -529,6 +529,30 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Run a set's `database.restore_command` (from its manifest) with the
+    /// stock tools, as an operator would, into existing database `target`.
+    pub fn restore_with_manifest(
+        &self,
+        set: &Path,
+        manifest: &serde_json::Value,
+        target: &str,
+    ) -> crate::Output {
+        let path = format!(
+            "{}:{}",
+            self.bindir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        crate::tools::run(
+            Command::new("bash")
+                .args(["-o", "pipefail", "-c"])
+                .arg(manifest["database"]["restore_command"].as_str().unwrap())
+                .current_dir(set)
+                .envs(self.child_env(target))
+                .env("TARGET_DB", target)
+                .env("PATH", path),
+        )
+    }
+
     /// Stop the server (fast shutdown: sessions are disconnected). Only for
     /// a test that holds a [`Cluster::create_db_alone`] database.
     pub fn stop(&self) {

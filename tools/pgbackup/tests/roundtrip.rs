@@ -35,30 +35,6 @@ CREATE MATERIALIZED VIEW event_totals AS SELECT date_trunc('month', at) AS month
 SELECT lo_from_bytea(0, 'large object payload'::bytea);
 "#;
 
-/// Run the manifest's restore command, as an operator would, in the set's
-/// directory with the cluster's client tools first on PATH.
-fn restore_with_manifest_command(
-    c: &opskit_testkit::Cluster,
-    set: &std::path::Path,
-    manifest: &serde_json::Value,
-    target: &str,
-) -> opskit_testkit::Output {
-    run(Command::new("bash")
-        .args(["-o", "pipefail", "-c"])
-        .arg(manifest["database"]["restore_command"].as_str().unwrap())
-        .current_dir(set)
-        .envs(c.child_env(target))
-        .env("TARGET_DB", target)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                c.bindir().display(),
-                std::env::var("PATH").unwrap()
-            ),
-        ))
-}
-
 /// A plain dump for comparison, without the per-dump \restrict keys.
 fn plain_dump(c: &opskit_testkit::Cluster, db: &str) -> String {
     c.run_bin("pg_dump", db, &["--no-owner", "--format=plain"])
@@ -141,7 +117,7 @@ fn awkward_schema_round_trips_with_the_documented_command() {
 
     // Restore with the manifest's command into a new database.
     let target = c.create_db();
-    let restore = restore_with_manifest_command(c, &set, &manifest, &target.name);
+    let restore = c.restore_with_manifest(&set, &manifest, &target.name);
     assert_eq!(restore.code, 0, "restore failed: {}", restore.stderr);
     assert_eq!(plain_dump(c, &db.name), plain_dump(c, &target.name));
     assert_eq!(
@@ -175,7 +151,7 @@ fn uncompressed_and_plain_sets_restore_too() {
         let manifest: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(set.join("MANIFEST.json")).unwrap()).unwrap();
         let target = c.create_db();
-        let restore = restore_with_manifest_command(c, &set, &manifest, &target.name);
+        let restore = c.restore_with_manifest(&set, &manifest, &target.name);
         assert_eq!(restore.code, 0, "{extra:?}: {}", restore.stderr);
         assert_eq!(
             plain_dump(c, &db.name),

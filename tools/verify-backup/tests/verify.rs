@@ -12,19 +12,7 @@ mod common;
 use common::*;
 
 fn failed_checks(out: &Output) -> Vec<String> {
-    out.events("verify")
-        .iter()
-        .flat_map(|r| r["checks"].as_array().cloned().unwrap_or_default())
-        .filter(|c| c["ok"] == false)
-        .map(|c| {
-            format!(
-                "{} {} {}",
-                c["name"].as_str().unwrap(),
-                c["file"].as_str().unwrap_or("-"),
-                c["detail"].as_str().unwrap()
-            )
-        })
-        .collect()
+    check_lines(out, false)
 }
 
 #[test]

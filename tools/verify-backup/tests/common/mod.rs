@@ -9,6 +9,24 @@ use std::time::Duration;
 use opskit_testkit::tools::run;
 use opskit_testkit::{Cluster, TestDb, bin};
 
+/// The checks of a run's verify records that passed (`ok`) or failed, as
+/// "name file detail" lines (file `-` when the check is about the set).
+pub fn check_lines(out: &opskit_testkit::Output, ok: bool) -> Vec<String> {
+    out.events("verify")
+        .iter()
+        .flat_map(|r| r["checks"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["ok"] == ok)
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["name"].as_str().unwrap(),
+                c["file"].as_str().unwrap_or("-"),
+                c["detail"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 pub fn verify() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_verify-backup"));
     c.env_remove("OPSKIT_LOG");
