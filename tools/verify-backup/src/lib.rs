@@ -32,7 +32,8 @@ use crate::checks::{Check, Depth, Name};
 ///
 /// Depths, each including the ones before:
 ///   --quick           manifest, sizes, sha256, permissions, no unlisted files
-///   (default)         every gzip stream and tar archive read to its end, the
+///   (default)         every zstd or gzip stream (each frame's checksum, each
+///                     member's CRC) and tar archive read to its end, the
 ///                     dump's table of contents listed by pg_restore
 ///   --restore-into    restore into a scratch database on that server, compare
 ///                     row counts with the manifest, read every table, drop it
