@@ -425,3 +425,37 @@ fn the_chain_over_verify_full() {
     );
     assert_eq!(p.sets().len(), 1);
 }
+
+/// `sslrootcert=system` trusts the system's CA bundle (here the test CA,
+/// as `SSL_CERT_FILE` names it) with verify-full, for opskit's own
+/// connection and for pg_dump, whose libpq 15 does not know `system`: it
+/// is handed the bundle's path.
+#[test]
+fn sslrootcert_system_uses_the_system_bundle() {
+    let tls = tls_cluster();
+    let db = tls.cluster.create_db();
+    let url = tls.url_at("localhost", &db.name, "sslrootcert=system");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tool("pgbackup")
+        .args(["--db", &url, "--row-counts", "--pg-bindir"])
+        .arg(tls.cluster.bindir())
+        .arg("--dest")
+        .arg(dir.path())
+        .env("SSL_CERT_FILE", tls.file("ca.crt")));
+    assert_eq!(out.code, 0, "pgbackup: {}", out.stderr);
+    let out = run(tool("healthcheck")
+        .arg(&url)
+        .env("SSL_CERT_FILE", tls.file("ca.crt")));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(out.events("check")[0]["values"]["tls"], true);
+    // Another bundle does not hold the test CA: refused, naming the bundle.
+    let out = run(tool("healthcheck")
+        .arg(&url)
+        .env("SSL_CERT_FILE", tls.file("other-ca.crt")));
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    let detail = out.events("check")[0]["detail"].to_string();
+    assert!(
+        detail.contains("unknown CA") && detail.contains("sslrootcert=system"),
+        "{detail}"
+    );
+}
