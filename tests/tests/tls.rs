@@ -405,6 +405,19 @@ fn the_chain_over_verify_full() {
     assert_eq!(out.code, 0, "healthcheck: {}\n{}", out.stdout, out.stderr);
     let check = &out.events("check")[0];
     assert_eq!(check["values"]["tls"], true, "{check}");
+    // The alert rules' certificate metric covers the database's too.
+    let prom = dir.path().join("opskit.prom");
+    let out = run(tool("healthcheck")
+        .args([url.as_str(), "-q", "--prometheus"])
+        .arg(&prom));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("opskit_cert_expiry_seconds{") && l.contains("kind=\"postgres\"")
+        ),
+        "{text}"
+    );
     assert!(
         check["values"]["tls_version"]
             .as_str()
