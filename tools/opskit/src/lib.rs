@@ -9,7 +9,8 @@
 //! * [`logging`]: human logs on stderr behind the `log` crate;
 //! * [`durable`]: temp + fsync + rename writes for files and directories;
 //! * [`lock`]: an exclusive `flock` lock file that names its holder;
-//! * [`pgconn`]: PostgreSQL connection settings resolved the way libpq does;
+//! * [`pgconn`]: PostgreSQL connection settings resolved the way libpq does
+//!   (TLS included), and [`certs`] the system's CA bundle and PEM files;
 //! * [`gz`]: parallel multi-member gzip and sha256 while streaming;
 //! * [`codec`]: `--compress` values, and the writer and reader of each codec;
 //! * [`pgcatalog`]: the tables a dump carries and their row counts;
@@ -20,6 +21,7 @@
 //! * [`cli`]: the common `main` of every tool.
 
 pub mod backupset;
+pub mod certs;
 pub mod cli;
 pub mod codec;
 pub mod durable;

@@ -167,7 +167,7 @@ pub fn tls(c: &Check) -> Result<Observation, String> {
 
 pub fn cert_file(c: &Check) -> Result<Observation, String> {
     let path = c.target.split_once(':').map(|(_, p)| p).unwrap_or("");
-    describe_chain(&trust::read_pem(Path::new(path))?)
+    describe_chain(&opskit::certs::read_pem(Path::new(path))?)
 }
 
 /// The certificate of a chain that expires first: its days left (one

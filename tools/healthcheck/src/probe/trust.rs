@@ -7,45 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
-const SYSTEM_BUNDLES: [&str; 2] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-];
-
-/// The system's CA certificates, read once; `None` when there is no bundle.
-fn system() -> Option<&'static [CertificateDer<'static>]> {
-    static ROOTS: OnceLock<Option<Vec<CertificateDer<'static>>>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let env = std::env::var("SSL_CERT_FILE").ok();
-            let path = env
-                .as_deref()
-                .into_iter()
-                .chain(SYSTEM_BUNDLES)
-                .find(|p| Path::new(p).is_file())?;
-            let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-                .ok()?
-                .filter_map(|c| c.ok())
-                .collect();
-            log::debug!("trusting {} CA certificates from {path}", certs.len());
-            (!certs.is_empty()).then_some(certs)
-        })
-        .as_deref()
-}
-
-/// Every certificate in a PEM file.
-pub fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate in the file", path.display()));
-    }
-    Ok(certs)
-}
+use opskit::certs::{read_pem, system};
 
 /// ureq's TLS settings for an https check. The system roots are converted
 /// once and shared: a copy per check was most of the memory of 100 checks.

@@ -89,30 +89,29 @@ impl ServerCertVerifier for Verifier {
         let Some((inner, full)) = &self.chain else {
             return Ok(ServerCertVerified::assertion());
         };
-        match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Ok(v) => Ok(v),
-            // verify-ca: webpki checks the chain before the name, so a name
-            // mismatch means the chain is good.
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !full => Ok(ServerCertVerified::assertion()),
-            Err(_)
-                if self
-                    .pinned
-                    .iter()
-                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
-            {
-                let checked = pinned_ok(end_entity, server_name, now, *full);
-                if let Err(e) = &checked {
-                    lock(&self.seen).rejected = Some(e.clone());
+        let verdict =
+            match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+                Ok(v) => return Ok(v),
+                // verify-ca: webpki checks the chain before the name, so a name
+                // mismatch means the chain is good.
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) if !full => return Ok(ServerCertVerified::assertion()),
+                Err(_)
+                    if self
+                        .pinned
+                        .iter()
+                        .any(|p| p.as_ref() == end_entity.as_ref()) =>
+                {
+                    pinned_ok(end_entity, server_name, now, *full)
                 }
-                checked.map(|()| ServerCertVerified::assertion())
-            }
-            Err(e) => {
-                lock(&self.seen).rejected = Some(e.clone());
-                Err(e)
-            }
+                Err(e) => Err(e),
+            };
+        if let Err(e) = &verdict {
+            lock(&self.seen).rejected = Some(e.clone());
         }
+        verdict.map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

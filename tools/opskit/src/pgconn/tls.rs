@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::CertificateError;
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -83,20 +84,6 @@ pub struct TlsSettings {
 /// The value of `sslrootcert` that means the system's trust store.
 pub const SYSTEM: &str = "system";
 
-const SYSTEM_BUNDLES: [&str; 2] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-];
-
-/// The system's CA bundle file: `SSL_CERT_FILE`, else Debian's or Red Hat's.
-pub fn system_bundle() -> Option<PathBuf> {
-    std::env::var_os("SSL_CERT_FILE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
-}
-
 impl TlsSettings {
     fn default_file(&self, name: &str) -> Option<PathBuf> {
         self.home.as_ref().map(|h| h.join(".postgresql").join(name))
@@ -106,7 +93,7 @@ impl TlsSettings {
     /// system bundle), whether or not it exists.
     pub fn root_file(&self) -> Option<PathBuf> {
         match self.sslrootcert.as_deref() {
-            Some(SYSTEM) => system_bundle(),
+            Some(SYSTEM) => crate::certs::system_bundle(),
             Some(f) => Some(PathBuf::from(f)),
             None => self.default_file("root.crt"),
         }
@@ -139,61 +126,37 @@ pub(super) fn mode_for(given: Option<SslMode>, rootcert: Option<&str>) -> Result
     }
 }
 
-/// How the server's certificate is checked.
-enum Verify {
-    /// No verification (sslmode prefer/require without a root file).
-    Nothing,
-    /// The chain against these roots; the host name too when `full`.
-    Chain {
-        roots: Arc<rustls::RootCertStore>,
-        /// The root file's certificates as given (none for `system`).
-        pinned: Arc<Vec<CertificateDer<'static>>>,
-        full: bool,
-    },
-}
-
-/// What a TLS attempt needs, read from the files before connecting.
+/// What a TLS attempt needs, read from the files and built once before
+/// connecting (`prefer` and `allow` may make two attempts).
 pub(super) struct Plan {
-    verify: Verify,
+    provider: Arc<CryptoProvider>,
+    /// The chain check (`None`: no verification, sslmode prefer/require
+    /// without a root file), and whether the host name is checked too.
+    chain: Option<(Arc<WebPkiServerVerifier>, bool)>,
+    /// The root file's certificates as given (none for `system`).
+    pinned: Arc<Vec<CertificateDer<'static>>>,
     /// Where the roots came from, for messages.
     pub(super) roots_from: String,
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 }
 
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| Error::usage(format!("cannot read {what} {}: {e}", path.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            Error::usage(format!(
-                "{what} {}: not a PEM certificate file: {e}",
-                path.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(Error::usage(format!(
-            "{what} {}: no certificate in the file",
-            path.display()
-        )));
-    }
-    Ok(certs)
+    crate::certs::read_pem(path).map_err(|e| Error::usage(format!("{what}: {e}")))
 }
 
-/// The system's CA certificates, parsed once per process.
+/// The system's CA certificates as rustls roots, built once per process.
 fn system_roots() -> Result<Arc<rustls::RootCertStore>, Error> {
-    static ROOTS: OnceLock<Result<Arc<rustls::RootCertStore>, String>> = OnceLock::new();
+    static ROOTS: OnceLock<Option<Arc<rustls::RootCertStore>>> = OnceLock::new();
     ROOTS
         .get_or_init(|| {
-            let bundle = system_bundle()
-                .ok_or("sslrootcert=system: this system has no CA bundle (set SSL_CERT_FILE)")?;
             let mut store = rustls::RootCertStore::empty();
-            store.add_parsable_certificates(
-                read_certs(&bundle, "system CA bundle").map_err(|e| e.msg)?,
-            );
-            Ok(Arc::new(store))
+            store.add_parsable_certificates(crate::certs::system()?.iter().cloned());
+            Some(Arc::new(store))
         })
         .clone()
-        .map_err(Error::usage)
+        .ok_or_else(|| {
+            Error::usage("sslrootcert=system: this system has no CA bundle (set SSL_CERT_FILE)")
+        })
 }
 
 /// A key file's permissions, checked as libpq checks them.
@@ -231,15 +194,18 @@ impl Plan {
     /// Read the root and client files a TLS connection with these
     /// settings uses; configuration problems are usage errors.
     pub(super) fn new(mode: SslMode, tls: &TlsSettings) -> Result<Plan, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let webpki = |roots| {
+            WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| Error::usage(format!("TLS setup: {e}")))
+        };
         let verify_mode = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull);
         let root = tls.root_file();
-        let (verify, roots_from) = if tls.sslrootcert.as_deref() == Some(SYSTEM) {
+        let (chain, pinned, roots_from) = if tls.sslrootcert.as_deref() == Some(SYSTEM) {
             (
-                Verify::Chain {
-                    roots: system_roots()?,
-                    pinned: Arc::default(),
-                    full: true,
-                },
+                Some((webpki(system_roots()?)?, true)),
+                Arc::default(),
                 "the system's CA bundle (sslrootcert=system)".to_string(),
             )
         } else if let Some(f) = root.as_ref().filter(|f| f.exists()) {
@@ -253,11 +219,8 @@ impl Plan {
                 )));
             }
             (
-                Verify::Chain {
-                    roots: Arc::new(store),
-                    pinned: Arc::new(certs),
-                    full: mode == SslMode::VerifyFull,
-                },
+                Some((webpki(Arc::new(store))?, mode == SslMode::VerifyFull)),
+                Arc::new(certs),
                 format!("sslrootcert {}", f.display()),
             )
         } else if verify_mode {
@@ -268,7 +231,7 @@ impl Plan {
                 mode.as_str()
             )));
         } else {
-            (Verify::Nothing, String::new())
+            (None, Arc::default(), String::new())
         };
         let client = match tls.cert_file().filter(|c| c.exists()) {
             Some(cert) => {
@@ -299,7 +262,9 @@ impl Plan {
             }
         };
         Ok(Plan {
-            verify,
+            provider,
+            chain,
+            pinned,
             roots_from,
             client,
         })
@@ -307,31 +272,14 @@ impl Plan {
 
     /// A connector for one attempt, and what it will see of the handshake.
     pub(super) fn connector(&self) -> Result<(Connector, Arc<Mutex<Seen>>), Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (chain, pinned) = match &self.verify {
-            Verify::Nothing => (None, Arc::default()),
-            Verify::Chain {
-                roots,
-                pinned,
-                full,
-            } => (
-                Some((
-                    WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-                        .build()
-                        .map_err(|e| Error::usage(format!("TLS setup: {e}")))?,
-                    *full,
-                )),
-                pinned.clone(),
-            ),
-        };
         let seen = Arc::new(Mutex::new(Seen::default()));
         let verifier = Arc::new(Verifier {
-            chain,
-            pinned,
-            provider: provider.clone(),
+            chain: self.chain.clone(),
+            pinned: self.pinned.clone(),
+            provider: self.provider.clone(),
             seen: seen.clone(),
         });
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::usage(format!("TLS setup: {e}")))?
             .dangerous()
@@ -350,46 +298,6 @@ impl Plan {
     }
 }
 
-/// The names a certificate is for (its DNS and IP SANs, else its CN).
-fn names_of(der: &CertificateDer<'_>) -> Vec<String> {
-    use x509_parser::extensions::GeneralName;
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some(d.to_string()),
-                    GeneralName::IPAddress(b) => match b.len() {
-                        4 => Some(
-                            std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string(),
-                        ),
-                        16 => Some(
-                            std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string(),
-                        ),
-                        _ => None,
-                    },
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if names.is_empty() {
-        names.extend(
-            cert.subject()
-                .iter_common_name()
-                .filter_map(|cn| cn.as_str().ok().map(str::to_string)),
-        );
-    }
-    names
-}
-
 fn date_of(t: UnixTime) -> String {
     chrono::DateTime::from_timestamp(t.as_secs() as i64, 0).map_or_else(
         || "?".into(),
@@ -405,16 +313,11 @@ pub(super) fn explain(spec: &ConnSpec, plan: &Plan, seen: &Seen, err: &str) -> O
     };
     if let Some(rustls::Error::InvalidCertificate(e)) = &seen.rejected {
         return Some(match e {
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                let names = match e {
-                    CertificateError::NotValidForNameContext { presented, .. } => presented.clone(),
-                    _ => seen.chain.first().map(names_of).unwrap_or_default(),
-                };
-                format!(
-                    "the server certificate is not valid for host name '{host}' (it is for: {}; sslmode=verify-full)",
-                    names.join(", ")
-                )
-            }
+            // rustls reports name mismatches with their context only.
+            CertificateError::NotValidForNameContext { presented, .. } => format!(
+                "the server certificate is not valid for host name '{host}' (it is for: {}; sslmode=verify-full)",
+                presented.join(", ")
+            ),
             CertificateError::UnknownIssuer => format!(
                 "the server certificate is signed by an unknown CA (not trusted by {})",
                 plan.roots_from
