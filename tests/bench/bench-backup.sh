@@ -62,10 +62,14 @@ for ((i = 1; i <= runs; i++)); do
     zstd_bytes=$(stat -c %s "$out"/bench-*/db.dump.zst)
 done
 
+# kept_set DIR CODEC: one set made for the verify runs; prints its path.
+kept_set() {
+    "$pgbackup" -q --dest "$1" --db "postgresql:///$db" --row-counts --compress "$2" >/dev/null
+    find "$1" -mindepth 1 -maxdepth 1 -name 'bench-*' | head -n1
+}
+
 # verify-backup on one set, against sha256sum + gzip -t and gzip -t alone.
-keep="$work/keep"
-"$pgbackup" -q --dest "$keep" --db "postgresql:///$db" --row-counts --compress gzip >/dev/null
-set_dir=$(find "$keep" -mindepth 1 -maxdepth 1 -name 'bench-*' | head -n1)
+set_dir=$(kept_set "$work/keep" gzip)
 dumpfile="$set_dir/db.dump.gz"
 # warm the page cache for the set
 cat "$dumpfile" >/dev/null
@@ -76,9 +80,7 @@ for ((i = 1; i <= runs; i++)); do
     fresh_time_cmd gzip_t gzip -t "$dumpfile"
 done
 # The same for a zstd set, against sha256sum + zstd -t.
-zkeep="$work/zkeep"
-"$pgbackup" -q --dest "$zkeep" --db "postgresql:///$db" --row-counts --compress zstd >/dev/null
-zset_dir=$(find "$zkeep" -mindepth 1 -maxdepth 1 -name 'bench-*' | head -n1)
+zset_dir=$(kept_set "$work/zkeep" zstd)
 zfile="$zset_dir/db.dump.zst"
 cat "$zfile" >/dev/null
 for ((i = 1; i <= runs; i++)); do

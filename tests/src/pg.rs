@@ -128,7 +128,7 @@ pub fn cluster() -> &'static Cluster {
 /// Start the cluster in `slot` on first use, and stop it at exit.
 pub(crate) fn start_once(
     slot: &'static OnceLock<Cluster>,
-    setup: fn() -> Setup,
+    setup: impl FnOnce() -> Setup,
 ) -> &'static Cluster {
     let mut fresh = false;
     let c = slot.get_or_init(|| {

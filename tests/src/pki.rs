@@ -63,8 +63,19 @@ impl Pki {
         p.not_before = day(from);
         p.not_after = day(until);
         let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        Leaf::of(&cert, &key, Some(&self.ca))
+    }
+}
+
+impl Leaf {
+    /// A certificate, its key, and the CA that signed it (none for a
+    /// self-signed one).
+    fn of(cert: &rcgen::Certificate, key: &KeyPair, ca: Option<&rcgen::Certificate>) -> Leaf {
         Leaf {
-            chain: vec![cert.der().to_vec(), self.ca.der().to_vec()],
+            chain: std::iter::once(cert)
+                .chain(ca)
+                .map(|c| c.der().to_vec())
+                .collect(),
             key: key.serialize_der(),
             pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -82,12 +93,7 @@ pub fn self_signed_ca_for(names: &[&str]) -> Leaf {
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, "localhost");
     let cert = p.self_signed(&key).unwrap();
-    Leaf {
-        chain: vec![cert.der().to_vec()],
-        key: key.serialize_der(),
-        pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
+    Leaf::of(&cert, &key, None)
 }
 
 /// A self-signed certificate for localhost.
@@ -97,10 +103,5 @@ pub fn self_signed() -> Leaf {
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    Leaf {
-        chain: vec![cert.der().to_vec()],
-        key: key.serialize_der(),
-        pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
+    Leaf::of(&cert, &key, None)
 }

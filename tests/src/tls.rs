@@ -70,10 +70,6 @@ fn make(kind: Kind) -> Made {
     }
 }
 
-static MADE: OnceLock<Made> = OnceLock::new();
-static MADE_EXPIRED: OnceLock<Made> = OnceLock::new();
-static MADE_SELF: OnceLock<Made> = OnceLock::new();
-
 const HBA: &str = "\
 local all all trust
 hostnossl plain_only all 127.0.0.0/8 scram-sha-256
@@ -82,7 +78,7 @@ hostssl all trustuser 127.0.0.0/8 trust
 hostssl all all 127.0.0.0/8 scram-sha-256
 ";
 
-fn setup_of(m: &'static Made) -> Setup {
+fn setup_of(m: &Made) -> Setup {
     Setup {
         listen: "127.0.0.1,127.0.0.2",
         conf: "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
@@ -100,40 +96,48 @@ fn setup_of(m: &'static Made) -> Setup {
     }
 }
 
-static TLS: OnceLock<Cluster> = OnceLock::new();
-static EXPIRED: OnceLock<Cluster> = OnceLock::new();
-static TLS_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
-static EXPIRED_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
-static SELF: OnceLock<Cluster> = OnceLock::new();
-static SELF_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
+/// Where one kind of TLS cluster lives once started.
+struct Slot {
+    cluster: OnceLock<Cluster>,
+    tls: OnceLock<TlsCluster>,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            cluster: OnceLock::new(),
+            tls: OnceLock::new(),
+        }
+    }
+
+    /// The slot's cluster, made of `kind`'s certificates on first use.
+    fn get(&'static self, kind: Kind) -> &'static TlsCluster {
+        self.tls.get_or_init(|| {
+            let m = make(kind);
+            TlsCluster::new(start_once(&self.cluster, || setup_of(&m)), &m)
+        })
+    }
+}
+
+static GOOD: Slot = Slot::new();
+static EXPIRED: Slot = Slot::new();
+static SELF_SIGNED: Slot = Slot::new();
 
 /// The TLS cluster of this test binary, started on first use.
 pub fn tls_cluster() -> &'static TlsCluster {
-    TLS_CLUSTER.get_or_init(|| {
-        let m = MADE.get_or_init(|| make(Kind::Good));
-        TlsCluster::new(start_once(&TLS, || setup_of(MADE.get().unwrap())), m)
-    })
+    GOOD.get(Kind::Good)
 }
 
 /// A TLS cluster whose server certificate expired yesterday.
 pub fn expired_tls_cluster() -> &'static TlsCluster {
-    EXPIRED_CLUSTER.get_or_init(|| {
-        let m = MADE_EXPIRED.get_or_init(|| make(Kind::Expired));
-        TlsCluster::new(
-            start_once(&EXPIRED, || setup_of(MADE_EXPIRED.get().unwrap())),
-            m,
-        )
-    })
+    EXPIRED.get(Kind::Expired)
 }
 
 /// A TLS cluster whose certificate is self-signed (CA:TRUE); its
 /// `ca.crt` client file holds that certificate (and the test CA, which
 /// signs the client certificate).
 pub fn self_signed_tls_cluster() -> &'static TlsCluster {
-    SELF_CLUSTER.get_or_init(|| {
-        let m = MADE_SELF.get_or_init(|| make(Kind::SelfSigned));
-        TlsCluster::new(start_once(&SELF, || setup_of(MADE_SELF.get().unwrap())), m)
-    })
+    SELF_SIGNED.get(Kind::SelfSigned)
 }
 
 impl TlsCluster {

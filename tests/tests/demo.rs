@@ -1,6 +1,6 @@
 //! `make demo` from a checkout under a directory only root can enter
 //! (#20 item 11): as root the throwaway cluster runs as the postgres user,
-//! who cannot reach `/root/opskit/.demo`; the demo must still run, show
+//! who cannot reach the checkout's `.demo/`; the demo must still run, show
 //! its state and records under `.demo/`, and leave nothing behind.
 
 use std::process::Command;

@@ -100,7 +100,6 @@ pub struct ParGzWriter<W: Write + Send + 'static> {
     buf: Vec<u8>,
     block: usize,
     seq: u64,
-    in_bytes: u64,
     to_workers: Option<SyncSender<(u64, Vec<u8>)>>,
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<io::Result<W>>>,
@@ -126,7 +125,6 @@ impl<W: Write + Send + 'static> ParGzWriter<W> {
             buf: Vec::with_capacity(opts.block),
             block: opts.block.max(4096),
             seq: 0,
-            in_bytes: 0,
             to_workers: Some(to_workers),
             workers,
             writer: Some(writer),
@@ -164,11 +162,6 @@ impl<W: Write + Send + 'static> ParGzWriter<W> {
         }
     }
 
-    /// Bytes given to the writer so far (uncompressed).
-    pub fn in_bytes(&self) -> u64 {
-        self.in_bytes
-    }
-
     /// Compress what is left, wait for every member to be written, and
     /// return the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
@@ -182,7 +175,6 @@ impl<W: Write + Send + 'static> Write for ParGzWriter<W> {
         let room = self.block - self.buf.len();
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
-        self.in_bytes += n as u64;
         if self.buf.len() >= self.block {
             self.send_block()?;
         }
@@ -408,7 +400,6 @@ mod tests {
         for chunk in data.chunks(777) {
             w.write_all(chunk).unwrap();
         }
-        assert_eq!(w.in_bytes(), data.len() as u64);
         let gz = w.finish().unwrap();
         assert_eq!(gunzip(&gz), data);
     }
