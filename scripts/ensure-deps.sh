@@ -14,6 +14,9 @@ command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v zstd >/dev/null 2>&1 || need_pkgs+=(zstd)
 command -v xz >/dev/null 2>&1 || need_pkgs+=(xz-utils)
 command -v bzip2 >/dev/null 2>&1 || need_pkgs+=(bzip2)
+# Encrypted sets are checked against the reference age tool (age,
+# age-keygen), and the demo makes its keys with it.
+command -v age >/dev/null 2>&1 || need_pkgs+=(age)
 # The blue/green drill reloads a real nginx on loopback.
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 pg_bindir=""

@@ -1,8 +1,9 @@
 //! What opskit's tests share: a throwaway PostgreSQL cluster ([`pg`]), one
 //! that speaks TLS ([`tls`]) with test certificates ([`pki`]), and
 //! helpers to run the tool binaries and read their records ([`tools`]),
-//! and the procedures of `scripts/` ([`procs`]).
+//! and the procedures of `scripts/` ([`procs`]); age keys ([`age`]).
 
+pub mod age;
 pub mod pg;
 pub mod pki;
 pub mod procs;

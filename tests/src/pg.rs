@@ -537,6 +537,18 @@ impl Cluster {
         manifest: &serde_json::Value,
         target: &str,
     ) -> crate::Output {
+        self.restore_with_manifest_env(set, manifest, target, &[])
+    }
+
+    /// [`Cluster::restore_with_manifest`] with more environment (an
+    /// encrypted set's `AGE_IDENTITY`).
+    pub fn restore_with_manifest_env(
+        &self,
+        set: &Path,
+        manifest: &serde_json::Value,
+        target: &str,
+        env: &[(&str, &Path)],
+    ) -> crate::Output {
         let path = format!(
             "{}:{}",
             self.bindir.display(),
@@ -549,6 +561,7 @@ impl Cluster {
                 .current_dir(set)
                 .envs(self.child_env(target))
                 .env("TARGET_DB", target)
+                .envs(env.iter().copied())
                 .env("PATH", path),
         )
     }

@@ -36,8 +36,9 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///   tcp://HOST:PORT                 connect_s
 ///   tls://HOST:PORT, cert:FILE.pem  days_left, trusted (tls), not_after
 ///   disk:PATH                       free_bytes, free_pct, inodes_free_pct
-///   backup:ROOT                     age_s, verified_age_s, last_verify_ok,
-///                                   restore_tested_age_s, sets
+///   backup:ROOT                     age_s, verified_age_s, verified_depth
+///                                   (quick: checksums only), full_verified_age_s,
+///                                   last_verify_ok, restore_tested_age_s, sets
 ///   migrations:DIR (with --db)      pending, dirty, applied
 ///
 /// Conditions: FIELD OP VALUE with == != < <= > >= contains !contains =~ !~;

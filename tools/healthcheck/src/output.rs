@@ -224,6 +224,13 @@ const METRICS: &[(&str, &str, &str, &str, f64)] = &[
     ),
     (
         "backup",
+        "full_verified_age_s",
+        "opskit_backup_full_verified_age_seconds",
+        "Age of the newest set verified in full (contents read, not only checksums).",
+        1.0,
+    ),
+    (
+        "backup",
         "last_verify_ok",
         "opskit_backup_last_verify_ok",
         "1 if the latest verification passed.",

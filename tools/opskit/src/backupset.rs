@@ -37,6 +37,9 @@ pub enum FileKind {
     Globals,
     /// A tar archive of a directory.
     Files,
+    /// What an encrypted set keeps from inside the database (table names,
+    /// row counts): `contents.json.age`, [`SealedContents`].
+    Contents,
 }
 
 /// How a file of a set is compressed.
@@ -56,9 +59,10 @@ impl Codec {
         }
     }
 
-    /// The codec a file name says (`.gz`, `.zst`; `.tgz`-style names are
-    /// not made by opskit).
+    /// The codec a file name says (`.gz`, `.zst`, before any `.age`;
+    /// `.tgz`-style names are not made by opskit).
     pub fn of_name(name: &str) -> Option<Codec> {
+        let name = name.strip_suffix(crate::crypt::EXT).unwrap_or(name);
         if name.ends_with(".gz") {
             Some(Codec::Gzip)
         } else if name.ends_with(".zst") {
@@ -99,7 +103,43 @@ pub struct FileEntry {
     /// Paths left out of a `files` archive, with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// For an encrypted file: the size and sha256 of what decrypting it
+    /// gives (`age -d FILE | sha256sum`), so a decrypting read proves the
+    /// content and not only the ciphertext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext_sha256: Option<String>,
 }
+
+impl FileEntry {
+    /// Whether the file is age-encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.plaintext_sha256.is_some()
+    }
+}
+
+/// How a set is encrypted: the scheme and the public keys (recipients) its
+/// files are encrypted to. The identities are not on the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// `age`.
+    pub scheme: String,
+    /// `age1…` X25519 public keys.
+    pub recipients: Vec<String>,
+}
+
+/// `contents.json.age`: the part of an encrypted set's description that
+/// comes from inside the database, readable only with the identity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SealedContents {
+    /// Exact per-table row counts in the dump's snapshot (`schema.table`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_counts: Option<BTreeMap<String, u64>>,
+}
+
+/// The file name of [`SealedContents`] in an encrypted set.
+pub const CONTENTS: &str = "contents.json.age";
 
 /// The format of a database dump.
 #[derive(
@@ -126,7 +166,8 @@ pub struct DatabaseInfo {
     /// The set file holding the dump.
     pub file: String,
     /// A one-line restore with stock tools; `$TARGET_DB` is the database
-    /// (name or URL) to restore into, created beforehand.
+    /// (name or URL) to restore into, created beforehand, and for an
+    /// encrypted set `$AGE_IDENTITY` the identity file.
     pub restore_command: String,
     /// Exact per-table row counts in the dump's snapshot (`schema.table`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +187,10 @@ pub struct Manifest {
     pub duration_s: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseInfo>,
+    /// Present when the set's files are encrypted; then `database` holds no
+    /// row counts (they are in `contents.json.age`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     pub files: Vec<FileEntry>,
 }
 

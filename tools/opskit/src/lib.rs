@@ -13,6 +13,7 @@
 //!   (TLS included), and [`certs`] the system's CA bundle and PEM files;
 //! * [`gz`]: parallel multi-member gzip and sha256 while streaming;
 //! * [`codec`]: `--compress` values, and the writer and reader of each codec;
+//! * [`crypt`]: age encryption of set files (recipients, identities);
 //! * [`pgcatalog`]: the tables a dump carries and their row counts;
 //! * [`pgtools`]: the real `pg_dump`/`pg_restore` matching a server;
 //! * [`units`]: durations (`90s`, `7d`) and sizes (`10M`);
@@ -24,6 +25,7 @@ pub mod backupset;
 pub mod certs;
 pub mod cli;
 pub mod codec;
+pub mod crypt;
 pub mod durable;
 pub mod exit;
 pub mod gz;

@@ -9,13 +9,12 @@ use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 
 use opskit::backupset::{FileEntry, FileKind};
-use opskit::codec::Compression;
 use opskit::pgcatalog::table_row_counts;
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::{Error, Result};
 use postgres::Client;
 
-use crate::sink::Sink;
+use crate::sink::{Encoding, Sink};
 use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
 
 pub use opskit::backupset::DumpFormat as Format;
@@ -28,43 +27,51 @@ pub struct DumpOptions<'a> {
     pub no_owner: bool,
     pub no_privileges: bool,
     pub extra_args: &'a [String],
-    pub compression: Compression,
+    pub encoding: &'a Encoding,
 }
 
 /// The set file name for a dump.
-pub fn dump_file_name(format: Format, compression: &Compression) -> String {
+pub fn dump_file_name(format: Format, enc: &Encoding) -> String {
     let base = match format {
         Format::Custom => "db.dump",
         Format::Plain => "db.sql",
     };
-    format!("{base}{}", compression.ext())
+    format!("{base}{}", enc.ext())
 }
 
 /// The one-line stock-tools restore of a dump file into `$TARGET_DB`
-/// (a database name or URL; the database must exist).
+/// (a database name or URL; the database must exist). An encrypted file
+/// is decrypted first with `age -d -i "$AGE_IDENTITY"`.
 pub fn restore_command(format: Format, file: &str) -> String {
     let codec = opskit::backupset::Codec::of_name(file);
-    match (format, codec) {
-        (Format::Custom, Some(c)) => format!(
-            "{} {file} | pg_restore --no-owner --exit-on-error --dbname=\"$TARGET_DB\"",
-            c.cat_command()
-        ),
-        (Format::Custom, None) => {
-            format!("pg_restore --no-owner --exit-on-error --dbname=\"$TARGET_DB\" {file}")
+    let mut stages: Vec<String> = Vec::new();
+    if file.ends_with(opskit::crypt::EXT) {
+        stages.push(format!("age -d -i \"$AGE_IDENTITY\" {file}"));
+        if let Some(c) = codec {
+            stages.push(c.cat_command().to_string());
         }
-        (Format::Plain, Some(c)) => format!(
-            "{} {file} | psql -X --set ON_ERROR_STOP=1 --single-transaction --dbname=\"$TARGET_DB\"",
-            c.cat_command()
-        ),
-        (Format::Plain, None) => format!(
-            "psql -X --set ON_ERROR_STOP=1 --single-transaction --dbname=\"$TARGET_DB\" --file={file}"
-        ),
+    } else if let Some(c) = codec {
+        stages.push(format!("{} {file}", c.cat_command()));
     }
+    let tool = match format {
+        Format::Custom => "pg_restore --no-owner --exit-on-error --dbname=\"$TARGET_DB\"",
+        Format::Plain => {
+            "psql -X --set ON_ERROR_STOP=1 --single-transaction --dbname=\"$TARGET_DB\""
+        }
+    };
+    if stages.is_empty() {
+        return match format {
+            Format::Custom => format!("{tool} {file}"),
+            Format::Plain => format!("{tool} --file={file}"),
+        };
+    }
+    stages.push(tool.to_string());
+    stages.join(" | ")
 }
 
 /// Run `pg_dump` into `dir`, optionally in `snapshot`.
 pub fn dump(opts: &DumpOptions, dir: &Path, snapshot: Option<&str>) -> Result<FileEntry> {
-    let name = dump_file_name(opts.format, &opts.compression);
+    let name = dump_file_name(opts.format, opts.encoding);
     let mut cmd = Command::new(&opts.pg_dump.path);
     opts.spec.configure_child(&mut cmd);
     match opts.format {
@@ -86,7 +93,7 @@ pub fn dump(opts: &DumpOptions, dir: &Path, snapshot: Option<&str>) -> Result<Fi
         opts.pg_dump.path.display(),
         opts.spec.redacted()
     );
-    let sink = Sink::create(dir, &name, FileKind::Database, opts.compression)?.with_progress();
+    let sink = Sink::create(dir, &name, FileKind::Database, opts.encoding)?.with_progress();
     stream_child(cmd, "pg_dump", sink)
 }
 
@@ -97,7 +104,7 @@ pub fn globals(
     pg_dumpall: &PgTool,
     client: &mut Client,
     dir: &Path,
-    compression: Compression,
+    enc: &Encoding,
 ) -> Result<FileEntry> {
     let can_read: bool = client
         .query_one(
@@ -122,8 +129,8 @@ pub fn globals(
         );
         cmd.arg("--no-role-passwords");
     }
-    let name = format!("globals.sql{}", compression.ext());
-    let sink = Sink::create(dir, &name, FileKind::Globals, compression)?;
+    let name = format!("globals.sql{}", enc.ext());
+    let sink = Sink::create(dir, &name, FileKind::Globals, enc)?;
     stream_child(cmd, "pg_dumpall", sink)
 }
 
@@ -227,10 +234,25 @@ mod tests {
 
     #[test]
     fn names_and_restore_commands() {
-        let c = |s| Compression::parse(s).unwrap();
+        let c = |s| Encoding {
+            compression: opskit::codec::Compression::parse(s).unwrap(),
+            seal: None,
+        };
         assert_eq!(dump_file_name(Format::Custom, &c("gzip")), "db.dump.gz");
         assert_eq!(dump_file_name(Format::Custom, &c("zstd")), "db.dump.zst");
         assert_eq!(dump_file_name(Format::Plain, &c("none")), "db.sql");
+        let a = restore_command(Format::Custom, "db.dump.zst.age");
+        assert_eq!(
+            a,
+            "age -d -i \"$AGE_IDENTITY\" db.dump.zst.age | zstd -dc | pg_restore --no-owner --exit-on-error --dbname=\"$TARGET_DB\""
+        );
+        let a = restore_command(Format::Plain, "db.sql.age");
+        assert!(
+            a.starts_with("age -d -i \"$AGE_IDENTITY\" db.sql.age | psql -X"),
+            "{a}"
+        );
+        let n = restore_command(Format::Plain, "db.sql");
+        assert!(n.ends_with("--file=db.sql"), "{n}");
         let c = restore_command(Format::Custom, "db.dump.gz");
         assert!(c.starts_with("gunzip -c db.dump.gz | pg_restore"), "{c}");
         let z = restore_command(Format::Custom, "db.dump.zst");

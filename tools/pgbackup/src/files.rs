@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use opskit::backupset::{FileEntry, FileKind};
-use opskit::codec::Compression;
 use opskit::{Error, Result};
 
-use crate::sink::Sink;
+use crate::sink::{Encoding, Sink};
 
 /// `--exclude` patterns: a pattern without `/` matches a name anywhere
 /// (like `tar --exclude`); one with `/` matches the path relative to the
@@ -93,7 +92,7 @@ pub fn archive(
     name: &str,
     excludes: &Excludes,
     skip_unreadable: bool,
-    compression: Compression,
+    enc: &Encoding,
 ) -> Result<FileEntry> {
     let meta = fs::metadata(source).map_err(|e| Error::io("reading", source, &e))?;
     if !meta.is_dir() {
@@ -106,7 +105,7 @@ pub fn archive(
         .file_name()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("root"));
-    let sink = Sink::create(dir, name, FileKind::Files, compression)?.with_progress();
+    let sink = Sink::create(dir, name, FileKind::Files, enc)?.with_progress();
     let out_path = sink.path().to_path_buf();
     let mut tar = tar::Builder::new(sink);
     tar.follow_symlinks(false);

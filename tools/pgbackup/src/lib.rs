@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 
 use chrono::{SubsecRound, Utc};
 use clap::Parser;
-use opskit::backupset::{self, DatabaseInfo, FileEntry, Manifest};
+use opskit::backupset::{self, DatabaseInfo, Encryption, FileEntry, FileKind, Manifest};
 use opskit::cli::{ToolArgs, Verbosity};
 use opskit::codec::Compression;
+use opskit::crypt::Recipients;
 use opskit::durable::{self, StagingDir};
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, PgTool};
@@ -31,6 +32,7 @@ use opskit::{Done, Emitter, Error, Exit, IoContext, Result, lock, units};
 use postgres::Client;
 
 use crate::dump::{DumpOptions, Format, SnapshotCounts};
+use crate::sink::{Encoding, Sink};
 
 /// Write a PostgreSQL backup set: the database dump, optional globals and
 /// directory archives, a manifest and SHA256SUMS, built atomically.
@@ -39,9 +41,16 @@ use crate::dump::{DumpOptions, Format, SnapshotCounts};
 /// it is complete and on disk; a failed run leaves nothing behind. Prints a
 /// `backup` record and a `summary` on stdout; pipe it into verify-backup.
 ///
+/// With --encrypt-to (or OPSKIT_AGE_RECIPIENTS) every file is encrypted to
+/// age public keys as it streams (db.dump.zst.age); the identity that
+/// decrypts stays off this server. MANIFEST.json and SHA256SUMS stay
+/// readable and hold nothing from inside the database (row counts go into
+/// the encrypted contents.json.age).
+///
 /// Restore: the manifest's database.restore_command, e.g.
 ///   createdb app_restored && zstd -dc db.dump.zst | pg_restore --no-owner --exit-on-error --dbname=app_restored
-/// (`gunzip -c db.dump.gz | ...` for a set made with --compress gzip).
+/// (`gunzip -c db.dump.gz | ...` for a set made with --compress gzip;
+/// `age -d -i "$AGE_IDENTITY" db.dump.zst.age | zstd -dc | ...` encrypted).
 #[derive(Debug, Parser)]
 #[command(name = "pgbackup", version, verbatim_doc_comment)]
 pub struct Args {
@@ -90,6 +99,18 @@ pub struct Args {
     #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "zstd", value_parser = Compression::parse)]
     pub compress: Compression,
 
+    /// Encrypt every file of the set to this age public key (age1…, from
+    /// `age-keygen -y`; repeatable; OPSKIT_AGE_RECIPIENTS takes several
+    /// separated by spaces). Give an offline recovery key and the on-call
+    /// team's key; any one of their identities decrypts.
+    #[arg(long, value_name = "RECIPIENT", env = "OPSKIT_AGE_RECIPIENTS")]
+    pub encrypt_to: Vec<String>,
+
+    /// Encrypt to the keys in this age recipients file (one `age1…` a line,
+    /// `#` comments; repeatable).
+    #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_RECIPIENTS_FILE")]
+    pub encrypt_to_file: Vec<PathBuf>,
+
     /// Compression threads (default: every core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
@@ -130,6 +151,10 @@ impl ToolArgs for Args {
 pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
     let start = Instant::now();
     let excludes = check_args(&args)?;
+    let enc = Encoding {
+        compression: compression_of(&args),
+        seal: Recipients::gather(&args.encrypt_to, &args.encrypt_to_file)?,
+    };
     let spec = ConnSpec::resolve(args.db.as_deref())?;
     let root = prepare_root(&args.dest)?;
     let _lock = lock::acquire(&root.join(backupset::LOCK_FILE), args.lock_wait)?;
@@ -142,10 +167,9 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
         .clone()
         .unwrap_or_else(|| backupset::sanitize_name(&server.dbname, "db"));
     let (started_at, stage) = new_stage(&root, &name)?;
-    let compression = compression_of(&args);
 
-    let (mut entries, row_counts, client) =
-        dump_database(&args, &spec, &server, client, stage.path(), compression)?;
+    let (mut entries, mut row_counts, client) =
+        dump_database(&args, &spec, &server, client, stage.path(), &enc)?;
     let db_file = entries[0].name.clone();
     if args.globals {
         entries.push(dump_globals(
@@ -154,10 +178,13 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
             &server,
             client,
             stage.path(),
-            compression,
+            &enc,
         )?);
     }
-    archive_files(&args, &excludes, &mut entries, stage.path(), compression)?;
+    archive_files(&args, &excludes, &mut entries, stage.path(), &enc)?;
+    if enc.seal.is_some() && row_counts.is_some() {
+        entries.push(seal_contents(stage.path(), &enc, row_counts.take())?);
+    }
 
     let manifest = Manifest {
         format: backupset::FORMAT.into(),
@@ -169,6 +196,10 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
         finished_at: Utc::now().trunc_subsecs(3),
         duration_s: opskit::record::secs(start.elapsed()),
         database: Some(server.info(args.format, db_file, row_counts)),
+        encryption: enc.seal.as_ref().map(|r| Encryption {
+            scheme: opskit::crypt::SCHEME.into(),
+            recipients: r.strings(),
+        }),
         files: entries,
     };
     write_manifest(stage.path(), &manifest)?;
@@ -271,7 +302,7 @@ fn dump_database(
     server: &Server,
     client: Client,
     dir: &Path,
-    compression: Compression,
+    encoding: &Encoding,
 ) -> Result<(Vec<FileEntry>, Option<RowCounts>, Client)> {
     let opts = DumpOptions {
         spec,
@@ -280,7 +311,7 @@ fn dump_database(
         no_owner: args.no_owner,
         no_privileges: args.no_privileges,
         extra_args: &args.pg_dump_arg,
-        compression,
+        encoding,
     };
     if !args.row_counts {
         return Ok((vec![dump::dump(&opts, dir, None)?], None, client));
@@ -299,7 +330,7 @@ fn dump_globals(
     server: &Server,
     mut client: Client,
     dir: &Path,
-    compression: Compression,
+    enc: &Encoding,
 ) -> Result<FileEntry> {
     let pg_dumpall = pgtools::find(
         "pg_dumpall",
@@ -307,7 +338,21 @@ fn dump_globals(
         &server.version,
         args.pg_bindir.as_deref(),
     )?;
-    dump::globals(spec, &pg_dumpall, &mut client, dir, compression)
+    dump::globals(spec, &pg_dumpall, &mut client, dir, enc)
+}
+
+/// An encrypted set's row counts (with their table names) go into
+/// `contents.json.age`, not into the readable manifest.
+fn seal_contents(dir: &Path, enc: &Encoding, row_counts: Option<RowCounts>) -> Result<FileEntry> {
+    let plain = enc.with_compression(Compression {
+        codec: None,
+        ..enc.compression
+    });
+    let mut sink = Sink::create(dir, backupset::CONTENTS, FileKind::Contents, &plain)?;
+    let body = serde_json::to_vec_pretty(&backupset::SealedContents { row_counts })
+        .map_err(|e| Error::failure(format!("contents: {e}")))?;
+    std::io::Write::write_all(&mut sink, &body).at("writing", sink.path())?;
+    sink.finish()
 }
 
 /// One `.tar.gz` (`.tar.zst`) per `--files` directory. Archives are gzip
@@ -317,19 +362,19 @@ fn archive_files(
     excludes: &files::Excludes,
     entries: &mut Vec<FileEntry>,
     dir: &Path,
-    compression: Compression,
+    enc: &Encoding,
 ) -> Result<()> {
-    let tar_c = match compression.codec {
-        Some(_) => compression,
-        None => Compression {
+    let tar_c = match enc.compression.codec {
+        Some(_) => enc.clone(),
+        None => enc.with_compression(Compression {
             codec: Some(opskit::backupset::Codec::Gzip),
             level: 0,
-            ..compression
-        },
+            ..enc.compression
+        }),
     };
     for src in &args.files {
         let taken: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-        let name = files::archive_name(src, &taken, tar_c.ext());
+        let name = files::archive_name(src, &taken, &tar_c.ext());
         let src = src.canonicalize().at("resolving", src)?;
         log::info!("archiving {} into {name}", src.display());
         entries.push(files::archive(
@@ -338,7 +383,7 @@ fn archive_files(
             &name,
             excludes,
             args.skip_unreadable,
-            tar_c,
+            &tar_c,
         )?);
     }
     Ok(())
@@ -367,6 +412,7 @@ fn report(
         database: db.map(|d| d.name.clone()).unwrap_or_default(),
         server_version: db.map(|d| d.server_version.clone()).unwrap_or_default(),
         files: m.files.iter().map(SetFile::from).collect(),
+        encrypted: m.encryption.is_some(),
         bytes: total,
         duration_s,
     })?;

@@ -1,6 +1,6 @@
 //! Writing one file of a set: compressed on every core (gzip or zstd) or
-//! stored as is, counted and sha256-hashed as it streams (no second
-//! read), then fsynced.
+//! stored as is, then encrypted to age recipients when asked, counted and
+//! sha256-hashed as it streams (no second read), then fsynced.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -8,16 +8,45 @@ use std::time::{Duration, Instant};
 
 use opskit::backupset::{FileEntry, FileKind};
 use opskit::codec::{Compression, Compressor};
+use opskit::crypt::{Recipients, Sealer};
 use opskit::durable::WritebackFile;
 use opskit::gz::HashWriter;
 use opskit::{IoContext, Result, durable, units};
+
+/// How every file of a set is written: compressed, then (with recipients)
+/// encrypted.
+#[derive(Clone)]
+pub struct Encoding {
+    pub compression: Compression,
+    pub seal: Option<Recipients>,
+}
+
+impl Encoding {
+    /// The extension files get: `.zst`, `.gz` or none, then `.age`.
+    pub fn ext(&self) -> String {
+        let age = if self.seal.is_some() {
+            opskit::crypt::EXT
+        } else {
+            ""
+        };
+        format!("{}{age}", self.compression.ext())
+    }
+
+    /// The same encoding with another compression.
+    pub fn with_compression(&self, compression: Compression) -> Encoding {
+        Encoding {
+            compression,
+            seal: self.seal.clone(),
+        }
+    }
+}
 
 /// A set file being written.
 pub struct Sink {
     name: String,
     path: PathBuf,
     kind: FileKind,
-    inner: Compressor<HashWriter<WritebackFile>>,
+    inner: Compressor<Sealer<HashWriter<WritebackFile>>>,
     compression: Compression,
     /// Bytes written to the sink (before compression).
     content: u64,
@@ -25,17 +54,17 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Create `dir/name` (0600), compressed as `compression` says.
-    pub fn create(
-        dir: &Path,
-        name: &str,
-        kind: FileKind,
-        compression: Compression,
-    ) -> Result<Self> {
+    /// Create `dir/name` (0600), compressed and encrypted as `enc` says.
+    pub fn create(dir: &Path, name: &str, kind: FileKind, enc: &Encoding) -> Result<Self> {
         let path = dir.join(name);
         let file = durable::create_new(&path, 0o600)?;
         let hw = HashWriter::new(WritebackFile::new(file));
-        let inner = compression.writer(hw).at("compressing into", &path)?;
+        let sealed = match &enc.seal {
+            Some(r) => r.seal(hw).at("encrypting into", &path)?,
+            None => Sealer::Open(hw),
+        };
+        let compression = enc.compression;
+        let inner = compression.writer(sealed).at("compressing into", &path)?;
         Ok(Sink {
             name: name.to_string(),
             path,
@@ -63,7 +92,8 @@ impl Sink {
     pub fn finish(self) -> Result<FileEntry> {
         let content = self.content;
         let compression = self.compression.codec;
-        let hw = self.inner.finish().at("writing", &self.path)?;
+        let sealed = self.inner.finish().at("writing", &self.path)?;
+        let (hw, plaintext) = sealed.finish().at("encrypting", &self.path)?;
         let (file, bytes, sha256) = hw.finish();
         let file = file.into_inner();
         durable::sync_file(&file, &self.path)?;
@@ -80,6 +110,8 @@ impl Sink {
             source: None,
             entries: None,
             skipped: Vec::new(),
+            plaintext_bytes: plaintext.as_ref().map(|p| p.bytes),
+            plaintext_sha256: plaintext.map(|p| p.sha256),
         })
     }
 }

@@ -17,7 +17,7 @@ use chrono_tz::Tz;
 use clap::Parser;
 use opskit::cli::{ToolArgs, Verbosity};
 use opskit::reader::{self, Line, LineError};
-use opskit::records::{ErrorRecord, Prune, PruneAction, PruneCounts, Verify};
+use opskit::records::{Depth, ErrorRecord, Prune, PruneAction, PruneCounts, Verify};
 use opskit::{Done, Emitter, Error, Exit, IoContext, backupset, durable, lock, units};
 
 use crate::plan::{Action, Status};
@@ -173,7 +173,9 @@ impl Args {
 /// What the verification records say, and whether any input was bad.
 #[derive(Default)]
 struct Verdicts {
-    by_set: HashMap<String, (bool, String)>,
+    /// Per set: the latest verdict, why it failed, and the deepest
+    /// verification it passed since it last failed.
+    by_set: HashMap<String, (bool, String, Option<Depth>)>,
     input_errors: u64,
     upstream_failed: bool,
 }
@@ -181,10 +183,14 @@ struct Verdicts {
 impl Verdicts {
     fn status_of(&self, name: &str) -> Status {
         match self.by_set.get(name) {
-            Some((true, _)) => Status::Good,
-            Some((false, why)) => Status::Corrupt(why.clone()),
+            Some((true, _, _)) => Status::Good,
+            Some((false, why, _)) => Status::Corrupt(why.clone()),
             None => Status::Unknown,
         }
+    }
+
+    fn depth_of(&self, name: &str) -> Option<Depth> {
+        self.by_set.get(name).and_then(|v| v.2)
     }
 }
 
@@ -238,7 +244,9 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<PruneCounts>, Error> {
 
     let mut tally = Tally::default();
     for (k, d) in decisions.iter().enumerate() {
-        let rec = entry_record(&entries[d.index], d, &actions[k], results.get(&k));
+        let e = &entries[d.index];
+        let mut rec = entry_record(e, d, &actions[k], results.get(&k));
+        rec.verified_depth = verdicts.depth_of(&e.name);
         tally.count(&rec);
         em.emit(&rec)?;
     }
@@ -368,6 +376,7 @@ fn entry_record(
         reasons: (action != PruneAction::Leftover).then(|| d.reasons.clone()),
         detail,
         verified: d.verified,
+        verified_depth: None,
         bytes: result.and_then(|r| r.as_ref().ok().copied()),
         deleted: doomed.then_some(matches!(result, Some(Ok(_)))),
         error: result.and_then(|r| r.as_ref().err().cloned()),
@@ -482,7 +491,12 @@ fn read_verdict(line: &Line, root: &Path, v: &mut Verdicts) -> Result<(), LineEr
     } else {
         rec.failure_detail()
     };
-    v.by_set.insert(name, (rec.ok, why));
+    let depth = match v.by_set.get(&name) {
+        _ if !rec.ok => None,
+        Some((true, _, Some(d))) => Some(rec.depth.max(*d)),
+        _ => Some(rec.depth),
+    };
+    v.by_set.insert(name, (rec.ok, why, depth));
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use opskit::backupset::{self, Codec, DumpFormat, FileEntry, FileKind, Manifest};
+use opskit::crypt::Identities;
 use opskit::gz::HashedReader;
 use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
 
@@ -128,13 +129,16 @@ fn sums(set: &Path, m: &Manifest, manifest_sha: &str) -> Check {
 }
 
 /// Read one file once: size, sha256 and, at structural depth, its
-/// structure. `pg_restore` is needed for a database dump in custom format.
+/// structure. `pg_restore` is needed for a database dump in custom format;
+/// the identities for the structure of an encrypted file (the caller
+/// lowers the depth to quick without them).
 pub fn file(
     set: &Path,
     f: &FileEntry,
     m: &Manifest,
     depth: Depth,
     pg_restore: Option<&PgTool>,
+    ids: Option<&Identities>,
 ) -> Vec<Check> {
     let name = f.name.as_str();
     let path = set.join(name);
@@ -179,9 +183,15 @@ pub fn file(
             return out;
         }
     };
+    if f.encrypted() {
+        out.push(crate::sealed::header(&path, f, m));
+    }
     let mut reader = HashedReader::new(file);
     if depth >= Depth::Structural {
-        out.extend(structure(&mut reader, f, m, pg_restore));
+        match ids.filter(|_| f.encrypted()) {
+            Some(ids) => out.extend(crate::sealed::structure(&mut reader, f, m, pg_restore, ids)),
+            None => out.extend(structure(&mut reader, f, m, pg_restore)),
+        }
     }
     out.push(match reader.finish() {
         Ok((_, sha)) if sha == f.sha256 => Check::pass(Name::Sha256, Some(name), "matches"),
@@ -195,9 +205,10 @@ pub fn file(
     out
 }
 
-/// The content checks for one file, reading from `src` (the hashed stream).
-fn structure(
-    src: &mut HashedReader,
+/// The content checks for one file, reading from `src` (the hashed
+/// stream, or its decrypted plaintext).
+pub fn structure(
+    src: &mut dyn Read,
     f: &FileEntry,
     m: &Manifest,
     pg_restore: Option<&PgTool>,
@@ -236,6 +247,7 @@ fn structure(
             "-- PostgreSQL database cluster dump complete",
             &mut checks,
         ),
+        FileKind::Contents => crate::sealed::contents(&mut content, name, &mut checks),
     };
     let (stream, proof) = match f.compression {
         Some(Codec::Gzip) => (

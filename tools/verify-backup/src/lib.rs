@@ -2,6 +2,7 @@
 
 pub mod checks;
 pub mod restore;
+pub mod sealed;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -15,6 +16,7 @@ use clap::Parser;
 use opskit::backupset::DumpFormat;
 use opskit::backupset::{self, Manifest};
 use opskit::cli::{ToolArgs, Verbosity};
+use opskit::crypt::Identities;
 use opskit::pgconn::ConnSpec;
 use opskit::pgtools::{self, PgTool};
 use opskit::reader::{self, Line, LineError};
@@ -38,8 +40,15 @@ use crate::checks::{Check, Depth, Name};
 ///   --restore-into    restore into a scratch database on that server, compare
 ///                     row counts with the manifest, read every table, drop it
 ///
+/// Encrypted sets (pgbackup --encrypt-to): with --identity the structural
+/// and restore depths decrypt as they stream (every age chunk authenticated,
+/// the plaintext's sha256 checked). Without it a set gets only the checks
+/// that need no key (quick, plus the age headers) and its record says
+/// "depth": "quick".
+///
 /// Exit: 0 every set passed, 1 a set failed, 2 could not verify (restore
-/// server unreachable, unreadable input lines), 64 usage.
+/// server unreachable, unreadable input lines, an identity that does not
+/// match a set's recipients), 64 usage.
 #[derive(Debug, Parser)]
 #[command(name = "verify-backup", version, verbatim_doc_comment)]
 pub struct Args {
@@ -65,6 +74,12 @@ pub struct Args {
     /// `--record SET` still verifies SET). healthcheck and prune read it.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     pub record: Option<String>,
+
+    /// age identity file (age-keygen's output, mode 0600) that decrypts
+    /// encrypted sets. Keep it off the backed-up server; the path may also
+    /// come from OPSKIT_AGE_IDENTITY.
+    #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_IDENTITY")]
+    pub identity: Option<PathBuf>,
 
     /// Directory of pg_restore/psql (default: the version matching the dump).
     #[arg(long, value_name = "DIR")]
@@ -97,7 +112,10 @@ impl Tally {
         self.counts.errors += 1;
         self.exit = self.exit.worst(Exit::Failure);
     }
-    fn verified(&mut self, ok: bool) {
+    fn verified(&mut self, ok: bool, depth: Depth) {
+        if self.counts.sets == 0 || depth < self.counts.depth {
+            self.counts.depth = depth;
+        }
         self.counts.sets += 1;
         if ok {
             self.counts.passed += 1;
@@ -117,6 +135,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
     } else {
         Depth::Structural
     };
+    let ids = args.identity.as_deref().map(Identities::load).transpose()?;
     let target = restore_target(&args)?;
     let mut tally = Tally {
         exit: Exit::Ok,
@@ -129,9 +148,15 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
         },
     };
     let jobs = jobs(&args, em, &mut tally)?;
+    let how = How {
+        depth,
+        bindir: args.pg_bindir.as_deref(),
+        target: target.as_ref(),
+        ids: ids.as_ref(),
+    };
     for job in jobs {
-        let mut rec = verify_set(&job.path, depth, args.pg_bindir.as_deref(), target.as_ref())?;
-        tally.verified(rec.ok);
+        let mut rec = verify_set(&job.path, &how)?;
+        tally.verified(rec.ok, rec.depth);
         if let Some(inc) = job.incoming {
             rec.extra = inc;
         }
@@ -271,13 +296,45 @@ pub fn latest(root: &Path) -> Result<PathBuf> {
         .ok_or_else(|| Error::failure(format!("no complete backup set under {}", root.display())))
 }
 
-/// Verify one set and build its record.
-fn verify_set(
-    path: &Path,
+/// How every set of a run is verified.
+struct How<'a> {
     depth: Depth,
-    bindir: Option<&Path>,
-    target: Option<&restore::Target>,
-) -> Result<Verify> {
+    bindir: Option<&'a Path>,
+    target: Option<&'a restore::Target>,
+    ids: Option<&'a Identities>,
+}
+
+/// The depth an encrypted set can get: without an identity, only the
+/// checks that need no key. A restore test cannot be done without it, and
+/// an identity that matches none of the set's recipients is an error (exit
+/// 2), not a damaged set.
+fn depth_for(path: &Path, m: &Manifest, how: &How) -> Result<Depth> {
+    let Some(enc) = &m.encryption else {
+        return Ok(how.depth);
+    };
+    let what = path.display().to_string();
+    match how.ids {
+        Some(ids) => {
+            ids.check_matches(&enc.recipients, &what)?;
+            Ok(how.depth)
+        }
+        None if how.target.is_some() => Err(Error::failure(format!(
+            "{what}: encrypted to {}; the restore test needs its identity (--identity FILE or OPSKIT_AGE_IDENTITY); nothing was restored",
+            enc.recipients.join(", ")
+        ))),
+        None => {
+            if how.depth > Depth::Quick {
+                log::warn!(
+                    "{what} is encrypted and no identity was given: checksums, sizes and age headers only (depth quick)"
+                );
+            }
+            Ok(Depth::Quick)
+        }
+    }
+}
+
+/// Verify one set and build its record.
+fn verify_set(path: &Path, how: &How) -> Result<Verify> {
     let start = Instant::now();
     let set_name = path
         .file_name()
@@ -288,7 +345,7 @@ fn verify_set(
         ok: false,
         set: set_name,
         path: path.display().to_string(),
-        depth,
+        depth: how.depth,
         failed_checks: 0,
         created_at: None,
         bytes: None,
@@ -299,6 +356,8 @@ fn verify_set(
     match load(path) {
         Err(c) => rec.checks.push(c),
         Ok((m, manifest_sha)) => {
+            let depth = depth_for(path, &m, how)?;
+            rec.depth = depth;
             rec.checks.push(Check::pass(
                 Name::Manifest,
                 Some(backupset::MANIFEST),
@@ -306,16 +365,22 @@ fn verify_set(
             ));
             rec.checks.extend(checks::layout(path, &m, &manifest_sha));
             let pg_restore = (depth >= Depth::Structural)
-                .then(|| find_pg_restore(&m, bindir))
+                .then(|| find_pg_restore(&m, how.bindir))
                 .flatten();
             for f in &m.files {
-                rec.checks
-                    .extend(checks::file(path, f, &m, depth, pg_restore.as_ref()));
+                rec.checks.extend(checks::file(
+                    path,
+                    f,
+                    &m,
+                    depth,
+                    pg_restore.as_ref(),
+                    how.ids,
+                ));
             }
             rec.created_at = Some(m.started_at);
             rec.bytes = Some(m.files.iter().map(|f| f.bytes).sum());
-            if let Some(t) = target {
-                restore_test(t, path, &m, &mut rec)?;
+            if let Some(t) = how.target {
+                restore_test(t, path, &m, how.ids, &mut rec)?;
             }
         }
     }
@@ -329,7 +394,13 @@ fn verify_set(
 }
 
 /// The restore depth, on a set whose other checks all passed.
-fn restore_test(t: &restore::Target, path: &Path, m: &Manifest, rec: &mut Verify) -> Result<()> {
+fn restore_test(
+    t: &restore::Target,
+    path: &Path,
+    m: &Manifest,
+    ids: Option<&Identities>,
+    rec: &mut Verify,
+) -> Result<()> {
     if !rec.checks.iter().all(|c| c.ok) {
         rec.checks.push(Check::fail(
             Name::Restore,
@@ -338,7 +409,7 @@ fn restore_test(t: &restore::Target, path: &Path, m: &Manifest, rec: &mut Verify
         ));
         return Ok(());
     }
-    let (more, secs) = t.test(path, m)?;
+    let (more, secs) = t.test(path, m, ids)?;
     rec.checks.extend(more);
     rec.restore_s = secs;
     Ok(())

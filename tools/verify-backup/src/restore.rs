@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use opskit::backupset::{DumpFormat, Manifest};
+use opskit::crypt::Identities;
 use opskit::pgcatalog::{quote_ident, table_row_counts};
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, ChildGuard, StderrTail};
@@ -60,8 +61,14 @@ impl Target {
         self.spec.connect().map(|_| ())
     }
 
-    /// Restore `set` and check it. Returns the checks and the restore time.
-    pub fn test(&self, set: &Path, m: &Manifest) -> Result<(Vec<Check>, Option<f64>)> {
+    /// Restore `set` (decrypting with `ids` when it is encrypted) and check
+    /// it. Returns the checks and the restore time.
+    pub fn test(
+        &self,
+        set: &Path,
+        m: &Manifest,
+        ids: Option<&Identities>,
+    ) -> Result<(Vec<Check>, Option<f64>)> {
         let Some(db) = &m.database else {
             return Ok((
                 vec![Check::pass(Name::Restore, None, "no database in this set")],
@@ -118,7 +125,7 @@ impl Target {
             cmd.args(["--no-owner", "--exit-on-error"]);
         }
         cmd.arg(format!("--dbname={name}"));
-        let restored = self.feed(cmd, tool_name, &set.join(&db.file));
+        let restored = self.feed(cmd, tool_name, &set.join(&db.file), ids);
         let secs = opskit::record::secs(start.elapsed());
         if self.interrupted.load(Ordering::SeqCst) {
             drop(scratch);
@@ -138,7 +145,14 @@ impl Target {
                 return Ok((checks, Some(secs)));
             }
         }
-        checks.extend(self.compare(&name, db.row_counts.as_ref()));
+        let expected = match (&m.encryption, ids) {
+            (Some(_), Some(ids)) => crate::sealed::row_counts(set, m, ids),
+            _ => Ok(db.row_counts.clone()),
+        };
+        match expected {
+            Ok(rc) => checks.extend(self.compare(&name, rc.as_ref())),
+            Err(e) => checks.push(Check::fail(Name::RowCounts, None, e)),
+        }
         drop(scratch);
         Ok((checks, Some(secs)))
     }
@@ -149,6 +163,7 @@ impl Target {
         mut cmd: Command,
         tool: &'static str,
         file: &Path,
+        ids: Option<&Identities>,
     ) -> std::result::Result<(), String> {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -157,8 +172,16 @@ impl Target {
         let mut guard = ChildGuard(Some(child));
         let tail = StderrTail::start(guard.child(), tool);
         let fh = File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let codec = opskit::backupset::Codec::of_name(&file.to_string_lossy());
-        let mut src = opskit::codec::reader(codec, fh)
+        let name = file.to_string_lossy();
+        let codec = opskit::backupset::Codec::of_name(&name);
+        let raw: Box<dyn Read> = match ids.filter(|_| name.ends_with(opskit::crypt::EXT)) {
+            Some(ids) => Box::new(
+                ids.open(fh)
+                    .map_err(|e| format!("{}: cannot decrypt: {e}", file.display()))?,
+            ),
+            None => Box::new(fh),
+        };
+        let mut src = opskit::codec::reader(codec, raw)
             .map_err(|e| format!("{}: cannot start decompressing: {e}", file.display()))?;
         let mut stdin = guard.child().stdin.take().expect("piped");
         let mut buf = vec![0u8; 256 * 1024];

@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use opskit::backupset::{self, MANIFEST};
 use opskit::reader::RecordReader;
-use opskit::records::Verify;
+use opskit::records::{Depth, Verify};
 
 use super::Observation;
 use crate::spec::Check;
@@ -72,10 +72,14 @@ fn age(t: DateTime<Utc>) -> f64 {
 }
 
 /// What verify-backup's result log says: the newest set that passed (and
-/// the newest that passed a restore test), and the latest verdict.
+/// the newest that passed in full, that is deeper than checksums, and the
+/// newest that passed a restore test), and the latest verdict.
 #[derive(Default)]
 struct Verified {
     newest: Option<(DateTime<Utc>, String)>,
+    in_full: Option<(DateTime<Utc>, String)>,
+    /// The deepest passing verification of each set.
+    depth: HashMap<String, Depth>,
     restore: Option<(DateTime<Utc>, f64)>,
     last_ok: Option<bool>,
 }
@@ -104,6 +108,11 @@ fn read_verify_log(file: &Path, sets: &HashMap<String, DateTime<Utc>>) -> Result
         if v.newest.as_ref().is_none_or(|(t, _)| at >= *t) {
             v.newest = Some((at, rec.set.clone()));
         }
+        if rec.depth > Depth::Quick && v.in_full.as_ref().is_none_or(|(t, _)| at >= *t) {
+            v.in_full = Some((at, rec.set.clone()));
+        }
+        let d = v.depth.entry(rec.set.clone()).or_insert(rec.depth);
+        *d = (*d).max(rec.depth);
         if let Some(rs) = rec.restore_s {
             let tested = line.ts().unwrap_or(at);
             if v.restore.is_none_or(|(t, _)| tested >= t) {
@@ -152,6 +161,20 @@ pub fn backup(c: &Check) -> Result<Observation, String> {
         "verified_age_s",
         verified.newest.as_ref().map(|(t, _)| age(*t)),
     );
+    let depth = verified
+        .newest
+        .as_ref()
+        .and_then(|(_, n)| verified.depth.get(n))
+        .copied();
+    obs.set("verified_depth", depth.map(Depth::as_str));
+    obs.set(
+        "full_verified",
+        verified.in_full.as_ref().map(|(_, n)| n.clone()),
+    );
+    obs.set(
+        "full_verified_age_s",
+        verified.in_full.as_ref().map(|(t, _)| age(*t)),
+    );
     obs.set("last_verify_ok", verified.last_ok);
     obs.set(
         "restore_tested_age_s",
@@ -167,7 +190,13 @@ pub fn backup(c: &Check) -> Result<Observation, String> {
             verified
                 .newest
                 .as_ref()
-                .map(|(t, n)| format!("{n} ({} old)", hours(age(*t))))
+                .map(|(t, n)| {
+                    let how = match depth {
+                        Some(Depth::Quick) => ", checksums only",
+                        _ => "",
+                    };
+                    format!("{n} ({} old{how})", hours(age(*t)))
+                })
                 .unwrap_or("none".into())
         ),
     };

@@ -39,6 +39,9 @@ pub struct Backup {
     pub database: String,
     pub server_version: String,
     pub files: Vec<SetFile>,
+    /// Whether the set's files are age-encrypted.
+    #[serde(default)]
+    pub encrypted: bool,
     pub bytes: u64,
     pub duration_s: f64,
 }
@@ -93,6 +96,14 @@ pub enum SetCheckName {
     Tar,
     Toc,
     Complete,
+    /// An encrypted file's age header has one recipient stanza per key the
+    /// manifest lists (no key needed).
+    AgeHeader,
+    /// An encrypted file decrypted with the identity: every chunk
+    /// authenticated, the plaintext's sha256 as the manifest records it.
+    Decrypt,
+    /// `contents.json.age` decrypts and parses.
+    Contents,
     Restore,
     TablesReadable,
     RowCounts,
@@ -218,6 +229,11 @@ pub struct Prune {
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
+    /// The deepest verification it passed: `quick` is checksums only (an
+    /// encrypted set verified without its identity), `structural` and
+    /// `restore` are verified in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_depth: Option<Depth>,
     /// Bytes freed by deleting it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
