@@ -69,6 +69,14 @@ cat >"$demo/checks.ndjson" <<CHECKS
 {"name": "migrations", "target": "migrations:$demo/migrations", "expect": "pending == 0"}
 CHECKS
 db_url="postgresql://opskit@$sock:$PGPORT/app"
+# The sets are encrypted to an age key. Only its public half goes into the
+# env file; the identity (private key) would live off the server, and is
+# handed to the steps that need it (a full verification, the restores).
+mkdir -p "$demo/keys"
+chmod 700 "$demo/keys"
+age-keygen -o "$demo/keys/recovery.key" 2>/dev/null
+recipient=$(age-keygen -y "$demo/keys/recovery.key")
+with_key=(env "OPSKIT_AGE_IDENTITY=$demo/keys/recovery.key")
 cat >"$demo/opskit.env" <<ENV
 DATABASE_URL="$db_url"
 OPSKIT_BACKUP_ROOT="$demo/backups"
@@ -80,6 +88,7 @@ OPSKIT_MIGRATIONS_DIR="$demo/migrations"
 OPSKIT_CHECKS="$demo/checks.ndjson"
 OPSKIT_HEALTH_WAIT="20s"
 OPSKIT_PG_BINDIR="$PG_BINDIR"
+OPSKIT_AGE_RECIPIENTS="$recipient"
 ENV
 export OPSKIT_ENV="$demo/opskit.env" OPSKIT_BIN="$bin"
 unset PGDATABASE DATABASE_URL
@@ -103,13 +112,15 @@ step() {
 
 step "first deployment: migrate-production.sh" 0 "$repo/scripts/migrate-production.sh"
 "$PG_BINDIR/psql" -X -q -d app -f "$repo/examples/seed.sql"
-step "nightly backup: backup-system.sh" 0 "$repo/scripts/backup-system.sh"
-step "weekly restore test: restore-test.sh" 0 "$repo/scripts/restore-test.sh"
+step "nightly backup, encrypted: backup-system.sh" 0 "$repo/scripts/backup-system.sh"
+step "verify in full with the identity" 0 "${with_key[@]}" "$bin/verify-backup" -q \
+    --pg-bindir "$PG_BINDIR" --record --latest "$demo/backups" >/dev/null
+step "weekly restore test: restore-test.sh" 0 "${with_key[@]}" "$repo/scripts/restore-test.sh"
 cp "$repo"/examples/failing/*.sql "$demo/migrations/"
-step "bad deployment, rolled back (exit 1 expected)" 1 "$repo/scripts/migrate-production.sh" --auto-rollback
+step "bad deployment, rolled back (exit 1 expected)" 1 "${with_key[@]}" "$repo/scripts/migrate-production.sh" --auto-rollback
 rm "$demo"/migrations/2026111*.sql
 "$PG_BINDIR/psql" -X -q -d postgres -c "DROP DATABASE app WITH (FORCE)"
-step "disaster recovery: restore-system.sh" 0 "$repo/scripts/restore-system.sh" --yes
+step "disaster recovery: restore-system.sh" 0 "${with_key[@]}" "$repo/scripts/restore-system.sh" --yes
 
 for i in $(seq 1 2000); do
     printf '{"ts":"2026-11-23T10:%02d:%02dZ","method":"GET","path":"/orders/%d","status":200,"ms":%d}\n' \
@@ -128,6 +139,7 @@ printf '\nbackup sets: %s in %s (%s)\n' "$sets" "$demo/backups" "$(du -sh "$demo
 printf 'records of each run: %s\n' "$demo/state/runs/"
 printf 'Prometheus metrics:  %s\n' "$demo/metrics/"
 printf 'configuration used:  %s\n' "$demo/opskit.env"
+printf 'age identity:        %s (the sets are encrypted to %s)\n' "$demo/keys/recovery.key" "$recipient"
 failed=$(printf '%s\n' "${results[@]}" | grep -c 'FAILED' || true)
 if ((failed)); then
     printf '%s procedure(s) did not do what was expected\n' "$failed"

@@ -28,6 +28,10 @@ DATABASE_URL:
 Dropping the old database is a separate, explicit step once you are sure:
   psql -d postgres -c 'DROP DATABASE "<db>_before_<time>"'
 
+An encrypted set (pgbackup --encrypt-to) is decrypted with the identity
+file OPSKIT_AGE_IDENTITY names (mode 0600; bring it to the server for the
+restore); without it nothing is changed (exit 64).
+
 With OPSKIT_PRODUCTION=1 in the env file it refuses to run without
 --yes-production.
 
@@ -72,6 +76,9 @@ manifest="$set/MANIFEST.json"
 started=$(jq -r '.started_at' "$manifest")
 restore_cmd=$(jq -r '.database.restore_command // empty' "$manifest")
 [[ -n "$restore_cmd" ]] || die "$set has no database dump" 64
+if [[ $(jq -r 'has("encryption")' "$manifest") == true ]]; then
+    need_identity "$set"
+fi
 db=$(url_db "$DATABASE_URL")
 ts=$(date -u +%Y%m%d%H%M%S)
 new="${db}_restore_$ts"

@@ -18,6 +18,9 @@ result in the backup root's verified.ndjson.
 The restore time it prints is the recovery time to expect. Writes
 $OPSKIT_METRICS_DIR/opskit_restore_test.prom.
 
+An encrypted set needs its identity: OPSKIT_AGE_IDENTITY names the age
+identity file (mode 0600); without it the test cannot be tried (exit 2).
+
 Exit: 0 the restore worked; 1 it did not; 2 it could not be tried.
 USAGE
 }

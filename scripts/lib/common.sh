@@ -110,14 +110,35 @@ backup_and_verify() {
     BACKUP_RC=${status[0]} VERIFY_RC=${status[2]}
 }
 
-# set_file_content FILE: a set file's content on stdout, decompressed by
-# its name (.zst with zstd, .gz with gunzip, anything else as it is).
+# set_file_content FILE: a set file's content on stdout, decrypted (.age,
+# with the identity need_identity checked) and decompressed by its name
+# (.zst with zstd, .gz with gunzip, anything else as it is).
 set_file_content() {
-    case $1 in
-        *.zst) zstd -dcq -- "$1" ;;
-        *.gz) gunzip -c -- "$1" ;;
-        *) cat -- "$1" ;;
+    local f=$1 src=(cat -- "$1")
+    if [[ $f == *.age ]]; then
+        src=(age -d -i "${OPSKIT_AGE_IDENTITY:?}" -- "$1")
+        f=${f%.age}
+    fi
+    case $f in
+        *.zst) "${src[@]}" | zstd -dcq ;;
+        *.gz) "${src[@]}" | gunzip -c ;;
+        *) "${src[@]}" ;;
     esac
+}
+
+# need_identity SET: SET's manifest says it is encrypted, so
+# OPSKIT_AGE_IDENTITY must name a readable age identity file that only its
+# owner can read (as verify-backup requires), and the age tool must be
+# installed; exports AGE_IDENTITY for the manifest's restore command.
+# Exits 64 (nothing changed) when it cannot.
+need_identity() {
+    local set=$1 id=${OPSKIT_AGE_IDENTITY:-} mode
+    [[ -n "$id" ]] || die "$set is encrypted ($(jq -r '.encryption.recipients | join(", ")' "$set/MANIFEST.json")): set OPSKIT_AGE_IDENTITY to the age identity file that decrypts it; nothing was changed" 64
+    [[ -r "$id" ]] || die "cannot read the identity file $id (OPSKIT_AGE_IDENTITY); nothing was changed" 64
+    mode=$(stat -c %a "$id")
+    ((8#$mode & 8#077)) && die "identity file $id is mode $mode: a private key must not be readable by group or others (chmod 600 it); nothing was changed" 64
+    command -v age >/dev/null 2>&1 || die "the age tool is not installed (apt-get install age); nothing was changed" 64
+    export AGE_IDENTITY=$id
 }
 
 # url_with_db URL DB: the libpq URL with its database replaced.

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use opskit_testkit::{TOOLS, bin};
 
-const SYSTEM: [&str; 14] = [
+const SYSTEM: [&str; 17] = [
     "systemctl",
     "journalctl",
     "psql",
@@ -24,6 +24,9 @@ const SYSTEM: [&str; 14] = [
     "dmesg",
     "cat",
     "make",
+    "age-keygen",
+    "createdb",
+    "bash",
 ];
 
 fn repo() -> PathBuf {

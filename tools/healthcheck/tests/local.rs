@@ -83,11 +83,15 @@ fn set(root: &Path, hours_ago: i64) -> String {
 }
 
 fn verified(root: &Path, set: &str, ok: bool, restore_s: Option<f64>) {
+    verified_at(root, set, ok, restore_s, "structural");
+}
+
+fn verified_at(root: &Path, set: &str, ok: bool, restore_s: Option<f64>, depth: &str) {
     // A whole verify record, as verify-backup --record writes it:
     // healthcheck reads the log as typed records.
     let mut rec = serde_json::json!({
         "event": "verify", "tool": "verify-backup", "ts": Utc::now(), "ok": ok, "set": set,
-        "path": root.join(set), "depth": "structural", "failed_checks": u8::from(!ok),
+        "path": root.join(set), "depth": depth, "failed_checks": u8::from(!ok),
         "checks": [{"name": "sha256", "file": "db.dump.gz", "ok": ok, "detail": "x"}],
         "duration_s": 0.1,
     });
@@ -159,5 +163,52 @@ fn backup_freshness_and_verification() {
     assert_eq!(
         out.events("check")[0]["values"]["verified"],
         newest.as_str()
+    );
+}
+
+#[test]
+fn checksums_only_is_told_from_verified_in_full() {
+    // Encrypted sets verified on the server without the identity reach
+    // depth quick; the weekly full verification elsewhere goes deeper.
+    let root = tempfile::tempdir().unwrap();
+    let target = format!("backup:{}", root.path().display());
+    let old = set(root.path(), 30);
+    let newest = set(root.path(), 2);
+    verified_at(root.path(), &old, true, None, "structural");
+    verified_at(root.path(), &newest, true, None, "quick");
+    let gate = ["--crit", "full_verified_age_s > 26h"];
+    let out = run(healthcheck().arg(&target).args(gate));
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    let c = &out.events("check")[0];
+    let v = &c["values"];
+    assert_eq!(v["verified"], newest.as_str());
+    assert_eq!(v["verified_depth"], "quick");
+    assert_eq!(v["full_verified"], old.as_str());
+    assert!(
+        v["full_verified_age_s"].as_f64().unwrap() > 29.0 * 3600.0,
+        "{v}"
+    );
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("old, checksums only)"),
+        "{c}"
+    );
+    // A later full verification of the newest set: its deepest depth counts.
+    verified_at(root.path(), &newest, true, None, "structural");
+    verified_at(root.path(), &newest, true, None, "quick");
+    let out = run(healthcheck().arg(&target).args(gate));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let v = &out.events("check")[0]["values"];
+    assert_eq!(v["verified_depth"], "structural");
+    assert_eq!(v["full_verified"], newest.as_str());
+    let prom = root.path().join("opskit.prom");
+    let out = run(healthcheck().arg(&target).arg("--prometheus").arg(&prom));
+    assert_eq!(out.code, 0);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains("opskit_backup_full_verified_age_seconds"),
+        "{text}"
     );
 }

@@ -378,7 +378,9 @@ mod tests {
     fn round_trip_hashes_the_plaintext() {
         let d = tempfile::tempdir().unwrap();
         let (idf, public) = keypair(d.path());
-        let r = Recipients::gather(std::slice::from_ref(&public), &[]).unwrap().unwrap();
+        let r = Recipients::gather(std::slice::from_ref(&public), &[])
+            .unwrap()
+            .unwrap();
         let mut s = r.seal(Vec::new()).unwrap();
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         s.write_all(&data).unwrap();
@@ -411,7 +413,9 @@ mod tests {
         let (_, public) = keypair(d.path());
         let f = d.path().join("recipients.txt");
         fs::write(&f, format!("# team\n{public}\n\nage1notakey\n")).unwrap();
-        let e = Recipients::gather(&[], std::slice::from_ref(&f)).err().unwrap();
+        let e = Recipients::gather(&[], std::slice::from_ref(&f))
+            .err()
+            .unwrap();
         assert_eq!(e.exit, crate::Exit::Usage);
         let want = format!("{}:4: not an age X25519 public key", f.display());
         assert!(e.msg.starts_with(&want), "{}", e.msg);

@@ -358,3 +358,41 @@ fn concurrent_backup_holds_the_root() {
         10
     );
 }
+
+#[test]
+fn records_say_how_deep_a_kept_set_was_verified() {
+    // An encrypted set verified on the server without its identity passes
+    // at depth quick (checksums only); one verified in full elsewhere later
+    // stays "structural" even when the nightly quick check follows.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    ten_days(&root);
+    let at = |name: &str, ok: bool, depth: &str| {
+        let mut r = verify_record(&root.join(name), name, ok);
+        r["depth"] = depth.into();
+        r.to_string()
+    };
+    let log = [
+        at("app-20261123T030000Z", true, "quick"),
+        at("app-20261122T030000Z", true, "structural"),
+        at("app-20261122T030000Z", true, "quick"),
+        at("app-20261121T030000Z", true, "restore"),
+        at("app-20261121T030000Z", false, "quick"),
+    ]
+    .join("\n");
+    fs::write(root.join("verified.ndjson"), log + "\n").unwrap();
+    let out = run(prune(&root).args(["--keep-daily", "3"]));
+    let depth = |name: &str| {
+        out.events("prune")
+            .into_iter()
+            .find(|r| r["name"] == name)
+            .unwrap()["verified_depth"]
+            .clone()
+    };
+    assert_eq!(depth("app-20261123T030000Z"), "quick");
+    assert_eq!(depth("app-20261122T030000Z"), "structural");
+    // Failed since: no depth, and corrupt.
+    assert!(depth("app-20261121T030000Z").is_null());
+    assert_eq!(action_of(&out, "app-20261121T030000Z"), "corrupt");
+    assert!(depth("app-20261120T030000Z").is_null());
+}
