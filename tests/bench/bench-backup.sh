@@ -47,6 +47,9 @@ fresh_time_cmd() {
 }
 
 export PATH="$PG_BINDIR:$PATH"
+# An age key for the encrypted sets (the identity is used by verify only).
+age-keygen -o "$work/bench.key" 2>/dev/null
+recipient=$(age-keygen -y "$work/bench.key")
 # Warm the cache once so no contender pays for the first read.
 pg_dump -Fc -Z0 -d "$db" >/dev/null
 for ((i = 1; i <= runs; i++)); do
@@ -60,11 +63,13 @@ for ((i = 1; i <= runs; i++)); do
     fresh_time_cmd pgbackup_z0 "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress 0
     fresh_time_cmd pgbackup_zstd "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress zstd
     zstd_bytes=$(stat -c %s "$out"/bench-*/db.dump.zst)
+    fresh_time_cmd pgbackup_age "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress zstd \
+        --encrypt-to "$recipient"
 done
 
-# kept_set DIR CODEC: one set made for the verify runs; prints its path.
+# kept_set DIR CODEC [ARGS]: one set made for the verify runs; prints its path.
 kept_set() {
-    "$pgbackup" -q --dest "$1" --db "postgresql:///$db" --row-counts --compress "$2" >/dev/null
+    "$pgbackup" -q --dest "$1" --db "postgresql:///$db" --row-counts --compress "$2" "${@:3}" >/dev/null
     find "$1" -mindepth 1 -maxdepth 1 -name 'bench-*' | head -n1
 }
 
@@ -87,6 +92,16 @@ for ((i = 1; i <= runs; i++)); do
     fresh_time_cmd verify_zstd "$verify" -q "$zset_dir"
     fresh_time_cmd sha_zstd bash -c "sha256sum '$zfile' && zstd -tq '$zfile'"
 done
+# The same zstd set encrypted: verify-backup with the identity against the
+# unencrypted set, and against sha256sum + age -d | zstd -t.
+aset_dir=$(kept_set "$work/akeep" zstd --encrypt-to "$recipient")
+afile="$aset_dir/db.dump.zst.age"
+cat "$afile" >/dev/null
+for ((i = 1; i <= runs; i++)); do
+    fresh_time_cmd verify_zstd2 "$verify" -q "$zset_dir"
+    fresh_time_cmd verify_age "$verify" -q --identity "$work/bench.key" "$aset_dir"
+    fresh_time_cmd sha_age_zstd bash -o pipefail -c "sha256sum '$afile' && age -d -i '$work/bench.key' '$afile' | zstd -tq"
+done
 fresh_time_cmd restore_test "$verify" -q "$set_dir" --restore-into "postgresql:///postgres"
 fresh_time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && gunzip -c '$dumpfile' | pg_restore --no-owner --exit-on-error -d r"
 
@@ -102,9 +117,14 @@ printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup zstd dump bytes vs pg_dump -Fc bytes" "$
 row "verify-backup vs sha256sum && gzip -t" verify sha_gzip "<= 0.50"
 row "verify-backup zstd set vs sha256sum && zstd -t" verify_zstd sha_zstd "<= 0.60"
 row "verify-backup vs gzip -t alone" verify gzip_t "<= 1.20"
+row "pgbackup zstd encrypted (age) vs unencrypted" pgbackup_age pgbackup_zstd "<= 1.05"
+row "verify-backup --identity encrypted vs unencrypted" verify_age verify_zstd2 "<= 1.10"
+row "verify-backup --identity vs sha256sum && age -d|zstd -t" verify_age sha_age_zstd "(report)"
 row "verify --restore-into vs gunzip|pg_restore" restore_test plain_restore "(report)"
 printf '%s\t%s\t%s\t%s\t%s\n' "verify-backup peak RSS MiB" "$((rss[verify] / 1024))" "-" "-" "< 64"
 printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup peak RSS MiB (gzip, -Z0)" \
     "$((rss[pgbackup] / 1024))" "$((rss[pgbackup_z0] / 1024))" "-" "< 64"
 printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup / verify-backup peak RSS MiB, zstd" \
     "$((rss[pgbackup_zstd] / 1024))" "$((rss[verify_zstd] / 1024))" "-" "< 64"
+printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup / verify-backup peak RSS MiB, zstd+age" \
+    "$((rss[pgbackup_age] / 1024))" "$((rss[verify_age] / 1024))" "-" "< 64"

@@ -11,6 +11,8 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
 
 use age::x25519;
 use sha2::{Digest, Sha256};
@@ -160,6 +162,7 @@ impl<W: Write> Write for Sealer<W> {
 }
 
 /// The private keys that decrypt, read from an identity file.
+#[derive(Clone)]
 pub struct Identities {
     path: PathBuf,
     keys: Vec<x25519::Identity>,
@@ -239,6 +242,104 @@ impl Identities {
         d.decrypt(self.keys.iter().map(|k| k as &dyn age::Identity))
             .map(Opened)
             .map_err(decrypt_error)
+    }
+}
+
+/// What reading an encrypted file on a thread of its own came to: the
+/// file's size and sha256, and what decrypting it gave (or why not).
+pub struct Decrypted {
+    pub file: io::Result<Plaintext>,
+    pub plaintext: io::Result<Plaintext>,
+}
+
+/// Reads, hashes and decrypts a file on a thread of its own, and hashes
+/// the plaintext there too; the plaintext comes through a bounded channel.
+/// Whatever consumes it (decompression, tar, pg_restore) runs on another
+/// core, as for an unencrypted file.
+pub struct Decrypting {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+    handle: Option<JoinHandle<Decrypted>>,
+}
+
+impl Decrypting {
+    pub fn spawn(file: impl Read + Send + 'static, ids: Identities) -> Decrypting {
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(8);
+        let handle = std::thread::spawn(move || {
+            let mut cipher = HashRead::new(file);
+            let plaintext = (|| {
+                let mut plain = HashRead::new(ids.open(&mut cipher)?);
+                loop {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    let n = plain.read(&mut buf)?;
+                    if n == 0 {
+                        return plain.finish();
+                    }
+                    buf.truncate(n);
+                    if tx.send(Ok(buf)).is_err() {
+                        // The consumer stopped: hash what is left.
+                        return plain.finish();
+                    }
+                }
+            })();
+            if let Err(e) = &plaintext {
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            Decrypted {
+                file: cipher.finish(),
+                plaintext,
+            }
+        });
+        Decrypting {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+            handle: Some(handle),
+        }
+    }
+
+    /// Let the thread read to the end, and say what the file and its
+    /// plaintext were.
+    pub fn finish(mut self) -> Decrypted {
+        drop(std::mem::replace(&mut self.rx, sync_channel(0).1));
+        match self.handle.take().expect("finish called once").join() {
+            Ok(d) => d,
+            Err(_) => Decrypted {
+                file: Err(io::Error::other("decrypting thread panicked")),
+                plaintext: Err(io::Error::other("decrypting thread panicked")),
+            },
+        }
+    }
+}
+
+impl Read for Decrypting {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(buf)) => {
+                    self.cur = buf;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 

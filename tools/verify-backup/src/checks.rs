@@ -185,24 +185,31 @@ pub fn file(
     };
     if f.encrypted() {
         out.push(crate::sealed::header(&path, f, m));
+        if let Some(ids) = ids.filter(|_| depth >= Depth::Structural) {
+            out.extend(crate::sealed::read(file, f, m, pg_restore, ids));
+            return out;
+        }
     }
     let mut reader = HashedReader::new(file);
     if depth >= Depth::Structural {
-        match ids.filter(|_| f.encrypted()) {
-            Some(ids) => out.extend(crate::sealed::structure(&mut reader, f, m, pg_restore, ids)),
-            None => out.extend(structure(&mut reader, f, m, pg_restore)),
-        }
+        out.extend(structure(&mut reader, f, m, pg_restore));
     }
-    out.push(match reader.finish() {
-        Ok((_, sha)) if sha == f.sha256 => Check::pass(Name::Sha256, Some(name), "matches"),
+    out.push(sha256(f, reader.finish()));
+    out
+}
+
+/// The sha256 check of a file from what reading it gave.
+pub fn sha256(f: &FileEntry, read: io::Result<(u64, String)>) -> Check {
+    let name = Some(f.name.as_str());
+    match read {
+        Ok((_, sha)) if sha == f.sha256 => Check::pass(Name::Sha256, name, "matches"),
         Ok((_, sha)) => Check::fail(
             Name::Sha256,
-            Some(name),
+            name,
             format!("expected {}, found {sha}", f.sha256),
         ),
-        Err(e) => Check::fail(Name::Sha256, Some(name), format!("read error: {e}")),
-    });
-    out
+        Err(e) => Check::fail(Name::Sha256, name, format!("read error: {e}")),
+    }
 }
 
 /// The content checks for one file, reading from `src` (the hashed

@@ -175,10 +175,8 @@ impl Target {
         let name = file.to_string_lossy();
         let codec = opskit::backupset::Codec::of_name(&name);
         let raw: Box<dyn Read> = match ids.filter(|_| name.ends_with(opskit::crypt::EXT)) {
-            Some(ids) => Box::new(
-                ids.open(fh)
-                    .map_err(|e| format!("{}: cannot decrypt: {e}", file.display()))?,
-            ),
+            // Decrypted on a thread of its own, beside the decompression.
+            Some(ids) => Box::new(opskit::crypt::Decrypting::spawn(fh, ids.clone())),
             None => Box::new(fh),
         };
         let mut src = opskit::codec::reader(codec, raw)

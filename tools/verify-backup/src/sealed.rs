@@ -9,8 +9,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use opskit::backupset::{self, FileEntry, Manifest, SealedContents};
-use opskit::crypt::{self, HashRead, Identities};
-use opskit::gz::HashedReader;
+use opskit::crypt::{self, Decrypting, Identities};
 use opskit::pgtools::PgTool;
 
 use crate::checks::{self, Check, Name};
@@ -44,29 +43,21 @@ pub fn header(path: &Path, f: &FileEntry, m: &Manifest) -> Check {
     }
 }
 
-/// Decrypt while the hashing reader reads the file, check the structure of
-/// the plaintext, and compare the plaintext with the manifest.
-pub fn structure(
-    src: &mut HashedReader,
+/// Read, hash and decrypt the file on a thread of its own, check the
+/// structure of the plaintext here as it streams, then compare the file
+/// and the plaintext with the manifest.
+pub fn read(
+    file: File,
     f: &FileEntry,
     m: &Manifest,
     pg_restore: Option<&PgTool>,
     ids: &Identities,
 ) -> Vec<Check> {
     let name = Some(f.name.as_str());
-    let opened = match ids.open(src) {
-        Ok(o) => o,
-        Err(e) => {
-            return vec![Check::fail(
-                Name::Decrypt,
-                name,
-                format!("cannot decrypt: {e}"),
-            )];
-        }
-    };
-    let mut plain = HashRead::new(opened);
+    let mut plain = Decrypting::spawn(file, ids.clone());
     let mut out = checks::structure(&mut plain, f, m, pg_restore);
-    out.push(match plain.finish() {
+    let done = plain.finish();
+    out.push(match done.plaintext {
         Ok(p) if Some(&p.sha256) == f.plaintext_sha256.as_ref()
             && f.plaintext_bytes.is_none_or(|b| b == p.bytes) =>
         {
@@ -91,6 +82,7 @@ pub fn structure(
         ),
         Err(e) => Check::fail(Name::Decrypt, name, e.to_string()),
     });
+    out.push(checks::sha256(f, done.file.map(|p| (p.bytes, p.sha256))));
     out
 }
 
