@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The nightly backup: pgbackup | verify-backup --record | prune, with the
-# run's metrics written for Prometheus.
+# The nightly backup: pgbackup | verify-backup --record | offsite push |
+# prune, with the run's metrics written for Prometheus.
 set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -16,12 +16,21 @@ the result, then -- only if both passed -- applies the retention policy
 OPSKIT_RETENTION with prune, fed by the verification records. A night
 whose backup or verification failed deletes nothing.
 
+With OPSKIT_OFFSITE_URL (s3://BUCKET/PREFIX) the verified set is also
+pushed to object storage (offsite push; encrypted sets only, unless
+OPSKIT_OFFSITE_ALLOW_UNENCRYPTED=1; OPSKIT_OFFSITE_RETAIN_DAYS sets Object
+Lock), and the bucket is pruned with its own policy:
+OPSKIT_OFFSITE_KEEP_LAST, _HOURLY, _DAILY, _WEEKLY, _MONTHLY, _YEARLY,
+_WITHIN (default: OPSKIT_RETENTION). A failed push deletes nothing, local
+or remote, and fails the run.
+
 Writes $OPSKIT_METRICS_DIR/opskit_backup.prom (atomically) and keeps each
 step's records in $OPSKIT_STATE_DIR/runs/backup-<time>/ (the last 30 runs).
 
 Environment (normally from /etc/opskit/opskit.env, see examples/opskit.env):
   DATABASE_URL, OPSKIT_BACKUP_ROOT, OPSKIT_BACKUP_NAME, OPSKIT_BACKUP_FILES,
-  OPSKIT_RETENTION, OPSKIT_METRICS_DIR, OPSKIT_STATE_DIR, OPSKIT_PG_BINDIR
+  OPSKIT_RETENTION, OPSKIT_METRICS_DIR, OPSKIT_STATE_DIR, OPSKIT_PG_BINDIR,
+  OPSKIT_OFFSITE_URL and the AWS_* settings of docs/backup-restore.md
 
 Exit: 0 all steps passed; 1 verification failed; 2 a step could not run.
 USAGE
@@ -49,6 +58,18 @@ backup_args=()
 for f in "${files[@]}"; do backup_args+=(--files "$f"); done
 prune_args=("$root" "${retention[@]}")
 [[ $prune_mode == dry ]] && prune_args+=(--dry-run)
+offsite_url=${OPSKIT_OFFSITE_URL:-}
+push_args=(push "$offsite_url")
+[[ "${OPSKIT_OFFSITE_ALLOW_UNENCRYPTED:-0}" =~ ^(1|yes|true)$ ]] && push_args+=(--allow-unencrypted)
+[[ -n "${OPSKIT_OFFSITE_RETAIN_DAYS:-}" ]] && push_args+=(--retain-days "$OPSKIT_OFFSITE_RETAIN_DAYS")
+offsite_keep=()
+for rule in last hourly daily weekly monthly yearly within; do
+    var="OPSKIT_OFFSITE_KEEP_${rule^^}"
+    [[ -n "${!var:-}" ]] && offsite_keep+=("--keep-$rule" "${!var}")
+done
+((${#offsite_keep[@]})) || offsite_keep=("${retention[@]}")
+oprune_args=(prune --url "$offsite_url" --root "$root" "${offsite_keep[@]}")
+[[ $prune_mode == dry ]] && oprune_args+=(--dry-run)
 
 mkdir -p "$root"
 chmod 700 "$root"
@@ -59,17 +80,31 @@ log "backing up into $root (records in $run)"
 backup_and_verify "$run" "${backup_args[@]}"
 backup_rc=$BACKUP_RC verify_rc=$VERIFY_RC
 set +e
-# prune runs only after a clean backup and verification, fed by the
-# verification records: a failed night deletes nothing.
-prune_rc=skipped
-if [[ $prune_mode != skip ]] && ((backup_rc == 0 && verify_rc == 0)); then
+# The verified set goes offsite first: a night whose copy failed deletes
+# nothing, here or in the bucket.
+push_rc=skipped
+if [[ -n $offsite_url ]] && ((backup_rc == 0 && verify_rc == 0)); then
+    "$(tool offsite)" "${push_args[@]}" <"$run/verify.ndjson" >"$run/offsite.ndjson"
+    push_rc=$?
+    ((push_rc == 0)) && date +%s >"${OPSKIT_STATE_DIR:-/var/lib/opskit}/offsite-last-push"
+fi
+# prune runs only after a clean backup, verification (and push), fed by
+# the verification records: a failed night deletes nothing.
+prune_rc=skipped oprune_rc=skipped
+if [[ $prune_mode != skip ]] && ((backup_rc == 0 && verify_rc == 0)) && [[ $push_rc == skipped || $push_rc == 0 ]]; then
     "$(tool prune)" "${prune_args[@]}" <"$run/verify.ndjson" >"$run/prune.ndjson"
     prune_rc=$?
+    if [[ $push_rc == 0 ]]; then
+        "$(tool offsite)" "${oprune_args[@]}" </dev/null >"$run/offsite-prune.ndjson"
+        oprune_rc=$?
+    fi
 fi
 set -e
 # A step that did not run still says so, as a record like any other.
-[[ -e "$run/prune.ndjson" ]] || printf '{"event":"summary","tool":"backup-system.sh","ts":"%s","ok":false,"skipped":true,"duration_s":0}\n' \
-    "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" >"$run/prune.ndjson"
+for step in prune offsite offsite-prune; do
+    [[ -e "$run/$step.ndjson" ]] || printf '{"event":"summary","tool":"backup-system.sh","ts":"%s","ok":false,"skipped":true,"duration_s":0}\n' \
+        "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" >"$run/$step.ndjson"
+done
 duration=$(elapsed "$start")
 
 set_name=$(jq -r 'select(.event == "backup") | .set // empty' "$run/backup.ndjson" 2>/dev/null | tail -n1)
@@ -78,7 +113,19 @@ deleted=$(summary_field "$run/prune.ndjson" deleted)
 kept=$(summary_field "$run/prune.ndjson" kept)
 ok=0
 [[ $backup_rc == 0 && $verify_rc == 0 && ($prune_rc == 0 || $prune_mode == skip) ]] && ok=1
+[[ $push_rc == skipped || $push_rc == 0 ]] || ok=0
+[[ $oprune_rc == skipped || $oprune_rc == 0 ]] || ok=0
 prune_ran=$([[ $prune_rc == skipped ]] && echo 0 || echo 1)
+offsite_metrics=""
+if [[ -n $offsite_url ]]; then
+    last_push=$(cat "${OPSKIT_STATE_DIR:-/var/lib/opskit}/offsite-last-push" 2>/dev/null || echo 0)
+    offsite_metrics="# HELP opskit_offsite_push_success 1 if the last run copied its set to object storage.
+# TYPE opskit_offsite_push_success gauge
+opskit_offsite_push_success $([[ $push_rc == 0 ]] && echo 1 || echo 0)
+# HELP opskit_offsite_last_push_timestamp_seconds When a set was last copied to object storage.
+# TYPE opskit_offsite_last_push_timestamp_seconds gauge
+opskit_offsite_last_push_timestamp_seconds $last_push"
+fi
 
 write_metrics "$metrics_dir/opskit_backup.prom" <<METRICS
 # HELP opskit_backup_run_success 1 if the last nightly backup run passed every step.
@@ -89,6 +136,8 @@ opskit_backup_run_success $ok
 opskit_backup_step_exit_code{step="pgbackup"} $backup_rc
 opskit_backup_step_exit_code{step="verify"} $verify_rc
 opskit_backup_step_exit_code{step="prune"} $([[ $prune_rc == skipped ]] && echo 0 || echo "$prune_rc")
+opskit_backup_step_exit_code{step="offsite"} $([[ $push_rc == skipped ]] && echo 0 || echo "$push_rc")
+opskit_backup_step_exit_code{step="offsite-prune"} $([[ $oprune_rc == skipped ]] && echo 0 || echo "$oprune_rc")
 # HELP opskit_backup_prune_ran 1 if prune ran (it is skipped when the backup or its verification failed).
 # TYPE opskit_backup_prune_ran gauge
 opskit_backup_prune_ran $prune_ran
@@ -104,9 +153,11 @@ opskit_backup_run_bytes ${bytes:-0}
 # HELP opskit_backup_pruned_sets Sets deleted by the last run's prune.
 # TYPE opskit_backup_pruned_sets gauge
 opskit_backup_pruned_sets ${deleted:-0}
+${offsite_metrics}
 METRICS
 
 if ((ok)); then
+    [[ $push_rc == 0 ]] && log "copied ${set_name:-?} to $offsite_url"
     if [[ $prune_mode == skip ]]; then
         log "ok: set ${set_name:-?} ($bytes bytes) verified; prune not run (--no-prune); ${duration}s"
     else
@@ -114,10 +165,11 @@ if ((ok)); then
     fi
     exit 0
 fi
-for step in backup verify prune; do
+for step in backup verify offsite prune offsite-prune; do
     msg=$(jq -r 'select(.event == "error") | .message' "$run/$step.ndjson" 2>/dev/null | head -n1)
     [[ -n "$msg" ]] && log "$step: $msg"
 done
-log "FAILED: pgbackup exit $backup_rc, verify-backup exit $verify_rc, prune $([[ $prune_rc == skipped ]] && echo "skipped (nothing deleted)" || echo "exit $prune_rc") (records in $run)"
-if ((backup_rc >= 2 || verify_rc >= 2)) || [[ $prune_rc != skipped && $prune_rc -ge 2 ]]; then exit 2; fi
+log "FAILED: pgbackup exit $backup_rc, verify-backup exit $verify_rc, offsite push $push_rc, prune $([[ $prune_rc == skipped ]] && echo "skipped (nothing deleted)" || echo "exit $prune_rc"), offsite prune $oprune_rc (records in $run)"
+if ((backup_rc >= 2 || verify_rc >= 2)) || [[ $prune_rc != skipped && $prune_rc -ge 2 ]] \
+    || [[ $push_rc != skipped && $push_rc -ge 2 ]] || [[ $oprune_rc != skipped && $oprune_rc -ge 2 ]]; then exit 2; fi
 exit 1

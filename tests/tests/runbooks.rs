@@ -239,6 +239,14 @@ fn the_runbooks_opskit_commands_run() {
     )
     .unwrap();
     p.set("OPSKIT_CHECKS", checks.to_str().unwrap());
+    // The offsite commands reach a real S3 server, a bucket of their own.
+    let s3 = opskit_testkit::s3::s3();
+    let offsite_url = format!("s3://{}/app", s3.bucket("runbooks"));
+    p.set("OPSKIT_OFFSITE_URL", &offsite_url);
+    p.set("OPSKIT_OFFSITE_ALLOW_UNENCRYPTED", "1");
+    for (k, v) in s3.env() {
+        p.set(k, &v);
+    }
     let logs = p.path("logs");
     std::fs::create_dir_all(&logs).unwrap();
     std::fs::write(logs.join("access.log"), "a line\n").unwrap();
@@ -270,6 +278,8 @@ fn the_runbooks_opskit_commands_run() {
             p.path("metrics").display().to_string(),
         ),
         ("postgresql://opskit@localhost/postgres", c.url("postgres")),
+        ("/srv/app", p.path("app").display().to_string()),
+        ("s3://example-backups/app", offsite_url.clone()),
     ];
     let tools = bin("healthcheck");
     let path = format!(
@@ -293,7 +303,7 @@ fn the_runbooks_opskit_commands_run() {
             .env("PATH", &path)
             .env("DATABASE_URL", c.url(&db.name));
         p.configure(&mut sh);
-        sh.env("DATABASE_URL", c.url(&db.name));
+        sh.env("DATABASE_URL", c.url(&db.name)).envs(s3.env());
         let out = opskit_testkit::tools::run(&mut sh);
         let refused = out.code == 64 || (prog == "healthcheck" && out.code == 3) || out.code > 3;
         assert!(

@@ -290,6 +290,28 @@ pub fn read_manifest(set: &Path) -> Result<(Manifest, String)> {
     Ok((m, crate::gz::sha256_hex(&text)))
 }
 
+/// The latest verdict of verify-backup's result log in `root` for each set
+/// it names (a missing log is empty; a torn or foreign line is skipped).
+pub fn latest_verdicts(root: &Path) -> Result<std::collections::HashMap<String, bool>> {
+    let path = root.join(VERIFIED_LOG);
+    let mut out = std::collections::HashMap::new();
+    let f = match fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("reading", &path, &e)),
+    };
+    let mut rd = crate::reader::RecordReader::new(std::io::BufReader::new(f));
+    for line in rd.by_ref().flatten() {
+        if let Ok(v) = line.parse::<crate::records::Verify>() {
+            out.insert(v.set, v.ok);
+        }
+    }
+    match rd.take_io_error() {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
 /// The `SHA256SUMS` text for a manifest's files (`sha256sum -c` format).
 pub fn sums_text(entries: &[(String, String)]) -> String {
     entries

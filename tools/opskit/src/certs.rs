@@ -3,7 +3,7 @@
 //! find it), parsed once per process, and PEM certificate files.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -54,4 +54,27 @@ pub fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(format!("{}: no certificate in the file", path.display()));
     }
     Ok(certs)
+}
+
+/// ureq's TLS settings: the system roots (converted once and shared: a copy
+/// per healthcheck check was most of the memory of 100 checks), plus `ca`.
+pub fn ureq_tls(ca: Option<&Path>, insecure: bool) -> Result<ureq::tls::TlsConfig, String> {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    static SYSTEM_ROOTS: OnceLock<Option<Arc<Vec<Certificate<'static>>>>> = OnceLock::new();
+    let convert = |c: &CertificateDer<'_>| Certificate::from_der(c.as_ref()).to_owned();
+    let sys =
+        SYSTEM_ROOTS.get_or_init(|| system().map(|s| Arc::new(s.iter().map(convert).collect())));
+    let roots = match (ca, sys) {
+        (None, None) => RootCerts::WebPki,
+        (None, Some(sys)) => RootCerts::Specific(Arc::clone(sys)),
+        (Some(ca), sys) => {
+            let mut all: Vec<Certificate<'static>> = sys.as_deref().cloned().unwrap_or_default();
+            all.extend(read_pem(ca)?.iter().map(convert));
+            RootCerts::Specific(Arc::new(all))
+        }
+    };
+    Ok(TlsConfig::builder()
+        .root_certs(roots)
+        .disable_verification(insecure)
+        .build())
 }

@@ -48,55 +48,8 @@ pub struct Args {
     #[arg(value_name = "ROOT")]
     pub root: PathBuf,
 
-    /// Keep the N newest sets.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_last: Option<i64>,
-    /// Keep the newest set of each of the N newest hours with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_hourly: Option<i64>,
-    /// Keep the newest set of each of the N newest days with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_daily: Option<i64>,
-    /// Keep the newest set of each of the N newest ISO weeks with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_weekly: Option<i64>,
-    /// Keep the newest set of each of the N newest months with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_monthly: Option<i64>,
-    /// Keep the newest set of each of the N newest years with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_yearly: Option<i64>,
-    /// Keep every set newer than DURATION before the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within: Option<Span>,
-    /// Keep the newest set of each hour within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_hourly: Option<Span>,
-    /// Keep the newest set of each day within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_daily: Option<Span>,
-    /// Keep the newest set of each ISO week within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_weekly: Option<Span>,
-    /// Keep the newest set of each month within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_monthly: Option<Span>,
-    /// Keep the newest set of each year within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_yearly: Option<Span>,
-
-    /// Calendar periods in this IANA zone (e.g. Europe/Berlin) instead of UTC.
-    #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = zone)]
-    pub tz: Tz,
-
-    /// Always keep this many of the newest sets that passed verification
-    /// (unverified sets fill in when too few are verified).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub min_keep: usize,
-
-    /// Delete sets that failed verification (never the newest set).
-    #[arg(long)]
-    pub delete_corrupt: bool,
+    #[command(flatten)]
+    pub rules: PolicyArgs,
 
     /// Remove temporary directories of interrupted runs older than this.
     #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = units::duration_arg)]
@@ -147,7 +100,73 @@ impl ToolArgs for Args {
     }
 }
 
-impl Args {
+/// The policy and its safety rules: the same flags, with the same meaning,
+/// for a local root (prune) and a bucket (offsite prune).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Keep the N newest sets.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
+    pub keep_last: Option<i64>,
+    /// Keep the newest set of each of the N newest hours with a set.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
+    pub keep_hourly: Option<i64>,
+    /// Keep the newest set of each of the N newest days with a set.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
+    pub keep_daily: Option<i64>,
+    /// Keep the newest set of each of the N newest ISO weeks with a set.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
+    pub keep_weekly: Option<i64>,
+    /// Keep the newest set of each of the N newest months with a set.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
+    pub keep_monthly: Option<i64>,
+    /// Keep the newest set of each of the N newest years with a set.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
+    pub keep_yearly: Option<i64>,
+    /// Keep every set newer than DURATION before the newest set.
+    #[arg(long, value_name = "DURATION", value_parser = span)]
+    pub keep_within: Option<Span>,
+    /// Keep the newest set of each hour within DURATION of the newest set.
+    #[arg(long, value_name = "DURATION", value_parser = span)]
+    pub keep_within_hourly: Option<Span>,
+    /// Keep the newest set of each day within DURATION of the newest set.
+    #[arg(long, value_name = "DURATION", value_parser = span)]
+    pub keep_within_daily: Option<Span>,
+    /// Keep the newest set of each ISO week within DURATION of the newest set.
+    #[arg(long, value_name = "DURATION", value_parser = span)]
+    pub keep_within_weekly: Option<Span>,
+    /// Keep the newest set of each month within DURATION of the newest set.
+    #[arg(long, value_name = "DURATION", value_parser = span)]
+    pub keep_within_monthly: Option<Span>,
+    /// Keep the newest set of each year within DURATION of the newest set.
+    #[arg(long, value_name = "DURATION", value_parser = span)]
+    pub keep_within_yearly: Option<Span>,
+
+    /// Calendar periods in this IANA zone (e.g. Europe/Berlin) instead of UTC.
+    #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = zone)]
+    pub tz: Tz,
+
+    /// Always keep this many of the newest sets that passed verification
+    /// (unverified sets fill in when too few are verified).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub min_keep: usize,
+
+    /// Delete sets that failed verification (never the newest set).
+    #[arg(long)]
+    pub delete_corrupt: bool,
+}
+
+impl PolicyArgs {
+    /// The policy; none given is a usage error, never "delete everything".
+    pub fn checked(&self) -> Result<Policy, Error> {
+        let policy = self.policy();
+        if policy.is_empty() {
+            return Err(Error::usage(
+                "no keep rule given: refusing to delete every set (use e.g. --keep-daily 7 --keep-weekly 4)",
+            ));
+        }
+        Ok(policy)
+    }
+
     pub fn policy(&self) -> Policy {
         Policy {
             last: self.keep_last.unwrap_or(0),
@@ -197,12 +216,7 @@ impl Verdicts {
 /// Run prune: read the verification records, scan the root, decide, delete
 /// (unless held), report each entry.
 pub fn run(args: Args, em: &mut Emitter) -> Result<Done<PruneCounts>, Error> {
-    let policy = args.policy();
-    if policy.is_empty() {
-        return Err(Error::usage(
-            "no keep rule given: refusing to delete every set (use e.g. --keep-daily 7 --keep-weekly 4)",
-        ));
-    }
+    let policy = args.rules.checked()?;
     let glob = match &args.glob {
         Some(g) => Some(
             globset::Glob::new(g)
@@ -219,14 +233,14 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<PruneCounts>, Error> {
     let _lock = lock::acquire(&root.join(backupset::LOCK_FILE), args.lock_wait)?;
     let verdicts = read_all_verdicts(&args, &root, piped, em)?;
 
-    let entries = scan::scan(&root, glob.as_ref(), args.tz)?;
+    let entries = scan::scan(&root, glob.as_ref(), args.rules.tz)?;
     let decisions = plan::decide(
         &entries,
         &policy,
-        args.tz,
+        args.rules.tz,
         Utc::now(),
-        args.min_keep,
-        args.delete_corrupt,
+        args.rules.min_keep,
+        args.rules.delete_corrupt,
         |name| verdicts.status_of(name),
     );
     let hold = hold_reason(&args, &verdicts);

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ureq::{Agent, ResponseExt};
 
-use super::{Observation, is_loopback, secs, trust};
+use super::{Observation, is_loopback, secs};
 use crate::spec::Check;
 
 pub fn probe(c: &Check) -> Result<Observation, String> {
@@ -54,7 +54,7 @@ fn agent(c: &Check, uri: &ureq::http::Uri) -> Result<Agent, String> {
             ureq::Proxy::try_from_env()
         });
     if https || o.follow_redirects {
-        cfg = cfg.tls_config(trust::ureq_tls(o.ca.as_deref(), o.insecure)?);
+        cfg = cfg.tls_config(opskit::certs::ureq_tls(o.ca.as_deref(), o.insecure)?);
     }
     Ok(cfg.build().into())
 }

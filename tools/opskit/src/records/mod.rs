@@ -11,11 +11,13 @@
 
 mod health;
 mod migrate;
+mod offsite;
 mod rotate;
 mod sets;
 
 pub use health::*;
 pub use migrate::*;
+pub use offsite::*;
 pub use rotate::*;
 pub use sets::*;
 
@@ -165,6 +167,11 @@ pub fn catalog() -> Vec<Kind> {
         kind::<Script>(),
         kind::<Warning>(),
         kind::<Summary<RotateCounts>>().by("logrotate-lite"),
+        kind::<Push>(),
+        kind::<RemoteSet>(),
+        kind::<Pull>(),
+        kind::<RemoteVerify>(),
+        kind::<Summary<OffsiteCounts>>().by("offsite"),
     ]
 }
 

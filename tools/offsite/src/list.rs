@@ -1,0 +1,175 @@
+//! `offsite list`: local and remote sets side by side, newest first, as
+//! records or (`--table`) a table for a person at a terminal.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use clap::Args as ClapArgs;
+use opskit::backupset::{self, MANIFEST};
+use opskit::records::{Location, OffsiteCounts, RemoteSet};
+use opskit::{Done, Emitter, Exit, Result, units};
+
+use crate::s3::Store;
+
+#[derive(Debug, ClapArgs)]
+pub struct ListArgs {
+    /// A table on stdout instead of records.
+    #[arg(long)]
+    pub table: bool,
+}
+
+/// A remote set as the bucket listing shows it.
+#[derive(Debug, Clone)]
+pub struct RemoteInfo {
+    pub time: DateTime<Utc>,
+    /// Has its MANIFEST.json.
+    pub complete: bool,
+    /// Every object's size, by file name.
+    pub sizes: HashMap<String, u64>,
+}
+
+pub type RemoteSets = HashMap<String, RemoteInfo>;
+
+/// Every set under the store's prefix (one listing of every object).
+pub fn remote_sets(store: &Store) -> Result<RemoteSets> {
+    let prefix = &store.remote.prefix;
+    let (objects, _) = store.list(prefix, None)?;
+    let mut out: RemoteSets = HashMap::new();
+    for o in objects {
+        let Some((set, file)) = o.key[prefix.len()..].split_once('/') else {
+            continue;
+        };
+        let Some((_, time)) = backupset::parse_set_dir_name(set) else {
+            continue;
+        };
+        let e = out.entry(set.to_string()).or_insert(RemoteInfo {
+            time,
+            complete: false,
+            sizes: HashMap::new(),
+        });
+        if file == MANIFEST {
+            e.complete = true;
+        }
+        e.sizes.insert(file.to_string(), o.size);
+    }
+    Ok(out)
+}
+
+pub fn run(args: &crate::Args, l: &ListArgs, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
+    let store = args.store(None)?;
+    let remote = remote_sets(&store)?;
+    let root = args.root.as_deref();
+    let verdicts = match root {
+        Some(r) => backupset::latest_verdicts(r)?,
+        None => HashMap::new(),
+    };
+    let remote_ok = crate::fetch::remote_verdicts(root);
+    let local = root.map(local_sets).unwrap_or_default();
+    let names: BTreeSet<&String> = remote.keys().chain(local.keys()).collect();
+    let mut rows: Vec<RemoteSet> = names
+        .into_iter()
+        .map(|n| {
+            let r = remote.get(n);
+            let m = local.get(n);
+            let location = match (m.is_some(), r.is_some()) {
+                (true, true) => Location::Both,
+                (true, false) => Location::Local,
+                _ => Location::Remote,
+            };
+            let files = r.map(|r| &r.sizes);
+            RemoteSet {
+                set: n.clone(),
+                location,
+                created_at: backupset::parse_set_dir_name(n).map(|(_, t)| t),
+                bytes: m.map(|m| m.0).or_else(|| {
+                    files.map(|f| {
+                        f.iter()
+                            .filter(|(k, _)| *k != MANIFEST && *k != backupset::SUMS)
+                            .map(|(_, v)| v)
+                            .sum()
+                    })
+                }),
+                encrypted: m
+                    .map(|m| m.1)
+                    .or_else(|| files.map(|f| f.keys().any(|k| k.ends_with(opskit::crypt::EXT)))),
+                complete: r.map(|r| r.complete),
+                verified: verdicts.get(n).copied(),
+                remote_verified: remote_ok.get(n).copied(),
+                url: r.map(|_| store.remote.url(&format!("{n}/"))),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.set.cmp(&a.set)));
+    let counts = OffsiteCounts {
+        sets: rows.len() as u64,
+        done: rows.iter().filter(|r| r.complete == Some(true)).count() as u64,
+        failed: 0,
+        bytes: 0,
+    };
+    if l.table {
+        print!("{}", table(&rows));
+        em.mute();
+    } else {
+        for r in &rows {
+            em.emit(r)?;
+        }
+    }
+    Ok(Done::new(Exit::Ok, counts))
+}
+
+/// The sets of a local root: total bytes and whether encrypted.
+fn local_sets(root: &Path) -> HashMap<String, (u64, bool)> {
+    let mut out = HashMap::new();
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if backupset::parse_set_dir_name(&name).is_none() {
+            continue;
+        }
+        if let Ok((m, _)) = backupset::read_manifest(&e.path()) {
+            let bytes = m.files.iter().map(|f| f.bytes).sum();
+            out.insert(name, (bytes, m.encryption.is_some()));
+        }
+    }
+    out
+}
+
+fn table(rows: &[RemoteSet]) -> String {
+    let yn = |b: Option<bool>, yes: &str, no: &str| match b {
+        Some(true) => yes.to_string(),
+        Some(false) => no.to_string(),
+        None => "-".to_string(),
+    };
+    let mut out = format!(
+        "{:<40} {:<20} {:>10} {:<9} {:<6} {:<10} {:<10}\n",
+        "set", "time (UTC)", "size", "encrypted", "where", "verified", "remote"
+    );
+    for r in rows {
+        let remote = match (r.complete, r.remote_verified) {
+            (Some(false), _) => "INCOMPLETE".to_string(),
+            (Some(true), v) => yn(v, "verified", "DAMAGED").replace('-', "copied"),
+            (None, _) => "-".to_string(),
+        };
+        out.push_str(&format!(
+            "{:<40} {:<20} {:>10} {:<9} {:<6} {:<10} {:<10}\n",
+            r.set,
+            r.created_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
+            r.bytes.map(units::format_size).unwrap_or_default(),
+            yn(r.encrypted, "yes", "NO"),
+            match r.location {
+                Location::Local => "local",
+                Location::Remote => "remote",
+                Location::Both => "both",
+            },
+            yn(r.verified, "passed", "FAILED"),
+            remote
+        ));
+    }
+    out.push_str(&format!("{} sets\n", rows.len()));
+    out
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    opskit::cli::main("offsite", opskit::Exit::Usage, offsite::run)
+}
