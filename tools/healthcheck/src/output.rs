@@ -195,6 +195,20 @@ const METRICS: &[(&str, &str, &str, &str, f64)] = &[
         86_400.0,
     ),
     (
+        "offsite",
+        "age_s",
+        "opskit_offsite_age_seconds",
+        "Age of the newest complete set in object storage.",
+        1.0,
+    ),
+    (
+        "offsite",
+        "sets",
+        "opskit_offsite_sets",
+        "Complete sets in object storage.",
+        1.0,
+    ),
+    (
         "backup",
         "sets",
         "opskit_backup_sets",

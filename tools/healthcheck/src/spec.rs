@@ -80,6 +80,14 @@ const BACKUP: &[(&str, Unit)] = &[
     ("restore_tested_age_s", Seconds),
     ("restore_s", Seconds),
 ];
+const OFFSITE: &[(&str, Unit)] = &[
+    ("sets", Number),
+    ("newest", Text),
+    ("age_s", Seconds),
+    ("incomplete", Number),
+    ("verified", Text),
+    ("verified_age_s", Seconds),
+];
 const MIGRATIONS: &[(&str, Unit)] = &[
     ("pending", Number),
     ("applied", Number),
@@ -89,7 +97,7 @@ const MIGRATIONS: &[(&str, Unit)] = &[
 
 /// What healthcheck knows of each kind of check.
 pub trait KindSpec: Sized {
-    const ALL: [Kind; 8];
+    const ALL: [Kind; 9];
     /// The kind's fields and their units.
     fn fields(self) -> &'static [(&'static str, Unit)];
     /// The unit of a field (`json.*` and `header.*` for http).
@@ -101,7 +109,7 @@ pub trait KindSpec: Sized {
 }
 
 impl KindSpec for Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 9] = [
         Kind::Http,
         Kind::Postgres,
         Kind::Tcp,
@@ -110,6 +118,7 @@ impl KindSpec for Kind {
         Kind::Cert,
         Kind::Backup,
         Kind::Migrations,
+        Kind::Offsite,
     ];
 
     fn fields(self) -> &'static [(&'static str, Unit)] {
@@ -122,6 +131,7 @@ impl KindSpec for Kind {
             Kind::Cert => CERT,
             Kind::Backup => BACKUP,
             Kind::Migrations => MIGRATIONS,
+            Kind::Offsite => OFFSITE,
         }
     }
 
@@ -152,6 +162,7 @@ impl KindSpec for Kind {
                 &["days_left < 7"],
             ],
             Kind::Backup => [&["sets > 0"], &[], &["age_s > 26h"]],
+            Kind::Offsite => [&["sets > 0"], &[], &["age_s > 26h"]],
             Kind::Migrations => [&[], &["pending > 0"], &["dirty > 0"]],
             // Null (no TLS) compares false: a plaintext connection passes.
             Kind::Postgres => [&[], &["cert_days_left < 14"], &["cert_days_left < 7"]],
@@ -169,6 +180,7 @@ impl KindSpec for Kind {
             Kind::Cert => &["cert"],
             Kind::Backup => &["backup"],
             Kind::Migrations => &["migrations"],
+            Kind::Offsite => &["offsite"],
         }
     }
 }
@@ -185,9 +197,10 @@ pub fn kind_of(target: &str) -> Result<Kind, String> {
         "cert" => Kind::Cert,
         "backup" => Kind::Backup,
         "migrations" => Kind::Migrations,
+        "offsite" => Kind::Offsite,
         _ => {
             return Err(format!(
-                "target '{}': unknown kind (use http://, https://, postgres://, tcp://HOST:PORT, tls://HOST:PORT, disk:PATH, cert:FILE, backup:ROOT, migrations:DIR)",
+                "target '{}': unknown kind (use http://, https://, postgres://, tcp://HOST:PORT, tls://HOST:PORT, disk:PATH, cert:FILE, backup:ROOT, migrations:DIR, offsite:s3://BUCKET/PREFIX)",
                 redact(target)
             ));
         }

@@ -495,3 +495,44 @@ fn object_lock_keeps_the_copies_from_deletion_for_the_days_asked() {
         "{statuses:?}"
     );
 }
+
+#[test]
+fn healthcheck_reports_the_bucket_freshness() {
+    let local = Local::new(0);
+    let set = local.set(false);
+    let bucket = server().bucket("health");
+    let url = format!("s3://{bucket}/app");
+    let health = |target: &str| {
+        let mut c = Command::new(bin("healthcheck"));
+        server().configure(&mut c);
+        c.arg(target).env("OPSKIT_BACKUP_ROOT", &local.root);
+        run(&mut c)
+    };
+    // Nothing there yet: CRITICAL (expect sets > 0).
+    let out = health(&format!("offsite:{url}"));
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    ok(&run(&mut offsite(&["push", &url, set.to_str().unwrap()])));
+    ok(&run(offsite(&[
+        "verify", "--url", &url, "--record", "--root",
+    ])
+    .arg(&local.root)));
+    let out = health(&format!("offsite:{url}"));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let v = &out.events("check")[0]["values"];
+    assert_eq!(v["sets"], 1);
+    assert_eq!(v["newest"], name_of(&set).as_str());
+    assert_eq!(v["verified"], name_of(&set).as_str());
+    assert!(v["age_s"].as_f64().unwrap() < 3600.0, "{v}");
+    // Wrong credentials: CRITICAL with the reason, not a crash.
+    let mut c = Command::new(bin("healthcheck"));
+    server().configure(&mut c);
+    let out = run(c
+        .arg(format!("offsite:{url}"))
+        .env("AWS_SECRET_ACCESS_KEY", "nope"));
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("credentials are wrong"),
+        "{}",
+        out.stdout
+    );
+}

@@ -6,6 +6,7 @@ mod http;
 mod local;
 mod net;
 mod pg;
+mod remote;
 mod trust;
 
 use serde_json::{Map, Value};
@@ -74,6 +75,7 @@ pub fn run(check: &Check) -> Result<Observation, String> {
         Kind::Disk => local::disk(check),
         Kind::Backup => local::backup(check),
         Kind::Migrations => local::migrations(check),
+        Kind::Offsite => remote::offsite(check),
     }
 }
 

@@ -69,6 +69,7 @@ pub enum CheckKind {
     Cert,
     Backup,
     Migrations,
+    Offsite,
 }
 
 impl CheckKind {
@@ -82,6 +83,7 @@ impl CheckKind {
             CheckKind::Cert => "cert",
             CheckKind::Backup => "backup",
             CheckKind::Migrations => "migrations",
+            CheckKind::Offsite => "offsite",
         }
     }
 }
