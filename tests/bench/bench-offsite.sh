@@ -30,7 +30,10 @@ command -v rclone >/dev/null || { echo "no rclone: scripts/ensure-deps.sh instal
 chmod 0755 "$work"
 weed_pid=""
 cleanup() {
-    [[ -n "$weed_pid" ]] && kill "$weed_pid" 2>/dev/null
+    if [[ -n "$weed_pid" ]]; then
+        kill -9 "$weed_pid" 2>/dev/null
+        wait "$weed_pid" 2>/dev/null
+    fi
     pg_throwaway_stop
     rm -rf "$work"
 }

@@ -19,6 +19,10 @@ pub struct S3Server {
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
     pub dir: tempfile::TempDir,
+    /// s3, master, volume, filer, admin.
+    ports: [u16; 5],
+    /// The test binary's shared server (not a test's own).
+    shared: bool,
     child: Mutex<Option<Child>>,
     _watchdog: Mutex<Option<Child>>,
 }
@@ -53,71 +57,117 @@ fn free_port() -> u16 {
 
 /// The server of this test binary, started on first use.
 pub fn s3() -> &'static S3Server {
-    SERVER.get_or_init(|| S3Server::start().unwrap_or_else(|e| panic!("S3 test server: {e}")))
+    SERVER.get_or_init(|| {
+        register_atexit();
+        S3Server::start(true).unwrap_or_else(|e| panic!("S3 test server: {e}"))
+    })
 }
 
 impl S3Server {
-    fn start() -> Result<S3Server, String> {
+    /// A server of its own for a test that kills and restarts it; it is
+    /// killed when dropped.
+    pub fn private() -> S3Server {
+        S3Server::start(false).unwrap_or_else(|e| panic!("S3 test server: {e}"))
+    }
+
+    fn start(shared: bool) -> Result<S3Server, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let config = dir.path().join("s3.json");
         std::fs::write(
-            &config,
+            dir.path().join("s3.json"),
             format!(
                 r#"{{"identities":[{{"name":"opskit","credentials":[{{"accessKey":"{KEY}","secretKey":"{SECRET}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
             ),
         )
         .map_err(|e| e.to_string())?;
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).map_err(|e| e.to_string())?;
-        let s3_port = free_port();
-        let mut cmd = Command::new(weed());
-        cmd.arg("mini")
-            .arg(format!("-dir={}", data.display()))
+        std::fs::create_dir(dir.path().join("data")).map_err(|e| e.to_string())?;
+        let ports = [
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        ];
+        let server = S3Server {
+            endpoint: format!("http://127.0.0.1:{}", ports[0]),
+            dir,
+            ports,
+            shared,
+            child: Mutex::new(None),
+            _watchdog: Mutex::new(None),
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Start `weed mini` on the server's ports and data, with a watchdog
+    /// that kills it when the test binary ends, and wait until it answers.
+    fn spawn(&self) -> Result<(), String> {
+        let d = self.dir.path();
+        let [s3, master, volume, filer, admin] = self.ports;
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(d.join(name))
+                .map(Stdio::from)
+                .map_err(|e| e.to_string())
+        };
+        let child = Command::new(weed())
+            .arg("mini")
+            .arg(format!("-dir={}", d.join("data").display()))
             .args([
                 "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1",
                 "-master.telemetry=false",
             ])
             .args(["-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .arg(format!("-s3.config={}", config.display()))
-            .arg(format!("-s3.port={s3_port}"))
-            .arg(format!("-master.port={}", free_port()))
-            .arg(format!("-volume.port={}", free_port()))
-            .arg(format!("-filer.port={}", free_port()))
-            .arg(format!("-admin.port={}", free_port()))
+            .arg(format!("-s3.config={}", d.join("s3.json").display()))
+            .arg(format!("-s3.port={s3}"))
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-filer.port={filer}"))
+            .arg(format!("-admin.port={admin}"))
             .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                std::fs::File::create(dir.path().join("weed.log")).map_err(|e| e.to_string())?,
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("weed.err")).map_err(|e| e.to_string())?,
-            ));
-        let child = cmd.spawn().map_err(|e| {
-            format!(
-                "starting {} (scripts/ensure-deps.sh installs it): {e}",
-                weed().display()
-            )
-        })?;
-        let pid = child.id();
-        register_atexit();
+            .stdout(log("weed.log")?)
+            .stderr(log("weed.err")?)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "starting {} (scripts/ensure-deps.sh installs it): {e}",
+                    weed().display()
+                )
+            })?;
+        // The shared server's directory goes with it; a private one's is
+        // removed when its owner drops it.
+        let shared = self.shared;
         let watchdog = Command::new("/bin/sh")
             .arg("-c")
-            .arg(r#"cat >/dev/null; kill -9 "$0" 2>/dev/null; rm -rf "$1""#)
-            .arg(pid.to_string())
-            .arg(dir.path())
+            .arg(r#"cat >/dev/null; kill -9 "$0" 2>/dev/null; [ -n "$1" ] && rm -rf "$1""#)
+            .arg(child.id().to_string())
+            .arg(if shared {
+                d.display().to_string()
+            } else {
+                String::new()
+            })
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting watchdog: {e}"))?;
-        let server = S3Server {
-            endpoint: format!("http://127.0.0.1:{s3_port}"),
-            dir,
-            child: Mutex::new(Some(child)),
-            _watchdog: Mutex::new(Some(watchdog)),
-        };
-        server.wait_ready()?;
-        Ok(server)
+        *self.child.lock().unwrap() = Some(child);
+        *self._watchdog.lock().unwrap() = Some(watchdog);
+        self.wait_ready()
+    }
+
+    /// SIGKILL the server (its data stays).
+    pub fn kill(&self) {
+        self.stop();
+    }
+
+    /// Start it again on the same ports and data.
+    pub fn restart(&self) {
+        self.spawn()
+            .unwrap_or_else(|e| panic!("restarting the S3 test server: {e}"));
     }
 
     /// Wait until a signed request to a new bucket works.
@@ -280,6 +330,12 @@ impl S3Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

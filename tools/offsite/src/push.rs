@@ -436,6 +436,9 @@ impl Upload<'_> {
                     }
                 });
             }
+            // Only the workers hold the receiver: when they have all
+            // stopped (an upload failed), sending fails instead of waiting.
+            drop(rx);
             let mut n: u16 = 0;
             loop {
                 if failed.lock().expect("failed").is_some() {

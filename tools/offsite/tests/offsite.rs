@@ -277,6 +277,29 @@ fn damage_in_the_bucket_is_named_by_verify_and_pull_and_leaves_nothing() {
         "nothing is left in the root"
     );
 
+    // A truncated object: named by its size, before anything is read.
+    fs::write(&badfile, &archive[..archive.len() - 1000]).unwrap();
+    ok(&rclone(&["copyto", badfile.to_str().unwrap(), &key]));
+    let v = run(&mut offsite(&["verify", "--url", &url]));
+    assert_eq!(v.code, 1);
+    let problems = v.events("remote_verify")[0]["problems"].to_string();
+    assert!(
+        problems.contains(&format!(
+            "files-uploads.tar.zst.age: {} bytes, the manifest says {}",
+            archive.len() - 1000,
+            archive.len()
+        )),
+        "{problems}"
+    );
+    let pull = run(offsite(&["pull", "latest", "--url", &url, "--dest"]).arg(&dest));
+    assert_eq!(pull.code, 2);
+    assert!(pull.stderr.contains("is damaged"), "{}", pull.stderr);
+    assert_eq!(
+        fs::read_dir(&dest).unwrap().count(),
+        0,
+        "nothing is left in the root"
+    );
+
     // A full disk during a pull: an error, and nothing left either.
     ok(&rclone(&[
         "copyto",
@@ -534,5 +557,84 @@ fn healthcheck_reports_the_bucket_freshness() {
         out.stdout.contains("credentials are wrong"),
         "{}",
         out.stdout
+    );
+}
+
+/// A store client for the test's own checks (the library the tool uses).
+fn store_of(srv: &opskit_testkit::s3::S3Server, url: &str) -> offsite::s3::Store {
+    let env: std::collections::HashMap<&str, String> = srv.env().into_iter().collect();
+    let settings = offsite::aws::resolve(&|k| env.get(k).cloned()).unwrap();
+    offsite::s3::Store::new(
+        offsite::s3::Remote::parse(url).unwrap(),
+        offsite::s3::Options {
+            settings,
+            path_style: true,
+            ca: None,
+            timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_server_killed_mid_upload_then_the_rerun_completes() {
+    let srv = opskit_testkit::s3::S3Server::private();
+    let local = Local::new(64);
+    let set = local.set(false);
+    let url = format!("s3://{}/app", srv.bucket("srvkill"));
+    let tool = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_offsite"));
+        srv.configure(&mut c);
+        c.args(args).env_remove("OPSKIT_LOG");
+        c
+    };
+    let child = tool(&["push", "--jobs", "1", &url, set.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the dump and the globals are up, the archive's upload is next.
+    let store = store_of(&srv, &url);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sets = offsite::list::remote_sets(&store).unwrap();
+        if sets.values().any(|s| s.sizes.len() >= 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the push never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    srv.kill();
+    let out = opskit_testkit::tools::output_of(child);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(&srv.endpoint), "{}", out.stderr);
+
+    srv.restart();
+    let sets = offsite::list::remote_sets(&store).unwrap();
+    assert!(
+        sets.values().all(|s| !s.complete),
+        "shown complete before it is"
+    );
+    let again = run(&mut tool(&[
+        "push",
+        "--stale-after",
+        "0s",
+        &url,
+        set.to_str().unwrap(),
+    ]));
+    ok(&again);
+    assert!(
+        again.events("push")[0]["skipped"].as_u64().unwrap() >= 2,
+        "{}",
+        again.stdout
+    );
+    let v = run(&mut tool(&["verify", "--url", &url]));
+    ok(&v);
+    let prefix = store.remote.key(&name_of(&set), "");
+    assert!(
+        store.uploads(&prefix).unwrap().is_empty(),
+        "stale multipart uploads are aborted"
     );
 }
