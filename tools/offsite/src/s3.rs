@@ -205,16 +205,29 @@ impl Store {
         self.fail(key, what, format!("{code}{msg}{why}"))
     }
 
+    /// Send a request without a body; no answer at all is an error naming
+    /// the object and what was being done.
+    fn call(
+        &self,
+        method: &str,
+        url: &url::Url,
+        key: &str,
+        what: &str,
+    ) -> Result<Response<ureq::Body>> {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .body(())
+            .map_err(|e| self.fail(key, what, e))?;
+        self.agent.run(req).map_err(|e| self.fail(key, what, e))
+    }
+
     pub fn head(&self, key: &str) -> Result<Option<Object>> {
         let url = self
             .bucket
             .head_object(Some(&self.creds), key)
             .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .head(url.as_str())
-            .call()
-            .map_err(|e| self.fail(key, "checking", e))?;
+        let resp = self.call("HEAD", &url, key, "checking")?;
         match resp.status().as_u16() {
             200 => Ok(Some(Object {
                 key: key.into(),
@@ -363,11 +376,7 @@ impl Store {
             .bucket
             .abort_multipart_upload(Some(&self.creds), key, id)
             .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .delete(url.as_str())
-            .call()
-            .map_err(|e| self.fail(key, "aborting the upload of", e))?;
+        let resp = self.call("DELETE", &url, key, "aborting the upload of")?;
         match resp.status().as_u16() {
             200..=299 | 404 => Ok(()),
             _ => Err(self.refused(key, "aborting the upload of", resp)),
@@ -390,11 +399,12 @@ impl Store {
             [("prefix", prefix), ("uploads", "")].into_iter(),
             std::iter::empty(),
         );
-        let mut resp = self
-            .agent
-            .get(signed.as_str())
-            .call()
-            .map_err(|e| self.fail(prefix, "listing the unfinished uploads under", e))?;
+        let mut resp = self.call(
+            "GET",
+            &signed,
+            prefix,
+            "listing the unfinished uploads under",
+        )?;
         if !resp.status().is_success() {
             return Err(self.refused(prefix, "listing the unfinished uploads under", resp));
         }
@@ -427,11 +437,7 @@ impl Store {
             .bucket
             .get_object(Some(&self.creds), key)
             .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .get(url.as_str())
-            .call()
-            .map_err(|e| self.fail(key, "downloading", e))?;
+        let resp = self.call("GET", &url, key, "downloading")?;
         if !resp.status().is_success() {
             return Err(self.refused(key, "downloading", resp));
         }
@@ -459,11 +465,7 @@ impl Store {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(SIGNED_FOR);
-            let mut resp = self
-                .agent
-                .get(url.as_str())
-                .call()
-                .map_err(|e| self.fail(prefix, "listing", e))?;
+            let mut resp = self.call("GET", &url, prefix, "listing")?;
             if !resp.status().is_success() {
                 return Err(self.refused(prefix, "listing", resp));
             }
@@ -493,11 +495,7 @@ impl Store {
             .bucket
             .delete_object(Some(&self.creds), key)
             .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .delete(url.as_str())
-            .call()
-            .map_err(|e| self.fail(key, "deleting", e))?;
+        let resp = self.call("DELETE", &url, key, "deleting")?;
         match resp.status().as_u16() {
             200..=299 | 404 => Ok(()),
             _ => Err(self.refused(key, "deleting", resp)),

@@ -11,13 +11,13 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::sync_channel;
 use std::thread::JoinHandle;
 
 use age::x25519;
 use sha2::{Digest, Sha256};
 
-use crate::gz::{HashWriter, hex};
+use crate::gz::{ChunkReader, HashWriter, hex};
 use crate::{Error, IoContext, Result};
 
 /// The scheme a manifest names.
@@ -257,11 +257,8 @@ pub struct Decrypted {
 /// Whatever consumes it (decompression, tar, pg_restore) runs on another
 /// core, as for an unencrypted file.
 pub struct Decrypting {
-    rx: Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
-    done: bool,
-    handle: Option<JoinHandle<Decrypted>>,
+    chunks: ChunkReader,
+    handle: JoinHandle<Decrypted>,
 }
 
 impl Decrypting {
@@ -293,53 +290,27 @@ impl Decrypting {
             }
         });
         Decrypting {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            done: false,
-            handle: Some(handle),
+            chunks: ChunkReader::new(rx),
+            handle,
         }
     }
 
     /// Let the thread read to the end, and say what the file and its
     /// plaintext were.
-    pub fn finish(mut self) -> Decrypted {
-        drop(std::mem::replace(&mut self.rx, sync_channel(0).1));
-        match self.handle.take().expect("finish called once").join() {
-            Ok(d) => d,
-            Err(_) => Decrypted {
-                file: Err(io::Error::other("decrypting thread panicked")),
-                plaintext: Err(io::Error::other("decrypting thread panicked")),
-            },
-        }
+    pub fn finish(self) -> Decrypted {
+        let Decrypting { chunks, handle } = self;
+        // Without a receiver the thread hashes the rest without sending it.
+        drop(chunks);
+        handle.join().unwrap_or_else(|_| Decrypted {
+            file: Err(io::Error::other("decrypting thread panicked")),
+            plaintext: Err(io::Error::other("decrypting thread panicked")),
+        })
     }
 }
 
 impl Read for Decrypting {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos >= self.cur.len() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Ok(buf)) => {
-                    self.cur = buf;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => {
-                    self.done = true;
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.done = true;
-                    return Ok(0);
-                }
-            }
-        }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        self.chunks.read(out)
     }
 }
 

@@ -222,15 +222,77 @@ fn write_in_order<W: Write>(mut out: W, rx: Receiver<Block>) -> io::Result<W> {
     Ok(out)
 }
 
+/// The reading end of a bounded channel of byte chunks that a thread of
+/// its own fills: what [`HashedReader`] and `crypt::Decrypting` hand to
+/// whatever consumes the stream. An error the thread sends is returned
+/// once; then the stream ends.
+pub struct ChunkReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ChunkReader {
+    pub fn new(rx: Receiver<io::Result<Vec<u8>>>) -> Self {
+        ChunkReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+
+    /// Take what is left unread, up to the end or the first error.
+    pub fn drain(&mut self) -> io::Result<()> {
+        while !self.done {
+            match self.rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => self.done = true,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(buf)) => {
+                    self.cur = buf;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Reads a file on a thread of its own, hashing every byte, and hands the
 /// bytes on through a bounded channel. Hashing and whatever consumes the
 /// stream (inflate, tar, pg_restore) run on two cores, and the file is read
 /// once.
 pub struct HashedReader {
-    rx: Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
-    done: bool,
+    chunks: ChunkReader,
     handle: Option<JoinHandle<(u64, String)>>,
 }
 
@@ -262,10 +324,7 @@ impl HashedReader {
             (total, hex(&hasher.finalize()))
         });
         HashedReader {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            done: false,
+            chunks: ChunkReader::new(rx),
             handle: Some(handle),
         }
     }
@@ -273,13 +332,7 @@ impl HashedReader {
     /// Read whatever the consumer left unread (so the hash covers the whole
     /// file) and return the byte count and sha256.
     pub fn finish(mut self) -> io::Result<(u64, String)> {
-        while !self.done {
-            match self.rx.recv() {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => self.done = true,
-            }
-        }
+        self.chunks.drain()?;
         self.handle
             .take()
             .expect("finish called once")
@@ -290,26 +343,7 @@ impl HashedReader {
 
 impl io::Read for HashedReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos >= self.cur.len() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Ok(buf)) => {
-                    self.cur = buf;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    self.done = true;
-                    return Ok(0);
-                }
-            }
-        }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        self.chunks.read(out)
     }
 }
 
