@@ -321,15 +321,19 @@ impl Store {
             .map_err(|e| self.fail(key, "starting the upload of", e))
     }
 
-    /// Upload one part; its ETag.
+    /// Upload one part, with its Content-MD5 (the server refuses a part
+    /// that arrives changed); its ETag.
     pub fn upload_part(&self, key: &str, id: &str, number: u16, part: &[u8]) -> Result<String> {
-        let url = self
-            .bucket
-            .upload_part(Some(&self.creds), key, number, id)
-            .sign(SIGNED_FOR);
+        use base64::Engine;
+        use md5::Digest;
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(part));
+        let mut action = self.bucket.upload_part(Some(&self.creds), key, number, id);
+        action.headers_mut().insert("content-md5", md5.clone());
+        let url = action.sign(SIGNED_FOR);
         let resp = self
             .agent
             .put(url.as_str())
+            .header("content-md5", md5)
             .send(part)
             .map_err(|e| self.fail(key, &format!("uploading part {number} of"), e))?;
         if !resp.status().is_success() {
