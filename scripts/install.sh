@@ -42,7 +42,7 @@ confdir="$DESTDIR/etc/opskit"
 backups="$DESTDIR/var/backups/opskit"
 # Where the built tools are (the tests install a debug build).
 build=${OPSKIT_BUILD_DIR:-$repo/target/release}
-tools=(pgbackup verify-backup prune healthcheck migrate logrotate-lite offsite)
+tools=(pgbackup verify-backup prune healthcheck migrate logrotate-lite offsite walarchive)
 procedures=(backup-system.sh restore-test.sh restore-system.sh migrate-production.sh
     rollback-migration.sh health-check.sh switch-traffic.sh health-report.sh notify-failure.sh)
 units=("$repo"/systemd/*.service "$repo"/systemd/*.timer)

@@ -11,12 +11,13 @@ pub mod procs;
 pub mod s3;
 pub mod tls;
 pub mod tools;
+pub mod wal;
 
 pub use pg::{Cluster, TestDb, cluster};
 pub use tools::{Output, bin};
 
 /// The tools, as their binaries are named.
-pub const TOOLS: [&str; 7] = [
+pub const TOOLS: [&str; 8] = [
     "pgbackup",
     "verify-backup",
     "prune",
@@ -24,4 +25,5 @@ pub const TOOLS: [&str; 7] = [
     "migrate",
     "logrotate-lite",
     "offsite",
+    "walarchive",
 ];

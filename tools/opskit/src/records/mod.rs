@@ -14,12 +14,14 @@ mod migrate;
 mod offsite;
 mod rotate;
 mod sets;
+mod wal;
 
 pub use health::*;
 pub use migrate::*;
 pub use offsite::*;
 pub use rotate::*;
 pub use sets::*;
+pub use wal::*;
 
 use std::collections::BTreeSet;
 
@@ -172,6 +174,8 @@ pub fn catalog() -> Vec<Kind> {
         kind::<Pull>(),
         kind::<RemoteVerify>(),
         kind::<Summary<OffsiteCounts>>().by("offsite"),
+        kind::<Wal>(),
+        kind::<Summary<WalCounts>>().by("walarchive"),
     ]
 }
 

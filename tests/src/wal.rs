@@ -1,0 +1,18 @@
+//! A cluster with `archive_mode = on` (its own, once per test binary): a
+//! test points its `archive_command` at walarchive with ALTER SYSTEM.
+
+use std::sync::OnceLock;
+
+use crate::pg::{Cluster, Setup, start_once};
+
+static ARCHIVING: OnceLock<Cluster> = OnceLock::new();
+
+/// The archiving cluster of this test binary, started on first use, with
+/// an empty `archive_command` (WAL is kept until one is set).
+pub fn archiving_cluster() -> &'static Cluster {
+    start_once(&ARCHIVING, || Setup {
+        conf: "wal_level = replica\narchive_mode = on\narchive_command = ''\narchive_timeout = 0\n"
+            .into(),
+        ..Setup::default()
+    })
+}

@@ -1,0 +1,120 @@
+//! walarchive: PostgreSQL's `archive_command` and `restore_command`, into
+//! the backup root, with PostgreSQL's rules for an archive command:
+//!
+//! * exit 0 only once the file is stored durably (written to a temporary
+//!   name, fsynced, renamed, directory fsynced);
+//! * a file archived before with the same content is success (the server
+//!   archives again after a crash); with other content it is a failure
+//!   naming both, and nothing is overwritten;
+//! * any error (a full disk, a signal) is a non-zero exit and leaves no
+//!   half file under the archived name.
+//!
+//! A WAL file `%f` is stored as `ROOT/wal/<timeline>/%f.zst` (`.age` when
+//! encrypted) beside `%f.sha256`, which holds the original's sha256 and
+//! size and is written last: a file without its `.sha256` is not archived.
+
+pub mod store;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use opskit::cli::{ToolArgs, Verbosity};
+use opskit::codec::Compression;
+use opskit::records::WalCounts;
+use opskit::{Done, Emitter, Result};
+
+/// Archive PostgreSQL WAL into the backup root, and hand it back during
+/// recovery.
+///
+/// postgresql.conf:
+///   archive_mode = on
+///   archive_command = 'walarchive push %p %f --root /var/backups/opskit'
+///   restore_command = 'walarchive fetch %f %p --root /var/backups/opskit'
+///
+/// push exits 0 only when the file is stored durably; the same file again
+/// is success, another file under the same name is a failure and is never
+/// overwritten. fetch exits 1 when the file is not in the archive (normal
+/// at the end of recovery) and checks what it hands back against the
+/// sha256 taken when it was archived.
+///
+/// Exit: 0 done; 1 fetch: not archived; 2 not stored or not handed back
+/// (full disk, a different file under the same name, damage); 64 usage.
+#[derive(Debug, Parser)]
+#[command(name = "walarchive", version, verbatim_doc_comment)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// The backup root (the archive is ROOT/wal/).
+    #[arg(long, value_name = "DIR", env = "OPSKIT_BACKUP_ROOT", global = true)]
+    pub root: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive one WAL file (archive_command: push %p %f).
+    Push {
+        /// The file's path (%p).
+        path: PathBuf,
+        /// Its name (%f).
+        name: String,
+        /// Compression: zstd[:1-19] (default), gzip[:1-9] or none.
+        #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "zstd", value_parser = Compression::parse)]
+        compress: Compression,
+        /// Encrypt to this age public key (repeatable; OPSKIT_AGE_RECIPIENTS).
+        #[arg(long, value_name = "RECIPIENT", env = "OPSKIT_AGE_RECIPIENTS")]
+        encrypt_to: Vec<String>,
+        /// Encrypt to the keys of this age recipients file.
+        #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_RECIPIENTS_FILE")]
+        encrypt_to_file: Vec<PathBuf>,
+    },
+    /// Hand one archived WAL file back (restore_command: fetch %f %p).
+    Fetch {
+        /// Its name (%f).
+        name: String,
+        /// Where to put it (%p).
+        path: PathBuf,
+        /// The age identity file for an encrypted archive (mode 0600).
+        #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_IDENTITY")]
+        identity: Option<PathBuf>,
+    },
+}
+
+impl ToolArgs for Args {
+    fn verbosity(&self) -> &Verbosity {
+        &self.verbosity
+    }
+}
+
+pub fn run(args: Args, em: &mut Emitter) -> Result<Done<WalCounts>> {
+    let root = args.root.clone().ok_or_else(|| {
+        opskit::Error::usage("no archive: give --root DIR or set OPSKIT_BACKUP_ROOT")
+    })?;
+    let archive = store::Archive::new(&root);
+    match &args.command {
+        Command::Push {
+            path,
+            name,
+            compress,
+            encrypt_to,
+            encrypt_to_file,
+        } => {
+            let seal = opskit::crypt::Recipients::gather(encrypt_to, encrypt_to_file)?;
+            archive.push(path, name, *compress, seal.as_ref(), em)
+        }
+        Command::Fetch {
+            name,
+            path,
+            identity,
+        } => {
+            let ids = identity
+                .as_deref()
+                .map(opskit::crypt::Identities::load)
+                .transpose()?;
+            archive.fetch(name, path, ids.as_ref(), em)
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    opskit::cli::main("walarchive", opskit::Exit::Usage, walarchive::run)
+}
