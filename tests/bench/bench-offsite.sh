@@ -31,8 +31,8 @@ chmod 0755 "$work"
 weed_pid=""
 cleanup() {
     if [[ -n "$weed_pid" ]]; then
-        kill -9 "$weed_pid" 2>/dev/null
-        wait "$weed_pid" 2>/dev/null
+        kill -9 "$weed_pid" 2>/dev/null || true
+        wait "$weed_pid" 2>/dev/null || true
     fi
     pg_throwaway_stop
     rm -rf "$work"

@@ -32,7 +32,9 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///   postgres://... (or 'postgres:'  connect_s, time_s, version_num, role,
 ///     for DATABASE_URL / PG*)       replication_lag_s, connections_pct,
 ///                                   oldest_xact_s, db_size_bytes, tls,
-///                                   tls_version, cert_days_left (over TLS)
+///                                   tls_version, cert_days_left (over TLS),
+///                                   archived_count, failed_count,
+///                                   last_archived_age_s, archive_failing
 ///   tcp://HOST:PORT                 connect_s
 ///   tls://HOST:PORT, cert:FILE.pem  days_left, trusted (tls), not_after
 ///   disk:PATH                       free_bytes, free_pct, inodes_free_pct
@@ -47,7 +49,7 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///   --expect: must hold, else CRITICAL.  --warn / --crit: WARNING / CRITICAL
 ///   when it holds. Defaults when none given: http `status == 2xx`;
 ///   disk warn free_pct < 10, crit < 5; tls/cert warn days_left < 14,
-///   crit < 7; postgres over TLS warn cert_days_left < 14, crit < 7; backup and offsite expect sets > 0, crit age_s > 26h; migrations warn
+///   crit < 7; postgres over TLS warn cert_days_left < 14, crit < 7, crit archive_failing == true; backup and offsite expect sets > 0, crit age_s > 26h; migrations warn
 ///   pending > 0, crit dirty > 0.
 ///
 /// Examples:

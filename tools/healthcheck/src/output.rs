@@ -195,6 +195,27 @@ const METRICS: &[(&str, &str, &str, &str, f64)] = &[
         86_400.0,
     ),
     (
+        "postgres",
+        "last_archived_age_s",
+        "opskit_pg_wal_last_archived_age_seconds",
+        "Time since the server last archived a WAL file.",
+        1.0,
+    ),
+    (
+        "postgres",
+        "failed_count",
+        "opskit_pg_wal_archive_failed_total",
+        "WAL archive attempts that failed since the statistics were reset.",
+        1.0,
+    ),
+    (
+        "postgres",
+        "archive_failing",
+        "opskit_pg_wal_archive_failing",
+        "1 if the last WAL archive attempt failed.",
+        1.0,
+    ),
+    (
         "offsite",
         "age_s",
         "opskit_offsite_age_seconds",

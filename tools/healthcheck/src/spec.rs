@@ -41,6 +41,12 @@ const POSTGRES: &[(&str, Unit)] = &[
     ("tls_version", Text),
     ("cert_days_left", Number),
     ("cert_not_after", Text),
+    ("archive_mode", Text),
+    ("archived_count", Number),
+    ("failed_count", Number),
+    ("last_archived_age_s", Seconds),
+    ("last_failed_age_s", Seconds),
+    ("archive_failing", Bool),
 ];
 const TCP: &[(&str, Unit)] = &[("connect_s", Seconds)];
 const DISK: &[(&str, Unit)] = &[
@@ -165,7 +171,11 @@ impl KindSpec for Kind {
             Kind::Offsite => [&["sets > 0"], &[], &["age_s > 26h"]],
             Kind::Migrations => [&[], &["pending > 0"], &["dirty > 0"]],
             // Null (no TLS) compares false: a plaintext connection passes.
-            Kind::Postgres => [&[], &["cert_days_left < 14"], &["cert_days_left < 7"]],
+            Kind::Postgres => [
+                &[],
+                &["cert_days_left < 14"],
+                &["cert_days_left < 7", "archive_failing == true"],
+            ],
             Kind::Tcp => [&[], &[], &[]],
         }
     }

@@ -138,6 +138,50 @@ fn the_server_archives_through_it_and_fetch_gives_every_segment_back() {
     let out = fetch(&root, "0000000100000000000000FF", &missing);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(!missing.exists());
+
+    // healthcheck's postgres: check reads pg_stat_archiver.
+    let health = || {
+        run(Command::new(opskit_testkit::bin("healthcheck"))
+            .arg(c.url("postgres"))
+            .env_remove("OPSKIT_LOG"))
+    };
+    let out = health();
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let v = &out.events("check")[0]["values"];
+    assert_eq!(v["archive_mode"], "on");
+    assert_eq!(v["archive_failing"], false);
+    assert!(v["archived_count"].as_u64().unwrap() >= 3, "{v}");
+    assert!(v["last_archived_age_s"].as_f64().unwrap() < 120.0, "{v}");
+    // Archiving that fails is CRITICAL until it works again.
+    let set_command = |cmd: &str| {
+        c.query(
+            "postgres",
+            &format!("ALTER SYSTEM SET archive_command = '{cmd}'"),
+        );
+        c.query("postgres", "SELECT pg_reload_conf()");
+    };
+    let good = c.query("postgres", "SHOW archive_command")[0].clone();
+    set_command("/bin/false");
+    let failed_before = archived(c).1;
+    c.query(
+        &db.name,
+        "CREATE TABLE more AS SELECT g FROM generate_series(1, 1000) g",
+    );
+    c.query("postgres", "SELECT pg_switch_wal()");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while archived(c).1 == failed_before {
+        assert!(Instant::now() < deadline, "no failed attempt seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = health();
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert_eq!(out.events("check")[0]["values"]["archive_failing"], true);
+    set_command(&good);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health().code != 0 {
+        assert!(Instant::now() < deadline, "archiving never recovered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

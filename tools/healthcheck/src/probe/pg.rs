@@ -22,7 +22,13 @@ SELECT current_setting('server_version'),
           CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
                ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
         ELSE (SELECT extract(epoch FROM max(replay_lag)) FROM pg_stat_replication) END)::float8,
-       (SELECT count(*) FROM pg_stat_replication)::int";
+       (SELECT count(*) FROM pg_stat_replication)::int,
+       current_setting('archive_mode'),
+       a.archived_count,
+       a.failed_count,
+       extract(epoch FROM now() - a.last_archived_time)::float8,
+       extract(epoch FROM now() - a.last_failed_time)::float8
+FROM pg_stat_archiver a";
 
 /// The connection a `postgres` target names: a URL, or `postgres:` alone
 /// for DATABASE_URL and the PG* variables.
@@ -70,6 +76,26 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
         r.get::<_, Option<f64>>(5).map(opskit::record::round_ms),
     );
     obs.set("db_size_bytes", r.get::<_, i64>(6));
+    // WAL archiving (pg_stat_archiver): counts, and how long ago the last
+    // segment was archived and the last attempt failed.
+    let archive_mode: String = r.get(9);
+    obs.set("archive_mode", archive_mode.clone());
+    if archive_mode != "off" {
+        obs.set("archived_count", r.get::<_, i64>(10));
+        obs.set("failed_count", r.get::<_, i64>(11));
+        let age = |i| r.get::<_, Option<f64>>(i).map(opskit::record::round_ms);
+        obs.set("last_archived_age_s", age(12));
+        obs.set("last_failed_age_s", age(13));
+        // Failing now: the last attempt failed after the last success.
+        obs.set(
+            "archive_failing",
+            match (age(12), age(13)) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(ok), Some(failed)) => failed < ok,
+            },
+        );
+    }
     obs.set("tls", tls.is_some());
     obs.set("tls_version", tls.as_ref().map(|t| t.version));
     let cert = match &tls {
