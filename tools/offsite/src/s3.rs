@@ -249,32 +249,20 @@ impl Store {
         lock: Option<&str>,
         body: impl Read,
     ) -> Result<Put> {
+        let mut headers = object_headers(sha256, lock);
+        headers.push(("x-amz-checksum-sha256", b64_of_hex(sha256)));
         let mut action = self.bucket.put_object(Some(&self.creds), key);
-        let checksum = b64_of_hex(sha256);
-        action.headers_mut().insert(META_SHA256, sha256.to_string());
-        action
-            .headers_mut()
-            .insert("x-amz-checksum-sha256", checksum.clone());
-        if let Some(until) = lock {
-            action
-                .headers_mut()
-                .insert("x-amz-object-lock-mode", "COMPLIANCE");
-            action
-                .headers_mut()
-                .insert("x-amz-object-lock-retain-until-date", until.to_string());
+        for (k, v) in &headers {
+            action.headers_mut().insert(*k, v.clone());
         }
         let url = action.sign(SIGNED_FOR);
         let mut req = self
             .agent
             .put(url.as_str())
             .header("content-length", len.to_string())
-            .header("if-none-match", "*")
-            .header(META_SHA256, sha256)
-            .header("x-amz-checksum-sha256", checksum);
-        if let Some(until) = lock {
-            req = req
-                .header("x-amz-object-lock-mode", "COMPLIANCE")
-                .header("x-amz-object-lock-retain-until-date", until);
+            .header("if-none-match", "*");
+        for (k, v) in &headers {
+            req = req.header(*k, v);
         }
         let mut body = body;
         let resp = req
@@ -289,22 +277,15 @@ impl Store {
 
     /// Start a multipart upload; its id.
     pub fn create_multipart(&self, key: &str, sha256: &str, lock: Option<&str>) -> Result<String> {
+        let headers = object_headers(sha256, lock);
         let mut action = CreateMultipartUpload::new(&self.bucket, Some(&self.creds), key);
-        action.headers_mut().insert(META_SHA256, sha256.to_string());
-        if let Some(until) = lock {
-            action
-                .headers_mut()
-                .insert("x-amz-object-lock-mode", "COMPLIANCE");
-            action
-                .headers_mut()
-                .insert("x-amz-object-lock-retain-until-date", until.to_string());
+        for (k, v) in &headers {
+            action.headers_mut().insert(*k, v.clone());
         }
         let url = action.sign(SIGNED_FOR);
-        let mut req = self.agent.post(url.as_str()).header(META_SHA256, sha256);
-        if let Some(until) = lock {
-            req = req
-                .header("x-amz-object-lock-mode", "COMPLIANCE")
-                .header("x-amz-object-lock-retain-until-date", until);
+        let mut req = self.agent.post(url.as_str());
+        for (k, v) in &headers {
+            req = req.header(*k, v);
         }
         let mut resp = req
             .send_empty()
@@ -509,6 +490,17 @@ impl Store {
 
 fn jiff_now() -> jiff::Timestamp {
     jiff::Timestamp::now()
+}
+
+/// The headers a new object carries (signed): its sha256, and with Object
+/// Lock its retention.
+fn object_headers(sha256: &str, lock: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut h = vec![(META_SHA256, sha256.to_string())];
+    if let Some(until) = lock {
+        h.push(("x-amz-object-lock-mode", "COMPLIANCE".into()));
+        h.push(("x-amz-object-lock-retain-until-date", until.to_string()));
+    }
+    h
 }
 
 fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> {
