@@ -49,7 +49,7 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///   --expect: must hold, else CRITICAL.  --warn / --crit: WARNING / CRITICAL
 ///   when it holds. Defaults when none given: http `status == 2xx`;
 ///   disk warn free_pct < 10, crit < 5; tls/cert warn days_left < 14,
-///   crit < 7; postgres over TLS warn cert_days_left < 14, crit < 7, crit archive_failing == true; backup and offsite expect sets > 0, crit age_s > 26h; migrations warn
+///   crit < 7; postgres over TLS warn cert_days_left < 14, crit < 7, crit archive_failing == true; backup and offsite expect sets > 0, crit age_s > 26h; wal expect segments > 0, crit gaps > 0; migrations warn
 ///   pending > 0, crit dirty > 0.
 ///
 /// Examples:

@@ -216,6 +216,20 @@ const METRICS: &[(&str, &str, &str, &str, f64)] = &[
         1.0,
     ),
     (
+        "wal",
+        "age_s",
+        "opskit_wal_age_seconds",
+        "Time since the newest WAL file was archived.",
+        1.0,
+    ),
+    (
+        "wal",
+        "gaps",
+        "opskit_wal_gaps",
+        "WAL segments missing from the archive.",
+        1.0,
+    ),
+    (
         "offsite",
         "age_s",
         "opskit_offsite_age_seconds",

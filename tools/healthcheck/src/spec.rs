@@ -94,6 +94,15 @@ const OFFSITE: &[(&str, Unit)] = &[
     ("verified", Text),
     ("verified_age_s", Seconds),
 ];
+const WAL: &[(&str, Unit)] = &[
+    ("files", Number),
+    ("segments", Number),
+    ("timelines", Number),
+    ("newest", Text),
+    ("age_s", Seconds),
+    ("gaps", Number),
+    ("first_gap", Text),
+];
 const MIGRATIONS: &[(&str, Unit)] = &[
     ("pending", Number),
     ("applied", Number),
@@ -103,7 +112,7 @@ const MIGRATIONS: &[(&str, Unit)] = &[
 
 /// What healthcheck knows of each kind of check.
 pub trait KindSpec: Sized {
-    const ALL: [Kind; 9];
+    const ALL: [Kind; 10];
     /// The kind's fields and their units.
     fn fields(self) -> &'static [(&'static str, Unit)];
     /// The unit of a field (`json.*` and `header.*` for http).
@@ -115,7 +124,7 @@ pub trait KindSpec: Sized {
 }
 
 impl KindSpec for Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 10] = [
         Kind::Http,
         Kind::Postgres,
         Kind::Tcp,
@@ -125,6 +134,7 @@ impl KindSpec for Kind {
         Kind::Backup,
         Kind::Migrations,
         Kind::Offsite,
+        Kind::Wal,
     ];
 
     fn fields(self) -> &'static [(&'static str, Unit)] {
@@ -138,6 +148,7 @@ impl KindSpec for Kind {
             Kind::Backup => BACKUP,
             Kind::Migrations => MIGRATIONS,
             Kind::Offsite => OFFSITE,
+            Kind::Wal => WAL,
         }
     }
 
@@ -169,6 +180,7 @@ impl KindSpec for Kind {
             ],
             Kind::Backup => [&["sets > 0"], &[], &["age_s > 26h"]],
             Kind::Offsite => [&["sets > 0"], &[], &["age_s > 26h"]],
+            Kind::Wal => [&["segments > 0"], &[], &["gaps > 0"]],
             Kind::Migrations => [&[], &["pending > 0"], &["dirty > 0"]],
             // Null (no TLS) compares false: a plaintext connection passes.
             Kind::Postgres => [
@@ -191,6 +203,7 @@ impl KindSpec for Kind {
             Kind::Backup => &["backup"],
             Kind::Migrations => &["migrations"],
             Kind::Offsite => &["offsite"],
+            Kind::Wal => &["wal"],
         }
     }
 }
@@ -208,9 +221,10 @@ pub fn kind_of(target: &str) -> Result<Kind, String> {
         "backup" => Kind::Backup,
         "migrations" => Kind::Migrations,
         "offsite" => Kind::Offsite,
+        "wal" => Kind::Wal,
         _ => {
             return Err(format!(
-                "target '{}': unknown kind (use http://, https://, postgres://, tcp://HOST:PORT, tls://HOST:PORT, disk:PATH, cert:FILE, backup:ROOT, migrations:DIR, offsite:s3://BUCKET/PREFIX)",
+                "target '{}': unknown kind (use http://, https://, postgres://, tcp://HOST:PORT, tls://HOST:PORT, disk:PATH, cert:FILE, backup:ROOT, migrations:DIR, offsite:s3://BUCKET/PREFIX, wal:ROOT)",
                 redact(target)
             ));
         }

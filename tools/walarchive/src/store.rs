@@ -258,6 +258,88 @@ impl Archive {
     }
 }
 
+/// What the archive holds: its segments per timeline, the newest, and the
+/// segments missing between each timeline's first and last.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Archived WAL files (segments, history files, backup labels).
+    pub files: u64,
+    pub segments: u64,
+    pub timelines: u64,
+    /// The most recently archived file and when (its `.sha256`'s mtime).
+    pub newest: Option<(String, std::time::SystemTime)>,
+    /// How many segments are missing, and the first of them.
+    pub missing: u64,
+    pub first_missing: Option<String>,
+}
+
+impl Archive {
+    /// Look at every timeline directory: a segment is archived when its
+    /// `.sha256` is there. Gaps are counted per timeline, from its first
+    /// archived segment to its last, with the segment size the archive
+    /// records (16 MiB by default: 256 segments per log file number).
+    pub fn survey(&self) -> Result<Survey> {
+        let mut out = Survey::default();
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io("reading", &self.dir, &e)),
+        };
+        for tli in rd.flatten() {
+            let mut numbers: Vec<u64> = Vec::new();
+            let mut per_log = 256u64;
+            for e in fs::read_dir(tli.path())
+                .at("reading", &tli.path())?
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(wal) = name.strip_suffix(".sha256") else {
+                    continue;
+                };
+                if !valid_name(wal) {
+                    continue;
+                }
+                out.files += 1;
+                let mtime = e.metadata().and_then(|m| m.modified()).ok();
+                if let Some(t) = mtime
+                    && out.newest.as_ref().is_none_or(|(_, n)| t > *n)
+                {
+                    out.newest = Some((wal.to_string(), t));
+                }
+                if wal.len() == 24 {
+                    let log = u64::from_str_radix(&wal[8..16], 16).unwrap_or(0);
+                    let seg = u64::from_str_radix(&wal[16..24], 16).unwrap_or(0);
+                    if let Ok(Some(side)) = Self::read_sidecar(&e.path())
+                        && side.bytes > 0
+                    {
+                        per_log = (1u64 << 32) / side.bytes;
+                    }
+                    numbers.push(log * per_log + seg);
+                }
+            }
+            if numbers.is_empty() {
+                continue;
+            }
+            out.timelines += 1;
+            out.segments += numbers.len() as u64;
+            numbers.sort_unstable();
+            numbers.dedup();
+            let tli_name = tli.file_name().to_string_lossy().into_owned();
+            for w in numbers.windows(2) {
+                if w[1] > w[0] + 1 {
+                    out.missing += w[1] - w[0] - 1;
+                    if out.first_missing.is_none() {
+                        let n = w[0] + 1;
+                        out.first_missing =
+                            Some(format!("{tli_name}{:08X}{:08X}", n / per_log, n % per_log));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Compress (and encrypt) `src` into `tmp`, fsynced: the original's size
 /// and sha256, and the stored size.
 fn write_stored(

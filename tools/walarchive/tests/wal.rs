@@ -356,3 +356,39 @@ fn damage_is_refused_and_an_encrypted_archive_needs_its_identity() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(fs::read(&dest).unwrap(), segment(5));
 }
+
+#[test]
+fn healthcheck_sees_the_archives_age_and_its_gaps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let file = tmp.path().join("seg");
+    fs::write(&file, segment(6)).unwrap();
+    let health = || {
+        run(Command::new(opskit_testkit::bin("healthcheck"))
+            .arg(format!("wal:{}", root.display()))
+            .env_remove("OPSKIT_LOG"))
+    };
+    // Nothing archived yet: CRITICAL (expect segments > 0).
+    assert_eq!(health().code, 2);
+    // FF then the next log file's 00 is no gap; 02 without 01 is one.
+    for name in [
+        "0000000100000000000000FE",
+        "0000000100000000000000FF",
+        "000000010000000100000000",
+        "000000010000000100000002",
+    ] {
+        assert_eq!(push(&root, &file, name).code, 0);
+    }
+    let out = health();
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    let v = &out.events("check")[0]["values"];
+    assert_eq!(v["segments"], 4);
+    assert_eq!(v["gaps"], 1);
+    assert_eq!(v["first_gap"], "000000010000000100000001");
+    assert_eq!(v["newest"], "000000010000000100000002");
+    assert!(v["age_s"].as_f64().unwrap() < 60.0, "{v}");
+    assert_eq!(push(&root, &file, "000000010000000100000001").code, 0);
+    let out = health();
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(out.events("check")[0]["values"]["gaps"], 0);
+}

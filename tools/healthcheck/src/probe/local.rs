@@ -203,6 +203,42 @@ pub fn backup(c: &Check) -> Result<Observation, String> {
     Ok(obs)
 }
 
+/// `wal:ROOT`: walarchive's archive in a backup root.
+pub fn wal(c: &Check) -> Result<Observation, String> {
+    let root = Path::new(path_of(c));
+    let s = walarchive::store::Archive::new(root)
+        .survey()
+        .map_err(|e| e.msg)?;
+    let mut obs = Observation::default();
+    obs.set("files", s.files);
+    obs.set("segments", s.segments);
+    obs.set("timelines", s.timelines);
+    let newest_age = s
+        .newest
+        .as_ref()
+        .map(|(_, t)| t.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0));
+    obs.set("newest", s.newest.as_ref().map(|(n, _)| n.clone()));
+    obs.set("age_s", newest_age);
+    obs.set("gaps", s.missing);
+    obs.set("first_gap", s.first_missing.clone());
+    obs.summary = match (&s.newest, newest_age) {
+        (Some((n, _)), Some(age)) => format!(
+            "{} segments on {} timeline(s) in {}; newest {n} archived {:.0} s ago; {} missing{}",
+            s.segments,
+            s.timelines,
+            root.join("wal").display(),
+            age,
+            s.missing,
+            s.first_missing
+                .as_ref()
+                .map(|f| format!(" (first: {f})"))
+                .unwrap_or_default()
+        ),
+        _ => format!("no archived WAL in {}", root.join("wal").display()),
+    };
+    Ok(obs)
+}
+
 pub fn migrations(c: &Check) -> Result<Observation, String> {
     let dir = Path::new(path_of(c));
     let files = migrate::parse::load_dir(dir).map_err(|e| e.msg)?;

@@ -76,6 +76,7 @@ pub fn run(check: &Check) -> Result<Observation, String> {
         Kind::Backup => local::backup(check),
         Kind::Migrations => local::migrations(check),
         Kind::Offsite => remote::offsite(check),
+        Kind::Wal => local::wal(check),
     }
 }
 

@@ -70,6 +70,7 @@ pub enum CheckKind {
     Backup,
     Migrations,
     Offsite,
+    Wal,
 }
 
 impl CheckKind {
@@ -84,6 +85,7 @@ impl CheckKind {
             CheckKind::Backup => "backup",
             CheckKind::Migrations => "migrations",
             CheckKind::Offsite => "offsite",
+            CheckKind::Wal => "wal",
         }
     }
 }
