@@ -55,6 +55,15 @@ impl Procs {
         self.dir.path().join("opskit.env")
     }
 
+    /// An application directory `uploads/` holding `a.txt` ("an upload"),
+    /// backed up with the database (`OPSKIT_BACKUP_FILES`).
+    pub fn add_uploads(&mut self) {
+        std::fs::create_dir(self.path("uploads")).unwrap();
+        std::fs::write(self.path("uploads/a.txt"), "an upload").unwrap();
+        let dir = self.path("uploads");
+        self.set("OPSKIT_BACKUP_FILES", dir.to_str().unwrap());
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }

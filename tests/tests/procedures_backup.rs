@@ -23,9 +23,7 @@ fn nightly_over_two_days() {
     let db = app_db(c);
     let mut p = Procs::new(c, &db.name);
     p.set("OPSKIT_RETENTION", "--keep-daily 1 --min-keep 1");
-    p.set("OPSKIT_BACKUP_FILES", p.path("uploads").to_str().unwrap());
-    std::fs::create_dir(p.path("uploads")).unwrap();
-    std::fs::write(p.path("uploads/a.txt"), "an upload").unwrap();
+    p.add_uploads();
 
     ok(&run(&mut p.script("backup-system.sh")));
     let first = p.sets();
@@ -247,9 +245,7 @@ fn zstd_sets_through_the_nightly_job_and_recovery() {
     let db = app_db(c);
     let mut p = Procs::new(c, &db.name);
     p.set("OPSKIT_BACKUP_COMPRESS", "zstd");
-    std::fs::create_dir(p.path("uploads")).unwrap();
-    std::fs::write(p.path("uploads/a.txt"), "an upload").unwrap();
-    p.set("OPSKIT_BACKUP_FILES", p.path("uploads").to_str().unwrap());
+    p.add_uploads();
     ok(&run(&mut p.script("backup-system.sh")));
     let set = p.root().join(&p.sets()[0]);
     for f in ["db.dump.zst", "globals.sql.zst", "files-uploads.tar.zst"] {
@@ -284,9 +280,7 @@ fn encrypted_sets_through_the_nightly_job_restore_test_and_recovery() {
     let mut p = Procs::new(c, &db.name);
     let key = Key::new(&p.path(""), "recovery.key");
     p.set("OPSKIT_AGE_RECIPIENTS", &key.public);
-    std::fs::create_dir(p.path("uploads")).unwrap();
-    std::fs::write(p.path("uploads/a.txt"), "an upload").unwrap();
-    p.set("OPSKIT_BACKUP_FILES", p.path("uploads").to_str().unwrap());
+    p.add_uploads();
     ok(&run(&mut p.script("backup-system.sh")));
     let set = p.root().join(&p.sets()[0]);
     for f in [

@@ -35,9 +35,7 @@ fn the_server_is_gone_and_the_database_comes_back_from_the_bucket() {
     let (db, mut p, _url) = with_bucket(c, "drill");
     let key = Key::new(&p.path(""), "recovery.key");
     p.set("OPSKIT_AGE_RECIPIENTS", &key.public);
-    std::fs::create_dir(p.path("uploads")).unwrap();
-    std::fs::write(p.path("uploads/a.txt"), "an upload").unwrap();
-    p.set("OPSKIT_BACKUP_FILES", p.path("uploads").to_str().unwrap());
+    p.add_uploads();
     ok(&run(&mut p.script("backup-system.sh")));
     assert_eq!(
         p.metric("opskit_backup.prom", "opskit_offsite_push_success"),

@@ -135,6 +135,17 @@ pub fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// Nothing is left in a backup root after a failed pull: no set, no
+/// staging directory.
+pub fn assert_empty(root: &Path) {
+    let left: Vec<_> = fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in {}: {left:?}", root.display());
+}
+
 pub fn ok(out: &Output) {
     assert_eq!(
         out.code, 0,

@@ -1,0 +1,320 @@
+//! offsite when things go wrong, against a real S3 server (SeaweedFS):
+//! bad credentials, a missing bucket, a silent server, damage in the
+//! bucket, a full disk, a push killed or its server killed mid-upload, two
+//! pushes at once.
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use opskit_testkit::tools::run;
+
+mod common;
+use common::*;
+
+#[test]
+fn wrong_credentials_a_missing_bucket_and_a_silent_server_are_exit_2() {
+    let url = format!("s3://{}/app", server().bucket("creds"));
+    let out =
+        run(offsite(&["list", "--url", &url]).env("AWS_SECRET_ACCESS_KEY", "wrong-secret-value"));
+    assert_eq!(out.code, 2);
+    let msg = out.events("error")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains(&server().endpoint) && msg.contains("bucket creds-"),
+        "{msg}"
+    );
+    assert!(msg.contains("credentials are wrong"), "{msg}");
+    assert!(!(out.stdout.clone() + &out.stderr).contains("wrong-secret-value"));
+    assert!(!(out.stdout.clone() + &out.stderr).contains(opskit_testkit::s3::SECRET));
+
+    let out = run(&mut offsite(&[
+        "list",
+        "--url",
+        "s3://no-such-bucket-here/app",
+    ]));
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("the bucket does not exist"),
+        "{}",
+        out.stderr
+    );
+
+    // A server that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let conns: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(5));
+        drop(conns);
+    });
+    let start = Instant::now();
+    let out = run(&mut offsite(&[
+        "list",
+        "--url",
+        &url,
+        "--timeout",
+        "2s",
+        "--endpoint",
+        &endpoint,
+    ]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        out.stderr.to_lowercase().contains("timeout") || out.stderr.contains("timed out"),
+        "{}",
+        out.stderr
+    );
+    held.join().unwrap();
+
+    let out = run(offsite(&["list", "--url", &url])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env("HOME", "/nonexistent"));
+    assert_eq!(out.code, 64);
+    assert!(out.stderr.contains("no S3 credentials"), "{}", out.stderr);
+}
+
+#[test]
+fn damage_in_the_bucket_is_named_by_verify_and_pull_and_leaves_nothing() {
+    let local = Local::new(12);
+    let set = local.set(false);
+    let bucket = server().bucket("damage");
+    let url = format!("s3://{bucket}/app");
+    ok(&run(&mut offsite(&["push", &url, set.to_str().unwrap()])));
+    let v = run(offsite(&["verify", "--url", &url, "--record", "--root"]).arg(&local.root));
+    ok(&v);
+    assert_eq!(v.events("remote_verify")[0]["checked"], 4);
+    // Replace the archive with bytes of the same size, then cut the dump.
+    let archive = fs::read(set.join("files-uploads.tar.zst.age")).unwrap();
+    let mut bad = archive.clone();
+    bad[archive.len() / 2] ^= 1;
+    let badfile = local.tmp.path().join("bad");
+    fs::write(&badfile, &bad).unwrap();
+    let key = format!(
+        "s3:{bucket}/app/{}/files-uploads.tar.zst.age",
+        name_of(&set)
+    );
+    ok(&rclone(&["copyto", badfile.to_str().unwrap(), &key]));
+    let v = run(offsite(&["verify", "--url", &url, "--record", "--root"]).arg(&local.root));
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    let problems = v.events("remote_verify")[0]["problems"].to_string();
+    assert!(
+        problems.contains("files-uploads.tar.zst.age: read back"),
+        "{problems}"
+    );
+    let list = run(offsite(&["list", "--url", &url, "--root"]).arg(&local.root));
+    assert_eq!(list.events("remote_set")[0]["remote_verified"], false);
+
+    let dest = local.tmp.path().join("restore-root");
+    let pull = run(offsite(&["pull", "latest", "--url", &url, "--dest"]).arg(&dest));
+    assert_eq!(pull.code, 2);
+    assert!(
+        pull.stderr.contains("files-uploads.tar.zst.age is damaged"),
+        "{}",
+        pull.stderr
+    );
+    assert_empty(&dest);
+
+    // A truncated object: named by its size, before anything is read.
+    fs::write(&badfile, &archive[..archive.len() - 1000]).unwrap();
+    ok(&rclone(&["copyto", badfile.to_str().unwrap(), &key]));
+    let v = run(&mut offsite(&["verify", "--url", &url]));
+    assert_eq!(v.code, 1);
+    let problems = v.events("remote_verify")[0]["problems"].to_string();
+    assert!(
+        problems.contains(&format!(
+            "files-uploads.tar.zst.age: {} bytes, the manifest says {}",
+            archive.len() - 1000,
+            archive.len()
+        )),
+        "{problems}"
+    );
+    let pull = run(offsite(&["pull", "latest", "--url", &url, "--dest"]).arg(&dest));
+    assert_eq!(pull.code, 2);
+    assert!(pull.stderr.contains("is damaged"), "{}", pull.stderr);
+    assert_empty(&dest);
+
+    // A full disk during a pull: an error, and nothing left either.
+    ok(&rclone(&[
+        "copyto",
+        set.join("files-uploads.tar.zst.age").to_str().unwrap(),
+        &key,
+    ]));
+    let pull = run(Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -f 4096; exec \"$@\"")
+        .arg("bash")
+        .arg(env!("CARGO_BIN_EXE_offsite"))
+        .args(["pull", "latest", "--url", &url, "--dest"])
+        .arg(&dest)
+        .envs(server().env()));
+    assert_eq!(pull.code, 2, "{}", pull.stderr);
+    assert!(
+        pull.stderr.contains("file size limit exceeded"),
+        "{}",
+        pull.stderr
+    );
+    assert_empty(&dest);
+}
+
+#[test]
+fn a_push_killed_mid_upload_is_finished_by_the_rerun() {
+    let local = Local::new(48);
+    let set = local.set(false);
+    let bucket = server().bucket("killed");
+    let url = format!("s3://{bucket}/app");
+    let mut child = offsite(&["push", "--jobs", "1", &url, set.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once part of the big archive is up (or the push ended).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = rclone(&["lsf", "-R", &format!("s3:{bucket}/app")]);
+        if l.stdout.contains("globals") || Instant::now() > deadline {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = child.kill();
+    let _ = child.wait();
+    let list = run(&mut offsite(&["list", "--url", &url]));
+    let rows = list.events("remote_set");
+    if rows.first().is_some_and(|r| r["complete"] == true) {
+        eprintln!("the push finished before it could be killed; the rerun still has to agree");
+    } else {
+        assert_eq!(rows[0]["complete"], false, "{}", list.stdout);
+    }
+    let again = run(&mut offsite(&[
+        "push",
+        "--stale-after",
+        "0s",
+        &url,
+        set.to_str().unwrap(),
+    ]));
+    ok(&again);
+    let v = run(&mut offsite(&["verify", "--url", &url]));
+    ok(&v);
+    assert_eq!(v.events("remote_verify")[0]["ok"], true);
+    let uploads = rclone(&["backend", "list-multipart-uploads", &format!("s3:{bucket}")]);
+    assert!(
+        !uploads.stdout.contains("UploadId"),
+        "stale uploads left: {}",
+        uploads.stdout
+    );
+}
+
+#[test]
+fn two_pushes_of_one_set_at_once_leave_one_whole_copy() {
+    let local = Local::new(16);
+    let set = local.set(false);
+    let url = format!("s3://{}/app", server().bucket("twice"));
+    let spawn = || {
+        offsite(&["push", &url, set.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        opskit_testkit::tools::output_of(a),
+        opskit_testkit::tools::output_of(b),
+    );
+    ok(&a);
+    ok(&b);
+    let v = run(&mut offsite(&["verify", "--url", &url]));
+    ok(&v);
+}
+
+/// A store client for the test's own checks (the library the tool uses).
+fn store_of(srv: &opskit_testkit::s3::S3Server, url: &str) -> offsite::s3::Store {
+    let env: std::collections::HashMap<&str, String> = srv.env().into_iter().collect();
+    let settings = offsite::aws::resolve(&|k| env.get(k).cloned()).unwrap();
+    offsite::s3::Store::new(
+        offsite::s3::Remote::parse(url).unwrap(),
+        offsite::s3::Options {
+            settings,
+            path_style: true,
+            ca: None,
+            timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_server_killed_mid_upload_then_the_rerun_completes() {
+    let srv = opskit_testkit::s3::S3Server::private();
+    let local = Local::new(64);
+    let set = local.set(false);
+    let url = format!("s3://{}/app", srv.bucket("srvkill"));
+    let tool = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_offsite"));
+        srv.configure(&mut c);
+        c.args(args).env_remove("OPSKIT_LOG");
+        c
+    };
+    let child = tool(&["push", "--jobs", "1", &url, set.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the dump and the globals are up, the archive's upload is next.
+    let store = store_of(&srv, &url);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sets = offsite::list::remote_sets(&store).unwrap();
+        if sets.values().any(|s| s.sizes.len() >= 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the push never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    srv.kill();
+    let out = opskit_testkit::tools::output_of(child);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(&srv.endpoint), "{}", out.stderr);
+
+    srv.restart();
+    let sets = offsite::list::remote_sets(&store).unwrap();
+    assert!(
+        sets.values().all(|s| !s.complete),
+        "shown complete before it is"
+    );
+    let again = run(&mut tool(&[
+        "push",
+        "--stale-after",
+        "0s",
+        &url,
+        set.to_str().unwrap(),
+    ]));
+    ok(&again);
+    assert!(
+        again.events("push")[0]["skipped"].as_u64().unwrap() >= 2,
+        "{}",
+        again.stdout
+    );
+    let v = run(&mut tool(&["verify", "--url", &url]));
+    ok(&v);
+    let prefix = store.remote.key(&name_of(&set), "");
+    assert!(
+        store.uploads(&prefix).unwrap().is_empty(),
+        "stale multipart uploads are aborted"
+    );
+}
