@@ -9,6 +9,8 @@ usage() {
     cat <<'USAGE'
 Usage: restore-system.sh [--yes] [--yes-production] [--files-into DIR]
                          [--no-globals] [--no-health] [--from-offsite] [SET]
+       restore-system.sh --to TIME | --to-latest [--swap] ...
+                         (point-in-time recovery: restore-pitr.sh --help)
 
 Restores SET (a set directory, or a set name under OPSKIT_BACKUP_ROOT;
 default: the newest set that passed verification) as the database of
@@ -45,6 +47,12 @@ Exit: 0 restored and healthy; 1 restored but the health gate failed;
 2 not restored (nothing was swapped); 64 usage.
 USAGE
 }
+
+for a in "$@"; do
+    if [[ "$a" == --to || "$a" == --to-latest ]]; then
+        exec "$(dirname "$0")/restore-pitr.sh" "$@"
+    fi
+done
 
 YES=0 yes_production=0 files_into="" globals=1 health=1 set="" from_offsite=0
 while (($#)); do

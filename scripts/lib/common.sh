@@ -168,13 +168,14 @@ psql_at() {
     "${PG_BIN:-}psql" -X -q -v ON_ERROR_STOP=1 --no-psqlrc -d "$(url_with_db "${DATABASE_URL:?}" "$db")" "$@"
 }
 
-# newest_verified ROOT: the newest set under ROOT that passed verification
-# (from verify-backup's result log) and still exists.
+# newest_verified ROOT: the newest dump set under ROOT that passed
+# verification (from verify-backup's result log) and still exists.
 newest_verified() {
     local root=$1 name
     [[ -r "$root/verified.ndjson" ]] || return 1
     while IFS= read -r name; do
-        if [[ -f "$root/$name/MANIFEST.json" ]]; then
+        # A base set (pgbackup --physical) is no dump to restore.
+        if jq -e '.database' "$root/$name/MANIFEST.json" >/dev/null 2>&1; then
             printf '%s\n' "$root/$name"
             return 0
         fi

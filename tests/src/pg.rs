@@ -403,8 +403,50 @@ impl Cluster {
         &self.root
     }
 
-    fn data(&self) -> PathBuf {
+    /// The data directory.
+    pub fn data(&self) -> PathBuf {
         self.root.join("data")
+    }
+
+    /// Run `cmd` as the server's user (postgres, when the tests run as
+    /// root), with HOME in the cluster's directory.
+    pub fn as_server_user<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.env("HOME", &self.root)
+    }
+
+    /// Give `path` (and what is under it) to the server's user.
+    pub fn give(&self, path: &Path) {
+        if let Some((uid, gid)) = self.run_as {
+            let st = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(st.success(), "chown {}", path.display());
+        }
+    }
+
+    /// The shell commands that stop and start this server the way the
+    /// harness does (for procedures that take OPSKIT_PG_STOP/START).
+    pub fn stop_start_commands(&self) -> (String, String) {
+        let pg_ctl = self.bindir.join("pg_ctl");
+        (
+            format!(
+                "{} -D {} stop -m fast -w -t 60",
+                pg_ctl.display(),
+                self.data().display()
+            ),
+            format!(
+                "{} -D {} start -w -t 60 -l {}",
+                pg_ctl.display(),
+                self.data().display(),
+                self.root.join("server.log").display()
+            ),
+        )
     }
 
     /// Where the server's Unix socket is.

@@ -40,6 +40,10 @@ pub enum FileKind {
     /// What an encrypted set keeps from inside the database (table names,
     /// row counts): `contents.json.age`, [`SealedContents`].
     Contents,
+    /// A whole cluster's data directory as `pg_basebackup` writes it to a
+    /// tar stream: its `backup_manifest` and the WAL from the backup's
+    /// start to its end inside (`base.tar.zst`).
+    Base,
 }
 
 /// How a file of a set is compressed.
@@ -174,6 +178,33 @@ pub struct DatabaseInfo {
     pub row_counts: Option<BTreeMap<String, u64>>,
 }
 
+/// The physical part of a base set's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhysicalInfo {
+    /// Where it was copied from, redacted (`host:port` or socket).
+    pub server: String,
+    pub server_version: String,
+    pub server_version_num: u32,
+    pub pg_basebackup_version: String,
+    /// `pg_control_system()`'s: WAL from another cluster does not apply.
+    pub system_identifier: String,
+    /// The bootstrap superuser (the role with OID 10): a restored copy is
+    /// checked as it.
+    #[serde(default)]
+    pub superuser: String,
+    pub timeline: u32,
+    /// The WAL location the backup starts at (replay begins there) and
+    /// the one it must replay to before it is consistent.
+    pub start_lsn: String,
+    pub end_lsn: String,
+    /// The WAL segment holding `start_lsn`: every archived segment from
+    /// it on is needed to recover from this set to a later time.
+    pub start_wal: String,
+    pub wal_segment_size: u64,
+    /// The set file holding the tar (`base.tar.zst[.age]`).
+    pub file: String,
+}
+
 /// `MANIFEST.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -187,6 +218,10 @@ pub struct Manifest {
     pub duration_s: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseInfo>,
+    /// A base set (`pgbackup --physical`): the cluster, and where in its
+    /// WAL the backup starts and ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<PhysicalInfo>,
     /// Present when the set's files are encrypted; then `database` holds no
     /// row counts (they are in `contents.json.age`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

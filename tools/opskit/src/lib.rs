@@ -16,6 +16,7 @@
 //! * [`crypt`]: age encryption of set files (recipients, identities);
 //! * [`pgcatalog`]: the tables a dump carries and their row counts;
 //! * [`pgtools`]: the real `pg_dump`/`pg_restore` matching a server;
+//! * [`physical`]: base sets: WAL positions, the tar's `backup_manifest`, unpacking;
 //! * [`units`]: durations (`90s`, `7d`) and sizes (`10M`);
 //! * [`pool`]: bounded work on every core, and one call under a deadline;
 //! * [`sys`]: users, groups, euid and the host name;
@@ -34,6 +35,7 @@ pub mod logging;
 pub mod pgcatalog;
 pub mod pgconn;
 pub mod pgtools;
+pub mod physical;
 pub mod pool;
 pub mod reader;
 pub mod record;

@@ -152,13 +152,16 @@ impl StderrTail {
     }
 
     /// The child's messages in one line: `tool: ` prefixes dropped, joined by `; `.
-    pub fn summary(mut self) -> String {
-        let lines = self
-            .handle
+    pub fn summary(self) -> String {
+        summarise(&self.lines())
+    }
+
+    /// The last lines the child wrote (at most 12), as written.
+    pub fn lines(mut self) -> Vec<String> {
+        self.handle
             .take()
             .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        summarise(&lines)
+            .unwrap_or_default()
     }
 }
 
@@ -167,7 +170,14 @@ pub fn summarise(lines: &[String]) -> String {
     let mut parts: Vec<String> = Vec::new();
     for l in lines {
         let mut t = l.trim();
-        for prefix in ["pg_dump: ", "pg_dumpall: ", "pg_restore: ", "psql: "] {
+        for prefix in [
+            "pg_dump: ",
+            "pg_dumpall: ",
+            "pg_restore: ",
+            "psql: ",
+            "pg_basebackup: ",
+            "pg_verifybackup: ",
+        ] {
             t = t.strip_prefix(prefix).unwrap_or(t);
         }
         for prefix in ["error: ", "detail: ", "hint: "] {

@@ -94,7 +94,17 @@ pub fn dump(opts: &DumpOptions, dir: &Path, snapshot: Option<&str>) -> Result<Fi
         opts.spec.redacted()
     );
     let sink = Sink::create(dir, &name, FileKind::Database, opts.encoding)?.with_progress();
-    stream_child(cmd, "pg_dump", sink)
+    let (entry, lines) = stream_child(cmd, "pg_dump", sink)?;
+    warn_messages("pg_dump", &lines);
+    Ok(entry)
+}
+
+/// What a dump tool that succeeded still said on stderr.
+fn warn_messages(tool: &str, lines: &[String]) {
+    let msg = opskit::pgtools::summarise(lines);
+    if !msg.is_empty() {
+        log::warn!("{tool}: {msg}");
+    }
 }
 
 /// Dump roles and tablespaces. Without the right to read password hashes,
@@ -131,11 +141,18 @@ pub fn globals(
     }
     let name = format!("globals.sql{}", enc.ext());
     let sink = Sink::create(dir, &name, FileKind::Globals, enc)?;
-    stream_child(cmd, "pg_dumpall", sink)
+    let (entry, lines) = stream_child(cmd, "pg_dumpall", sink)?;
+    warn_messages("pg_dumpall", &lines);
+    Ok(entry)
 }
 
-/// Stream a child's stdout into `sink`; the child must exit 0.
-fn stream_child(mut cmd: Command, tool: &'static str, mut sink: Sink) -> Result<FileEntry> {
+/// Stream a child's stdout into `sink`; the child must exit 0. Also gives
+/// the last lines it wrote on stderr.
+pub(crate) fn stream_child(
+    mut cmd: Command,
+    tool: &'static str,
+    mut sink: Sink,
+) -> Result<(FileEntry, Vec<String>)> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -167,7 +184,8 @@ fn stream_child(mut cmd: Command, tool: &'static str, mut sink: Sink) -> Result<
     let status = guard
         .wait()
         .map_err(|e| Error::failure(format!("waiting for {tool}: {e}")))?;
-    let msg = tail.summary();
+    let lines = tail.lines();
+    let msg = opskit::pgtools::summarise(&lines);
     if !status.success() {
         let how = match status.code() {
             Some(c) => format!("exit {c}"),
@@ -178,10 +196,7 @@ fn stream_child(mut cmd: Command, tool: &'static str, mut sink: Sink) -> Result<
             if msg.is_empty() { "no message" } else { &msg }
         )));
     }
-    if !msg.is_empty() {
-        log::warn!("{tool}: {msg}");
-    }
-    sink.finish()
+    Ok((sink.finish()?, lines))
 }
 
 /// A transaction holding an exported snapshot, counting rows in it on a

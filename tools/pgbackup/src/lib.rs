@@ -8,6 +8,7 @@
 
 pub mod dump;
 pub mod files;
+pub mod physical;
 pub mod sink;
 
 use std::fs;
@@ -46,6 +47,12 @@ use crate::sink::{Encoding, Sink};
 /// decrypts stays off this server. MANIFEST.json and SHA256SUMS stay
 /// readable and hold nothing from inside the database (row counts go into
 /// the encrypted contents.json.age).
+///
+/// With --physical the set is a base backup of the whole cluster instead
+/// (the real pg_basebackup, base.tar.zst with its backup_manifest and the
+/// WAL to make it consistent), named NAME-base: with walarchive archiving
+/// WAL it is what a point-in-time restore starts from
+/// (restore-system.sh --to TIME). Needs a role with REPLICATION.
 ///
 /// Restore: the manifest's database.restore_command, e.g.
 ///   createdb app_restored && zstd -dc db.dump.zst | pg_restore --no-owner --exit-on-error --dbname=app_restored
@@ -91,6 +98,15 @@ pub struct Args {
     /// Dump format.
     #[arg(long, value_enum, default_value = "custom")]
     pub format: Format,
+
+    /// A base backup of the whole cluster (pg_basebackup) instead of a dump
+    /// of one database: the start of point-in-time recovery.
+    #[arg(long, conflicts_with_all = ["format", "globals", "row_counts", "pg_dump_arg", "no_owner", "no_privileges"])]
+    pub physical: bool,
+
+    /// With --physical: the checkpoint that starts the backup.
+    #[arg(long, value_enum, default_value = "fast", requires = "physical")]
+    pub checkpoint: physical::Checkpoint,
 
     /// Compression of every file of the set: zstd[:1-19] (the default, level
     /// 1: standard zstd frames, `zstd -dc` reads them), gzip[:1-9] (6 when
@@ -161,6 +177,9 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
     remove_leftovers(&root);
 
     let mut client = spec.connect()?;
+    if args.physical {
+        return run_physical(&args, &excludes, &spec, &root, client, &enc, start, em);
+    }
     let server = Server::query(&mut client, &spec, args.pg_bindir.as_deref())?;
     let name = args
         .name
@@ -196,10 +215,57 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
         finished_at: Utc::now().trunc_subsecs(3),
         duration_s: opskit::record::secs(start.elapsed()),
         database: Some(server.info(args.format, db_file, row_counts)),
-        encryption: enc.seal.as_ref().map(|r| Encryption {
-            scheme: opskit::crypt::SCHEME.into(),
-            recipients: r.strings(),
-        }),
+        physical: None,
+        encryption: encryption(&enc),
+        files: entries,
+    };
+    write_manifest(stage.path(), &manifest)?;
+    let set_path = stage.commit()?;
+    report(em, &manifest, &set_path, start)
+}
+
+fn encryption(enc: &Encoding) -> Option<Encryption> {
+    enc.seal.as_ref().map(|r| Encryption {
+        scheme: opskit::crypt::SCHEME.into(),
+        recipients: r.strings(),
+    })
+}
+
+/// `--physical`: a base set of the whole cluster, named `<db>-base`.
+#[allow(clippy::too_many_arguments)]
+fn run_physical(
+    args: &Args,
+    excludes: &files::Excludes,
+    spec: &ConnSpec,
+    root: &Path,
+    mut client: Client,
+    enc: &Encoding,
+    start: Instant,
+    em: &mut Emitter,
+) -> Result<Done<BackupCounts>> {
+    let cluster = physical::Cluster::query(&mut client, spec, args.pg_bindir.as_deref())?;
+    drop(client);
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-base", backupset::sanitize_name(&spec.dbname, "db")));
+    let (started_at, stage) = new_stage(root, &name)?;
+    let label = file_name(stage.dest());
+    let (entry, info) = physical::base(spec, &cluster, args.checkpoint, &label, stage.path(), enc)?;
+    let mut entries = vec![entry];
+    archive_files(args, excludes, &mut entries, stage.path(), enc)?;
+    let manifest = Manifest {
+        format: backupset::FORMAT.into(),
+        set: label,
+        name,
+        tool: "pgbackup".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        started_at,
+        finished_at: Utc::now().trunc_subsecs(3),
+        duration_s: opskit::record::secs(start.elapsed()),
+        database: None,
+        physical: Some(info),
+        encryption: encryption(enc),
         files: entries,
     };
     write_manifest(stage.path(), &manifest)?;
@@ -404,13 +470,16 @@ fn report(
         units::format_size(total)
     );
     let db = m.database.as_ref();
+    let version = db
+        .map(|d| d.server_version.clone())
+        .or_else(|| m.physical.as_ref().map(|p| p.server_version.clone()));
     em.emit(&Backup {
         extra: Fields::new(),
         ok: true,
         set: m.set.clone(),
         path: set_path.display().to_string(),
         database: db.map(|d| d.name.clone()).unwrap_or_default(),
-        server_version: db.map(|d| d.server_version.clone()).unwrap_or_default(),
+        server_version: version.unwrap_or_default(),
         files: m.files.iter().map(SetFile::from).collect(),
         encrypted: m.encryption.is_some(),
         bytes: total,

@@ -255,6 +255,7 @@ pub fn structure(
             &mut checks,
         ),
         FileKind::Contents => crate::sealed::contents(&mut content, name, &mut checks),
+        FileKind::Base => base_walk(&mut content, name, &mut checks),
     };
     let (stream, proof) = match f.compression {
         Some(Codec::Gzip) => (
@@ -352,6 +353,66 @@ fn tar_walk(src: &mut dyn Read, f: &FileEntry, checks: &mut Vec<Check>) -> io::R
             io::copy(src, &mut io::sink()).map(|_| ())
         }
     }
+}
+
+/// Walk a base set's tar to its end, noting every regular file's size;
+/// `backup_manifest` (pg_basebackup writes it last) must list exactly
+/// those sizes, and a `backup_label` must be there. The checksums in it
+/// are pg_verifybackup's to check, at the restore depth.
+fn base_walk(src: &mut dyn Read, name: &str, checks: &mut Vec<Check>) -> io::Result<()> {
+    use opskit::physical::{BACKUP_MANIFEST, PgBackupManifest};
+    let mut held = std::collections::BTreeMap::new();
+    let mut manifest = None;
+    let walked: io::Result<()> = (|| {
+        let mut ar = tar::Archive::new(&mut *src);
+        for entry in ar.entries()? {
+            let mut e = entry?;
+            let path = e.path()?.to_string_lossy().into_owned();
+            if path == BACKUP_MANIFEST {
+                let mut text = Vec::new();
+                e.read_to_end(&mut text)?;
+                manifest = Some(text);
+            } else {
+                let size = io::copy(&mut e, &mut io::sink())?;
+                if e.header().entry_type().is_file() {
+                    held.insert(path.trim_start_matches("./").to_string(), size);
+                }
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = walked {
+        checks.push(Check::fail(
+            Name::Tar,
+            Some(name),
+            format!("archive broken after {} files: {e}", held.len()),
+        ));
+        return io::copy(src, &mut io::sink()).map(|_| ());
+    }
+    io::copy(src, &mut io::sink())?;
+    checks.push(Check::pass(
+        Name::Tar,
+        Some(name),
+        format!("{} files, every one readable", held.len()),
+    ));
+    let verdict = match &manifest {
+        None => Err(format!(
+            "no {BACKUP_MANIFEST} in the tar: not a complete pg_basebackup"
+        )),
+        Some(_) if !held.contains_key("backup_label") => {
+            Err("no backup_label in the tar: a restore would not know where to start".into())
+        }
+        Some(text) => PgBackupManifest::parse(text).and_then(|m| m.compare(&held)),
+    };
+    checks.push(match verdict {
+        Ok(n) => Check::pass(
+            Name::BackupManifest,
+            Some(name),
+            format!("all {n} files {BACKUP_MANIFEST} lists are there at their size"),
+        ),
+        Err(e) => Check::fail(Name::BackupManifest, Some(name), e),
+    });
+    Ok(())
 }
 
 /// Feed the dump to `pg_restore --list` until it has read the table of

@@ -1,6 +1,7 @@
 //! verify-backup: prove a backup set is whole and that it restores.
 
 pub mod checks;
+pub mod replay;
 pub mod restore;
 pub mod sealed;
 
@@ -40,6 +41,14 @@ use crate::checks::{Check, Depth, Name};
 ///   --restore-into    restore into a scratch database on that server, compare
 ///                     row counts with the manifest, read every table, drop it
 ///
+/// Base sets (pgbackup --physical): the structural depth reads the tar to
+/// its end and checks it against its backup_manifest; the restore depth
+/// (--replay, or --restore-into) unpacks it into a scratch directory, runs
+/// pg_verifybackup, starts a scratch cluster that replays WAL (the set's,
+/// then the root's archive through walarchive fetch) to a consistent point,
+/// reads every table of every database and removes it all. Run it as the
+/// postgres user: PostgreSQL does not run as root.
+///
 /// Encrypted sets (pgbackup --encrypt-to): with --identity the structural
 /// and restore depths decrypt as they stream (every age chunk authenticated,
 /// the plaintext's sha256 checked). Without it a set gets only the checks
@@ -68,6 +77,16 @@ pub struct Args {
     /// database to connect to, e.g. postgres://user@host/postgres).
     #[arg(long, value_name = "URL")]
     pub restore_into: Option<String>,
+
+    /// Base sets: restore each into a scratch cluster and replay WAL to a
+    /// consistent point (the restore depth for base sets; dumps need
+    /// --restore-into).
+    #[arg(long, conflicts_with = "quick")]
+    pub replay: bool,
+
+    /// Where --replay unpacks a base set (it needs the cluster's size free).
+    #[arg(long, value_name = "DIR", env = "OPSKIT_SCRATCH_DIR", default_value_os_t = std::env::temp_dir())]
+    pub scratch: PathBuf,
 
     /// Append each result to the set's <backup root>/verified.ndjson, or
     /// with --record=FILE to FILE (NDJSON; the value needs the '=', so
@@ -130,7 +149,7 @@ impl Tally {
 pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
     let depth = if args.quick {
         Depth::Quick
-    } else if args.restore_into.is_some() {
+    } else if args.restore_into.is_some() || args.replay {
         Depth::Restore
     } else {
         Depth::Structural
@@ -153,6 +172,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
         bindir: args.pg_bindir.as_deref(),
         target: target.as_ref(),
         ids: ids.as_ref(),
+        scratch: &args.scratch,
     };
     for job in jobs {
         let mut rec = verify_set(&job.path, &how)?;
@@ -302,6 +322,7 @@ struct How<'a> {
     bindir: Option<&'a Path>,
     target: Option<&'a restore::Target>,
     ids: Option<&'a Identities>,
+    scratch: &'a Path,
 }
 
 /// The depth an encrypted set can get: without an identity, only the
@@ -309,16 +330,23 @@ struct How<'a> {
 /// an identity that matches none of the set's recipients is an error (exit
 /// 2), not a damaged set.
 fn depth_for(path: &Path, m: &Manifest, how: &How) -> Result<Depth> {
+    // A dump is restored on a server (--restore-into); --replay alone
+    // restores base sets only.
+    let depth = if m.physical.is_none() && how.target.is_none() {
+        how.depth.min(Depth::Structural)
+    } else {
+        how.depth
+    };
     let Some(enc) = &m.encryption else {
-        return Ok(how.depth);
+        return Ok(depth);
     };
     let what = path.display().to_string();
     match how.ids {
         Some(ids) => {
             ids.check_matches(&enc.recipients, &what)?;
-            Ok(how.depth)
+            Ok(depth)
         }
-        None if how.target.is_some() => Err(Error::failure(format!(
+        None if depth == Depth::Restore => Err(Error::failure(format!(
             "{what}: encrypted to {}; the restore test needs its identity (--identity FILE or OPSKIT_AGE_IDENTITY); nothing was restored",
             enc.recipients.join(", ")
         ))),
@@ -379,8 +407,8 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
             }
             rec.created_at = Some(m.started_at);
             rec.bytes = Some(m.files.iter().map(|f| f.bytes).sum());
-            if let Some(t) = how.target {
-                restore_test(t, path, &m, how.ids, &mut rec)?;
+            if depth == Depth::Restore {
+                restore_test(how, path, &m, &mut rec)?;
             }
         }
     }
@@ -394,13 +422,7 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
 }
 
 /// The restore depth, on a set whose other checks all passed.
-fn restore_test(
-    t: &restore::Target,
-    path: &Path,
-    m: &Manifest,
-    ids: Option<&Identities>,
-    rec: &mut Verify,
-) -> Result<()> {
+fn restore_test(how: &How, path: &Path, m: &Manifest, rec: &mut Verify) -> Result<()> {
     if !rec.checks.iter().all(|c| c.ok) {
         rec.checks.push(Check::fail(
             Name::Restore,
@@ -409,7 +431,11 @@ fn restore_test(
         ));
         return Ok(());
     }
-    let (more, secs) = t.test(path, m, ids)?;
+    let (more, secs) = match (&m.physical, how.target) {
+        (Some(_), _) => replay::test(path, m, how.ids, how.scratch, how.bindir)?,
+        (None, Some(t)) => t.test(path, m, how.ids)?,
+        (None, None) => return Ok(()),
+    };
     rec.checks.extend(more);
     rec.restore_s = secs;
     Ok(())

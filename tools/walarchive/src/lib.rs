@@ -13,6 +13,7 @@
 //! encrypted) beside `%f.sha256`, which holds the original's sha256 and
 //! size and is written last: a file without its `.sha256` is not archived.
 
+pub mod recover;
 pub mod store;
 
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ use opskit::{Done, Emitter, Result};
 /// overwritten. fetch exits 1 when the file is not in the archive (normal
 /// at the end of recovery) and checks what it hands back against the
 /// sha256 taken when it was archived.
+///
+/// restore prepares a new data directory for point-in-time recovery from
+/// the newest verified base set (pgbackup --physical) that ended before the
+/// target; restore-system.sh --to TIME starts it and checks it.
 ///
 /// Exit: 0 done; 1 fetch: not archived; 2 not stored or not handed back
 /// (full disk, a different file under the same name, damage); 64 usage.
@@ -81,6 +86,33 @@ pub enum Command {
         #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_IDENTITY")]
         identity: Option<PathBuf>,
     },
+    /// Prepare a new data directory to recover to a point in time: a base
+    /// set unpacked and checked by pg_verifybackup, recovery.signal, and
+    /// restore_command/recovery_target_* settings (promote at the target).
+    Restore {
+        /// Recover up to this time (2026-12-04T14:03:00Z; no zone: UTC).
+        #[arg(long, value_name = "TIME", value_parser = recover::parse_time, required_unless_present_any = ["latest", "immediate"])]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Recover every archived segment.
+        #[arg(long, conflicts_with_all = ["to", "immediate"])]
+        latest: bool,
+        /// Recover only to the base set's own consistent point.
+        #[arg(long, conflicts_with = "to")]
+        immediate: bool,
+        /// The new data directory (must not exist).
+        #[arg(long, value_name = "DIR")]
+        pgdata: PathBuf,
+        /// The base set to start from (default: the newest verified one
+        /// that ended before the target).
+        #[arg(long, value_name = "SET")]
+        set: Option<String>,
+        /// The age identity file for an encrypted base set and archive.
+        #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_IDENTITY")]
+        identity: Option<PathBuf>,
+        /// Directory of pg_verifybackup (default: the one matching the set).
+        #[arg(long, value_name = "DIR")]
+        pg_bindir: Option<PathBuf>,
+    },
 }
 
 impl ToolArgs for Args {
@@ -115,6 +147,34 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<WalCounts>> {
                 .map(opskit::crypt::Identities::load)
                 .transpose()?;
             archive.fetch(name, path, ids.as_ref(), em)
+        }
+        Command::Restore {
+            to,
+            latest,
+            immediate,
+            pgdata,
+            set,
+            identity,
+            pg_bindir,
+        } => {
+            let ids = identity
+                .as_deref()
+                .map(opskit::crypt::Identities::load)
+                .transpose()?;
+            let target = match (to, latest, immediate) {
+                (Some(t), _, _) => recover::Target::Time(*t),
+                (None, true, _) => recover::Target::Latest,
+                _ => recover::Target::Immediate,
+            };
+            let req = recover::Request {
+                root: &root,
+                target,
+                pgdata,
+                set: set.as_deref(),
+                ids: ids.as_ref(),
+                bindir: pg_bindir.as_deref(),
+            };
+            recover::restore(&req, em)
         }
     }
 }

@@ -175,6 +175,7 @@ pub fn catalog() -> Vec<Kind> {
         kind::<RemoteVerify>(),
         kind::<Summary<OffsiteCounts>>().by("offsite"),
         kind::<Wal>(),
+        kind::<Recovery>(),
         kind::<Summary<WalCounts>>().by("walarchive"),
     ]
 }

@@ -104,6 +104,14 @@ pub enum SetCheckName {
     Decrypt,
     /// `contents.json.age` decrypts and parses.
     Contents,
+    /// A base set's tar holds every file its `backup_manifest` lists, at
+    /// the listed size, and a `backup_label`.
+    BackupManifest,
+    /// `pg_verifybackup` passed the unpacked base set (checksums, WAL).
+    Verifybackup,
+    /// A scratch cluster started from a base set replayed WAL to a
+    /// consistent point and was promoted.
+    Replay,
     Restore,
     TablesReadable,
     RowCounts,

@@ -37,6 +37,32 @@ impl Record for Wal {
     const EVENT: &'static str = "wal";
 }
 
+/// `recovery`: `walarchive restore` prepared a data directory to recover
+/// to a point in time from a base set and the archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Recovery {
+    pub ok: bool,
+    /// The base set it starts from, and when that backup ended.
+    pub set: String,
+    pub base_finished_at: chrono::DateTime<chrono::Utc>,
+    /// The data directory written.
+    pub pgdata: String,
+    /// `time` (with `target_time`), `latest` (all archived WAL) or
+    /// `immediate` (the base set's own consistent point).
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The role to connect as when checking the recovered cluster.
+    pub superuser: String,
+    /// Files in the base set's tar.
+    pub files: u64,
+    pub duration_s: f64,
+}
+
+impl Record for Recovery {
+    const EVENT: &'static str = "recovery";
+}
+
 /// walarchive's summary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WalCounts {

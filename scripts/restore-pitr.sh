@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Point-in-time recovery: a base set plus the archived WAL, recovered into
+# a new data directory on a side socket, checked, and swapped in only when
+# asked. Called by restore-system.sh --to / --to-latest.
+set -euo pipefail
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
+
+usage() {
+    cat <<'USAGE'
+Usage: restore-system.sh --to TIME | --to-latest [--swap] [--yes]
+                         [--yes-production] [--into DIR] [--port N] [--set SET]
+
+Recovers the whole cluster to TIME (2026-12-04T14:03:00Z; without a zone:
+UTC) or, with --to-latest, to the last archived WAL:
+
+  1. walarchive restore: the newest verified base set (pgbackup --physical)
+     that ended before TIME is unpacked into a NEW data directory (DIR;
+     default: beside OPSKIT_PGDATA, named pitr-<time>) and checked by
+     pg_verifybackup; restore_command fetches WAL from OPSKIT_BACKUP_ROOT;
+  2. that cluster starts on a private socket in DIR (port N, default 5433;
+     no TCP, no archiving), replays WAL up to TIME and is promoted;
+  3. prints the recovery time and the last transaction replayed, and
+     checks it with the health gate;
+  4. without --swap it stays up for inspection -- the usual answer to a bad
+     DELETE: copy the rows back with
+       psql -h DIR -p N -U <superuser> -d <db>
+     then stop and remove it (pg_ctl -D DIR stop; rm -rf DIR);
+  5. with --swap (asks, or --yes): stops it and the production cluster
+     (OPSKIT_PG_STOP, default pg_ctl -D OPSKIT_PGDATA stop -m fast), moves
+     OPSKIT_PGDATA aside to OPSKIT_PGDATA.before-<time> -- it is not
+     deleted -- and DIR into its place, starts it (OPSKIT_PG_START, default
+     pg_ctl start), archives the new timeline's history file and waits for
+     the health gate on DATABASE_URL.
+
+Run it as the postgres user (PostgreSQL does not run as root). An encrypted
+base set or archive needs OPSKIT_AGE_IDENTITY.
+
+Exit: 0 recovered and healthy; 1 recovered but the health gate failed;
+2 not recovered (production untouched); 64 usage.
+USAGE
+}
+
+YES=0 yes_production=0 target=() swap=0 into="" port=${OPSKIT_PITR_PORT:-5433} set=""
+while (($#)); do
+    case $1 in
+        --to) target=(--to "${2:?--to needs a time}"); shift ;;
+        --to-latest) target=(--latest) ;;
+        --swap) swap=1 ;;
+        --yes | -y) YES=1 ;;
+        --yes-production) yes_production=1 ;;
+        --into) into=${2:?--into needs a directory}; shift ;;
+        --port) port=${2:?--port needs a number}; shift ;;
+        --set) set=${2:?--set needs a base set}; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown argument '$1' (see --help)" 64 ;;
+    esac
+    shift
+done
+((${#target[@]})) || die "say where to recover to: --to TIME or --to-latest" 64
+[[ $(id -u) != 0 ]] || die "run as the postgres user (sudo -u postgres $0 ...): PostgreSQL does not run as root" 64
+
+load_env
+if ((swap)) && [[ "${OPSKIT_PRODUCTION:-0}" =~ ^(1|yes|true)$ && $yes_production != 1 ]]; then
+    die "this env file marks this server as production: pass --yes-production to swap a recovered cluster in" 64
+fi
+root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the base sets and the WAL archive)}
+pgdata=${OPSKIT_PGDATA:-}
+[[ -n "${OPSKIT_PG_BINDIR:-}" ]] && export PATH="$OPSKIT_PG_BINDIR:$PATH"
+((swap)) && [[ -z "$pgdata" ]] && die "--swap needs OPSKIT_PGDATA (the data directory to replace)" 64
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+if [[ -z "$into" ]]; then
+    [[ -n "$pgdata" ]] || die "give --into DIR or set OPSKIT_PGDATA (the new data directory goes beside it)" 64
+    into="$(dirname "$pgdata")/pitr-$stamp"
+fi
+t0=$(date +%s.%N)
+
+args=(restore "${target[@]}" --pgdata "$into" --root "$root")
+[[ -n "$set" ]] && args+=(--set "$set")
+[[ -n "${OPSKIT_PG_BINDIR:-}" ]] && args+=(--pg-bindir "$OPSKIT_PG_BINDIR")
+rec=$("$(tool walarchive)" "${args[@]}" | jq -c 'select(.event == "recovery")') \
+    || die "preparing $into failed; nothing was started and production was not touched" 2
+into=$(jq -r .pgdata <<<"$rec")
+superuser=$(jq -r .superuser <<<"$rec")
+log "$(jq -r '"starting from \(.set) (ended \(.base_finished_at)), \(.files) files"' <<<"$rec")"
+
+psql_side() { psql -X -q -A -t -h "$into" -p "$port" -U "$superuser" -d postgres "$@"; }
+pg_ctl -D "$into" -l "$into.log" -w -t 3600 \
+    -o "-c port=$port -c listen_addresses='' -c unix_socket_directories='$into' -c archive_mode=off" \
+    start >/dev/null || {
+    log "the recovered cluster did not start; its log ($into.log) ends:"
+    tail -n 5 "$into.log" >&2
+    die "recovery failed; $into is left for inspection; production was not touched" 2
+}
+while [[ $(psql_side -c 'SELECT pg_is_in_recovery()' 2>/dev/null) != f ]]; do
+    if ! pg_ctl -D "$into" status >/dev/null; then
+        log "the recovered cluster stopped during recovery; its log ($into.log) ends:"
+        grep -E 'FATAL|PANIC|recovery' "$into.log" | tail -n 5 >&2
+        die "recovery failed; production was not touched" 2
+    fi
+    sleep 0.5
+done
+took=$(elapsed "$t0")
+last=$(psql_side -c "SELECT coalesce(pg_last_xact_replay_timestamp()::text, 'none')")
+stop_line=$(grep -oE 'recovery stopping (before|after) .*' "$into.log" | tail -n 1 || true)
+printf '{"event":"pitr","target":%s,"recovered_in_s":%s,"last_transaction_replayed":"%s","stop":"%s","pgdata":"%s","socket":"%s","port":%s}\n' \
+    "$(jq -c '.target_time // .target' <<<"$rec")" "$took" "$last" "${stop_line//\"/\'}" "$into" "$into" "$port"
+log "recovered to ${target[*]} in ${took}s; last transaction replayed: $last${stop_line:+ ($stop_line)}"
+
+rc=0
+side_url="postgresql://$superuser@/postgres?host=$into&port=$port"
+"$(tool healthcheck)" -q --wait "${OPSKIT_HEALTH_WAIT:-2m}" "$side_url" >/dev/null || rc=1
+((rc)) && log "warning: the recovered cluster fails the health gate"
+
+if ((!swap)); then
+    log "the recovered cluster is up for inspection: psql -h $into -p $port -U $superuser -d <db>"
+    log "when done: pg_ctl -D $into stop && rm -rf $into $into.log"
+    exit "$rc"
+fi
+((rc)) && die "not swapped in: the recovered cluster failed the health gate; it is still up in $into" 1
+confirm "Replace the cluster in $pgdata with the one recovered to ${target[*]}? The current data directory is kept as $pgdata.before-$stamp." \
+    || die "not confirmed; production was not touched; the recovered cluster is still up in $into" 64
+
+pg_ctl -D "$into" stop -m fast -w >/dev/null
+# The recovery settings have done their work (recovery.signal is gone).
+sed -i '/^# written by opskit for recovery$/,$d' "$into/postgresql.auto.conf"
+log "stopping the production cluster"
+if [[ -n "${OPSKIT_PG_STOP:-}" ]]; then
+    bash -c "$OPSKIT_PG_STOP"
+else
+    pg_ctl -D "$pgdata" stop -m fast -w >/dev/null
+fi || die "the production cluster did not stop; nothing was swapped; the recovered copy is in $into" 2
+mv "$pgdata" "$pgdata.before-$stamp"
+mv "$into" "$pgdata"
+log "starting the recovered cluster in $pgdata (the old one is $pgdata.before-$stamp)"
+if [[ -n "${OPSKIT_PG_START:-}" ]]; then
+    bash -c "$OPSKIT_PG_START"
+else
+    pg_ctl -D "$pgdata" -l "$pgdata.log" -w start >/dev/null
+fi || die "the recovered cluster did not start in $pgdata; the old one is $pgdata.before-$stamp" 2
+# A promotion writes its timeline's history file while archiving was off
+# on the side socket: archive it now, or a later recovery cannot follow.
+for h in "$pgdata"/pg_wal/*.history; do
+    [[ -e "$h" ]] && "$(tool walarchive)" -q push "$h" "$(basename "$h")" --root "$root" >/dev/null
+done
+"$(tool healthcheck)" -q --wait "${OPSKIT_HEALTH_WAIT:-2m}" postgres: >/dev/null || rc=1
+took=$(elapsed "$t0")
+if ((rc)); then
+    log "swapped in, but the health gate failed; the old data directory is $pgdata.before-$stamp"
+    exit 1
+fi
+log "recovered: the cluster in $pgdata is at ${target[*]} (old one kept as $pgdata.before-$stamp); ${took}s"

@@ -1,0 +1,433 @@
+//! The point-in-time recovery drill, against a real cluster with
+//! archive_mode=on archiving through walarchive: a base set (pgbackup
+//! --physical) verified by replaying it; rows written steadily; a time T;
+//! `DELETE FROM orders`; restore-system.sh --to T brings back exactly the
+//! rows committed up to T on a side socket, then swaps the recovered cluster
+//! in. The RPO with archive_timeout is measured from a copy of the archive
+//! taken at the moment of a simulated disaster.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use opskit_testkit::Cluster;
+use opskit_testkit::procs::scripts_dir;
+use opskit_testkit::tools::{Output, bin, run};
+use opskit_testkit::wal::archiving_cluster;
+
+/// What the drill runs with: copies of the tools and scripts the server's
+/// user can run, a backup root it owns, and an env file.
+struct Drill {
+    c: &'static Cluster,
+    dir: PathBuf,
+    db: String,
+    _db: opskit_testkit::TestDb,
+}
+
+impl Drill {
+    fn new() -> Drill {
+        let c = archiving_cluster();
+        let dir = c.root().join("drill");
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        for t in ["pgbackup", "verify-backup", "walarchive", "healthcheck"] {
+            fs::copy(bin(t), dir.join("bin").join(t)).unwrap();
+        }
+        let st = Command::new("cp")
+            .arg("-r")
+            .arg(scripts_dir())
+            .arg(dir.join("scripts"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        fs::create_dir_all(dir.join("backups")).unwrap();
+        let held = c.create_db();
+        let d = Drill {
+            c,
+            dir,
+            db: held.name.clone(),
+            _db: held,
+        };
+        let (stop, start) = c.stop_start_commands();
+        let env = [
+            ("DATABASE_URL", c.url(&d.db)),
+            ("OPSKIT_BACKUP_ROOT", d.root().display().to_string()),
+            (
+                "OPSKIT_STATE_DIR",
+                d.dir.join("state").display().to_string(),
+            ),
+            ("OPSKIT_PG_BINDIR", c.bindir().display().to_string()),
+            ("OPSKIT_PGDATA", c.data().display().to_string()),
+            ("OPSKIT_PG_STOP", stop),
+            ("OPSKIT_PG_START", start),
+            ("OPSKIT_HEALTH_WAIT", "20s".into()),
+        ];
+        let text: String = env.iter().map(|(k, v)| format!("{k}=\"{v}\"\n")).collect();
+        fs::write(d.dir.join("opskit.env"), text).unwrap();
+        c.give(&d.dir);
+        let cmd = format!(
+            "{} -q push %p %f --root {}",
+            d.dir.join("bin/walarchive").display(),
+            d.root().display()
+        );
+        c.query(
+            "postgres",
+            &format!("ALTER SYSTEM SET archive_command = '{cmd}'"),
+        );
+        c.query("postgres", "SELECT pg_reload_conf()");
+        d
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.join("backups")
+    }
+
+    /// A tool or script, run as the server's user.
+    fn cmd(&self, prog: &Path) -> Command {
+        let mut cmd = Command::new(prog);
+        self.c.as_server_user(&mut cmd);
+        cmd.env("OPSKIT_ENV", self.dir.join("opskit.env"))
+            .env("OPSKIT_BIN", self.dir.join("bin"))
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", self.c.bindir().display()),
+            )
+            .env_remove("DATABASE_URL")
+            .env_remove("OPSKIT_BACKUP_ROOT")
+            .env_remove("OPSKIT_AGE_IDENTITY")
+            .env_remove("OPSKIT_LOG");
+        cmd
+    }
+
+    fn tool(&self, name: &str) -> Command {
+        self.cmd(&self.dir.join("bin").join(name))
+    }
+
+    fn script(&self, name: &str) -> Command {
+        self.cmd(&self.dir.join("scripts").join(name))
+    }
+
+    /// Switch to a new segment and wait until the server has archived it.
+    fn archive_now(&self) {
+        let seg = self
+            .c
+            .query("postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0]
+            .clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = self.c.query(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            if last[0] >= seg {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{seg} was not archived: {last:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// (count, max id) of orders on a recovered cluster's private socket.
+    fn side_orders(&self, socket: &Path, port: u16) -> (i64, i64) {
+        let mut cl = postgres::Config::new()
+            .host_path(socket)
+            .port(port)
+            .user(opskit_testkit::pg::SUPERUSER)
+            .dbname(&self.db)
+            .connect(postgres::NoTls)
+            .unwrap();
+        let r = cl
+            .query_one("SELECT count(*), coalesce(max(id), 0) FROM orders", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    }
+
+    fn stop_side(&self, data: &Path) {
+        let out = run(self
+            .cmd(&self.c.bindir().join("pg_ctl"))
+            .arg("-D")
+            .arg(data)
+            .args(["stop", "-m", "fast", "-w"]));
+        assert!(out.code == 0, "{}", out.stderr);
+    }
+}
+
+/// Inserts a row into orders every few milliseconds until stopped, each in
+/// its own transaction; can be held, so a time T falls between two commits.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
+    last_id: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(c: &'static Cluster, db: &str, every: Duration) -> Writer {
+        let (stop, hold, held) = Default::default();
+        let last_id = Arc::new(AtomicU64::new(0));
+        let mut w = Writer {
+            stop,
+            hold,
+            held,
+            last_id,
+            handle: None,
+        };
+        let (stop, hold, held, last) = (
+            w.stop.clone(),
+            w.hold.clone(),
+            w.held.clone(),
+            w.last_id.clone(),
+        );
+        let mut client = c.client(db);
+        w.handle = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if hold.load(Ordering::SeqCst) {
+                    held.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                held.store(false, Ordering::SeqCst);
+                let id: i64 = client
+                    .query_one(
+                        "INSERT INTO orders (note) VALUES ('steady') RETURNING id",
+                        &[],
+                    )
+                    .unwrap()
+                    .get(0);
+                last.store(id as u64, Ordering::SeqCst);
+                std::thread::sleep(every);
+            }
+        }));
+        w
+    }
+
+    /// Hold the writer between two commits; the last id committed.
+    fn pause(&self) -> u64 {
+        self.hold.store(true, Ordering::SeqCst);
+        while !self.held.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.last_id.load(Ordering::SeqCst)
+    }
+
+    fn resume(&self) {
+        self.hold.store(false, Ordering::SeqCst);
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.take().unwrap().join().unwrap();
+        self.last_id.load(Ordering::SeqCst)
+    }
+}
+
+fn pitr_line(out: &Output) -> serde_json::Value {
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("\"event\":\"pitr\""))
+        .unwrap_or_else(|| panic!("no pitr line:\n{}\n{}", out.stdout, out.stderr));
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
+    let d = Drill::new();
+    let c = d.c;
+    c.query(
+        &d.db,
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+         INSERT INTO orders (note) SELECT 'before the base backup' FROM generate_series(1, 500)",
+    );
+
+    // The base set, and its verification by replay.
+    let out = run(d
+        .tool("pgbackup")
+        .args(["--physical", "--dest"])
+        .arg(d.root())
+        .arg("--db")
+        .arg(c.url("postgres")));
+    assert!(out.code == 0, "{}", out.stderr);
+    let set = out.events("backup")[0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(set.contains("-base-"), "{set}");
+    let out = run(d
+        .tool("verify-backup")
+        .args(["--replay", "--record", "--scratch"])
+        .arg(d.dir.join("scratch"))
+        .arg(&set));
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let v = &out.events("verify")[0];
+    assert_eq!(v["depth"], "restore", "{v}");
+    let replay = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "replay")
+        .unwrap();
+    assert_eq!(replay["ok"], true, "{replay}");
+
+    // Steady writes; T between two commits; a DELETE after T; more writes.
+    let w = Writer::start(c, &d.db, Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let upto = w.pause();
+    std::thread::sleep(Duration::from_millis(20));
+    let t = c.query(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )[0]
+    .clone();
+    std::thread::sleep(Duration::from_millis(20));
+    w.resume();
+    std::thread::sleep(Duration::from_millis(300));
+    c.query(&d.db, "DELETE FROM orders");
+    std::thread::sleep(Duration::from_millis(300));
+    let last = w.finish();
+    assert!(
+        last > upto + 10,
+        "rows were written after T ({upto}..{last})"
+    );
+    d.archive_now();
+
+    // Inspection: a side cluster recovered to T.
+    let side = d.dir.join("side");
+    let out = run(d
+        .script("restore-system.sh")
+        .args(["--to", &t, "--port", "5439", "--into"])
+        .arg(&side));
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let p = pitr_line(&out);
+    eprintln!("recovered to {t}: {p}");
+    let (count, max) = d.side_orders(&side, 5439);
+    assert_eq!(
+        max as u64, upto,
+        "the last row committed before T is there, none after"
+    );
+    assert_eq!(count as u64, upto, "every row committed up to T is there");
+    assert_ne!(p["last_transaction_replayed"], "none");
+    let before_t = format!("SELECT count(*) FROM orders WHERE id <= {upto}");
+    assert_eq!(c.query(&d.db, &before_t)[0], "0", "production untouched");
+    d.stop_side(&side);
+    fs::remove_dir_all(&side).unwrap();
+
+    // A target before the base set ended: refused, nothing written.
+    let out = run(d
+        .script("restore-system.sh")
+        .args(["--to", "2001-01-01T00:00:00Z", "--into"])
+        .arg(d.dir.join("never")));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no base set ended before"),
+        "{}",
+        out.stderr
+    );
+    assert!(!d.dir.join("never").exists());
+
+    rpo(&d);
+
+    // The swap: production's data directory aside, the recovered one in.
+    let out = run(d
+        .script("restore-system.sh")
+        .args(["--to", &t, "--swap", "--yes", "--port", "5439"]));
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let r = c.query(&d.db, "SELECT count(*) || ' ' || max(id) FROM orders");
+    assert_eq!(r[0], format!("{upto} {upto}"));
+    let aside: Vec<String> = fs::read_dir(c.root())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data.before-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the old data directory is kept");
+    // The new timeline's history is archived, and archiving goes on there.
+    let tli = c.query(
+        "postgres",
+        "SELECT lpad(to_hex(timeline_id), 8, '0') FROM pg_control_checkpoint()",
+    )[0]
+    .to_uppercase();
+    assert_ne!(tli, "00000001");
+    assert!(
+        d.root()
+            .join(format!("wal/{tli}/{tli}.history.sha256"))
+            .exists(),
+        "history file of timeline {tli} archived"
+    );
+    c.query(
+        &d.db,
+        "INSERT INTO orders (note) VALUES ('after the recovery')",
+    );
+    d.archive_now();
+}
+
+/// The RPO: with archive_timeout = 10s and a steady write load, a copy of
+/// the archive taken at the moment the server is "lost" recovers to within
+/// archive_timeout of the last commit.
+fn rpo(d: &Drill) {
+    let c = d.c;
+    let timeout = 10;
+    c.query(
+        "postgres",
+        &format!("ALTER SYSTEM SET archive_timeout = '{timeout}s'"),
+    );
+    c.query("postgres", "SELECT pg_reload_conf()");
+    d.archive_now();
+    let w = Writer::start(c, &d.db, Duration::from_millis(50));
+    std::thread::sleep(Duration::from_secs(2 * timeout + 3));
+    // The disaster: what is in the archive now is all that survives.
+    let lost_at = w.pause();
+    let survived = d.dir.join("survived");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(d.root())
+        .arg(&survived)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    w.finish();
+    c.query("postgres", "ALTER SYSTEM SET archive_timeout = 0");
+    c.query("postgres", "SELECT pg_reload_conf()");
+    let last_commit: f64 = c.query(
+        &d.db,
+        &format!("SELECT extract(epoch FROM at) FROM orders WHERE id = {lost_at}"),
+    )[0]
+    .parse()
+    .unwrap();
+    let side = d.dir.join("side-rpo");
+    let out = run(d
+        .script("restore-pitr.sh")
+        .args(["--to-latest", "--port", "5440", "--into"])
+        .arg(&side)
+        .env("OPSKIT_BACKUP_ROOT", &survived));
+    // The env file names the live root: point this run at the copy.
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let mut cl = postgres::Config::new()
+        .host_path(&side)
+        .port(5440)
+        .user(opskit_testkit::pg::SUPERUSER)
+        .dbname(&d.db)
+        .connect(postgres::NoTls)
+        .unwrap();
+    let recovered: f64 = cl
+        .query_one(
+            "SELECT extract(epoch FROM max(at))::float8 FROM orders WHERE note = 'steady'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let lost = last_commit - recovered;
+    eprintln!("RPO with archive_timeout = {timeout}s: {lost:.1}s of committed transactions lost");
+    assert!(
+        (0.0..=timeout as f64 + 2.0).contains(&lost),
+        "lost {lost:.1}s with archive_timeout {timeout}s"
+    );
+    d.stop_side(&side);
+    fs::remove_dir_all(&side).unwrap();
+}

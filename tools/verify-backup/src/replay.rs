@@ -1,0 +1,284 @@
+//! The restore depth of a base set: unpack it into a scratch data directory
+//! (its sha256 checked as it streams), run the real `pg_verifybackup` on it,
+//! start a scratch cluster from it on a private socket that replays WAL to
+//! the first consistent point (the WAL in the set, then the archive through
+//! `walarchive fetch` when the backup root has one) and is promoted, read
+//! every table of every database, then stop it and remove it all, also when
+//! a step fails.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use opskit::backupset::{Manifest, PhysicalInfo};
+use opskit::crypt::Identities;
+use opskit::pgcatalog::table_row_counts;
+use opskit::pgconn::{ConnSpec, describe_pg_error};
+use opskit::pgtools::{self, PgTool};
+use opskit::{Error, Result, physical};
+
+use crate::checks::{Check, Name};
+
+/// How long the scratch cluster may take to reach consistency.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A scratch directory with a data directory and a socket directory; the
+/// cluster in it is stopped and everything removed when dropped.
+struct Scratch {
+    dir: PathBuf,
+    pg_ctl: Option<PathBuf>,
+}
+
+impl Scratch {
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    fn sock(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+    fn log(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+    /// The server log's last lines that say something went wrong.
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.log()).unwrap_or_default();
+        let bad: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("FATAL") || l.contains("ERROR") || l.contains("PANIC"))
+            .collect();
+        let pick = if bad.is_empty() {
+            text.lines().rev().take(3).collect::<Vec<_>>()
+        } else {
+            bad.into_iter().rev().take(3).collect()
+        };
+        pick.into_iter().rev().collect::<Vec<_>>().join("; ")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(pg_ctl) = &self.pg_ctl {
+            let _ = Command::new(pg_ctl)
+                .arg("-D")
+                .arg(self.data())
+                .args(["stop", "-m", "immediate", "-w", "-s"])
+                .output();
+        }
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            log::error!("could not remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Restore the base set `set` into a scratch cluster under `scratch_root`
+/// and check it. Returns the checks and the time to a promoted cluster.
+pub fn test(
+    set: &Path,
+    m: &Manifest,
+    ids: Option<&Identities>,
+    scratch_root: &Path,
+    bindir: Option<&Path>,
+) -> Result<(Vec<Check>, Option<f64>)> {
+    let info = m.physical.as_ref().expect("called for base sets");
+    if opskit::sys::euid() == 0 {
+        return Ok((
+            vec![Check::fail(
+                Name::Replay,
+                None,
+                "PostgreSQL does not run as root: run verify-backup as the cluster's owner (sudo -u postgres verify-backup …)",
+            )],
+            None,
+        ));
+    }
+    let major = pgtools::major_of_num(info.server_version_num);
+    let pg_ctl = pgtools::find("pg_ctl", major, &info.server_version, bindir)?;
+    let verifybackup = pgtools::find("pg_verifybackup", major, &info.server_version, bindir)?;
+    let start = Instant::now();
+    let dir = scratch_root.join(format!(
+        "opskit-replay-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().format("%H%M%S%3f")
+    ));
+    fs::create_dir_all(scratch_root).map_err(|e| Error::io("creating", scratch_root, &e))?;
+    std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .map_err(|e| Error::io("creating", &dir, &e))?;
+    let mut scratch = Scratch { dir, pg_ctl: None };
+    fs::create_dir(scratch.sock()).map_err(|e| Error::io("creating", &scratch.sock(), &e))?;
+
+    let mut checks = Vec::new();
+    let file = physical::base_file(m).map(|f| f.name.clone());
+    if let Err(e) = physical::unpack(set, m, ids, &scratch.data()) {
+        checks.push(Check::fail(Name::Replay, file.as_deref(), e.msg));
+        return Ok((checks, None));
+    }
+    // Before anything in the data directory is changed.
+    checks.push(verify(&verifybackup, &scratch.data()));
+    if !checks[0].ok {
+        return Ok((checks, None));
+    }
+    write_recovery(&scratch, set)?;
+    scratch.pg_ctl = Some(pg_ctl.path.clone());
+    match start_and_promote(&scratch, &pg_ctl, info, ids) {
+        Ok(detail) => checks.push(Check::pass(Name::Replay, None, detail)),
+        Err(e) => {
+            checks.push(Check::fail(
+                Name::Replay,
+                None,
+                format!("{e}: {}", scratch.log_tail()),
+            ));
+            return Ok((checks, None));
+        }
+    }
+    let secs = opskit::record::secs(start.elapsed());
+    checks.push(read_everything(&scratch, info));
+    Ok((checks, Some(secs)))
+}
+
+fn verify(tool: &PgTool, data: &Path) -> Check {
+    match physical::pg_verifybackup(tool, data) {
+        Ok(()) => Check::pass(
+            Name::Verifybackup,
+            None,
+            "pg_verifybackup: every file matches backup_manifest, the WAL parses",
+        ),
+        Err(e) => Check::fail(Name::Verifybackup, None, e),
+    }
+}
+
+/// recovery.signal, and the settings that make the scratch cluster recover
+/// to the first consistent point and promote, with WAL from the archive of
+/// the set's backup root when there is one.
+fn write_recovery(scratch: &Scratch, set: &Path) -> Result<()> {
+    let root = set.parent().unwrap_or(Path::new("."));
+    let walarchive = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("walarchive")));
+    let restore_command = match walarchive {
+        Some(w) if root.join("wal").is_dir() && w.is_file() => format!(
+            "{} fetch %f %p --root {} --quiet",
+            w.display(),
+            root.display()
+        ),
+        // The WAL in the set only (archive recovery needs a command).
+        _ => "false".into(),
+    };
+    physical::write_recovery(
+        &scratch.data(),
+        &[
+            ("recovery_target", "immediate".into()),
+            ("recovery_target_action", "promote".into()),
+            ("restore_command", restore_command),
+        ],
+    )?;
+    let hba = scratch.dir.join("hba.conf");
+    opskit::durable::write_file(&hba, 0o600, b"local all all trust\n")
+}
+
+/// The scratch cluster's connection: its private socket, as the set's
+/// bootstrap superuser.
+fn spec(scratch: &Scratch, info: &PhysicalInfo, db: &str) -> Result<ConnSpec> {
+    let user = if info.superuser.is_empty() {
+        "postgres"
+    } else {
+        &info.superuser
+    };
+    let url = format!(
+        "postgresql://{user}@/{db}?host={}&port=5432&connect_timeout=10",
+        scratch.sock().display()
+    );
+    ConnSpec::resolve(Some(&url))
+}
+
+/// Start the scratch cluster (no archiving, no TCP, trust on its private
+/// socket only) and wait until recovery has ended.
+fn start_and_promote(
+    scratch: &Scratch,
+    pg_ctl: &PgTool,
+    info: &PhysicalInfo,
+    ids: Option<&Identities>,
+) -> std::result::Result<String, String> {
+    let opts = format!(
+        "-c port=5432 -c listen_addresses='' -c unix_socket_directories='{}' -c hba_file='{}' \
+         -c archive_mode=off -c logging_collector=off",
+        scratch.sock().display(),
+        scratch.dir.join("hba.conf").display()
+    );
+    let mut cmd = Command::new(&pg_ctl.path);
+    if let Some(ids) = ids {
+        // For `walarchive fetch` of an encrypted archive.
+        cmd.env("OPSKIT_AGE_IDENTITY", ids.path());
+    }
+    let out = cmd
+        .arg("-D")
+        .arg(scratch.data())
+        .arg("-l")
+        .arg(scratch.log())
+        .args(["-o", &opts, "-w", "-t"])
+        .arg(REPLAY_TIMEOUT.as_secs().to_string())
+        .arg("start")
+        .output()
+        .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+    if !out.status.success() {
+        return Err("the scratch cluster did not start".into());
+    }
+    let deadline = Instant::now() + REPLAY_TIMEOUT;
+    let spec = spec(scratch, info, "postgres").map_err(|e| e.msg)?;
+    loop {
+        let state = spec.connect().map_err(|e| e.msg).and_then(|mut c| {
+            c.query_one(
+                "SELECT pg_is_in_recovery(), timeline_id FROM pg_control_checkpoint()",
+                &[],
+            )
+            .map(|r| (r.get::<_, bool>(0), r.get::<_, i32>(1)))
+            .map_err(|e| describe_pg_error(&e))
+        });
+        match state {
+            Ok((false, tli)) => {
+                return Ok(format!(
+                    "replayed from {} past {} (consistent) and promoted (timeline {tli})",
+                    info.start_lsn, info.end_lsn
+                ));
+            }
+            Ok((true, _)) | Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok((true, _)) => return Err("still recovering after 10 minutes".into()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every table of every database, read to its end.
+fn read_everything(scratch: &Scratch, info: &PhysicalInfo) -> Check {
+    let counted = (|| -> Result<(usize, usize, u64)> {
+        let mut admin = spec(scratch, info, "postgres")?.connect()?;
+        let dbs: Vec<String> = admin
+            .query(
+                "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
+                &[],
+            )
+            .map_err(|e| Error::failure(describe_pg_error(&e)))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let (mut tables, mut rows) = (0usize, 0u64);
+        for db in &dbs {
+            let mut c = spec(scratch, info, db)?.connect()?;
+            let counts = table_row_counts(&mut c)
+                .map_err(|e| Error::failure(format!("{db}: {}", describe_pg_error(&e))))?;
+            tables += counts.len();
+            rows += counts.values().sum::<u64>();
+        }
+        Ok((dbs.len(), tables, rows))
+    })();
+    match counted {
+        Ok((dbs, tables, rows)) => Check::pass(
+            Name::TablesReadable,
+            None,
+            format!("{dbs} databases, {tables} tables read, {rows} rows"),
+        ),
+        Err(e) => Check::fail(Name::TablesReadable, None, e.msg),
+    }
+}
