@@ -32,7 +32,13 @@ impl Drill {
         let c = archiving_cluster();
         let dir = c.root().join("drill");
         fs::create_dir_all(dir.join("bin")).unwrap();
-        for t in ["pgbackup", "verify-backup", "walarchive", "healthcheck"] {
+        for t in [
+            "pgbackup",
+            "verify-backup",
+            "walarchive",
+            "healthcheck",
+            "prune",
+        ] {
             fs::copy(bin(t), dir.join("bin").join(t)).unwrap();
         }
         let st = Command::new("cp")
@@ -365,6 +371,81 @@ fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
         "INSERT INTO orders (note) VALUES ('after the recovery')",
     );
     d.archive_now();
+    retention(&d, &set, &tli);
+}
+
+/// A second base set on the new timeline; prune keeps it alone and deletes
+/// the WAL only the first one needed, never a segment from the kept set's
+/// start on, nor a history file; the kept set still verifies with its WAL.
+fn retention(d: &Drill, first: &str, tli: &str) {
+    let out = run(d
+        .tool("pgbackup")
+        .args(["--physical", "--dest"])
+        .arg(d.root())
+        .arg("--db")
+        .arg(d.c.url("postgres")));
+    assert!(out.code == 0, "{}", out.stderr);
+    let second = out.events("backup")[0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(format!("{second}/MANIFEST.json")).unwrap())
+            .unwrap();
+    let start = m["physical"]["start_wal"].as_str().unwrap().to_string();
+    assert!(start.starts_with(tli), "{start}");
+    let out = run(d.tool("verify-backup").arg("--record").arg(&second));
+    assert!(out.code == 0, "{}", out.stdout);
+    let segments = |tl: &str| -> Vec<String> {
+        fs::read_dir(d.root().join("wal").join(tl))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter_map(|n| n.strip_suffix(".sha256").map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = segments("00000001");
+    assert!(before.iter().any(|n| n.len() == 24), "{before:?}");
+
+    let out = run(d.tool("prune").arg(d.root()).args(["--keep-last", "1"]));
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(!Path::new(first).exists(), "the first base set is pruned");
+    assert!(Path::new(&second).exists());
+    let wal = out
+        .events("prune")
+        .into_iter()
+        .find(|r| r["name"] == "wal")
+        .unwrap_or_else(|| panic!("no wal record: {}", out.stdout));
+    assert_eq!(wal["deleted"], true, "{wal}");
+    for tl in ["00000001", tli] {
+        for n in segments(tl) {
+            if n.len() == 24 {
+                assert!(n[8..] >= start[8..], "{n} is before {start} and was kept");
+            }
+        }
+    }
+    assert!(segments(tli).contains(&format!("{tli}.history")));
+    assert!(
+        segments(tli).contains(&start),
+        "the kept set's start segment stays"
+    );
+    // The kept set still has every segment it needs.
+    let out = run(d.tool("verify-backup").arg("--quick").arg(&second));
+    assert!(out.code == 0, "{}", out.stdout);
+    let v = &out.events("verify")[0];
+    let w = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "wal")
+        .unwrap();
+    assert_eq!(w["ok"], true, "{w}");
+    assert!(
+        w["detail"].as_str().unwrap().contains("segments archived"),
+        "{w}"
+    );
 }
 
 /// The RPO: with archive_timeout = 10s and a steady write load, a copy of

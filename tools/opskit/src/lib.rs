@@ -17,6 +17,7 @@
 //! * [`pgcatalog`]: the tables a dump carries and their row counts;
 //! * [`pgtools`]: the real `pg_dump`/`pg_restore` matching a server;
 //! * [`physical`]: base sets: WAL positions, the tar's `backup_manifest`, unpacking;
+//! * [`walchain`]: whether the WAL archive holds every segment a base set needs;
 //! * [`units`]: durations (`90s`, `7d`) and sizes (`10M`);
 //! * [`pool`]: bounded work on every core, and one call under a deadline;
 //! * [`sys`]: users, groups, euid and the host name;
@@ -42,6 +43,7 @@ pub mod record;
 pub mod records;
 pub mod sys;
 pub mod units;
+pub mod walchain;
 
 pub use exit::{Error, Exit, IoContext, Result};
 pub use record::{Done, Emitter};

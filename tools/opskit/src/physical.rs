@@ -50,6 +50,88 @@ pub fn segment_of(name: &str, seg_size: u64) -> Option<(u32, u64)> {
     Some((tli, log * ((1u64 << 32) / seg_size) + seg))
 }
 
+/// The archive's directory in a backup root (`ROOT/wal/<timeline>/`), and
+/// the checksum file that marks a WAL file archived (written last by
+/// `walarchive push`).
+pub const WAL_DIR: &str = "wal";
+pub const SIDECAR: &str = ".sha256";
+
+/// One archived WAL file (its checksum file is there).
+#[derive(Debug, Clone)]
+pub struct ArchivedWal {
+    /// The WAL file's name (`%f`): a segment, `.history`, `.backup`, `.partial`.
+    pub name: String,
+    /// Its timeline directory.
+    pub dir: std::path::PathBuf,
+}
+
+impl ArchivedWal {
+    /// The files that hold it: the checksum file first (removing it first
+    /// makes the file "not archived" before its data goes), then the
+    /// stored file(s).
+    pub fn files(&self) -> Vec<std::path::PathBuf> {
+        let mut out = vec![self.dir.join(format!("{}{SIDECAR}", self.name))];
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let stored = n == self.name
+                    || n.strip_prefix(&self.name).is_some_and(|rest| {
+                        [".zst", ".gz", ".age"].iter().any(|x| rest.starts_with(x))
+                    });
+                if stored && !n.ends_with(SIDECAR) {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Every archived WAL file under `root`'s archive (none when there is no
+/// archive).
+pub fn archived_wal(root: &Path) -> Result<Vec<ArchivedWal>> {
+    let dir = root.join(WAL_DIR);
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("reading", &dir, &e)),
+    };
+    let mut out = Vec::new();
+    for tli in rd.flatten() {
+        let path = tli.path();
+        if !path.is_dir() {
+            continue;
+        }
+        for e in fs::read_dir(&path).at("reading", &path)?.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(name) = n.strip_suffix(SIDECAR)
+                && !name.starts_with('.')
+            {
+                out.push(ArchivedWal {
+                    name: name.to_string(),
+                    dir: path.clone(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// A timeline history file's entries: (parent timeline, the LSN where the
+/// next timeline branched off it), oldest first.
+pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let tli = w.next()?.parse().ok()?;
+            let lsn = parse_lsn(w.next()?)?;
+            Some((tli, lsn))
+        })
+        .collect()
+}
+
 /// Where a base backup starts and ends, from `pg_basebackup --verbose`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupPoints {
@@ -321,6 +403,14 @@ mod tests {
         );
         assert_eq!(segment_of("0000000200000001000000FF", seg), Some((2, 511)));
         assert_eq!(segment_of("00000002.history", seg), None);
+    }
+
+    #[test]
+    fn history_files() {
+        let h = parse_history(
+            "1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tbefore 2026-12-04\n",
+        );
+        assert_eq!(h, vec![(1, 0x3000158), (2, 0x5000000)]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod plan;
 pub mod policy;
 pub mod scan;
+pub mod wal;
 
 use std::collections::HashMap;
 use std::fs;
@@ -36,7 +37,11 @@ use crate::scan::Kind;
 /// Whatever the policy: the newest set is kept; the --min-keep newest sets
 /// that passed verification are kept; a set that failed verification never
 /// fills a keep slot and is deleted only with --delete-corrupt; nothing but
-/// backup sets directly under ROOT is ever deleted. Verification results come
+/// backup sets directly under ROOT, and archived WAL no kept base set
+/// needs, is ever deleted. Each series (sets of one
+/// name: `app` dumps, `app-base` base sets) is kept by the policy on its own.
+/// Archived WAL (ROOT/wal) older than the start of the oldest base set kept
+/// is deleted; nothing a kept base set needs. Verification results come
 /// from verify-backup records on stdin and from ROOT/verified.ndjson.
 ///
 ///   verify-backup --latest /var/backups/opskit --record | \
@@ -264,6 +269,11 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<PruneCounts>, Error> {
         tally.count(&rec);
         em.emit(&rec)?;
     }
+    let kept: Vec<PathBuf> = (0..decisions.len())
+        .filter(|&k| matches!(actions[k], Action::Keep | Action::Corrupt(_)))
+        .map(|k| entries[decisions[k].index].path.clone())
+        .collect();
+    tally.bytes += wal::prune(&root, &kept, hold.is_some(), em)?;
     if verdicts.upstream_failed || verdicts.input_errors > 0 {
         tally.exit = tally.exit.worst(Exit::Failure);
     }

@@ -48,8 +48,8 @@ pub struct Decision {
     pub verified: Option<bool>,
 }
 
-/// Decide for every entry. Candidates come first, newest first; then
-/// leftovers and ignored entries.
+/// Decide for every entry, each series of sets on its own ([`series`]).
+/// Candidates come first, newest first; then leftovers and ignored entries.
 pub fn decide(
     entries: &[Entry],
     policy: &Policy,
@@ -60,8 +60,15 @@ pub fn decide(
     status_of: impl Fn(&str) -> Status,
 ) -> Vec<Decision> {
     let cands = candidates(entries, status_of);
-    let mut reasons = policy_reasons(&cands, policy, tz, now);
-    safety_reasons(&cands, &mut reasons, min_keep);
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); cands.len()];
+    for group in series(entries, &cands) {
+        let sub: Vec<Candidate> = group.iter().map(|&k| cands[k].clone()).collect();
+        let mut r = policy_reasons(&sub, policy, tz, now);
+        safety_reasons(&sub, &mut r, min_keep);
+        for (j, &k) in group.iter().enumerate() {
+            reasons[k] = std::mem::take(&mut r[j]);
+        }
+    }
     let mut out = Vec::with_capacity(entries.len());
     for (k, c) in cands.into_iter().enumerate() {
         out.push(decision(c, std::mem::take(&mut reasons[k]), delete_corrupt));
@@ -80,6 +87,29 @@ pub fn decide(
         });
     }
     out
+}
+
+/// The candidates split into series, each kept by the policy on its own
+/// (as restic groups snapshots): sets of one name (`app`, and `app-base`
+/// for base sets, so a nightly dump and a nightly base backup do not take
+/// each other's daily slot), and legacy files. Each keeps its order,
+/// newest first.
+fn series(entries: &[Entry], cands: &[Candidate]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (k, c) in cands.iter().enumerate() {
+        let e = &entries[c.0];
+        let key = match e.kind {
+            Kind::Set { .. } => opskit::backupset::parse_set_dir_name(&e.name)
+                .map(|(n, _)| n)
+                .unwrap_or(""),
+            _ => "",
+        };
+        match groups.iter_mut().find(|(g, _)| *g == key) {
+            Some((_, v)) => v.push(k),
+            None => groups.push((key, vec![k])),
+        }
+    }
+    groups.into_iter().map(|(_, v)| v).collect()
 }
 
 /// A set (or legacy file) the policy decides on: its entry, time, status.
@@ -186,6 +216,29 @@ mod tests {
                 time: DateTime::from_timestamp(secs, 0).unwrap(),
             },
         }
+    }
+
+    #[test]
+    fn dumps_and_base_sets_are_kept_each_by_the_policy() {
+        let entries = vec![
+            set("app-20261204T020000Z", 3000),
+            set("app-base-20261204T010000Z", 2000),
+            set("app-20261203T020000Z", 1000),
+            set("app-base-20261203T010000Z", 500),
+        ];
+        let p = Policy {
+            last: 1,
+            ..Default::default()
+        };
+        let d = decide(&entries, &p, Tz::UTC, Utc::now(), 1, false, |_| {
+            Status::Good
+        });
+        let kept: Vec<&str> = d
+            .iter()
+            .filter(|d| d.action == Action::Keep)
+            .map(|d| entries[d.index].name.as_str())
+            .collect();
+        assert_eq!(kept, ["app-20261204T020000Z", "app-base-20261204T010000Z"]);
     }
 
     #[test]

@@ -35,9 +35,13 @@ pub enum Kind {
     Ignored { why: String },
 }
 
-/// Files of opskit's own in a root, neither candidates nor worth listing.
+/// Files of opskit's own in a root, neither candidates nor worth listing
+/// (the WAL archive is pruned on its own terms, by [`crate::wal`]).
 pub fn is_own_file(name: &str) -> bool {
-    matches!(name, backupset::LOCK_FILE | backupset::VERIFIED_LOG)
+    matches!(
+        name,
+        backupset::LOCK_FILE | backupset::VERIFIED_LOG | opskit::physical::WAL_DIR
+    )
 }
 
 /// List the root. Entries are classified on two threads: for a root of

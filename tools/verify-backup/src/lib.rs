@@ -405,6 +405,9 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
                     how.ids,
                 ));
             }
+            if let Some(info) = &m.physical {
+                rec.checks.push(wal_chain(path, info));
+            }
             rec.created_at = Some(m.started_at);
             rec.bytes = Some(m.files.iter().map(|f| f.bytes).sum());
             if depth == Depth::Restore {
@@ -439,6 +442,43 @@ fn restore_test(how: &How, path: &Path, m: &Manifest, rec: &mut Verify) -> Resul
     rec.checks.extend(more);
     rec.restore_s = secs;
     Ok(())
+}
+
+/// A base set: the WAL archive of its root holds every segment from the
+/// set's start to the newest archived one, so it recovers to any time
+/// since it was taken.
+fn wal_chain(set: &Path, info: &opskit::backupset::PhysicalInfo) -> Check {
+    let root = set.parent().unwrap_or(Path::new("."));
+    match opskit::walchain::follow(root, info) {
+        Ok(None) => Check::pass(
+            Name::Wal,
+            None,
+            "no WAL archive in this root: the set recovers to its own end only",
+        ),
+        Ok(Some(c)) if c.missing == 0 => Check::pass(
+            Name::Wal,
+            None,
+            format!(
+                "{} segments archived from {} to {} (timelines {:?}): it recovers to any time since it was taken",
+                c.segments,
+                info.start_wal,
+                c.newest.as_deref().unwrap_or("-"),
+                c.timelines
+            ),
+        ),
+        Ok(Some(c)) => Check::fail(
+            Name::Wal,
+            None,
+            format!(
+                "{} segments missing from the archive between {} and {} (first: {}): recovery from this set stops before them",
+                c.missing,
+                info.start_wal,
+                c.newest.as_deref().unwrap_or("-"),
+                c.first_missing.join(", ")
+            ),
+        ),
+        Err(e) => Check::fail(Name::Wal, None, e.msg),
+    }
 }
 
 /// Read the manifest and its hash; a missing or bad manifest is the one

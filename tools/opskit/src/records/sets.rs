@@ -109,6 +109,9 @@ pub enum SetCheckName {
     BackupManifest,
     /// `pg_verifybackup` passed the unpacked base set (checksums, WAL).
     Verifybackup,
+    /// The WAL archive beside a base set holds every segment from its start
+    /// to the newest archived one (timelines followed).
+    Wal,
     /// A scratch cluster started from a base set replayed WAL to a
     /// consistent point and was promoted.
     Replay,

@@ -1,0 +1,100 @@
+//! WAL retention: once the sets are decided, archived WAL older than the
+//! start segment of the oldest base set that is kept goes, and nothing a
+//! kept base set needs: every segment from its start on stays, on every
+//! timeline, and timeline history files always stay. A root without a kept
+//! base set keeps all its WAL (nothing says what is safe to delete).
+
+use std::path::{Path, PathBuf};
+
+use opskit::backupset;
+use opskit::physical::{self, ArchivedWal, segment_of};
+use opskit::records::{Prune, PruneAction};
+use opskit::{Emitter, Result};
+
+/// The first segment the kept base sets need: (its number, its name, the
+/// set that needs it, the segment size).
+fn oldest_start(kept: &[PathBuf]) -> Option<(u64, String, String, u64)> {
+    let mut best: Option<(u64, String, String, u64)> = None;
+    for set in kept {
+        let Ok((m, _)) = backupset::read_manifest(set) else {
+            continue;
+        };
+        let Some(info) = m.physical else { continue };
+        let Some((_, n)) = segment_of(&info.start_wal, info.wal_segment_size) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|b| n < b.0) {
+            best = Some((n, info.start_wal, m.set, info.wal_segment_size));
+        }
+    }
+    best
+}
+
+/// Whether an archived file is older than segment `first`: a segment, a
+/// partial segment or a backup label before it. History files never are.
+fn before(w: &ArchivedWal, first: u64, seg_size: u64) -> bool {
+    w.name.len() >= 24
+        && !w.name.ends_with(".history")
+        && segment_of(&w.name[..24], seg_size).is_some_and(|(_, n)| n < first)
+}
+
+/// Delete (unless `held`) the WAL no kept base set needs and report it in
+/// one `prune` record; the bytes freed.
+pub fn prune(root: &Path, kept: &[PathBuf], held: bool, em: &mut Emitter) -> Result<u64> {
+    let archived = physical::archived_wal(root)?;
+    if archived.is_empty() {
+        return Ok(0);
+    }
+    let Some((first, name, set, seg_size)) = oldest_start(kept) else {
+        log::info!("no base set is kept: the WAL archive is left whole");
+        return Ok(0);
+    };
+    let doomed: Vec<&ArchivedWal> = archived
+        .iter()
+        .filter(|w| before(w, first, seg_size))
+        .collect();
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    let (mut bytes, mut error) = (0u64, None);
+    if !held {
+        for w in &doomed {
+            // The checksum file first: a half-deleted file is "not archived".
+            for f in w.files() {
+                let size = f.symlink_metadata().map(|m| m.len()).unwrap_or(0);
+                match std::fs::remove_file(&f) {
+                    Ok(()) => bytes += size,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        error.get_or_insert_with(|| opskit::exit::describe_io("deleting", &f, &e));
+                    }
+                }
+            }
+        }
+    }
+    let detail = format!(
+        "{} archived WAL files before {name}, where {set} (the oldest base set kept) starts",
+        doomed.len()
+    );
+    log::info!(
+        "{}{detail}",
+        if held { "would delete " } else { "deleted " }
+    );
+    em.emit(&Prune {
+        path: root.join(physical::WAL_DIR).display().to_string(),
+        name: physical::WAL_DIR.into(),
+        created_at: None,
+        action: PruneAction::Delete,
+        reasons: None,
+        detail: Some(detail),
+        verified: None,
+        verified_depth: None,
+        bytes: (!held).then_some(bytes),
+        deleted: Some(!held && error.is_none()),
+        error: error.clone(),
+    })?;
+    match error {
+        Some(e) => Err(opskit::Error::failure(e)),
+        None => Ok(bytes),
+    }
+}
