@@ -11,6 +11,7 @@ pub mod list;
 pub mod push;
 pub mod remote_prune;
 pub mod s3;
+pub mod wal;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::s3::{Options, Remote, Store};
 ///   offsite pull latest --dest /var/backups/opskit
 ///   offsite verify --sample 0.1          re-read a tenth of the remote files
 ///   offsite prune --keep-daily 7 --keep-weekly 4
+///   offsite push-wal                     the WAL archive, every minute
 ///
 /// The bucket URL comes from the command line or OPSKIT_OFFSITE_URL;
 /// credentials, region and endpoint as the AWS tools read them
@@ -90,8 +92,13 @@ pub enum Command {
     Pull(fetch::PullArgs),
     /// Re-read remote sets and check every byte against their manifests.
     Verify(fetch::VerifyArgs),
-    /// Delete remote sets by prune's policy and safety rules.
+    /// Delete remote sets by prune's policy and safety rules, and the
+    /// remote WAL no kept base set needs.
     Prune(remote_prune::PruneArgs),
+    /// Copy the root's WAL archive (walarchive) to PREFIX/wal/: what is
+    /// not there yet, each file's checksum file last. Run it every minute
+    /// (opskit-wal-offsite.timer).
+    PushWal(wal::PushWalArgs),
 }
 
 impl ToolArgs for Args {
@@ -108,6 +115,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
         Command::Pull(p) => fetch::pull(&args, p, em),
         Command::Verify(v) => fetch::verify(&args, v, em),
         Command::Prune(p) => remote_prune::run(&args, p, em),
+        Command::PushWal(p) => wal::push(&args, p, em),
     }
 }
 

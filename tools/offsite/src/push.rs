@@ -295,19 +295,19 @@ fn abort_stale_uploads(store: &Store, set: &str, stale: std::time::Duration) {
 }
 
 /// One file to one object.
-struct Upload<'a> {
-    store: &'a Store,
-    key: &'a str,
-    path: &'a Path,
-    size: u64,
-    sha: &'a str,
-    lock: Option<&'a str>,
-    jobs: u8,
+pub(crate) struct Upload<'a> {
+    pub store: &'a Store,
+    pub key: &'a str,
+    pub path: &'a Path,
+    pub size: u64,
+    pub sha: &'a str,
+    pub lock: Option<&'a str>,
+    pub jobs: u8,
 }
 
 impl Upload<'_> {
     /// Upload unless the same content is there; true when uploaded.
-    fn run(&self) -> Result<bool> {
+    pub fn run(&self) -> Result<bool> {
         if let Some(obj) = self.store.head(self.key)? {
             self.same_as(obj.size, obj.sha256)?;
             return Ok(false);

@@ -137,6 +137,18 @@ pub fn run(args: &crate::Args, p: &PruneArgs, em: &mut Emitter) -> Result<Done<O
         }
         em.emit(&rec)?;
     }
+    let kept: Vec<String> = decisions
+        .iter()
+        .filter(|d| matches!(d.action, Action::Keep | Action::Corrupt(_)))
+        .map(|d| entries[d.index].name.clone())
+        .collect();
+    match crate::wal::prune_remote(&store, &kept, p.dry_run, em) {
+        Ok(bytes) => counts.bytes += bytes,
+        Err(e) => {
+            log::error!("{}", e.msg);
+            exit = exit.worst(Exit::Failure);
+        }
+    }
     Ok(Done::new(exit, counts))
 }
 

@@ -1,0 +1,244 @@
+//! `offsite push-wal`: the WAL archive of the backup root
+//! (`ROOT/wal/<timeline>/`) copied to `PREFIX/wal/<timeline>/` as it grows.
+//! Each archived file goes up as it is stored (compressed, encrypted), its
+//! `.sha256` checksum file last, so a remote WAL file without its checksum
+//! file is not there, exactly as locally. One listing per run finds what is
+//! missing; a timer runs it every minute. Remote WAL no kept remote base set
+//! needs is deleted by `offsite prune` ([`prune_remote`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args as ClapArgs;
+use opskit::backupset::{self, MANIFEST};
+use opskit::physical::{self, SIDECAR, segment_of};
+use opskit::record::Fields;
+use opskit::records::{OffsiteCounts, Prune, PruneAction, Push};
+use opskit::{Done, Emitter, Error, Exit, IoContext, Result};
+
+use crate::push::Upload;
+use crate::s3::Store;
+
+#[derive(Debug, ClapArgs)]
+pub struct PushWalArgs {
+    /// s3://BUCKET[/PREFIX] (default: OPSKIT_OFFSITE_URL).
+    #[arg(value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Also push a WAL archive that is not encrypted.
+    #[arg(long)]
+    pub allow_unencrypted: bool,
+
+    /// Object Lock for the uploaded objects, as for sets (COMPLIANCE).
+    #[arg(long, value_name = "N")]
+    pub retain_days: Option<u32>,
+}
+
+pub fn push(args: &crate::Args, p: &PushWalArgs, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
+    let start = Instant::now();
+    let root = args.root.clone().ok_or_else(|| {
+        Error::usage("push-wal needs the backup root: --root DIR or OPSKIT_BACKUP_ROOT")
+    })?;
+    let store = args.store(p.url.as_deref())?;
+    let local = physical::archived_wal(&root)?;
+    let remote: HashMap<String, u64> = store
+        .list(&store.remote.key(physical::WAL_DIR, ""), None)?
+        .0
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let lock = p
+        .retain_days
+        .map(|d| (chrono::Utc::now() + chrono::Duration::days(d.into())).to_rfc3339());
+    let mut rec = Push {
+        extra: Fields::new(),
+        ok: true,
+        set: physical::WAL_DIR.into(),
+        path: root.join(physical::WAL_DIR).display().to_string(),
+        url: store.remote.url(&format!("{}/", physical::WAL_DIR)),
+        encrypted: true,
+        uploaded: 0,
+        skipped: 0,
+        bytes: 0,
+        error: None,
+        duration_s: 0.0,
+    };
+    let mut result = Ok(());
+    for w in &local {
+        let files = w.files();
+        let sidecar_key = key_of(&store, w, &files[0]);
+        if remote.contains_key(&sidecar_key) {
+            rec.skipped += 1;
+            continue;
+        }
+        if files[1..]
+            .iter()
+            .any(|f| !f.to_string_lossy().ends_with(opskit::crypt::EXT))
+        {
+            rec.encrypted = false;
+            if !p.allow_unencrypted {
+                result = Err(Error::failure(format!(
+                    "{}: the WAL archive is not encrypted (walarchive push --encrypt-to); pass --allow-unencrypted to push it anyway",
+                    w.dir.join(&w.name).display()
+                )));
+                break;
+            }
+        }
+        // The stored file(s), then the checksum file that makes it archived.
+        let mut order = files[1..].to_vec();
+        order.push(files[0].clone());
+        if let Err(e) = upload_all(&store, w, &order, lock.as_deref(), &mut rec) {
+            result = Err(e);
+            break;
+        }
+    }
+    rec.duration_s = opskit::record::secs(start.elapsed());
+    let exit = match &result {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            rec.ok = false;
+            rec.error = Some(e.msg.clone());
+            log::error!("{}", e.msg);
+            Exit::Failure
+        }
+    };
+    em.emit(&rec)?;
+    let counts = OffsiteCounts {
+        sets: 1,
+        done: u64::from(rec.ok),
+        failed: u64::from(!rec.ok),
+        bytes: rec.bytes,
+    };
+    Ok(Done::new(exit, counts))
+}
+
+/// `PREFIX/wal/<timeline>/<file>`.
+fn key_of(store: &Store, w: &physical::ArchivedWal, file: &std::path::Path) -> String {
+    let tli = w
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    store
+        .remote
+        .key(physical::WAL_DIR, &format!("{tli}/{name}"))
+}
+
+fn upload_all(
+    store: &Store,
+    w: &physical::ArchivedWal,
+    files: &[PathBuf],
+    lock: Option<&str>,
+    rec: &mut Push,
+) -> Result<()> {
+    for f in files {
+        let bytes = std::fs::read(f).at("reading", f)?;
+        let sha = opskit::gz::sha256_hex(&bytes);
+        let key = key_of(store, w, f);
+        let up = Upload {
+            store,
+            key: &key,
+            path: f,
+            size: bytes.len() as u64,
+            sha: &sha,
+            lock,
+            jobs: 1,
+        };
+        if up.run()? {
+            rec.uploaded += 1;
+            rec.bytes += bytes.len() as u64;
+        }
+    }
+    Ok(())
+}
+
+/// After `offsite prune` decided the remote sets: delete the remote WAL
+/// older than the start of the oldest kept remote base set (checksum file
+/// first), never a history file, nothing when no base set is kept.
+pub fn prune_remote(
+    store: &Store,
+    kept: &[String],
+    dry_run: bool,
+    em: &mut Emitter,
+) -> Result<u64> {
+    let mut oldest: Option<(u64, String, u64)> = None;
+    for set in kept {
+        let key = store.remote.key(set, MANIFEST);
+        let Ok((_, body)) = store.get(&key) else {
+            continue;
+        };
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(body, backupset::MAX_MANIFEST),
+            &mut text,
+        )
+        .map_err(|e| Error::failure(format!("reading {key}: {e}")))?;
+        let Ok(m) = serde_json::from_slice::<backupset::Manifest>(&text) else {
+            continue;
+        };
+        let Some(info) = m.physical else { continue };
+        if let Some((_, n)) = segment_of(&info.start_wal, info.wal_segment_size)
+            && oldest.as_ref().is_none_or(|o| n < o.0)
+        {
+            oldest = Some((n, info.start_wal, info.wal_segment_size));
+        }
+    }
+    let Some((first, start_wal, seg_size)) = oldest else {
+        return Ok(0);
+    };
+    let prefix = store.remote.key(physical::WAL_DIR, "");
+    let (objects, _) = store.list(&prefix, None)?;
+    let mut doomed: Vec<(String, u64)> = objects
+        .into_iter()
+        .filter(|o| {
+            let name = o.key.rsplit('/').next().unwrap_or("");
+            name.len() >= 24
+                && !name.contains(".history")
+                && segment_of(&name[..24], seg_size).is_some_and(|(_, n)| n < first)
+        })
+        .map(|o| (o.key, o.size))
+        .collect();
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    // Checksum files first.
+    doomed.sort_by_key(|(k, _)| !k.ends_with(SIDECAR));
+    let mut bytes = 0;
+    let mut error = None;
+    if !dry_run {
+        for (k, size) in &doomed {
+            match store.delete(k) {
+                Ok(()) => bytes += size,
+                Err(e) => {
+                    error = Some(e.msg);
+                    break;
+                }
+            }
+        }
+    }
+    let files = doomed.iter().filter(|(k, _)| k.ends_with(SIDECAR)).count();
+    em.emit(&Prune {
+        path: store.remote.url(&format!("{}/", physical::WAL_DIR)),
+        name: physical::WAL_DIR.into(),
+        created_at: None,
+        action: PruneAction::Delete,
+        reasons: None,
+        detail: Some(format!(
+            "{files} archived WAL files before {start_wal}, where the oldest kept base set starts"
+        )),
+        verified: None,
+        verified_depth: None,
+        bytes: (!dry_run).then_some(bytes),
+        deleted: Some(!dry_run && error.is_none()),
+        error: error.clone(),
+    })?;
+    match error {
+        Some(e) => Err(Error::failure(e)),
+        None => Ok(bytes),
+    }
+}

@@ -1,0 +1,143 @@
+//! offsite and the WAL archive: `push-wal` copies what walarchive stored
+//! (each file's checksum file last, a rerun uploads nothing, an unencrypted
+//! archive is refused), and `offsite prune` deletes the remote WAL no kept
+//! remote base set needs, never a segment from its start on nor a history
+//! file.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Local, offsite, ok, server};
+use opskit_testkit::tools::run;
+use opskit_testkit::{bin, cluster};
+
+/// A base set of the test cluster in `local`'s root, encrypted and verified.
+fn base_set(local: &Local) -> (PathBuf, String) {
+    let out = run(Command::new(bin("pgbackup"))
+        .args(["--physical", "--dest"])
+        .arg(&local.root)
+        .args(["--db", &local.db.url, "--encrypt-to", &local.key.public])
+        .env_remove("OPSKIT_AGE_RECIPIENTS"));
+    ok(&out);
+    let set = PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap());
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(set.join("MANIFEST.json")).unwrap()).unwrap();
+    ok(&run(Command::new(bin("verify-backup"))
+        .arg("--record")
+        .arg(&set)
+        .env_remove("OPSKIT_AGE_IDENTITY")));
+    (
+        set,
+        m["physical"]["start_wal"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The segment `delta` after `name` (16 MiB segments).
+fn seg(name: &str, delta: i64) -> String {
+    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
+    let s = u64::from_str_radix(&name[16..24], 16).unwrap();
+    let n = (log * 256 + s) as i64 + delta;
+    format!("{}{:08X}{:08X}", &name[..8], n / 256, n % 256)
+}
+
+/// Archive a small file as WAL file `name` with walarchive.
+fn archive(root: &Path, name: &str, recipient: Option<&str>) {
+    let src = root.parent().unwrap().join(format!("src-{name}"));
+    fs::write(&src, format!("wal file {name}\n").repeat(1000)).unwrap();
+    let mut cmd = Command::new(bin("walarchive"));
+    cmd.arg("push")
+        .arg(&src)
+        .arg(name)
+        .arg("--root")
+        .arg(root)
+        .env_remove("OPSKIT_AGE_RECIPIENTS");
+    if let Some(r) = recipient {
+        cmd.args(["--encrypt-to", r]);
+    }
+    ok(&run(&mut cmd));
+}
+
+fn remote_wal(url: &str) -> Vec<String> {
+    let bucket = url.trim_start_matches("s3://").split('/').next().unwrap();
+    let out = common::rclone(&["lsf", "-R", &format!("s3:{bucket}/app/wal")]);
+    out.stdout
+        .lines()
+        .filter(|l| !l.ends_with('/'))
+        .map(|l| l.rsplit('/').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn push_wal_copies_the_archive_and_prune_keeps_what_base_sets_need() {
+    let _ = cluster();
+    let local = Local::new(0);
+    let url = format!("s3://{}/app", server().bucket("wal"));
+    let (first, _) = base_set(&local);
+    let (second, start) = base_set(&local);
+    let names = [
+        seg(&start, -2),
+        seg(&start, -1),
+        start.clone(),
+        seg(&start, 1),
+    ];
+    for n in &names {
+        archive(&local.root, n, Some(&local.key.public));
+    }
+    archive(&local.root, "00000002.history", Some(&local.key.public));
+
+    let push = |url: &str| run(offsite(&["push-wal", url, "--root"]).arg(&local.root));
+    let out = push(&url);
+    ok(&out);
+    let rec = &out.events("push")[0];
+    assert_eq!(rec["uploaded"], 10, "{rec}");
+    let remote = remote_wal(&url);
+    for n in names.iter().map(String::as_str).chain(["00000002.history"]) {
+        assert!(remote.contains(&format!("{n}.sha256")), "{n}: {remote:?}");
+        assert!(remote.contains(&format!("{n}.zst.age")), "{n}: {remote:?}");
+    }
+    let again = push(&url);
+    ok(&again);
+    assert_eq!(again.events("push")[0]["uploaded"], 0);
+    assert_eq!(again.events("push")[0]["skipped"], 5);
+
+    for s in [&first, &second] {
+        ok(&run(&mut offsite(&["push", &url, s.to_str().unwrap()])));
+    }
+    let out =
+        run(offsite(&["prune", "--url", &url, "--keep-last", "1", "--root"]).arg(&local.root));
+    ok(&out);
+    let wal = out
+        .events("prune")
+        .into_iter()
+        .find(|r| r["name"] == "wal")
+        .unwrap_or_else(|| panic!("no wal record: {}", out.stdout));
+    assert_eq!(wal["deleted"], true, "{wal}");
+    let remote = remote_wal(&url);
+    for gone in &names[..2] {
+        assert!(
+            !remote.iter().any(|r| r.starts_with(gone.as_str())),
+            "{gone}: {remote:?}"
+        );
+    }
+    for kept in names[2..]
+        .iter()
+        .map(String::as_str)
+        .chain(["00000002.history"])
+    {
+        assert!(
+            remote.contains(&format!("{kept}.sha256")),
+            "{kept}: {remote:?}"
+        );
+    }
+
+    // An archive that is not encrypted is not pushed without saying so.
+    let plain = tempfile::tempdir().unwrap();
+    let root = plain.path().join("backups");
+    archive(&root, &names[0], None);
+    let out = run(offsite(&["push-wal", &url, "--root"]).arg(&root));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("not encrypted"), "{}", out.stderr);
+}
