@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib/common.sh"
 
 usage() {
     cat <<'USAGE'
-Usage: backup-system.sh [--no-prune] [--dry-run-prune]
+Usage: backup-system.sh [--physical] [--no-prune] [--dry-run-prune]
 
 The nightly job. Backs up the database (and its globals, and the
 directories in OPSKIT_BACKUP_FILES) into a new set under
@@ -24,6 +24,16 @@ OPSKIT_OFFSITE_KEEP_LAST, _HOURLY, _DAILY, _WEEKLY, _MONTHLY, _YEARLY,
 _WITHIN (default: OPSKIT_RETENTION). A failed push deletes nothing, local
 or remote, and fails the run.
 
+With --physical the set is a base set of the whole cluster (pgbackup
+--physical: the start of point-in-time recovery) under OPSKIT_PITR_ROOT
+(default OPSKIT_BACKUP_ROOT), the root whose wal/ walarchive fills; prune
+keeps base sets by the same policy and deletes the WAL older than the
+oldest kept one; with OPSKIT_OFFSITE_URL the WAL archive is copied too
+(offsite push-wal); the metrics are opskit_base_backup_* in
+opskit_base_backup.prom, the run records under OPSKIT_PITR_STATE_DIR
+(default /var/lib/opskit-pitr). Runs as the postgres user
+(opskit-base-backup.service).
+
 Writes $OPSKIT_METRICS_DIR/opskit_backup.prom (atomically) and keeps each
 step's records in $OPSKIT_STATE_DIR/runs/backup-<time>/ (the last 30 runs).
 
@@ -36,9 +46,10 @@ Exit: 0 all steps passed; 1 verification failed; 2 a step could not run.
 USAGE
 }
 
-prune_mode=run
+prune_mode=run physical=0
 while (($#)); do
     case $1 in
+        --physical) physical=1 ;;
         --no-prune) prune_mode=skip ;;
         --dry-run-prune) prune_mode=dry ;;
         -h | --help) usage; exit 0 ;;
@@ -48,14 +59,24 @@ while (($#)); do
 done
 
 load_env
+if ((physical)); then
+    export OPSKIT_BACKUP_ROOT=${OPSKIT_PITR_ROOT:-${OPSKIT_BACKUP_ROOT:-}}
+    # Run as postgres (opskit-base-backup.service), with a state of its own.
+    export OPSKIT_STATE_DIR=${OPSKIT_PITR_STATE_DIR:-/var/lib/opskit-pitr}
+fi
 root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the backup root)}
 metrics_dir=${OPSKIT_METRICS_DIR:-/var/lib/prometheus/node-exporter}
 read -r -a retention <<<"${OPSKIT_RETENTION:---keep-daily 7 --keep-weekly 4 --keep-monthly 6}"
 read -r -a files <<<"${OPSKIT_BACKUP_FILES:-}"
 
 backup_args=()
-[[ -n "${OPSKIT_BACKUP_NAME:-}" ]] && backup_args+=(--name "$OPSKIT_BACKUP_NAME")
-for f in "${files[@]}"; do backup_args+=(--files "$f"); done
+if ((physical)); then
+    backup_args+=(--physical)
+    [[ -n "${OPSKIT_BACKUP_NAME:-}" ]] && backup_args+=(--name "$OPSKIT_BACKUP_NAME-base")
+else
+    [[ -n "${OPSKIT_BACKUP_NAME:-}" ]] && backup_args+=(--name "$OPSKIT_BACKUP_NAME")
+    for f in "${files[@]}"; do backup_args+=(--files "$f"); done
+fi
 prune_args=("$root" "${retention[@]}")
 [[ $prune_mode == dry ]] && prune_args+=(--dry-run)
 offsite_url=${OPSKIT_OFFSITE_URL:-}
@@ -73,7 +94,7 @@ oprune_args=(prune --url "$offsite_url" --root "$root" "${offsite_keep[@]}")
 
 mkdir -p "$root"
 chmod 700 "$root"
-run=$(new_run_dir backup)
+run=$(new_run_dir "$( ((physical)) && echo base || echo backup)")
 start=$(date +%s.%N)
 log "backing up into $root (records in $run)"
 
@@ -127,7 +148,10 @@ opskit_offsite_push_success $([[ $push_rc == 0 ]] && echo 1 || echo 0)
 opskit_offsite_last_push_timestamp_seconds $last_push"
 fi
 
-write_metrics "$metrics_dir/opskit_backup.prom" <<METRICS
+# A base backup night reports under its own names, beside the dumps'.
+metrics_file=opskit_backup.prom rename=(cat)
+((physical)) && metrics_file=opskit_base_backup.prom rename=(sed -e 's/opskit_backup_/opskit_base_backup_/g' -e 's/opskit_offsite_/opskit_offsite_base_/g')
+"${rename[@]}" <<METRICS | write_metrics "$metrics_dir/$metrics_file"
 # HELP opskit_backup_run_success 1 if the last nightly backup run passed every step.
 # TYPE opskit_backup_run_success gauge
 opskit_backup_run_success $ok
@@ -158,6 +182,10 @@ METRICS
 
 if ((ok)); then
     [[ $push_rc == 0 ]] && log "copied ${set_name:-?} to $offsite_url"
+    if ((physical)) && [[ -n $offsite_url ]]; then
+        "$(tool offsite)" push-wal "$offsite_url" --root "$root" "${push_args[@]:2}" >"$run/offsite-wal.ndjson" \
+            || log "warning: copying the WAL archive to $offsite_url failed (opskit-wal-offsite.timer retries)"
+    fi
     if [[ $prune_mode == skip ]]; then
         log "ok: set ${set_name:-?} ($bytes bytes) verified; prune not run (--no-prune); ${duration}s"
     else

@@ -43,7 +43,7 @@ backups="$DESTDIR/var/backups/opskit"
 # Where the built tools are (the tests install a debug build).
 build=${OPSKIT_BUILD_DIR:-$repo/target/release}
 tools=(pgbackup verify-backup prune healthcheck migrate logrotate-lite offsite walarchive)
-procedures=(backup-system.sh restore-test.sh restore-system.sh migrate-production.sh
+procedures=(backup-system.sh restore-test.sh restore-system.sh restore-pitr.sh migrate-production.sh
     rollback-migration.sh health-check.sh switch-traffic.sh health-report.sh notify-failure.sh)
 units=("$repo"/systemd/*.service "$repo"/systemd/*.timer)
 
@@ -78,7 +78,7 @@ else
 fi
 [[ -e "$confdir/checks.ndjson" ]] || install -m 644 "$repo/examples/checks.ndjson" "$confdir/checks.ndjson"
 [[ -e "$confdir/logrotate.conf" ]] || install -m 644 "$repo/examples/logrotate.conf" "$confdir/logrotate.conf"
-install -d -m 700 "$backups"
+install -d -m 700 "$backups" "$backups-pitr"
 
 if [[ -z "$DESTDIR" ]]; then
     if ! id opskit >/dev/null 2>&1; then
@@ -86,9 +86,20 @@ if [[ -z "$DESTDIR" ]]; then
         log "created the system user opskit"
     fi
     chown opskit:opskit "$backups"
+    if id postgres >/dev/null 2>&1; then chown postgres:postgres "$backups-pitr"; fi
     systemctl daemon-reload 2>/dev/null || true
 else
     log "DESTDIR is set: no user created, nothing chowned"
 fi
 log "installed to $DESTDIR$PREFIX; to start the timers:"
 echo "  systemctl enable --now opskit-backup.timer opskit-restore-test.timer opskit-health.timer opskit-logrotate.timer"
+cat <<PITR
+For point-in-time recovery (docs/backup-restore.md), add to postgresql.conf
+(archive_mode needs a restart), set OPSKIT_PITR_ROOT=/var/backups/opskit-pitr
+in /etc/opskit/opskit.env, and start the base backup (and WAL offsite) timers:
+  wal_level = replica
+  archive_mode = on
+  archive_command = '$PREFIX/bin/walarchive -q push %p %f --root /var/backups/opskit-pitr'
+  archive_timeout = 60s
+  systemctl enable --now opskit-base-backup.timer opskit-wal-offsite.timer
+PITR

@@ -91,17 +91,19 @@ new_run_dir() {
 }
 
 # backup_and_verify RUN [PGBACKUP_ARGS...]: a new set of the database and
-# its globals (with row counts) under OPSKIT_BACKUP_ROOT, piped into
+# its globals (with row counts; with --physical a base set) under OPSKIT_BACKUP_ROOT, piped into
 # verify-backup --record (compressed as OPSKIT_BACKUP_COMPRESS says); records
 # in RUN/backup.ndjson and RUN/verify.ndjson.
 # Sets BACKUP_RC and VERIFY_RC; never exits on their failure.
 backup_and_verify() {
-    local run=$1 pgbin=() compress=() status
+    local run=$1 pgbin=() compress=() status dump=(--globals --row-counts)
     shift
+    # A base set (--physical) holds the whole cluster, globals included.
+    [[ " $* " == *" --physical "* ]] && dump=()
     [[ -n "${OPSKIT_PG_BINDIR:-}" ]] && pgbin=(--pg-bindir "$OPSKIT_PG_BINDIR")
     [[ -n "${OPSKIT_BACKUP_COMPRESS:-}" ]] && compress=(--compress "$OPSKIT_BACKUP_COMPRESS")
     set +e
-    "$(tool pgbackup)" --dest "${OPSKIT_BACKUP_ROOT:?}" --globals --row-counts "${pgbin[@]}" "${compress[@]}" "$@" \
+    "$(tool pgbackup)" --dest "${OPSKIT_BACKUP_ROOT:?}" "${dump[@]}" "${pgbin[@]}" "${compress[@]}" "$@" \
         | tee "$run/backup.ndjson" \
         | "$(tool verify-backup)" --record "${pgbin[@]}" >"$run/verify.ndjson"
     status=("${PIPESTATUS[@]}")

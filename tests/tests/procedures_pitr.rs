@@ -102,6 +102,7 @@ impl Drill {
             )
             .env_remove("DATABASE_URL")
             .env_remove("OPSKIT_BACKUP_ROOT")
+            .env_remove("OPSKIT_PITR_ROOT")
             .env_remove("OPSKIT_AGE_IDENTITY")
             .env_remove("OPSKIT_LOG");
         cmd
@@ -258,7 +259,7 @@ fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
         .args(["--physical", "--dest"])
         .arg(d.root())
         .arg("--db")
-        .arg(c.url("postgres")));
+        .arg(c.url(&d.db)));
     assert!(out.code == 0, "{}", out.stderr);
     let set = out.events("backup")[0]["path"]
         .as_str()
@@ -378,24 +379,6 @@ fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
 /// the WAL only the first one needed, never a segment from the kept set's
 /// start on, nor a history file; the kept set still verifies with its WAL.
 fn retention(d: &Drill, first: &str, tli: &str) {
-    let out = run(d
-        .tool("pgbackup")
-        .args(["--physical", "--dest"])
-        .arg(d.root())
-        .arg("--db")
-        .arg(d.c.url("postgres")));
-    assert!(out.code == 0, "{}", out.stderr);
-    let second = out.events("backup")[0]["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let m: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(format!("{second}/MANIFEST.json")).unwrap())
-            .unwrap();
-    let start = m["physical"]["start_wal"].as_str().unwrap().to_string();
-    assert!(start.starts_with(tli), "{start}");
-    let out = run(d.tool("verify-backup").arg("--record").arg(&second));
-    assert!(out.code == 0, "{}", out.stdout);
     let segments = |tl: &str| -> Vec<String> {
         fs::read_dir(d.root().join("wal").join(tl))
             .map(|rd| {
@@ -409,15 +392,50 @@ fn retention(d: &Drill, first: &str, tli: &str) {
     let before = segments("00000001");
     assert!(before.iter().any(|n| n.len() == 24), "{before:?}");
 
-    let out = run(d.tool("prune").arg(d.root()).args(["--keep-last", "1"]));
+    // The nightly base backup unit's run: backup, verify, prune.
+    let out = run(d
+        .script("backup-system.sh")
+        .arg("--physical")
+        .env("OPSKIT_RETENTION", "--keep-last 1")
+        .env("OPSKIT_PITR_STATE_DIR", d.dir.join("pitr-state"))
+        .env("OPSKIT_METRICS_DIR", d.dir.join("metrics")));
     assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let metrics = fs::read_to_string(d.dir.join("metrics/opskit_base_backup.prom")).unwrap();
+    assert!(
+        metrics.contains("\nopskit_base_backup_run_success 1\n"),
+        "{metrics}"
+    );
+    let run_dir = fs::read_dir(d.dir.join("pitr-state/runs"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let second = fs::read_to_string(run_dir.join("backup.ndjson"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["event"] == "backup")
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(format!("{second}/MANIFEST.json")).unwrap())
+            .unwrap();
+    let start = m["physical"]["start_wal"].as_str().unwrap().to_string();
+    assert!(start.starts_with(tli), "{start}");
+    let pruned: Vec<serde_json::Value> = fs::read_to_string(run_dir.join("prune.ndjson"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     assert!(!Path::new(first).exists(), "the first base set is pruned");
     assert!(Path::new(&second).exists());
-    let wal = out
-        .events("prune")
-        .into_iter()
+    let wal = pruned
+        .iter()
         .find(|r| r["name"] == "wal")
-        .unwrap_or_else(|| panic!("no wal record: {}", out.stdout));
+        .unwrap_or_else(|| panic!("no wal record: {pruned:?}"));
     assert_eq!(wal["deleted"], true, "{wal}");
     for tl in ["00000001", tli] {
         for n in segments(tl) {

@@ -118,7 +118,7 @@ fn units_verify_and_calendars_parse() {
         std::fs::write(check.path().join(&name), text).unwrap();
         names.push(name);
     }
-    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names.len(), 13, "{names:?}");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .args(&names)
@@ -166,7 +166,7 @@ fn units_verify_and_calendars_parse() {
             );
         }
     }
-    assert_eq!(calendars, 4);
+    assert_eq!(calendars, 6);
 }
 
 #[test]
@@ -210,7 +210,7 @@ fn every_service_is_hardened_to_ok_exposure() {
         );
         scored += 1;
     }
-    assert_eq!(scored, 5);
+    assert_eq!(scored, 7);
 }
 
 #[test]

@@ -34,7 +34,8 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///                                   oldest_xact_s, db_size_bytes, tls,
 ///                                   tls_version, cert_days_left (over TLS),
 ///                                   archived_count, failed_count,
-///                                   last_archived_age_s, archive_failing
+///                                   last_archived_age_s, archive_failing,
+///                                   wal_bytes, archive_timeout_s
 ///   tcp://HOST:PORT                 connect_s
 ///   tls://HOST:PORT, cert:FILE.pem  days_left, trusted (tls), not_after
 ///   disk:PATH                       free_bytes, free_pct, inodes_free_pct

@@ -216,6 +216,20 @@ const METRICS: &[(&str, &str, &str, &str, f64)] = &[
         1.0,
     ),
     (
+        "postgres",
+        "wal_bytes",
+        "opskit_pg_wal_written_bytes",
+        "WAL written by the primary so far (its current WAL position).",
+        1.0,
+    ),
+    (
+        "postgres",
+        "archive_timeout_s",
+        "opskit_pg_archive_timeout_seconds",
+        "The server's archive_timeout (0: off).",
+        1.0,
+    ),
+    (
         "wal",
         "age_s",
         "opskit_wal_age_seconds",

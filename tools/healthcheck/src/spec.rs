@@ -47,6 +47,8 @@ const POSTGRES: &[(&str, Unit)] = &[
     ("last_archived_age_s", Seconds),
     ("last_failed_age_s", Seconds),
     ("archive_failing", Bool),
+    ("wal_bytes", Bytes),
+    ("archive_timeout_s", Seconds),
 ];
 const TCP: &[(&str, Unit)] = &[("connect_s", Seconds)];
 const DISK: &[(&str, Unit)] = &[

@@ -26,6 +26,11 @@ pub struct PushWalArgs {
     #[arg(value_name = "URL")]
     pub url: Option<String>,
 
+    /// The root whose wal/ walarchive fills, when point-in-time recovery
+    /// has a root of its own (default: --root, OPSKIT_BACKUP_ROOT).
+    #[arg(long, value_name = "DIR", env = "OPSKIT_PITR_ROOT")]
+    pub wal_root: Option<PathBuf>,
+
     /// Also push a WAL archive that is not encrypted.
     #[arg(long)]
     pub allow_unencrypted: bool,
@@ -37,8 +42,10 @@ pub struct PushWalArgs {
 
 pub fn push(args: &crate::Args, p: &PushWalArgs, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
     let start = Instant::now();
-    let root = args.root.clone().ok_or_else(|| {
-        Error::usage("push-wal needs the backup root: --root DIR or OPSKIT_BACKUP_ROOT")
+    let root = p.wal_root.clone().or_else(|| args.root.clone()).ok_or_else(|| {
+        Error::usage(
+            "push-wal needs the root of the WAL archive: --wal-root (OPSKIT_PITR_ROOT) or --root (OPSKIT_BACKUP_ROOT)",
+        )
     })?;
     let store = args.store(p.url.as_deref())?;
     let local = physical::archived_wal(&root)?;

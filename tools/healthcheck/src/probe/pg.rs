@@ -27,7 +27,10 @@ SELECT current_setting('server_version'),
        a.archived_count,
        a.failed_count,
        extract(epoch FROM now() - a.last_archived_time)::float8,
-       extract(epoch FROM now() - a.last_failed_time)::float8
+       extract(epoch FROM now() - a.last_failed_time)::float8,
+       (CASE WHEN pg_is_in_recovery() THEN NULL
+             ELSE (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 END),
+       (SELECT setting::int FROM pg_settings WHERE name = 'archive_timeout')
 FROM pg_stat_archiver a";
 
 /// The connection a `postgres` target names: a URL, or `postgres:` alone
@@ -86,6 +89,10 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
         let age = |i| r.get::<_, Option<f64>>(i).map(opskit::record::round_ms);
         obs.set("last_archived_age_s", age(12));
         obs.set("last_failed_age_s", age(13));
+        // WAL written so far (primary only) and archive_timeout: with the
+        // archive's newest file, they tell a stale archive from an idle server.
+        obs.set("wal_bytes", r.get::<_, Option<f64>>(14).map(|b| b as u64));
+        obs.set("archive_timeout_s", r.get::<_, i32>(15));
         // Failing now: the last attempt failed after the last success.
         obs.set(
             "archive_failing",

@@ -88,7 +88,8 @@ pub fn offsite(args: &[&str]) -> Command {
     s3().configure(&mut c);
     c.args(args)
         .env_remove("OPSKIT_LOG")
-        .env_remove("OPSKIT_BACKUP_ROOT");
+        .env_remove("OPSKIT_BACKUP_ROOT")
+        .env_remove("OPSKIT_PITR_ROOT");
     c
 }
 
