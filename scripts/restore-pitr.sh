@@ -33,14 +33,16 @@ UTC) or, with --to-latest, to the last archived WAL:
      pg_ctl start), archives the new timeline's history file and waits for
      the health gate on DATABASE_URL.
 
-Run it as the postgres user (PostgreSQL does not run as root). An encrypted
-base set or archive needs OPSKIT_AGE_IDENTITY.
+It runs as the owner of OPSKIT_PGDATA (postgres): started as root it goes
+on as that user. An encrypted base set or archive needs
+OPSKIT_AGE_IDENTITY (readable by that user).
 
 Exit: 0 recovered and healthy; 1 recovered but the health gate failed;
 2 not recovered (production untouched); 64 usage.
 USAGE
 }
 
+ORIG_ARGS=("$@")
 YES=0 yes_production=0 target=() swap=0 into="" port=${OPSKIT_PITR_PORT:-5433} set=""
 while (($#)); do
     case $1 in
@@ -58,9 +60,19 @@ while (($#)); do
     shift
 done
 ((${#target[@]})) || die "say where to recover to: --to TIME or --to-latest" 64
-[[ $(id -u) != 0 ]] || die "run as the postgres user (sudo -u postgres $0 ...): PostgreSQL does not run as root" 64
 
 load_env
+if [[ $(id -u) == 0 ]]; then
+    # PostgreSQL does not run as root: go on as the owner of the data
+    # directory (postgres), with the settings already read.
+    owner=$(stat -c %U "${OPSKIT_PGDATA:-/nonexistent}" 2>/dev/null || echo postgres)
+    if [[ $owner == root ]] || ! command -v runuser >/dev/null; then
+        die "run as the postgres user (sudo -u postgres $0 ...): PostgreSQL does not run as root" 2
+    fi
+    log "running as $owner (PostgreSQL does not run as root)"
+    export OPSKIT_ENV=/dev/null
+    exec runuser -u "$owner" -- "$0" "${ORIG_ARGS[@]}"
+fi
 if ((swap)) && [[ "${OPSKIT_PRODUCTION:-0}" =~ ^(1|yes|true)$ && $yes_production != 1 ]]; then
     die "this env file marks this server as production: pass --yes-production to swap a recovered cluster in" 64
 fi

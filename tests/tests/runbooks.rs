@@ -239,6 +239,9 @@ fn the_runbooks_opskit_commands_run() {
     )
     .unwrap();
     p.set("OPSKIT_CHECKS", checks.to_str().unwrap());
+    // The PITR runbooks name the data directory; they stop before it (no
+    // base set in this root).
+    p.set("OPSKIT_PGDATA", c.data().to_str().unwrap());
     // The offsite commands reach a real S3 server, a bucket of their own.
     let s3 = opskit_testkit::s3::s3();
     let offsite_url = format!("s3://{}/app", s3.bucket("runbooks"));
