@@ -19,6 +19,9 @@ command -v bzip2 >/dev/null 2>&1 || need_pkgs+=(bzip2)
 command -v age >/dev/null 2>&1 || need_pkgs+=(age)
 # offsite's tests copy sets with rclone beside it.
 command -v rclone >/dev/null 2>&1 || need_pkgs+=(rclone)
+# walarchive and point-in-time recovery are benchmarked against
+# pgBackRest (make bench), and pgbench writes the load.
+command -v pgbackrest >/dev/null 2>&1 || need_pkgs+=(pgbackrest)
 # The blue/green drill reloads a real nginx on loopback.
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 pg_bindir=""
