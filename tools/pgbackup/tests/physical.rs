@@ -18,11 +18,10 @@ use opskit_testkit::{bin, cluster};
 /// A directory the server's user owns (the replay runs as it).
 fn shared_dir() -> tempfile::TempDir {
     let c = cluster();
-    let d = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix("opskit-base-")
         .tempdir_in(c.root())
-        .unwrap();
-    d
+        .unwrap()
 }
 
 fn verify(args: &[&str], set: &Path, as_server: bool) -> Output {
@@ -37,7 +36,7 @@ fn verify(args: &[&str], set: &Path, as_server: bool) -> Output {
     run(&mut cmd)
 }
 
-fn check<'a>(out: &'a Output, name: &str) -> serde_json::Value {
+fn check(out: &Output, name: &str) -> serde_json::Value {
     out.events("verify")[0]["checks"]
         .as_array()
         .unwrap()
