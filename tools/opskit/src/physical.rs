@@ -303,11 +303,22 @@ pub fn unpack(set: &Path, m: &Manifest, ids: Option<&Identities>, dest: &Path) -
         .mode(0o700)
         .create(dest)
         .at("creating data directory", dest)?;
-    let res = unpack_into(set, f, ids, dest);
-    if res.is_err() {
+    unpack_into(set, f, ids, dest).map_err(|e| {
         let _ = fs::remove_dir_all(dest);
-    }
-    res
+        // Whatever broke (a damaged stream, a bad tar header, a full
+        // disk), say which set file and that nothing is left.
+        let what = set.join(&f.name).display().to_string();
+        let msg = e.msg.replace("; the data directory was removed", "");
+        let msg = if msg.starts_with(&what) {
+            msg
+        } else {
+            format!("{what}: {msg}")
+        };
+        Error {
+            exit: e.exit,
+            msg: format!("{msg}; {} was removed", dest.display()),
+        }
+    })
 }
 
 fn unpack_into(set: &Path, f: &FileEntry, ids: Option<&Identities>, dest: &Path) -> Result<u64> {
@@ -333,12 +344,8 @@ fn unpack_into(set: &Path, f: &FileEntry, ids: Option<&Identities>, dest: &Path)
             count += 1;
         }
     }
-    src.finish(f).map_err(|e| {
-        Error::check(format!(
-            "{}: {e}; the data directory was removed",
-            what.display()
-        ))
-    })?;
+    src.finish(f)
+        .map_err(|e| Error::check(format!("{}: {e}", what.display())))?;
     Ok(count)
 }
 

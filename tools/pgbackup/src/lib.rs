@@ -8,6 +8,7 @@
 
 pub mod dump;
 pub mod files;
+mod finish;
 pub mod physical;
 pub mod sink;
 
@@ -20,19 +21,19 @@ use std::collections::BTreeMap;
 
 use chrono::{SubsecRound, Utc};
 use clap::Parser;
-use opskit::backupset::{self, DatabaseInfo, Encryption, FileEntry, FileKind, Manifest};
+use opskit::backupset::{self, DatabaseInfo, FileEntry, FileKind};
 use opskit::cli::{ToolArgs, Verbosity};
 use opskit::codec::Compression;
 use opskit::crypt::Recipients;
 use opskit::durable::{self, StagingDir};
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, PgTool};
-use opskit::record::Fields;
-use opskit::records::{Backup, BackupCounts, SetFile};
-use opskit::{Done, Emitter, Error, Exit, IoContext, Result, lock, units};
+use opskit::records::BackupCounts;
+use opskit::{Done, Emitter, Error, IoContext, Result, lock, units};
 use postgres::Client;
 
 use crate::dump::{DumpOptions, Format, SnapshotCounts};
+use crate::finish::NewSet;
 use crate::sink::{Encoding, Sink};
 
 /// Write a PostgreSQL backup set: the database dump, optional globals and
@@ -205,30 +206,14 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
         entries.push(seal_contents(stage.path(), &enc, row_counts.take())?);
     }
 
-    let manifest = Manifest {
-        format: backupset::FORMAT.into(),
-        set: file_name(stage.dest()),
+    let set = NewSet {
+        stage,
         name,
-        tool: "pgbackup".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
         started_at,
-        finished_at: Utc::now().trunc_subsecs(3),
-        duration_s: opskit::record::secs(start.elapsed()),
-        database: Some(server.info(args.format, db_file, row_counts)),
-        physical: None,
-        encryption: encryption(&enc),
-        files: entries,
+        start,
     };
-    write_manifest(stage.path(), &manifest)?;
-    let set_path = stage.commit()?;
-    report(em, &manifest, &set_path, start)
-}
-
-fn encryption(enc: &Encoding) -> Option<Encryption> {
-    enc.seal.as_ref().map(|r| Encryption {
-        scheme: opskit::crypt::SCHEME.into(),
-        recipients: r.strings(),
-    })
+    let database = Some(server.info(args.format, db_file, row_counts));
+    set.finish(database, None, &enc, entries, em)
 }
 
 /// `--physical`: a base set of the whole cluster, named `<db>-base`.
@@ -254,23 +239,13 @@ fn run_physical(
     let (entry, info) = physical::base(spec, &cluster, args.checkpoint, &label, stage.path(), enc)?;
     let mut entries = vec![entry];
     archive_files(args, excludes, &mut entries, stage.path(), enc)?;
-    let manifest = Manifest {
-        format: backupset::FORMAT.into(),
-        set: label,
+    let set = NewSet {
+        stage,
         name,
-        tool: "pgbackup".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
         started_at,
-        finished_at: Utc::now().trunc_subsecs(3),
-        duration_s: opskit::record::secs(start.elapsed()),
-        database: None,
-        physical: Some(info),
-        encryption: encryption(enc),
-        files: entries,
+        start,
     };
-    write_manifest(stage.path(), &manifest)?;
-    let set_path = stage.commit()?;
-    report(em, &manifest, &set_path, start)
+    set.finish(None, Some(info), enc, entries, em)
 }
 
 /// The arguments that clap cannot check: the set name, the exclude
@@ -455,46 +430,6 @@ fn archive_files(
     Ok(())
 }
 
-/// The `backup` record, and the counts for the summary.
-fn report(
-    em: &mut Emitter,
-    m: &Manifest,
-    set_path: &Path,
-    start: Instant,
-) -> Result<Done<BackupCounts>> {
-    let total: u64 = m.files.iter().map(|e| e.bytes).sum();
-    let duration_s = opskit::record::secs(start.elapsed());
-    log::info!(
-        "wrote {} ({}) in {duration_s:.1}s",
-        set_path.display(),
-        units::format_size(total)
-    );
-    let db = m.database.as_ref();
-    let version = db
-        .map(|d| d.server_version.clone())
-        .or_else(|| m.physical.as_ref().map(|p| p.server_version.clone()));
-    em.emit(&Backup {
-        extra: Fields::new(),
-        ok: true,
-        set: m.set.clone(),
-        path: set_path.display().to_string(),
-        database: db.map(|d| d.name.clone()).unwrap_or_default(),
-        server_version: version.unwrap_or_default(),
-        files: m.files.iter().map(SetFile::from).collect(),
-        encrypted: m.encryption.is_some(),
-        bytes: total,
-        duration_s,
-    })?;
-    Ok(Done::new(
-        Exit::Ok,
-        BackupCounts {
-            sets: 1,
-            failed: 0,
-            bytes: total,
-        },
-    ))
-}
-
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -561,34 +496,4 @@ fn new_stage(root: &Path, name: &str) -> Result<(chrono::DateTime<Utc>, StagingD
         "a set named {name} for this second already exists in {}",
         root.display()
     )))
-}
-
-/// `MANIFEST.json` then `SHA256SUMS` (which also covers the manifest), each
-/// 0600 and fsynced.
-fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
-    let mut text =
-        serde_json::to_string_pretty(m).map_err(|e| Error::failure(format!("manifest: {e}")))?;
-    text.push('\n');
-    let mpath = dir.join(backupset::MANIFEST);
-    write_synced(&mpath, text.as_bytes())?;
-    let mut sums: Vec<(String, String)> = m
-        .files
-        .iter()
-        .map(|f| (f.name.clone(), f.sha256.clone()))
-        .collect();
-    sums.push((
-        backupset::MANIFEST.into(),
-        opskit::gz::sha256_hex(text.as_bytes()),
-    ));
-    write_synced(
-        &dir.join(backupset::SUMS),
-        backupset::sums_text(&sums).as_bytes(),
-    )
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = durable::create_new(path, 0o600)?;
-    f.write_all(bytes).at("writing", path)?;
-    durable::sync_file(&f, path)
 }
