@@ -43,11 +43,12 @@ USAGE
 }
 
 ORIG_ARGS=("$@")
+target_desc=""
 YES=0 yes_production=0 target=() swap=0 into="" port=${OPSKIT_PITR_PORT:-5433} set=""
 while (($#)); do
     case $1 in
-        --to) target=(--to "${2:?--to needs a time}"); shift ;;
-        --to-latest) target=(--latest) ;;
+        --to) target=(--to "${2:?--to needs a time}") target_desc=$2; shift ;;
+        --to-latest) target=(--latest) target_desc="the end of the archive" ;;
         --swap) swap=1 ;;
         --yes | -y) YES=1 ;;
         --yes-production) yes_production=1 ;;
@@ -108,6 +109,10 @@ while [[ $(psql_side -c 'SELECT pg_is_in_recovery()' 2>/dev/null) != f ]]; do
     if ! pg_ctl -D "$into" status >/dev/null; then
         log "the recovered cluster stopped during recovery; its log ($into.log) ends:"
         grep -E 'FATAL|PANIC|recovery' "$into.log" | tail -n 5 >&2
+        if grep -q 'recovery ended before configured recovery target was reached' "$into.log"; then
+            rm -rf "$into"
+            die "the archive ends before $target_desc: no transaction after that time is archived yet (wait for the next WAL file, or recover --to-latest); production was not touched" 2
+        fi
         die "recovery failed; production was not touched" 2
     fi
     sleep 0.5
@@ -117,7 +122,7 @@ last=$(psql_side -c "SELECT coalesce(pg_last_xact_replay_timestamp()::text, 'non
 stop_line=$(grep -oE 'recovery stopping (before|after) .*' "$into.log" | tail -n 1 || true)
 printf '{"event":"pitr","target":%s,"recovered_in_s":%s,"last_transaction_replayed":"%s","stop":"%s","pgdata":"%s","socket":"%s","port":%s}\n' \
     "$(jq -c '.target_time // .target' <<<"$rec")" "$took" "$last" "${stop_line//\"/\'}" "$into" "$into" "$port"
-log "recovered to ${target[*]} in ${took}s; last transaction replayed: $last${stop_line:+ ($stop_line)}"
+log "recovered to $target_desc in ${took}s; last transaction replayed: $last${stop_line:+ ($stop_line)}"
 
 rc=0
 side_url="postgresql://$superuser@/postgres?host=$into&port=$port"
@@ -130,7 +135,7 @@ if ((!swap)); then
     exit "$rc"
 fi
 ((rc)) && die "not swapped in: the recovered cluster failed the health gate; it is still up in $into" 1
-confirm "Replace the cluster in $pgdata with the one recovered to ${target[*]}? The current data directory is kept as $pgdata.before-$stamp." \
+confirm "Replace the cluster in $pgdata with the one recovered to $target_desc? The current data directory is kept as $pgdata.before-$stamp." \
     || die "not confirmed; production was not touched; the recovered cluster is still up in $into" 64
 
 pg_ctl -D "$into" stop -m fast -w >/dev/null
@@ -161,4 +166,4 @@ if ((rc)); then
     log "swapped in, but the health gate failed; the old data directory is $pgdata.before-$stamp"
     exit 1
 fi
-log "recovered: the cluster in $pgdata is at ${target[*]} (old one kept as $pgdata.before-$stamp); ${took}s"
+log "recovered: the cluster in $pgdata is at $target_desc (old one kept as $pgdata.before-$stamp); ${took}s"

@@ -41,7 +41,9 @@ chmod 0755 "$work"
 mkdir -p "$work/bin"
 cp "$repo/target/release/"{pgbackup,verify-backup,walarchive} "$work/bin/"
 chmod 0755 "$work/bin" "$work/bin/"*
-as_pg() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg_cmd=()
+[[ $(id -u) -ne 0 ]] || as_pg_cmd=(runuser -u postgres --)
+as_pg() { "${as_pg_cmd[@]}" "$@"; }
 mkpgdir() { mkdir -p "$@"; [[ $(id -u) -ne 0 ]] || chown postgres:postgres "$@"; }
 
 cleanup() {
@@ -112,14 +114,18 @@ kill "$load"
 wait "$load" 2>/dev/null || true
 load_s=$(awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN {print e - s}')
 target=$(psql_q -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+# A commit after the target: recovery stops when it sees one.
+sleep 0.1
+DB=bench psql_q -c "CREATE TABLE after_target ()"
 switched=$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")
 until [[ $(psql_q -c "SELECT last_archived_wal >= '$switched' FROM pg_stat_archiver") == t ]]; do sleep 0.2; done
 written=$(( ($(wal_lsn) - lsn0) / 1048576 ))
 seg_fill=$(awk -v t="$load_s" -v w="$written" 'BEGIN {printf "%.3f", t / (w / 16)}')
 
 # 1. The same segments, archived again by each tool into a fresh store.
-mapfile -t names < <(find "$work/root/wal/00000001" -name '0000000100000*.sha256' -printf '%f\n' | sed 's/\.sha256$//' | sort | head -n "$segments")
-for n in "${names[@]}"; do as_pg "$work/bin/walarchive" -q fetch "$n" "$work/segs/$n" --root "$work/root"; done
+mapfile -t names < <(find "$work/root/wal/00000001" -name '*.sha256' -printf '%f\n' | sed 's/\.sha256$//' \
+    | grep -E '^[0-9A-F]{24}$' | sort | head -n "$segments")
+for n in "${names[@]}"; do as_pg "$work/bin/walarchive" -q fetch "$n" "$work/segs/$n" --root "$work/root" >/dev/null; done
 echo "archiving ${#names[@]} segments, $runs runs each ..." >&2
 cat >"$work/push-ours.sh" <<SH
 for f in $work/segs/*; do $work/bin/walarchive -q push "\$f" "\${f##*/}" --root $work/store || exit 1; done
@@ -132,8 +138,8 @@ chmod 644 "$work"/*.sh "$work/pgbackrest2.conf"
 for ((i = 0; i < runs; i++)); do
     rm -rf "$work/store" "$work/pgbr2" && mkpgdir "$work/store" "$work/pgbr2"
     as_pg pgbackrest --config="$work/pgbackrest2.conf" --stanza=bench stanza-create
-    time_cmd ours_push as_pg bash "$work/push-ours.sh"
-    time_cmd ref_push as_pg bash "$work/push-ref.sh"
+    time_cmd ours_push "${as_pg_cmd[@]}" bash "$work/push-ours.sh"
+    time_cmd ref_push "${as_pg_cmd[@]}" bash "$work/push-ref.sh"
 done
 per_seg=$(awk -v t="$(median "${times[ours_push]}")" -v n="${#names[@]}" 'BEGIN {printf "%.3f", t / n}')
 echo "under pgbench: ${written} MiB of WAL in ${load_s}s, at most $max_ready segment(s) waiting to be archived" >&2
@@ -141,7 +147,9 @@ echo "under pgbench: ${written} MiB of WAL in ${load_s}s, at most $max_ready seg
 # 3. Restore to the target time and start until promoted.
 side_opts="-c port=5499 -c listen_addresses='' -c unix_socket_directories='$work/r' -c archive_mode=off"
 wait_promoted() {
+    local data=$1
     until [[ $(as_pg "$PG_BINDIR/psql" -XqtA -h "$work/r" -p 5499 -U opskit -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null) == f ]]; do
+        as_pg "$PG_BINDIR/pg_ctl" -D "$data" status >/dev/null || { tail -n 5 "$data.log" >&2; exit 1; }
         sleep 0.2
     done
 }
@@ -163,7 +171,7 @@ restore() {
     rm -rf "$work/r/$who"
     t=$(date +%s.%N)
     as_pg bash "$work/restore-$who.sh"
-    wait_promoted
+    wait_promoted "$work/r/$who"
     times[${who}_restore]+="$(awk -v s="$t" -v e="$(date +%s.%N)" 'BEGIN {print e - s}') "
     as_pg "$PG_BINDIR/pg_ctl" -D "$work/r/$who" -m immediate -w stop >/dev/null
 }
@@ -188,8 +196,8 @@ if [[ ${BENCH_RPO:-1} != 0 ]]; then
     last=$(DB=bench psql_q -c "SELECT extract(epoch FROM max(at)) FROM trickle")
     rm -rf "$work/r/ours"
     as_pg "$work/bin/walarchive" -q restore --latest --pgdata "$work/r/ours" --root "$work/survived"
-    as_pg "$PG_BINDIR/pg_ctl" -D "$work/r/ours" -l "$work/r/rpo.log" -o "$side_opts" -w -t 3600 start >/dev/null
-    wait_promoted
+    as_pg "$PG_BINDIR/pg_ctl" -D "$work/r/ours" -l "$work/r/ours.log" -o "$side_opts" -w -t 3600 start >/dev/null
+    wait_promoted "$work/r/ours"
     got=$(as_pg "$PG_BINDIR/psql" -XqtA -h "$work/r" -p 5499 -U opskit -d bench -c "SELECT extract(epoch FROM max(at)) FROM trickle")
     as_pg "$PG_BINDIR/pg_ctl" -D "$work/r/ours" -m immediate -w stop >/dev/null
     lost=$(awk -v a="$last" -v b="${got:-0}" 'BEGIN {printf "%.1f", a - b}')

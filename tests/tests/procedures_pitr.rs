@@ -338,6 +338,23 @@ fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
     );
     assert!(!d.dir.join("never").exists());
 
+    // A time no archived transaction reaches yet: refused, named, nothing left.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let out = run(d
+        .script("restore-system.sh")
+        .args(["--to", &later, "--port", "5439", "--into"])
+        .arg(d.dir.join("too-late")));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("the archive ends before {later}")),
+        "{}",
+        out.stderr
+    );
+    assert!(!d.dir.join("too-late").exists());
+
     rpo(&d);
 
     // The swap: production's data directory aside, the recovered one in.
