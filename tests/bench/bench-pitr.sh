@@ -114,6 +114,8 @@ kill "$load"
 wait "$load" 2>/dev/null || true
 load_s=$(awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN {print e - s}')
 target=$(psql_q -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+# pgBackRest's spelling of the same time.
+target_pgbr=$(sed -e 's/T/ /' -e 's/Z$/+00/' <<<"$target")
 # A commit after the target: recovery stops when it sees one.
 sleep 0.1
 DB=bench psql_q -c "CREATE TABLE after_target ()"
@@ -155,13 +157,13 @@ wait_promoted() {
 }
 cat >"$work/restore-ours.sh" <<SH
 set -e
-$work/bin/walarchive -q restore --to $target --pgdata $work/r/ours --root $work/root
+$work/bin/walarchive -q restore --to $target --pgdata $work/r/ours --root $work/root >/dev/null
 $PG_BINDIR/pg_ctl -D $work/r/ours -l $work/r/ours.log -o "$side_opts" -w -t 3600 start >/dev/null
 SH
 cat >"$work/restore-ref.sh" <<SH
 set -e
 mkdir -m 700 $work/r/ref
-pgbackrest --config=$work/pgbackrest.conf --stanza=bench restore --pg1-path=$work/r/ref --type=time "--target=$target" --target-action=promote
+pgbackrest --config=$work/pgbackrest.conf --stanza=bench restore --pg1-path=$work/r/ref --type=time "--target=$target_pgbr" --target-action=promote
 $PG_BINDIR/pg_ctl -D $work/r/ref -l $work/r/ref.log -o "$side_opts" -w -t 3600 start >/dev/null
 SH
 chmod 644 "$work"/restore-*.sh
@@ -195,7 +197,7 @@ if [[ ${BENCH_RPO:-1} != 0 ]]; then
     cp -a "$work/root" "$work/survived"
     last=$(DB=bench psql_q -c "SELECT extract(epoch FROM max(at)) FROM trickle")
     rm -rf "$work/r/ours"
-    as_pg "$work/bin/walarchive" -q restore --latest --pgdata "$work/r/ours" --root "$work/survived"
+    as_pg "$work/bin/walarchive" -q restore --latest --pgdata "$work/r/ours" --root "$work/survived" >/dev/null
     as_pg "$PG_BINDIR/pg_ctl" -D "$work/r/ours" -l "$work/r/ours.log" -o "$side_opts" -w -t 3600 start >/dev/null
     wait_promoted "$work/r/ours"
     got=$(as_pg "$PG_BINDIR/psql" -XqtA -h "$work/r" -p 5499 -U opskit -d bench -c "SELECT extract(epoch FROM max(at)) FROM trickle")
