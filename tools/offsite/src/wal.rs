@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use clap::Args as ClapArgs;
 use opskit::backupset::{self, MANIFEST};
-use opskit::physical::{self, SIDECAR, segment_of};
+use opskit::physical::{self, SIDECAR};
 use opskit::record::Fields;
 use opskit::records::{OffsiteCounts, Prune, PruneAction, Push};
 use opskit::{Done, Emitter, Error, Exit, IoContext, Result};
@@ -173,7 +173,7 @@ pub fn prune_remote(
     dry_run: bool,
     em: &mut Emitter,
 ) -> Result<u64> {
-    let mut oldest: Option<(u64, String, u64)> = None;
+    let mut manifests = Vec::new();
     for set in kept {
         let key = store.remote.key(set, MANIFEST);
         let Ok((_, body)) = store.get(&key) else {
@@ -185,16 +185,11 @@ pub fn prune_remote(
             &mut text,
         )
         .map_err(|e| Error::failure(format!("reading {key}: {e}")))?;
-        let Ok(m) = serde_json::from_slice::<backupset::Manifest>(&text) else {
-            continue;
-        };
-        let Some(info) = m.physical else { continue };
-        if let Some((_, n)) = segment_of(&info.start_wal, info.wal_segment_size)
-            && oldest.as_ref().is_none_or(|o| n < o.0)
-        {
-            oldest = Some((n, info.start_wal, info.wal_segment_size));
+        if let Ok(m) = serde_json::from_slice::<backupset::Manifest>(&text) {
+            manifests.push(m);
         }
     }
+    let oldest = physical::oldest_start(&manifests);
     let Some((first, start_wal, seg_size)) = oldest else {
         return Ok(0);
     };
@@ -204,9 +199,7 @@ pub fn prune_remote(
         .into_iter()
         .filter(|o| {
             let name = o.key.rsplit('/').next().unwrap_or("");
-            name.len() >= 24
-                && !name.contains(".history")
-                && segment_of(&name[..24], seg_size).is_some_and(|(_, n)| n < first)
+            physical::wal_before(name, first, seg_size)
         })
         .map(|o| (o.key, o.size))
         .collect();

@@ -118,6 +118,30 @@ pub fn archived_wal(root: &Path) -> Result<Vec<ArchivedWal>> {
     Ok(out)
 }
 
+/// Where the WAL the given base sets need starts: the earliest start
+/// segment among them (its number, its name), with their segment size.
+pub fn oldest_start<'a>(
+    sets: impl IntoIterator<Item = &'a Manifest>,
+) -> Option<(u64, String, u64)> {
+    sets.into_iter()
+        .filter_map(|m| {
+            let info = m.physical.as_ref()?;
+            let (_, n) = segment_of(&info.start_wal, info.wal_segment_size)?;
+            Some((n, info.start_wal.clone(), info.wal_segment_size))
+        })
+        .min_by_key(|(n, _, _)| *n)
+}
+
+/// Whether archived WAL file `name` lies before segment `first`: a
+/// segment, a partial segment or a backup label before it. History files
+/// never do (they are kept for every timeline).
+pub fn wal_before(name: &str, first: u64, seg_size: u64) -> bool {
+    name.len() >= 24
+        && !name.contains(".history")
+        && name.is_char_boundary(24)
+        && segment_of(&name[..24], seg_size).is_some_and(|(_, n)| n < first)
+}
+
 /// A timeline history file's entries: (parent timeline, the LSN where the
 /// next timeline branched off it), oldest first.
 pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
@@ -410,6 +434,24 @@ mod tests {
         );
         assert_eq!(segment_of("0000000200000001000000FF", seg), Some((2, 511)));
         assert_eq!(segment_of("00000002.history", seg), None);
+    }
+
+    #[test]
+    fn what_lies_before_a_segment() {
+        let seg = 16 << 20;
+        let first = segment_of("000000020000000000000010", seg).unwrap().1;
+        for (name, before) in [
+            ("00000001000000000000000F", true),
+            ("00000001000000000000000F.zst.age", true),
+            ("00000001000000000000000F.00000028.backup", true),
+            ("000000010000000000000010", false),
+            ("000000030000000000000011.partial", false),
+            ("00000002.history", false),
+            ("00000002.history.zst.age", false),
+            ("00000002.history.sha256", false),
+        ] {
+            assert_eq!(wal_before(name, first, seg), before, "{name}");
+        }
     }
 
     #[test]

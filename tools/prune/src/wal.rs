@@ -7,35 +7,18 @@
 use std::path::{Path, PathBuf};
 
 use opskit::backupset;
-use opskit::physical::{self, ArchivedWal, segment_of};
+use opskit::physical::{self, ArchivedWal};
 use opskit::records::{Prune, PruneAction};
 use opskit::{Emitter, Result};
 
 /// The first segment the kept base sets need: (its number, its name, the
-/// set that needs it, the segment size).
-fn oldest_start(kept: &[PathBuf]) -> Option<(u64, String, String, u64)> {
-    let mut best: Option<(u64, String, String, u64)> = None;
-    for set in kept {
-        let Ok((m, _)) = backupset::read_manifest(set) else {
-            continue;
-        };
-        let Some(info) = m.physical else { continue };
-        let Some((_, n)) = segment_of(&info.start_wal, info.wal_segment_size) else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|b| n < b.0) {
-            best = Some((n, info.start_wal, m.set, info.wal_segment_size));
-        }
-    }
-    best
-}
-
-/// Whether an archived file is older than segment `first`: a segment, a
-/// partial segment or a backup label before it. History files never are.
-fn before(w: &ArchivedWal, first: u64, seg_size: u64) -> bool {
-    w.name.len() >= 24
-        && !w.name.ends_with(".history")
-        && segment_of(&w.name[..24], seg_size).is_some_and(|(_, n)| n < first)
+/// segment size).
+fn oldest_start(kept: &[PathBuf]) -> Option<(u64, String, u64)> {
+    let manifests: Vec<backupset::Manifest> = kept
+        .iter()
+        .filter_map(|set| backupset::read_manifest(set).ok().map(|(m, _)| m))
+        .collect();
+    physical::oldest_start(&manifests)
 }
 
 /// Delete (unless `held`) the WAL no kept base set needs and report it in
@@ -45,13 +28,13 @@ pub fn prune(root: &Path, kept: &[PathBuf], held: bool, em: &mut Emitter) -> Res
     if archived.is_empty() {
         return Ok(0);
     }
-    let Some((first, name, set, seg_size)) = oldest_start(kept) else {
+    let Some((first, name, seg_size)) = oldest_start(kept) else {
         log::info!("no base set is kept: the WAL archive is left whole");
         return Ok(0);
     };
     let doomed: Vec<&ArchivedWal> = archived
         .iter()
-        .filter(|w| before(w, first, seg_size))
+        .filter(|w| physical::wal_before(&w.name, first, seg_size))
         .collect();
     if doomed.is_empty() {
         return Ok(0);
@@ -73,7 +56,7 @@ pub fn prune(root: &Path, kept: &[PathBuf], held: bool, em: &mut Emitter) -> Res
         }
     }
     let detail = format!(
-        "{} archived WAL files before {name}, where {set} (the oldest base set kept) starts",
+        "{} archived WAL files before {name}, where the oldest base set kept starts",
         doomed.len()
     );
     log::info!(
