@@ -127,14 +127,14 @@ seg_fill=$(awk -v t="$load_s" -v w="$written" 'BEGIN {printf "%.3f", t / (w / 16
 # 1. The same segments, archived again by each tool into a fresh store.
 # Fewer archived than asked for: more bulk writes (after the restore's
 # target, so part 3 is unchanged).
-archived() { find "$work/root/wal/00000001" -name '*.sha256' | grep -cE '/[0-9A-F]{24}\.sha256$' || true; }
+archived() { find "$work/root/wal" -name '*.sha256' | grep -cE '/[0-9A-F]{24}\.sha256$' || true; }
 while (($(archived) < segments)); do
     DB=bench psql_q -c "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime, filler)
         SELECT g % 10 + 1, 1, g, g % 1000, now(), left(md5(g::text), 22) FROM generate_series(1, 2000000) g"
     switched=$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")
     until [[ $(psql_q -c "SELECT last_archived_wal >= '$switched' FROM pg_stat_archiver") == t ]]; do sleep 0.2; done
 done
-mapfile -t names < <(find "$work/root/wal/00000001" -name '*.sha256' -printf '%f\n' | sed 's/\.sha256$//' \
+mapfile -t names < <(find "$work/root/wal" -name '*.sha256' -printf '%f\n' | sed 's/\.sha256$//' \
     | grep -E '^[0-9A-F]{24}$' | sort | head -n "$segments")
 for n in "${names[@]}"; do as_pg "$work/bin/walarchive" -q fetch "$n" "$work/segs/$n" --root "$work/root" >/dev/null; done
 echo "archiving ${#names[@]} segments, $runs runs each ..." >&2

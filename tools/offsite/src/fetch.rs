@@ -155,7 +155,7 @@ fn pick(sets: &RemoteSets, want: &str, store: &Store) -> Result<String> {
 }
 
 /// A small object (a manifest, SHA256SUMS) into memory.
-fn download_small(store: &Store, key: &str) -> Result<Vec<u8>> {
+pub(crate) fn download_small(store: &Store, key: &str) -> Result<Vec<u8>> {
     let (_, body) = store.get(key)?;
     let mut out = Vec::new();
     body.take(backupset::MAX_MANIFEST + 1)

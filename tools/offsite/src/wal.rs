@@ -173,20 +173,21 @@ pub fn prune_remote(
     dry_run: bool,
     em: &mut Emitter,
 ) -> Result<u64> {
+    // Every kept set's manifest, or no WAL is deleted: a base set whose
+    // manifest cannot be read may still need any of it.
     let mut manifests = Vec::new();
     for set in kept {
         let key = store.remote.key(set, MANIFEST);
-        let Ok((_, body)) = store.get(&key) else {
-            continue;
-        };
-        let mut text = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(body, backupset::MAX_MANIFEST),
-            &mut text,
-        )
-        .map_err(|e| Error::failure(format!("reading {key}: {e}")))?;
-        if let Ok(m) = serde_json::from_slice::<backupset::Manifest>(&text) {
-            manifests.push(m);
+        let read = crate::fetch::download_small(store, &key).and_then(|text| {
+            serde_json::from_slice::<backupset::Manifest>(&text)
+                .map_err(|e| Error::failure(format!("{key}: not a valid manifest: {e}")))
+        });
+        match read {
+            Ok(m) => manifests.push(m),
+            Err(e) => {
+                log::warn!("{}; the remote WAL is left whole", e.msg);
+                return Ok(0);
+            }
         }
     }
     let oldest = physical::oldest_start(&manifests);

@@ -269,9 +269,12 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<PruneCounts>, Error> {
         tally.count(&rec);
         em.emit(&rec)?;
     }
+    // The sets that stay (legacy files have no manifest to read).
     let kept: Vec<PathBuf> = (0..decisions.len())
         .filter(|&k| matches!(actions[k], Action::Keep | Action::Corrupt(_)))
-        .map(|k| entries[decisions[k].index].path.clone())
+        .map(|k| &entries[decisions[k].index])
+        .filter(|e| matches!(e.kind, Kind::Set { .. }))
+        .map(|e| e.path.clone())
         .collect();
     tally.bytes += wal::prune(&root, &kept, hold.is_some(), em)?;
     if verdicts.upstream_failed || verdicts.input_errors > 0 {

@@ -14,10 +14,18 @@ use opskit::{Emitter, Result};
 /// The first segment the kept base sets need: (its number, its name, the
 /// segment size).
 fn oldest_start(kept: &[PathBuf]) -> Option<(u64, String, u64)> {
-    let manifests: Vec<backupset::Manifest> = kept
-        .iter()
-        .filter_map(|set| backupset::read_manifest(set).ok().map(|(m, _)| m))
-        .collect();
+    // Every kept set's manifest, or no WAL is deleted: a base set whose
+    // manifest cannot be read may still need any of it.
+    let mut manifests = Vec::new();
+    for set in kept {
+        match backupset::read_manifest(set) {
+            Ok((m, _)) => manifests.push(m),
+            Err(e) => {
+                log::warn!("{}; the WAL archive is left whole", e.msg);
+                return None;
+            }
+        }
+    }
     physical::oldest_start(&manifests)
 }
 
@@ -29,7 +37,7 @@ pub fn prune(root: &Path, kept: &[PathBuf], held: bool, em: &mut Emitter) -> Res
         return Ok(0);
     }
     let Some((first, name, seg_size)) = oldest_start(kept) else {
-        log::info!("no base set is kept: the WAL archive is left whole");
+        log::info!("no base set is kept (or one could not be read): the WAL archive is left whole");
         return Ok(0);
     };
     let doomed: Vec<&ArchivedWal> = archived
