@@ -98,23 +98,21 @@ superuser=$(jq -r .superuser <<<"$rec")
 log "$(jq -r '"starting from \(.set) (ended \(.base_finished_at)), \(.files) files"' <<<"$rec")"
 
 psql_side() { psql -X -q -A -t -h "$into" -p "$port" -U "$superuser" -d postgres "$@"; }
-pg_ctl -D "$into" -l "$into.log" -w -t 3600 \
-    -o "-c port=$port -c listen_addresses='' -c unix_socket_directories='$into' -c archive_mode=off" \
-    start >/dev/null || {
-    log "the recovered cluster did not start; its log ($into.log) ends:"
-    tail -n 5 "$into.log" >&2
+# Why recovery stopped, from the server log; exits 2 (production untouched).
+recovery_failed() {
+    log "the recovered cluster $1; its log ($into.log) ends:"
+    grep -E 'FATAL|PANIC|recovery' "$into.log" | tail -n 5 >&2
+    if grep -q 'recovery ended before configured recovery target was reached' "$into.log"; then
+        rm -rf "$into"
+        die "the archive ends before $target_desc: no transaction after that time is archived yet (wait for the next WAL file, or recover --to-latest); production was not touched" 2
+    fi
     die "recovery failed; $into is left for inspection; production was not touched" 2
 }
+pg_ctl -D "$into" -l "$into.log" -w -t 3600 \
+    -o "-c port=$port -c listen_addresses='' -c unix_socket_directories='$into' -c archive_mode=off" \
+    start >/dev/null || recovery_failed "did not start"
 while [[ $(psql_side -c 'SELECT pg_is_in_recovery()' 2>/dev/null) != f ]]; do
-    if ! pg_ctl -D "$into" status >/dev/null; then
-        log "the recovered cluster stopped during recovery; its log ($into.log) ends:"
-        grep -E 'FATAL|PANIC|recovery' "$into.log" | tail -n 5 >&2
-        if grep -q 'recovery ended before configured recovery target was reached' "$into.log"; then
-            rm -rf "$into"
-            die "the archive ends before $target_desc: no transaction after that time is archived yet (wait for the next WAL file, or recover --to-latest); production was not touched" 2
-        fi
-        die "recovery failed; production was not touched" 2
-    fi
+    pg_ctl -D "$into" status >/dev/null || recovery_failed "stopped during recovery"
     sleep 0.5
 done
 took=$(elapsed "$t0")
