@@ -43,6 +43,8 @@ unit:
 	$(CARGO) build --workspace --bins
 	target/debug/logrotate-lite --check examples/logrotate.conf >/dev/null
 	$(CARGO) test --workspace
+	@echo "offsite's tests again, against moto's S3 server over https:"
+	OPSKIT_TEST_S3=moto $(CARGO) test -p offsite
 
 # The procedures against a throwaway PostgreSQL under ./.demo (nothing is
 # left running).

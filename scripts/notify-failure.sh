@@ -32,5 +32,7 @@ tail_of_journal() {
         echo "(no journal on this machine)"
     fi
 }
-tail_of_journal | "$(tool healthcheck)" -q --notify "$OPSKIT_NOTIFY_URL" --announce-failure "$unit" >/dev/null
+# The webhook URL (a token) goes through the environment, never argv.
+export OPSKIT_NOTIFY_URL
+tail_of_journal | "$(tool healthcheck)" -q --notify env:OPSKIT_NOTIFY_URL --announce-failure "$unit" >/dev/null
 log "told $(spec_redact "$OPSKIT_NOTIFY_URL") that $unit failed"

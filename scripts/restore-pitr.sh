@@ -63,6 +63,14 @@ done
 ((${#target[@]})) || die "say where to recover to: --to TIME or --to-latest" 64
 
 load_env
+password_to_env DATABASE_URL
+# The WAL archive is the postgres user's: what this pushes into it (the new
+# timeline's history file) is signed with that user's key, as
+# backup-system.sh --physical signs base sets -- opskit's is not readable
+# by postgres.
+if [[ -n "${OPSKIT_PITR_SIGNING_KEY:-}" ]]; then
+    export OPSKIT_SIGNING_KEY=$OPSKIT_PITR_SIGNING_KEY
+fi
 if [[ $(id -u) == 0 ]]; then
     # PostgreSQL does not run as root: go on as the owner of the data
     # directory (postgres), with the settings already read.
@@ -77,7 +85,9 @@ fi
 if ((swap)) && [[ "${OPSKIT_PRODUCTION:-0}" =~ ^(1|yes|true)$ && $yes_production != 1 ]]; then
     die "this env file marks this server as production: pass --yes-production to swap a recovered cluster in" 64
 fi
-root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the base sets and the WAL archive)}
+# The base sets and the WAL archive: their own root (OPSKIT_PITR_ROOT, as
+# backup-system.sh --physical writes them), else the dump root.
+root=${OPSKIT_PITR_ROOT:-${OPSKIT_BACKUP_ROOT:?neither OPSKIT_PITR_ROOT nor OPSKIT_BACKUP_ROOT is set (the base sets and the WAL archive)}}
 pgdata=${OPSKIT_PGDATA:-}
 [[ -n "${OPSKIT_PG_BINDIR:-}" ]] && export PATH="$OPSKIT_PG_BINDIR:$PATH"
 ((swap)) && [[ -z "$pgdata" ]] && die "--swap needs OPSKIT_PGDATA (the data directory to replace)" 64
@@ -97,7 +107,11 @@ into=$(jq -r .pgdata <<<"$rec")
 superuser=$(jq -r .superuser <<<"$rec")
 log "$(jq -r '"starting from \(.set) (ended \(.base_finished_at)), \(.files) files"' <<<"$rec")"
 
-psql_side() { psql -X -q -A -t -h "$into" -p "$port" -U "$superuser" -d postgres "$@"; }
+# Connections to the recovered cluster send these at their start: the set's
+# per-role settings (search_path, preloaded libraries) and login event
+# triggers do not apply to them.
+side_options=$(jq -r .session_options <<<"$rec")
+psql_side() { PGOPTIONS=$side_options psql -X -q -A -t -h "$into" -p "$port" -U "$superuser" -d postgres "$@"; }
 # Why recovery stopped, from the server log; exits 2 (production untouched).
 recovery_failed() {
     log "the recovered cluster $1; its log ($into.log) ends:"
@@ -108,8 +122,12 @@ recovery_failed() {
     fi
     die "recovery failed; $into is left for inspection; production was not touched" 2
 }
+# The set's own configuration is not trusted: every setting that runs a
+# command, loads a library or connects out is forced on the command line
+# (walarchive's start_options), and it listens on its own socket only.
+start_options=$(jq -r .start_options <<<"$rec")
 pg_ctl -D "$into" -l "$into.log" -w -t 3600 \
-    -o "-c port=$port -c listen_addresses='' -c unix_socket_directories='$into' -c archive_mode=off" \
+    -o "$start_options -c port=$port -c unix_socket_directories='$into'" \
     start >/dev/null || recovery_failed "did not start"
 while [[ $(psql_side -c 'SELECT pg_is_in_recovery()' 2>/dev/null) != f ]]; do
     pg_ctl -D "$into" status >/dev/null || recovery_failed "stopped during recovery"
@@ -118,13 +136,17 @@ done
 took=$(elapsed "$t0")
 last=$(psql_side -c "SELECT coalesce(pg_last_xact_replay_timestamp()::text, 'none')")
 stop_line=$(grep -oE 'recovery stopping (before|after) .*' "$into.log" | tail -n 1 || true)
-printf '{"event":"pitr","target":%s,"recovered_in_s":%s,"last_transaction_replayed":"%s","stop":"%s","pgdata":"%s","socket":"%s","port":%s}\n' \
-    "$(jq -c '.target_time // .target' <<<"$rec")" "$took" "$last" "${stop_line//\"/\'}" "$into" "$into" "$port"
+# The `pitr` record (docs/records.md), built by jq: every value quoted as
+# JSON, whatever PostgreSQL's messages hold.
+jq -nc --arg ts "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" --arg target "$(jq -r '.target_time // .target' <<<"$rec")" \
+    --argjson took "$took" --arg last "$last" --arg stop "$stop_line" --arg pgdata "$into" --argjson port "$port" \
+    '{event: "pitr", tool: "restore-pitr.sh", ts: $ts, ok: true, target: $target, recovered_in_s: $took,
+      last_transaction_replayed: $last, stop: $stop, pgdata: $pgdata, socket: $pgdata, port: $port}'
 log "recovered to $target_desc in ${took}s; last transaction replayed: $last${stop_line:+ ($stop_line)}"
 
 rc=0
 side_url="postgresql://$superuser@/postgres?host=$into&port=$port"
-"$(tool healthcheck)" -q --wait "${OPSKIT_HEALTH_WAIT:-2m}" "$side_url" >/dev/null || rc=1
+PGOPTIONS=$side_options "$(tool healthcheck)" -q --wait "${OPSKIT_HEALTH_WAIT:-2m}" "$side_url" >/dev/null || rc=1
 ((rc)) && log "warning: the recovered cluster fails the health gate"
 
 if ((!swap)); then
@@ -155,8 +177,17 @@ else
 fi || die "the recovered cluster did not start in $pgdata; the old one is $pgdata.before-$stamp" 2
 # A promotion writes its timeline's history file while archiving was off
 # on the side socket: archive it now, or a later recovery cannot follow.
+# Encrypted and signed as archive_command does (walarchive refuses
+# plaintext beside encrypted sets); a failure is named, not fatal: the
+# cluster is already swapped in, and the health gate still decides.
 for h in "$pgdata"/pg_wal/*.history; do
-    [[ -e "$h" ]] && "$(tool walarchive)" -q push "$h" "$(basename "$h")" --root "$root" >/dev/null
+    [[ -e "$h" ]] || continue
+    push=("$(tool walarchive)" -q push "$h" "$(basename "$h")" --root "$root")
+    [[ -n "${OPSKIT_AGE_RECIPIENTS_FILE:-}" ]] && push+=(--encrypt-to-file "$OPSKIT_AGE_RECIPIENTS_FILE")
+    [[ -n "${OPSKIT_SIGNING_KEY:-}" ]] && push+=(--signing-key "$OPSKIT_SIGNING_KEY")
+    if ! "${push[@]}" >/dev/null; then
+        log "warning: the new timeline's history file $(basename "$h") is not archived: a later recovery cannot follow this timeline until it is; as $(id -un)${OPSKIT_AGE_RECIPIENTS:+ with OPSKIT_AGE_RECIPIENTS set}, run: ${push[*]}"
+    fi
 done
 "$(tool healthcheck)" -q --wait "${OPSKIT_HEALTH_WAIT:-2m}" postgres: >/dev/null || rc=1
 took=$(elapsed "$t0")

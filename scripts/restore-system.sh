@@ -16,23 +16,28 @@ Restores SET (a set directory, or a set name under OPSKIT_BACKUP_ROOT;
 default: the newest set that passed verification) as the database of
 DATABASE_URL:
 
-  1. asks for confirmation (or --yes);
-  2. runs OPSKIT_APP_STOP, if set;
-  3. restores the globals (roles) from the set, unless --no-globals;
-  4. restores the dump into a NEW database <db>_restore_<time>;
-  5. only if that worked: renames the current database (if any) aside to
-     <db>_before_<time> -- it is not dropped -- and the new one to <db>;
-  6. with --files-into DIR, unpacks the set's files archives into DIR;
-  7. runs OPSKIT_APP_START, if set, and waits for `healthcheck --wait`
-     (the database, plus the checks in OPSKIT_CHECKS);
-  8. prints the elapsed recovery time.
+  1. checks the set's signature (OPSKIT_SIGNING_PUBKEYS) and checksums;
+  2. asks for confirmation (or --yes);
+  3. runs OPSKIT_APP_STOP, if set;
+  4. with verify-backup --keep-as: restores the globals (roles) from the
+     set, unless --no-globals; restores the dump into a NEW database
+     <db>_restore_<time> (pg_restore, or psql under \restrict: nothing in a
+     set is run as a command); with --files-into DIR unpacks the set's files
+     archives into DIR (no owners, no setuid/setgid bits, no devices,
+     nothing outside DIR); compares every table's row count with the set;
+  5. only if all that worked: renames the current database (if any) aside
+     to <db>_before_<time> -- it is not dropped -- and the new one to <db>;
+  6. runs OPSKIT_APP_START, if set (also when the restore failed: nothing
+     was swapped), and waits for `healthcheck --wait` (the database, plus
+     the checks in OPSKIT_CHECKS);
+  7. prints the elapsed recovery time.
 
 Dropping the old database is a separate, explicit step once you are sure:
   psql -d postgres -c 'DROP DATABASE "<db>_before_<time>"'
 
-With --from-offsite, when OPSKIT_BACKUP_ROOT holds no verified set (the
-disk was lost, or this is a new machine), the newest set in
-OPSKIT_OFFSITE_URL is first pulled into it (offsite pull: staged, every
+With --from-offsite, when OPSKIT_BACKUP_ROOT holds no verified dump set
+(the disk was lost, or this is a new machine), the newest dump set in
+OPSKIT_OFFSITE_URL (never a newer base set) is first pulled into it (offsite pull: staged, every
 file's sha256 checked) and verified (verify-backup --record, in full when
 OPSKIT_AGE_IDENTITY is set).
 
@@ -71,6 +76,9 @@ while (($#)); do
 done
 
 load_env
+password_to_env DATABASE_URL
+# An empty identity is no identity (the tools refuse an empty value).
+[[ -n "${OPSKIT_AGE_IDENTITY:-}" ]] || unset OPSKIT_AGE_IDENTITY
 : "${DATABASE_URL:?DATABASE_URL is not set (the database to restore)}"
 root=${OPSKIT_BACKUP_ROOT:-}
 PG_BIN=${OPSKIT_PG_BINDIR:+$OPSKIT_PG_BINDIR/}
@@ -79,13 +87,13 @@ if [[ "${OPSKIT_PRODUCTION:-0}" =~ ^(1|yes|true)$ && $yes_production != 1 ]]; th
     die "this env file marks $(spec_redact "$DATABASE_URL") as production: pass --yes-production to restore over it" 64
 fi
 
-if ((from_offsite)) && [[ -z "$set" ]] && ! { [[ -n "$root" ]] && newest_verified "$root" >/dev/null; }; then
+if ((from_offsite)) && [[ -z "$set" ]] && ! { [[ -n "$root" ]] && newest_verified "$root" >/dev/null 2>&1; }; then
     [[ -n "${OPSKIT_OFFSITE_URL:-}" ]] || die "--from-offsite needs OPSKIT_OFFSITE_URL (s3://BUCKET/PREFIX)" 64
     [[ -n "$root" ]] || die "--from-offsite needs OPSKIT_BACKUP_ROOT (where the set is put)" 64
     mkdir -p "$root"
     chmod 700 "$root"
-    log "no verified set under $root: pulling the newest set from $OPSKIT_OFFSITE_URL"
-    pulled=$("$(tool offsite)" pull latest --dest "$root" | jq -r 'select(.event == "pull") | .path') \
+    log "no verified dump set under $root: pulling the newest dump set from $OPSKIT_OFFSITE_URL"
+    pulled=$("$(tool offsite)" pull latest --kind dump --dest "$root" | jq -r 'select(.event == "pull") | .path') \
         || die "pulling from $OPSKIT_OFFSITE_URL failed; nothing was changed" 2
     [[ -n "$pulled" ]] || die "pulling from $OPSKIT_OFFSITE_URL gave no set; nothing was changed" 2
     verify_args=(--record)
@@ -103,9 +111,14 @@ fi
 [[ -f "$set/MANIFEST.json" ]] || die "$set is not a backup set (no MANIFEST.json)" 64
 set=$(cd "$set" && pwd)
 manifest="$set/MANIFEST.json"
+# Only what the set's signature covers is trusted, and only once checked:
+# the quick verification (signature first) before reading anything else.
+quick_args=(--quick)
+[[ -n "${OPSKIT_PG_BINDIR:-}" ]] && quick_args+=(--pg-bindir "$OPSKIT_PG_BINDIR")
+checked=$("$(tool verify-backup)" "${quick_args[@]}" "$set" 2>/dev/null) \
+    || die "$(jq -r '(select(.event == "error") | .message), (select(.event == "verify") | .checks[] | select(.ok == false) | "\(.name): \(.detail)")' <<<"$checked" | head -n1) -- $set is not restored; nothing was changed" 2
 started=$(jq -r '.started_at' "$manifest")
-restore_cmd=$(jq -r '.database.restore_command // empty' "$manifest")
-[[ -n "$restore_cmd" ]] || die "$set has no database dump" 64
+[[ $(jq -r 'has("database")' "$manifest") == true ]] || die "$set has no database dump" 64
 if [[ $(jq -r 'has("encryption")' "$manifest") == true ]]; then
     need_identity "$set"
 fi
@@ -118,44 +131,60 @@ confirm "Restore $(basename "$set") (taken $started) as database '$db' on $(spec
     || die "not confirmed; nothing was changed" 64
 t0=$(date +%s.%N)
 
+app_stopped=0
 if [[ -n "${OPSKIT_APP_STOP:-}" ]]; then
     log "stopping the application: $OPSKIT_APP_STOP"
     bash -c "$OPSKIT_APP_STOP" || die "the stop command failed; nothing was changed" 2
+    app_stopped=1
 fi
 
-globals_file=$(jq -r '.files[] | select(.kind == "globals") | .name' "$manifest" | head -n1)
-if ((globals)) && [[ -n "$globals_file" ]]; then
-    log "restoring roles from $globals_file (existing roles are left as they are)"
-    errors=$(set_file_content "$set/$globals_file" | "${PG_BIN}psql" -X -q --no-psqlrc -d "$(url_with_db "$DATABASE_URL" postgres)" 2>&1 >/dev/null \
-        | grep 'ERROR' | grep -vc 'already exists' || true)
-    ((errors == 0)) || log "warning: $errors statements of the globals failed (see psql's messages above)"
-fi
+# On a failure before the swap the old database is in place: start the
+# application again, or say that it is still stopped.
+app_still_stopped() {
+    ((app_stopped)) || return 0
+    if [[ -n "${OPSKIT_APP_START:-}" ]] && bash -c "$OPSKIT_APP_START"; then
+        log "started the application again (nothing was swapped): $OPSKIT_APP_START"
+    else
+        log "the application is still stopped (OPSKIT_APP_STOP ran; start it by hand)"
+    fi
+}
 
-log "restoring $(basename "$set") into new database $new"
-psql_at postgres -c "CREATE DATABASE \"$new\"" || die "cannot create database $new; nothing was changed" 2
-if ! (cd "$set" && TARGET_DB=$(url_with_db "$DATABASE_URL" "$new") bash -o pipefail -c "$restore_cmd"); then
-    psql_at postgres -c "DROP DATABASE IF EXISTS \"$new\"" || true
+# The set is data, never code: verify-backup restores it with the stock
+# tools it derives from the set's format (pg_restore, or psql under
+# \restrict), never the manifest's restore_command; roles first, files
+# archives unpacked without owners, setuid bits or devices; it checks every
+# table's row count and keeps the new database only when all passed.
+restore_args=(--restore-into "$(url_with_db "$DATABASE_URL" postgres)" --keep-as "$new" --record)
+((globals)) && restore_args+=(--globals)
+[[ -n "$files_into" ]] && restore_args+=(--files-into "$files_into")
+[[ -n "${OPSKIT_PG_BINDIR:-}" ]] && restore_args+=(--pg-bindir "$OPSKIT_PG_BINDIR")
+log "restoring $(basename "$set") into new database $new${files_into:+ (files into $files_into)}"
+if ! restored=$("$(tool verify-backup)" "${restore_args[@]}" "$set"); then
+    jq -r 'select(.event == "verify") | .checks[] | select(.ok == false) | "\(.name): \(.detail)"' <<<"$restored" 2>/dev/null \
+        | while IFS= read -r m; do log "$m"; done
+    app_still_stopped
     die "the restore failed; $new was dropped and '$db' was not touched" 2
 fi
 
-exists=$(psql_at postgres -tA -c "SELECT count(*) FROM pg_database WHERE datname = '$db'")
+exists=$(psql_at postgres -tA -c "SELECT count(*) FROM pg_database WHERE datname = '$db'") || {
+    app_still_stopped
+    die "cannot ask the server whether '$db' exists; nothing was swapped: the restored copy is in '$new', '$db' is unchanged" 2
+}
 swap="BEGIN;"
 if [[ "$exists" == 1 ]]; then
-    psql_at postgres -tA -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$db' AND pid <> pg_backend_pid()" >/dev/null
+    psql_at postgres -tA -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$db' AND pid <> pg_backend_pid()" >/dev/null || {
+        app_still_stopped
+        die "cannot end the sessions on '$db'; nothing was swapped: the restored copy is in '$new', '$db' is unchanged" 2
+    }
     swap+=" ALTER DATABASE \"$db\" RENAME TO \"$aside\";"
 fi
 swap+=" ALTER DATABASE \"$new\" RENAME TO \"$db\"; COMMIT;"
 [[ "$exists" == 1 ]] || aside="(none: there was no database '$db')"
 log "swapping in '$new' as '$db'; the old one: $aside"
-psql_at postgres -c "$swap" || die "the rename failed; the restored copy is in '$new', '$db' is unchanged" 2
-
-if [[ -n "$files_into" ]]; then
-    mkdir -p "$files_into"
-    while IFS= read -r f; do
-        log "unpacking $f into $files_into"
-        set_file_content "$set/$f" | tar -xf - -C "$files_into" || die "unpacking $f failed" 2
-    done < <(jq -r '.files[] | select(.kind == "files") | .name' "$manifest")
-fi
+psql_at postgres -c "$swap" || {
+    app_still_stopped
+    die "the rename failed; the restored copy is in '$new', '$db' is unchanged" 2
+}
 
 if [[ -n "${OPSKIT_APP_START:-}" ]]; then
     log "starting the application: $OPSKIT_APP_START"

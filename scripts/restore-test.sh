@@ -36,13 +36,16 @@ while (($#)); do
 done
 
 load_env
+password_to_env DATABASE_URL
 root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the backup root)}
 server=${OPSKIT_RESTORE_TEST_URL:-${DATABASE_URL:?neither OPSKIT_RESTORE_TEST_URL nor DATABASE_URL is set}}
+password_to_env server OPSKIT_RESTORE_TEST_URL
 metrics_dir=${OPSKIT_METRICS_DIR:-/var/lib/prometheus/node-exporter}
 args=(--restore-into "$server" --record="$root/verified.ndjson")
 [[ -n "${OPSKIT_PG_BINDIR:-}" ]] && args+=(--pg-bindir "$OPSKIT_PG_BINDIR")
 if [[ -n "$target" ]]; then args+=("$target"); else args+=(--latest "$root"); fi
 
+check_metrics_dir "$metrics_dir"
 run=$(new_run_dir restore-test)
 set +e
 "$(tool verify-backup)" "${args[@]}" >"$run/verify.ndjson"

@@ -35,17 +35,21 @@ while (($#)); do
 done
 
 load_env
+password_to_env DATABASE_URL
 state=${OPSKIT_STATE_DIR:-/var/lib/opskit}
-BEFORE_VERSION="" PRE_MIGRATION_SET="" MIGRATIONS_DIR=""
-if [[ -r "$state/last-deploy.env" ]]; then
-    # shellcheck source=/dev/null
-    source "$state/last-deploy.env"
-fi
+# The state directory is checked (new_run_dir) before anything is read
+# from it.
+run=$(new_run_dir rollback)
+# Written by migrate-production.sh; read as data (the env file's syntax and
+# checks), never sourced.
+read_env_file "$state/last-deploy.env"
+BEFORE_VERSION=${OPSKIT_ENVFILE_VALUES[BEFORE_VERSION]-}
+PRE_MIGRATION_SET=${OPSKIT_ENVFILE_VALUES[PRE_MIGRATION_SET]-}
+MIGRATIONS_DIR=${OPSKIT_ENVFILE_VALUES[MIGRATIONS_DIR]-}
 to=${to:-${BEFORE_VERSION:-none}}
 set=${set:-$PRE_MIGRATION_SET}
 dir=${dir:-${MIGRATIONS_DIR:-${OPSKIT_MIGRATIONS_DIR:-db/migrations}}}
 migrate=("$(tool migrate)" --dir "$dir")
-run=$(new_run_dir rollback)
 
 if [[ "$to" == none ]]; then
     n=$("${migrate[@]}" status | jq -s '[.[] | select(.event == "status" and .applied == true)] | length')

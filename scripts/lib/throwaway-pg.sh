@@ -7,9 +7,15 @@
 #   pg_throwaway_stop        stop it (also run by the trap)
 #
 # As root the server runs as the 'postgres' user, as Debian's packages do.
+# OPSKIT_PG_BINDIR picks the binaries (default: pg_config, else the newest
+# /usr/lib/postgresql/*/bin).
 
 pg_throwaway_bindir() {
     local d=""
+    if [[ -n "${OPSKIT_PG_BINDIR:-}" && -x "$OPSKIT_PG_BINDIR/initdb" ]]; then
+        printf '%s\n' "$OPSKIT_PG_BINDIR"
+        return 0
+    fi
     if command -v pg_config >/dev/null 2>&1; then
         d=$(pg_config --bindir)
     fi

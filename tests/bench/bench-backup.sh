@@ -22,29 +22,13 @@ verify="$repo/target/release/verify-backup"
 [[ -x "$pgbackup" && -x "$verify" ]] || { echo "build first: make build" >&2; exit 1; }
 
 chmod 0755 "$work"
+bench_signing "$repo/target/release" "$work"
 cleanup() { pg_throwaway_stop; rm -rf "$work"; }
 pg_throwaway_start "$work/pg"
 trap cleanup EXIT
 db=bench
-"$PG_BINDIR/createdb" "$db"
-echo "generating $rows rows ..." >&2
-"$PG_BINDIR/psql" -Xq -d "$db" -v ON_ERROR_STOP=1 <<SQL
-create table events as
-select g id, md5(g::text) k, now() - (g || ' s')::interval ts,
-       jsonb_build_object('user', g % 1000, 'action', (array['login','logout','view','buy'])[1 + g % 4],
-                          'ip', '10.0.' || (g % 255) || '.' || (g % 7)) payload,
-       repeat(md5((g * 7)::text), 3) note
-from generate_series(1, $rows) g;
-vacuum analyze events;
-SQL
-echo "table: $("$PG_BINDIR/psql" -XAtc "select pg_size_pretty(pg_total_relation_size('events'))" -d "$db")" >&2
+bench_database "$db" "$rows"
 out="$work/out"
-
-# Every timed command starts with an empty output directory.
-fresh_time_cmd() {
-    rm -rf "$out" && mkdir -p "$out"
-    time_cmd "$@"
-}
 
 export PATH="$PG_BINDIR:$PATH"
 # An age key for the encrypted sets (the identity is used by verify only).

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # offsite push/pull against `rclone copy` of the same set directory, side
-# by side in one run, against the same local S3 server (SeaweedFS's weed
-# on loopback). The set is the benchmark database's encrypted zstd set
-# plus a files archive of incompressible bytes (BENCH_FILES_MIB).
+# by side in one run, against the same local S3 server: SeaweedFS's weed on
+# loopback, then moto's server (the second implementation the tests use).
+# The set is the benchmark database's encrypted zstd set plus a files
+# archive of incompressible bytes (BENCH_FILES_MIB).
 #
 # Prints: name<TAB>ours_s<TAB>ref_s<TAB>ratio<TAB>target  (medians of RUNS)
 # Env: BENCH_ROWS (default 3000000), BENCH_FILES_MIB (default 256),
@@ -21,19 +22,27 @@ runs=${RUNS:-3}
 work=${BENCH_DIR:-$(mktemp -d /var/tmp/opskit-bench.XXXXXX)}
 bin="$repo/target/release"
 weed=${OPSKIT_WEED:-$repo/.deps/weed-venv/bin/weed}
+moto=${OPSKIT_MOTO:-$repo/.deps/moto-venv/bin/moto_server}
 for t in pgbackup verify-backup offsite; do
     [[ -x "$bin/$t" ]] || { echo "build first: make build" >&2; exit 1; }
 done
 [[ -x "$weed" ]] || { echo "no weed: scripts/ensure-deps.sh installs it" >&2; exit 1; }
+[[ -x "$moto" ]] || { echo "no moto_server: scripts/ensure-deps.sh installs it" >&2; exit 1; }
 command -v rclone >/dev/null || { echo "no rclone: scripts/ensure-deps.sh installs it" >&2; exit 1; }
 
 chmod 0755 "$work"
+bench_signing "$bin" "$work"
 weed_pid=""
-cleanup() {
-    if [[ -n "$weed_pid" ]]; then
-        kill -9 "$weed_pid" 2>/dev/null || true
-        wait "$weed_pid" 2>/dev/null || true
+moto_pid=""
+stop() {
+    if [[ -n "$1" ]]; then
+        kill -9 "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
     fi
+}
+cleanup() {
+    stop "$weed_pid"
+    stop "$moto_pid"
     pg_throwaway_stop
     rm -rf "$work"
 }
@@ -68,7 +77,7 @@ while True:
     t = socket.socket()
     try:
         t.bind(("127.0.0.1", p + 10000)); print(p); break
-    except OSError:
+    except (OSError, OverflowError):
         pass'; }
 s3_port=$(port)
 cat >"$work/s3.json" <<JSON
@@ -81,30 +90,45 @@ mkdir -p "$work/weed"
     -admin.port="$(port)" >"$work/weed.log" 2>&1 &
 weed_pid=$!
 export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
-export AWS_ENDPOINT_URL="http://127.0.0.1:$s3_port"
 unset AWS_CA_BUNDLE
 export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Other \
     RCLONE_CONFIG_S3_ACCESS_KEY_ID=benchkey RCLONE_CONFIG_S3_SECRET_ACCESS_KEY=benchsecret \
-    RCLONE_CONFIG_S3_ENDPOINT="$AWS_ENDPOINT_URL" RCLONE_CONFIG_S3_REGION=us-east-1
-for _ in $(seq 1 120); do
-    rclone mkdir s3:ours 2>/dev/null && rclone mkdir s3:theirs 2>/dev/null && break
-    sleep 0.5
-done
+    RCLONE_CONFIG_S3_REGION=us-east-1
 cat "$set_dir"/* >/dev/null
 
+# push and pull, offsite then rclone, RUNS times against the server at
+# $1; timings under the names push$2, rclone_up$2, pull$2, rclone_down$2.
 fresh() { rm -rf "$work/down" && mkdir -p "$work/down"; }
-for ((i = 1; i <= runs; i++)); do
-    echo "run $i/$runs" >&2
-    time_cmd push "$bin/offsite" -q push "s3://ours/run$i" "$set_dir"
-    time_cmd rclone_up rclone copy "$set_dir" "s3:theirs/run$i/$set_name"
-    fresh
-    time_cmd pull "$bin/offsite" -q pull "$set_name" --url "s3://ours/run$i" --dest "$work/down"
-    fresh
-    time_cmd rclone_down rclone copy "s3:theirs/run$i/$set_name" "$work/down/$set_name"
-done
+against() {
+    export AWS_ENDPOINT_URL="$1" RCLONE_CONFIG_S3_ENDPOINT="$1"
+    for _ in $(seq 1 120); do
+        rclone mkdir s3:ours 2>/dev/null && rclone mkdir s3:theirs 2>/dev/null && break
+        sleep 0.5
+    done
+    for ((i = 1; i <= runs; i++)); do
+        echo "run $i/$runs against $1" >&2
+        time_cmd "push$2" "$bin/offsite" -q push "s3://ours/run$i" "$set_dir"
+        time_cmd "rclone_up$2" rclone copy "$set_dir" "s3:theirs/run$i/$set_name"
+        fresh
+        time_cmd "pull$2" "$bin/offsite" -q pull "s3://ours/run$i" "$set_name" --dest "$work/down"
+        fresh
+        time_cmd "rclone_down$2" rclone copy "s3:theirs/run$i/$set_name" "$work/down/$set_name"
+    done
+}
+against "http://127.0.0.1:$s3_port" ""
+stop "$weed_pid"
+weed_pid=""
+moto_port=$(port)
+"$moto" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+moto_pid=$!
+against "http://127.0.0.1:$moto_port" _moto
 
 row "offsite push vs rclone copy (up)" push rclone_up "<= 1.00"
 row "offsite pull vs rclone copy (down)" pull rclone_down "<= 1.00"
+# moto's server is Python on the same two cores: these rows report how the
+# clients share them with it rather than hold a target.
+row "offsite push vs rclone copy (up), moto" push_moto rclone_up_moto "(report)"
+row "offsite pull vs rclone copy (down), moto" pull_moto rclone_down_moto "(report)"
 printf '%s\t%s\t%s\t%s\t%s\n' "offsite push / pull peak RSS MiB" \
     "$((rss[push] / 1024))" "$((rss[pull] / 1024))" "-" "< 64"
 printf '%s\t%s\t%s\t%s\t%s\n' "rclone copy up / down peak RSS MiB" \

@@ -41,6 +41,8 @@ chmod 0755 "$work"
 mkdir -p "$work/bin"
 cp "$repo/target/release/"{pgbackup,verify-backup,walarchive} "$work/bin/"
 chmod 0755 "$work/bin" "$work/bin/"*
+# The server's user signs what it archives and the base sets it makes.
+bench_signing "$work/bin" "$work" postgres
 as_pg_cmd=()
 [[ $(id -u) -ne 0 ]] || as_pg_cmd=(runuser -u postgres --)
 as_pg() { "${as_pg_cmd[@]}" "$@"; }
@@ -59,31 +61,14 @@ data=$PG_THROWAWAY_DIR/data
 psql_q() { "$PG_BINDIR/psql" -XqtA -d "${DB:-postgres}" -v ON_ERROR_STOP=1 "$@"; }
 mkpgdir "$work/root" "$work/pgbr" "$work/pgbr-lock" "$work/pgbr-spool" "$work/segs" "$work/r"
 
-cat >"$work/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$work/pgbr
-lock-path=$work/pgbr-lock
-spool-path=$work/pgbr-spool
-log-level-console=warn
-log-level-file=off
-compress-type=zst
-compress-level=1
-start-fast=y
-archive-check=n
-[bench]
-pg1-path=$data
-pg1-socket-path=$PG_THROWAWAY_DIR/sock
-pg1-port=$PGPORT
-pg1-user=opskit
-CONF
-chmod 644 "$work/pgbackrest.conf"
+bench_pgbackrest_conf "$work" "$data"
 pgbr() { as_pg pgbackrest --config="$work/pgbackrest.conf" --stanza=bench "$@"; }
 
 # Archiving on, through both tools at once (each stores every segment).
 cat >>"$data/postgresql.auto.conf" <<CONF
 wal_level = replica
 archive_mode = on
-archive_command = '$work/bin/walarchive -q push %p %f --root $work/root && pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p'
+archive_command = '$work/bin/walarchive -q push %p %f --root $work/root --signing-key $work/signing.key && pgbackrest --config=$work/pgbackrest.conf --stanza=bench archive-push %p'
 max_wal_size = 1GB
 CONF
 as_pg "$PG_BINDIR/pg_ctl" -D "$data" -l "$PG_THROWAWAY_DIR/server.log" -m fast -w restart >/dev/null

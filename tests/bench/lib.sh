@@ -27,3 +27,65 @@ time_cmd() {
     times[$name]+="$t "
     rss[$name]=$(( ${rss[$name]:-0} > m ? ${rss[$name]:-0} : m ))
 }
+
+# fresh_time_cmd NAME CMD...: time_cmd with an empty output directory
+# $out first, so that no contender finds another's files.
+fresh_time_cmd() {
+    rm -rf "${out:?}" && mkdir -p "$out"
+    time_cmd "$@"
+}
+
+# bench_signing BINDIR DIR [OWNER]: a signing key in DIR (made by BINDIR's
+# pgbackup, owned by OWNER when given), exported as OPSKIT_SIGNING_KEY with
+# its public key as OPSKIT_SIGNING_PUBKEYS: the benchmarks sign and check
+# sets as production does.
+bench_signing() {
+    "$1/pgbackup" -q --new-signing-key "$2/signing.key" >/dev/null
+    [[ -z "${3:-}" || $(id -u) -ne 0 ]] || chown "$3" "$2/signing.key"
+    export OPSKIT_SIGNING_KEY="$2/signing.key"
+    OPSKIT_SIGNING_PUBKEYS=$(sed -n 2p "$2/signing.key.pub")
+    export OPSKIT_SIGNING_PUBKEYS
+}
+
+# bench_database DB ROWS: create DB on the throwaway cluster ($PG_BINDIR)
+# with the benchmark's table of realistic rows (md5 text, timestamps,
+# jsonb; not pgbench's blank padding, which compresses 50:1), analysed.
+bench_database() {
+    "$PG_BINDIR/createdb" "$1"
+    echo "generating $2 rows ..." >&2
+    "$PG_BINDIR/psql" -Xq -d "$1" -v ON_ERROR_STOP=1 <<SQL
+create table events as
+select g id, md5(g::text) k, now() - (g || ' s')::interval ts,
+       jsonb_build_object('user', g % 1000, 'action', (array['login','logout','view','buy'])[1 + g % 4],
+                          'ip', '10.0.' || (g % 255) || '.' || (g % 7)) payload,
+       repeat(md5((g * 7)::text), 3) note
+from generate_series(1, $2) g;
+vacuum analyze events;
+SQL
+    echo "table: $("$PG_BINDIR/psql" -XAtc "select pg_size_pretty(pg_total_relation_size('events'))" -d "$1")" >&2
+}
+
+# bench_pgbackrest_conf WORK DATA: WORK/pgbackrest.conf for pgBackRest
+# (stanza `bench`) on the throwaway cluster whose data directory is DATA,
+# its repository, lock and spool under WORK (pgbr, pgbr-lock, pgbr-spool):
+# zstd level 1 as opskit's default, a fast checkpoint, no archive check.
+bench_pgbackrest_conf() {
+    cat >"$1/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$1/pgbr
+lock-path=$1/pgbr-lock
+spool-path=$1/pgbr-spool
+log-level-console=warn
+log-level-file=off
+compress-type=zst
+compress-level=1
+start-fast=y
+archive-check=n
+[bench]
+pg1-path=$2
+pg1-socket-path=$PG_THROWAWAY_DIR/sock
+pg1-port=$PGPORT
+pg1-user=opskit
+CONF
+    chmod 644 "$1/pgbackrest.conf"
+}

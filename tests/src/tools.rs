@@ -58,6 +58,26 @@ impl Output {
             .collect()
     }
 
+    /// The check named `name` of the first `verify` record.
+    pub fn check(&self, name: &str) -> Value {
+        self.events("verify")[0]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check: {}", self.stdout))
+            .clone()
+    }
+
+    /// Exit 0, or a panic showing stdout and stderr.
+    pub fn ok(&self) {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+    }
+
     /// The last record, which must be the summary.
     pub fn summary(&self) -> Value {
         let recs = self.records();
@@ -128,4 +148,32 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
+}
+
+/// The smallest valid `MANIFEST.json` for a set directory named `set`
+/// (`app-20261123T030000Z`), for tests of tools that only list sets.
+pub fn minimal_manifest(set: &str) -> String {
+    let (name, ts) = set.rsplit_once('-').unwrap_or((set, ""));
+    let t = chrono::NaiveDateTime::parse_from_str(ts, "%Y%m%dT%H%M%SZ")
+        .map(|t| t.and_utc())
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    serde_json::json!({
+        "format": "opskit-set/1", "set": set, "name": name, "tool": "pgbackup",
+        "tool_version": "0", "started_at": t, "finished_at": t, "duration_s": 1.0,
+        "files": []
+    })
+    .to_string()
+}
+
+/// [`minimal_manifest`] of a dump set (its `database` part names a dump
+/// file the set lists), for tools that tell dumps from base sets.
+pub fn minimal_dump_manifest(set: &str) -> String {
+    let mut m: Value = serde_json::from_str(&minimal_manifest(set)).unwrap();
+    m["files"] = serde_json::json!([{"name": "db.dump", "kind": "database", "bytes": 0,
+        "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}]);
+    m["database"] = serde_json::json!({"name": "app", "server": "localhost:5432",
+        "server_version": "15", "server_version_num": 150000, "pg_dump_version": "15",
+        "format": "custom", "file": "db.dump", "restore_command": "pg_restore db.dump"});
+    m.to_string()
 }

@@ -7,12 +7,15 @@ use crate::pg::{Cluster, Setup, start_once};
 
 static ARCHIVING: OnceLock<Cluster> = OnceLock::new();
 
+/// The settings of an archiving cluster whose archive_command a test sets.
+pub(crate) const ARCHIVING_CONF: &str =
+    "wal_level = replica\narchive_mode = on\narchive_command = ''\narchive_timeout = 0\n";
+
 /// The archiving cluster of this test binary, started on first use, with
 /// an empty `archive_command` (WAL is kept until one is set).
 pub fn archiving_cluster() -> &'static Cluster {
     start_once(&ARCHIVING, || Setup {
-        conf: "wal_level = replica\narchive_mode = on\narchive_command = ''\narchive_timeout = 0\n"
-            .into(),
+        conf: ARCHIVING_CONF.into(),
         ..Setup::default()
     })
 }

@@ -65,7 +65,9 @@ fn a_closed_pipe_on_stdout_ends_quietly_with_status_0() {
             i % 24
         ));
         if std::fs::create_dir(&d).is_ok() {
-            std::fs::write(d.join("MANIFEST.json"), "{}").unwrap();
+            let name = d.file_name().unwrap().to_string_lossy().into_owned();
+            let m = opskit_testkit::tools::minimal_manifest(&name);
+            std::fs::write(d.join("MANIFEST.json"), m).unwrap();
         }
         std::fs::create_dir_all(root.path().join(format!("junk-{i}"))).unwrap();
     }

@@ -7,15 +7,7 @@ use std::process::Command;
 use opskit_testkit::age::Key;
 use opskit_testkit::procs::{Procs, dump, example_app as app_db};
 use opskit_testkit::tools::{Output, run};
-use opskit_testkit::{Cluster, TestDb, cluster};
-
-fn ok(out: &Output) {
-    assert_eq!(
-        out.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
-    );
-}
+use opskit_testkit::{Cluster, TestDb, bin, cluster};
 
 #[test]
 fn nightly_over_two_days() {
@@ -25,7 +17,7 @@ fn nightly_over_two_days() {
     p.set("OPSKIT_RETENTION", "--keep-daily 1 --min-keep 1");
     p.add_uploads();
 
-    ok(&run(&mut p.script("backup-system.sh")));
+    run(&mut p.script("backup-system.sh")).ok();
     let first = p.sets();
     assert_eq!(first.len(), 1);
     assert_eq!(
@@ -40,7 +32,7 @@ fn nightly_over_two_days() {
     std::fs::rename(p.root().join(&first[0]), p.root().join(&yesterday)).unwrap();
 
     let out = run(&mut p.script("backup-system.sh"));
-    ok(&out);
+    out.ok();
     let sets = p.sets();
     assert_eq!(
         sets.len(),
@@ -65,7 +57,7 @@ fn nightly_over_two_days() {
 
     // The weekly restore test restores it and records the time it took.
     let out = run(&mut p.script("restore-test.sh"));
-    ok(&out);
+    out.ok();
     assert_eq!(
         p.metric("opskit_restore_test.prom", "opskit_restore_test_success"),
         1.0
@@ -88,10 +80,10 @@ fn with_two_sets(c: &'static Cluster) -> (TestDb, Procs) {
     let db = app_db(c);
     let mut p = Procs::new(c, &db.name);
     p.set("OPSKIT_RETENTION", "--keep-last 1 --min-keep 1");
-    ok(&run(&mut p.script("backup-system.sh")));
+    run(&mut p.script("backup-system.sh")).ok();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     p.set("OPSKIT_RETENTION", "--keep-last 5");
-    ok(&run(&mut p.script("backup-system.sh")));
+    run(&mut p.script("backup-system.sh")).ok();
     p.set("OPSKIT_RETENTION", "--keep-last 1 --min-keep 1");
     assert_eq!(p.sets().len(), 2);
     (db, p)
@@ -141,7 +133,7 @@ fn full_disk_deletes_nothing() {
     let (_db, p) = with_two_sets(c);
     let before = p.sets();
     // ulimit -f: any file the night writes past 64 KiB fails as on a full disk.
-    let script = opskit_testkit::procs::scripts_dir().join("backup-system.sh");
+    let script = opskit_testkit::sh::scripts().join("backup-system.sh");
     let mut cmd = Command::new("bash");
     cmd.args(["-c", "ulimit -f 64 && exec \"$0\""]).arg(&script);
     p.configure(&mut cmd);
@@ -195,7 +187,7 @@ fn disaster_recovery_after_the_database_is_dropped() {
     let c = cluster();
     let db = app_db(c);
     let p = Procs::new(c, &db.name);
-    ok(&run(&mut p.script("backup-system.sh")));
+    run(&mut p.script("backup-system.sh")).ok();
     let original = dump(c, &db.name, &[]);
     assert!(
         original.contains("COPY public.orders"),
@@ -209,13 +201,13 @@ fn disaster_recovery_after_the_database_is_dropped() {
     let out = run(&mut p.script("restore-system.sh"));
     assert_eq!(out.code, 64, "{}", out.stderr);
     let out = run(p.script("restore-system.sh").arg("--yes"));
-    ok(&out);
+    out.ok();
     assert!(out.stderr.contains("recovery took"), "{}", out.stderr);
     assert_eq!(dump(c, &db.name, &[]), original, "restored data differs");
 
     // Restoring again over a live database keeps the old one aside.
     let out = run(p.script("restore-system.sh").arg("--yes"));
-    ok(&out);
+    out.ok();
     let aside = c.query(
         "postgres",
         &format!(
@@ -246,7 +238,7 @@ fn zstd_sets_through_the_nightly_job_and_recovery() {
     let mut p = Procs::new(c, &db.name);
     p.set("OPSKIT_BACKUP_COMPRESS", "zstd");
     p.add_uploads();
-    ok(&run(&mut p.script("backup-system.sh")));
+    run(&mut p.script("backup-system.sh")).ok();
     let set = p.root().join(&p.sets()[0]);
     for f in ["db.dump.zst", "globals.sql.zst", "files-uploads.tar.zst"] {
         assert!(set.join(f).is_file(), "{f} in {}", set.display());
@@ -261,7 +253,7 @@ fn zstd_sets_through_the_nightly_job_and_recovery() {
         .arg("--yes")
         .arg("--files-into")
         .arg(&into));
-    ok(&out);
+    out.ok();
     assert_eq!(dump(c, &db.name, &[]), original, "restored data differs");
     assert_eq!(
         std::fs::read_to_string(into.join("uploads/a.txt")).unwrap(),
@@ -281,7 +273,7 @@ fn encrypted_sets_through_the_nightly_job_restore_test_and_recovery() {
     let key = Key::new(&p.path(""), "recovery.key");
     p.set("OPSKIT_AGE_RECIPIENTS", &key.public);
     p.add_uploads();
-    ok(&run(&mut p.script("backup-system.sh")));
+    run(&mut p.script("backup-system.sh")).ok();
     let set = p.root().join(&p.sets()[0]);
     for f in [
         "db.dump.zst.age",
@@ -303,7 +295,7 @@ fn encrypted_sets_through_the_nightly_job_restore_test_and_recovery() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("needs its identity"), "{}", out.stderr);
     p.set("OPSKIT_AGE_IDENTITY", key.identity.to_str().unwrap());
-    ok(&run(&mut p.script("restore-test.sh")));
+    run(&mut p.script("restore-test.sh")).ok();
     assert_eq!(last_verdict()["depth"], "restore");
 
     let original = dump(c, &db.name, &[]);
@@ -328,10 +320,47 @@ fn encrypted_sets_through_the_nightly_job_restore_test_and_recovery() {
         .script("restore-system.sh")
         .args(["--yes", "--files-into"])
         .arg(&into));
-    ok(&out);
+    out.ok();
     assert_eq!(dump(c, &db.name, &[]), original, "restored data differs");
     assert_eq!(
         std::fs::read_to_string(into.join("uploads/a.txt")).unwrap(),
         "an upload"
     );
+}
+
+/// "The newest set that passed verification" is the newest set whose
+/// latest verification passed: one that passed at night and failed its
+/// weekly re-verification is not restored in a disaster (the procedures
+/// used to take the newest set that had *ever* passed).
+#[test]
+fn a_set_that_failed_its_latest_verification_is_not_restored() {
+    let c = cluster();
+    let (db, p) = with_two_sets(c);
+    let sets = p.sets();
+    let (older, newer) = (&sets[0], &sets[1]);
+    // The weekly re-verification of the newer set finds it damaged.
+    let dump = std::fs::read_dir(p.root().join(newer))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("db.dump"))
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&dump, bytes).unwrap();
+    let mut v = Command::new(bin("verify-backup"));
+    p.configure(&mut v);
+    let out = run(opskit_testkit::signing::signed(&mut v)
+        .arg("--record")
+        .arg(p.root().join(newer)));
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let out = run(p.script("restore-system.sh").args(["--yes", "--no-health"]));
+    out.ok();
+    assert!(
+        out.stderr.contains(&format!("restoring {older}")),
+        "did not restore the older good set {older}: {}",
+        out.stderr
+    );
+    let _ = db;
 }

@@ -10,16 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opskit_testkit::procs::{Procs, dump, example_app, examples_dir};
-use opskit_testkit::tools::{Output, run};
+use opskit_testkit::tools::run;
 use opskit_testkit::{bin, cluster};
-
-fn ok(out: &Output) {
-    assert_eq!(
-        out.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
-    );
-}
 
 /// The migration log is the audit trail: it grows with every attempt.
 const LOG: [&str; 2] = ["opskit_migrations_log", "opskit_migrations_log_id_seq"];
@@ -73,7 +65,7 @@ fn failed_migration_is_rolled_back_to_the_schema_and_data_before() {
     let mut rb = Command::new(words.next().unwrap());
     rb.args(words);
     p.configure(&mut rb);
-    ok(&run(&mut rb));
+    run(&mut rb).ok();
     assert_eq!(dump(c, &db.name, &LOG), before);
 
     // With --auto-rollback the script undoes it by itself.
@@ -92,11 +84,11 @@ fn failed_migration_is_rolled_back_to_the_schema_and_data_before() {
         .lines()
         .find_map(|l| l.split_once("pre-migration set: ").map(|x| x.1.to_string()))
         .unwrap();
-    let v = run(Command::new(bin("verify-backup"))
+    let v = run(opskit_testkit::signing::command(bin("verify-backup"))
         .arg(&set)
         .args(["--pg-bindir"])
         .arg(c.bindir()));
-    ok(&v);
+    v.ok();
 }
 
 #[test]
@@ -120,7 +112,7 @@ fn migration_without_down_section_offers_the_pre_migration_set() {
     assert!(out.stderr.contains("to restore it, run:"), "{}", out.stderr);
     // The operator agrees: the pre-migration set is restored.
     let out = run(p.script("rollback-migration.sh").arg("--yes"));
-    ok(&out);
+    out.ok();
     assert_eq!(dump(c, &db.name, &LOG), before);
 }
 
@@ -279,8 +271,8 @@ fn blue_green_switch_only_to_a_healthy_color() {
 
     // A healthy one is.
     green.healthy.store(true, Ordering::SeqCst);
-    ok(&run(&mut p.script("health-check.sh")));
-    ok(&run(p.script("switch-traffic.sh").arg("green")));
+    run(&mut p.script("health-check.sh")).ok();
+    run(p.script("switch-traffic.sh").arg("green")).ok();
     // A reload hands over to new workers within moments; until the old
     // ones have gone, a new connection may still reach one of them, so
     // wait for ten answers in a row from green.

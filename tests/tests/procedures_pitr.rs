@@ -7,162 +7,16 @@
 //! taken at the moment of a simulated disaster.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opskit_testkit::Cluster;
-use opskit_testkit::procs::scripts_dir;
-use opskit_testkit::tools::{Output, bin, run};
+use opskit_testkit::drill::Drill;
+use opskit_testkit::tools::{Output, run};
 use opskit_testkit::wal::archiving_cluster;
-
-/// What the drill runs with: copies of the tools and scripts the server's
-/// user can run, a backup root it owns, and an env file.
-struct Drill {
-    c: &'static Cluster,
-    dir: PathBuf,
-    db: String,
-    _db: opskit_testkit::TestDb,
-}
-
-impl Drill {
-    fn new() -> Drill {
-        let c = archiving_cluster();
-        let dir = c.root().join("drill");
-        fs::create_dir_all(dir.join("bin")).unwrap();
-        for t in [
-            "pgbackup",
-            "verify-backup",
-            "walarchive",
-            "healthcheck",
-            "prune",
-        ] {
-            fs::copy(bin(t), dir.join("bin").join(t)).unwrap();
-        }
-        let st = Command::new("cp")
-            .arg("-r")
-            .arg(scripts_dir())
-            .arg(dir.join("scripts"))
-            .status()
-            .unwrap();
-        assert!(st.success());
-        fs::create_dir_all(dir.join("backups")).unwrap();
-        let held = c.create_db();
-        let d = Drill {
-            c,
-            dir,
-            db: held.name.clone(),
-            _db: held,
-        };
-        let (stop, start) = c.stop_start_commands();
-        let env = [
-            ("DATABASE_URL", c.url(&d.db)),
-            ("OPSKIT_BACKUP_ROOT", d.root().display().to_string()),
-            (
-                "OPSKIT_STATE_DIR",
-                d.dir.join("state").display().to_string(),
-            ),
-            ("OPSKIT_PG_BINDIR", c.bindir().display().to_string()),
-            ("OPSKIT_PGDATA", c.data().display().to_string()),
-            ("OPSKIT_PG_STOP", stop),
-            ("OPSKIT_PG_START", start),
-            ("OPSKIT_HEALTH_WAIT", "20s".into()),
-        ];
-        let text: String = env.iter().map(|(k, v)| format!("{k}=\"{v}\"\n")).collect();
-        fs::write(d.dir.join("opskit.env"), text).unwrap();
-        c.give(&d.dir);
-        let cmd = format!(
-            "{} -q push %p %f --root {}",
-            d.dir.join("bin/walarchive").display(),
-            d.root().display()
-        );
-        c.query(
-            "postgres",
-            &format!("ALTER SYSTEM SET archive_command = '{cmd}'"),
-        );
-        c.query("postgres", "SELECT pg_reload_conf()");
-        d
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.join("backups")
-    }
-
-    /// A tool or script, run as the server's user.
-    fn cmd(&self, prog: &Path) -> Command {
-        let mut cmd = Command::new(prog);
-        self.c.as_server_user(&mut cmd);
-        cmd.env("OPSKIT_ENV", self.dir.join("opskit.env"))
-            .env("OPSKIT_BIN", self.dir.join("bin"))
-            .env(
-                "PATH",
-                format!("{}:/usr/bin:/bin", self.c.bindir().display()),
-            )
-            .env_remove("DATABASE_URL")
-            .env_remove("OPSKIT_BACKUP_ROOT")
-            .env_remove("OPSKIT_PITR_ROOT")
-            .env_remove("OPSKIT_AGE_IDENTITY")
-            .env_remove("OPSKIT_LOG");
-        cmd
-    }
-
-    fn tool(&self, name: &str) -> Command {
-        self.cmd(&self.dir.join("bin").join(name))
-    }
-
-    fn script(&self, name: &str) -> Command {
-        self.cmd(&self.dir.join("scripts").join(name))
-    }
-
-    /// Switch to a new segment and wait until the server has archived it.
-    fn archive_now(&self) {
-        let seg = self
-            .c
-            .query("postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0]
-            .clone();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let last = self.c.query(
-                "postgres",
-                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-            );
-            if last[0] >= seg {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{seg} was not archived: {last:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// (count, max id) of orders on a recovered cluster's private socket.
-    fn side_orders(&self, socket: &Path, port: u16) -> (i64, i64) {
-        let mut cl = postgres::Config::new()
-            .host_path(socket)
-            .port(port)
-            .user(opskit_testkit::pg::SUPERUSER)
-            .dbname(&self.db)
-            .connect(postgres::NoTls)
-            .unwrap();
-        let r = cl
-            .query_one("SELECT count(*), coalesce(max(id), 0) FROM orders", &[])
-            .unwrap();
-        (r.get(0), r.get(1))
-    }
-
-    fn stop_side(&self, data: &Path) {
-        let out = run(self
-            .cmd(&self.c.bindir().join("pg_ctl"))
-            .arg("-D")
-            .arg(data)
-            .args(["stop", "-m", "fast", "-w"]));
-        assert!(out.code == 0, "{}", out.stderr);
-    }
-}
 
 /// Inserts a row into orders every few milliseconds until stopped, each in
 /// its own transaction; can be held, so a time T falls between two commits.
@@ -245,7 +99,7 @@ fn pitr_line(out: &Output) -> serde_json::Value {
 
 #[test]
 fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
-    let d = Drill::new();
+    let d = Drill::on(archiving_cluster());
     let c = d.c;
     c.query(
         &d.db,

@@ -197,7 +197,7 @@ fn every_emitted_record_is_of_its_type() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("b");
-    let backup = run(Command::new(bin("pgbackup"))
+    let backup = run(opskit_testkit::signing::command(bin("pgbackup"))
         .args(["--dest", root.to_str().unwrap(), "--db", &db.url])
         .args(["--globals", "--row-counts", "--pg-bindir"])
         .arg(c.bindir()));
@@ -205,7 +205,7 @@ fn every_emitted_record_is_of_its_type() {
     check(&backup, &BTreeSet::new());
 
     let verify = run_with_stdin(
-        Command::new(bin("verify-backup"))
+        opskit_testkit::signing::command(bin("verify-backup"))
             .args(["--record", "--restore-into", &c.url("postgres")])
             .arg("--pg-bindir")
             .arg(c.bindir()),
@@ -360,7 +360,7 @@ fn every_failure_ends_with_an_error_and_a_summary() {
     ];
     let types = typed();
     for (tool, args, code) in cases {
-        let out = run(Command::new(bin(tool)).args(&args));
+        let out = run(opskit_testkit::signing::command(bin(tool)).args(&args));
         assert_eq!(
             out.code, code,
             "{tool} {args:?}: {}{}",
@@ -402,7 +402,9 @@ fn backup_verify_prune_pipeline_runs_in_order() {
         bin("prune").display(),
         root.display()
     );
-    let out = run(Command::new("bash").arg("-c").arg(&script));
+    let out = run(opskit_testkit::signing::command("bash")
+        .arg("-c")
+        .arg(&script));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let p = out.events("prune");
     assert_eq!(p.len(), 1, "{}", out.stdout);

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use opskit_testkit::{TOOLS, bin};
 
-const SYSTEM: [&str; 17] = [
+const SYSTEM: [&str; 18] = [
     "systemctl",
     "journalctl",
     "psql",
@@ -27,6 +27,7 @@ const SYSTEM: [&str; 17] = [
     "age-keygen",
     "createdb",
     "bash",
+    "minisign",
 ];
 
 fn repo() -> PathBuf {
@@ -224,7 +225,8 @@ fn the_checker_catches_drift() {
 /// a usage error.
 #[test]
 fn the_runbooks_opskit_commands_run() {
-    use opskit_testkit::procs::{Procs, example_app, examples_dir, scripts_dir};
+    use opskit_testkit::procs::{Procs, example_app, examples_dir};
+    use opskit_testkit::sh::scripts;
     let c = opskit_testkit::cluster();
     let db = example_app(c);
     let mut p = Procs::new(c, &db.name);
@@ -232,7 +234,7 @@ fn the_runbooks_opskit_commands_run() {
     std::fs::write(
         &checks,
         format!(
-            "{{\"name\":\"disk\",\"target\":\"disk:{}\"}}\n{{\"name\":\"db\",\"target\":\"postgres:\"}}\n{{\"name\":\"backups\",\"target\":\"backup:{}\"}}\n",
+            "{{\"name\":\"disk\",\"target\":\"disk:{}\",\"warn\":\"free_pct < 0\",\"crit\":\"free_pct < 0\"}}\n{{\"name\":\"db\",\"target\":\"postgres:\"}}\n{{\"name\":\"backups\",\"target\":\"backup:{}\"}}\n",
             p.dir.path().display(),
             p.root().display()
         ),
@@ -282,13 +284,17 @@ fn the_runbooks_opskit_commands_run() {
         ),
         ("postgresql://opskit@localhost/postgres", c.url("postgres")),
         ("/srv/app", p.path("app").display().to_string()),
+        (
+            "/root/app.restored",
+            p.path("app.restored").display().to_string(),
+        ),
         ("s3://example-backups/app", offsite_url.clone()),
     ];
     let tools = bin("healthcheck");
     let path = format!(
         "{}:{}:{}",
         tools.parent().unwrap().display(),
-        scripts_dir().display(),
+        scripts().display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let mut ran = vec![];
@@ -306,7 +312,9 @@ fn the_runbooks_opskit_commands_run() {
             .env("PATH", &path)
             .env("DATABASE_URL", c.url(&db.name));
         p.configure(&mut sh);
-        sh.env("DATABASE_URL", c.url(&db.name)).envs(s3.env());
+        sh.env("DATABASE_URL", c.url(&db.name))
+            .envs(s3.env())
+            .envs(opskit_testkit::signing::keys().env());
         let out = opskit_testkit::tools::run(&mut sh);
         let refused = out.code == 64 || (prog == "healthcheck" && out.code == 3) || out.code > 3;
         assert!(

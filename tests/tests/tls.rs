@@ -356,7 +356,7 @@ fn channel_binding() {
 }
 
 fn tool(name: &str) -> Command {
-    let mut c = Command::new(bin(name));
+    let mut c = opskit_testkit::signing::command(bin(name));
     c.env_remove("DATABASE_URL").env_remove("OPSKIT_LOG");
     c
 }

@@ -7,13 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use opskit_testkit::bin;
+use opskit_testkit::sh::repo;
 use opskit_testkit::tools::run;
-
-fn repo() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .canonicalize()
-        .unwrap()
-}
 
 /// Install into a temp DESTDIR from this workspace's (debug) build.
 fn installed() -> tempfile::TempDir {
@@ -287,7 +282,7 @@ fn the_failure_notifier_sends_the_unit_and_its_journal() {
 fn the_minute_timer_writes_the_health_textfile() {
     let d = tempfile::tempdir().unwrap();
     let checks = d.path().join("checks.ndjson");
-    std::fs::write(&checks, format!("{{\"name\":\"root\",\"target\":\"disk:{}\"}}\n{{\"name\":\"nothing\",\"target\":\"tcp://127.0.0.1:1\"}}\n", d.path().display())).unwrap();
+    std::fs::write(&checks, format!("{{\"name\":\"root\",\"target\":\"disk:{}\",\"warn\":\"free_pct < 0\",\"crit\":\"free_pct < 0\"}}\n{{\"name\":\"nothing\",\"target\":\"tcp://127.0.0.1:1\"}}\n", d.path().display())).unwrap();
     let env = d.path().join("opskit.env");
     std::fs::write(
         &env,

@@ -33,6 +33,7 @@ fn from_value(v: serde_json::Value, at: &str, d: &Defaults) -> Check {
         .and_then(|t| t.as_str())
         .unwrap_or("")
         .to_string();
+    let v_name = v.get("name").and_then(|n| n.as_str()).map(str::to_string);
     match serde_json::from_value::<Def>(v) {
         Ok(def) => {
             let mut c = build(def, d);
@@ -42,8 +43,12 @@ fn from_value(v: serde_json::Value, at: &str, d: &Defaults) -> Check {
             c
         }
         Err(e) => {
+            // Named by its place when it has no name of its own: entries
+            // without a usable target would all be named '' and clash.
+            let name = v_name.unwrap_or_else(|| at.to_string());
             let mut c = build(
                 Def {
+                    name: Some(name),
                     target: target.clone(),
                     ..Def::default()
                 },

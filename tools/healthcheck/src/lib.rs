@@ -10,7 +10,7 @@ mod run;
 mod spec;
 
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,10 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///                                   tls_version, cert_days_left (over TLS),
 ///                                   archived_count, failed_count,
 ///                                   last_archived_age_s, archive_failing,
-///                                   wal_bytes, archive_timeout_s
+///                                   wal_bytes, archive_timeout_s,
+///                                   summarize_wal (17+: incremental base
+///                                   sets need it; warn summarize_wal ==
+///                                   false where they are configured)
 ///   tcp://HOST:PORT                 connect_s
 ///   tls://HOST:PORT, cert:FILE.pem  days_left, trusted (tls), not_after
 ///   disk:PATH                       free_bytes, free_pct, inodes_free_pct
@@ -152,8 +155,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<PathBuf>,
 
-    /// POST a JSON message (Slack-compatible `text`) here when a check changes state.
-    #[arg(long, value_name = "URL")]
+    /// POST a JSON message (Slack-compatible `text`) here when a check
+    /// changes state. The URL often holds a token, and a command line is
+    /// readable by every user of the machine (ps): give `env:NAME` to take
+    /// the URL from environment variable NAME (e.g. env:OPSKIT_NOTIFY_URL,
+    /// as the procedures do).
+    #[arg(long, value_name = "URL|env:NAME")]
     pub notify: Option<String>,
 
     /// With --notify: announce that this systemd unit (or job) failed, with
@@ -181,7 +188,16 @@ impl ToolArgs for Args {
 }
 
 /// Run the tool.
-pub fn run(args: Args, em: &mut Emitter) -> Result<Done<HealthCounts>, Error> {
+pub fn run(mut args: Args, em: &mut Emitter) -> Result<Done<HealthCounts>, Error> {
+    if let Some(var) = args.notify.as_deref().and_then(|n| n.strip_prefix("env:")) {
+        let url = std::env::var(var).map_err(|_| {
+            Error::usage(format!("--notify env:{var}: the variable {var} is not set"))
+        })?;
+        args.notify = Some(url);
+    }
+    if let Some(url) = &args.notify {
+        notify::check_url(url)?;
+    }
     if let (Some(unit), Some(url)) = (&args.announce_failure, &args.notify) {
         return announce_failure(unit, url, args.timeout, em);
     }
@@ -231,19 +247,7 @@ fn checks_of(args: &Args) -> Result<Vec<Arc<Check>>, Error> {
     };
     let mut checks = vec![];
     if let Some(file) = &args.checks {
-        let (text, shown) = if file == "-" {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Error::usage(format!("reading checks from stdin: {e}")))?;
-            (s, "<stdin>".to_string())
-        } else {
-            let p = std::path::Path::new(file);
-            let t = std::fs::read_to_string(p).map_err(|e| {
-                Error::usage(opskit::exit::describe_io("reading checks file", p, &e))
-            })?;
-            (t, file.clone())
-        };
+        let (text, shown) = read_checks_text(file)?;
         checks
             .extend(checksfile::read_checks_file(&text, &shown, &defaults).map_err(Error::usage)?);
     }
@@ -271,16 +275,49 @@ fn checks_of(args: &Args) -> Result<Vec<Arc<Check>>, Error> {
             "nothing to check: give a TARGET or --checks FILE",
         ));
     }
+    distinct_names(&checks)?;
+    Ok(checks.into_iter().map(Arc::new).collect())
+}
+
+/// The largest checks file read: a thousand checks fit in a tenth of it.
+const MAX_CHECKS_FILE: u64 = 1 << 20;
+
+/// The text of `--checks FILE` ('-': stdin) and its name for messages:
+/// a regular file (a FIFO or device is refused without blocking) of at
+/// most [`MAX_CHECKS_FILE`].
+fn read_checks_text(file: &str) -> Result<(String, String), Error> {
+    let usage = |e: Error| Error::usage(format!("checks file: {}", e.msg));
+    let (bytes, shown) = if file == "-" {
+        let shown = "<stdin>";
+        let stdin = std::io::stdin().lock();
+        let b = opskit::safefs::read_bounded(stdin, Path::new(shown), MAX_CHECKS_FILE);
+        (b.map_err(usage)?, shown.to_string())
+    } else {
+        let b = opskit::safefs::read_regular(Path::new(file), MAX_CHECKS_FILE);
+        (b.map_err(usage)?, file.to_string())
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::usage(format!("checks file {shown}: not UTF-8 text")))?;
+    Ok((text, shown))
+}
+
+/// Every check needs a name of its own (records, metrics and the
+/// notification state are keyed by it). When two clash and a definition
+/// is bad, what is wrong with it comes first: it is the likelier cause.
+fn distinct_names(checks: &[Check]) -> Result<(), Error> {
     let mut seen = std::collections::HashSet::new();
-    for c in &checks {
+    for c in checks {
         if !seen.insert(&c.name) {
+            if let Some(why) = checks.iter().find_map(|c| c.invalid.clone()) {
+                return Err(Error::usage(why));
+            }
             return Err(Error::usage(format!(
                 "two checks are named '{}': give each a distinct name",
                 c.name
             )));
         }
     }
-    Ok(checks.into_iter().map(Arc::new).collect())
+    Ok(())
 }
 
 fn worst(outs: &[Outcome]) -> Status {
@@ -379,12 +416,12 @@ fn announce_failure(
     let res = notify::post(url, &notify::message(std::slice::from_ref(&event)), timeout);
     em.emit(&Notify {
         ok: res.is_ok(),
-        url: spec::redact(url),
+        url: notify::shown_url(url),
         events: vec![format!("CRITICAL {unit} failed")],
         error: res.as_ref().err().cloned(),
     })?;
     res.map(|()| Done::new(Exit::Ok, HealthCounts::default()))
-        .map_err(|e| Error::failure(format!("notifying {}: {e}", spec::redact(url))))
+        .map_err(|e| Error::failure(format!("notifying {}: {e}", notify::shown_url(url))))
 }
 
 /// Announce state changes; a failure to notify is a warning, never a
@@ -416,7 +453,7 @@ fn notify_changes(
         if let Err(e) = &res {
             log::warn!(
                 "notification to {} failed: {e}; will retry next run",
-                spec::redact(url)
+                notify::shown_url(url)
             );
             notify::unmark(&mut state, &events);
         }
@@ -428,7 +465,7 @@ fn notify_changes(
     if let Some(res) = sent {
         em.emit(&Notify {
             ok: res.is_ok(),
-            url: spec::redact(url),
+            url: notify::shown_url(url),
             events: events.iter().map(|e| e.line()).collect(),
             error: res.err(),
         })?;

@@ -59,15 +59,21 @@ impl Event {
     }
 }
 
-/// Read the state; a missing file is an empty state, a corrupt one is an
-/// error naming the file (the caller starts afresh and says so).
+/// The largest state file read (a few hundred bytes per check).
+pub const MAX_STATE: u64 = 16 << 20;
+
+/// Read the state; a missing file is an empty state, a corrupt one (or a
+/// link, a FIFO, one over [`MAX_STATE`]) is an error naming the file (the
+/// caller starts afresh and says so).
 pub fn load(path: &Path) -> Result<State, String> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| format!("{}: not a healthcheck state file: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-        Err(e) => Err(opskit::exit::describe_io("reading", path, &e)),
+    use opskit::safefs::{open_nofollow, read_bounded};
+    if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(State::default());
     }
+    let f = open_nofollow(path, std::fs::OpenOptions::new().read(true)).map_err(|e| e.msg)?;
+    let b = read_bounded(f, path, MAX_STATE).map_err(|e| e.msg)?;
+    serde_json::from_slice(&b)
+        .map_err(|e| format!("{}: not a healthcheck state file: {e}", path.display()))
 }
 
 pub fn save(path: &Path, state: &State) -> opskit::Result<()> {
@@ -142,7 +148,46 @@ pub fn message(events: &[Event]) -> serde_json::Value {
     })
 }
 
-/// POST the message; an error says why, in one line.
+/// `--notify URL` must be an http(s) URL with a host; it is not shown when
+/// it is not (a webhook URL is a credential).
+pub fn check_url(url: &str) -> opskit::Result<()> {
+    let ok = url.parse::<ureq::http::Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(opskit::Error::usage(
+            "--notify: not an http:// or https:// URL with a host (not shown: it may hold a token)",
+        ))
+    }
+}
+
+/// The webhook as records and log lines show it. A webhook URL is a
+/// credential, mostly in its path (Slack's `/services/T…/B…/TOKEN`,
+/// Discord's `/api/webhooks/ID/TOKEN`, an ntfy topic): only the scheme,
+/// the host and a first path segment that more follow are shown, as
+/// `https://hooks.example.com/services/***`; userinfo and query values are
+/// hidden as in any URL ([`opskit::pgconn::redact`]).
+pub fn shown_url(url: &str) -> String {
+    let r = opskit::pgconn::redact(url);
+    let Some((scheme, rest)) = r.split_once("://") else {
+        return "***".into();
+    };
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(host_end);
+    let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
+    let (path, after) = tail.split_at(path_end);
+    let segments = path.strip_prefix('/').unwrap_or(path);
+    let path = match segments.split_once('/') {
+        Some((first, more)) if !more.is_empty() => format!("/{first}/***"),
+        None if !segments.is_empty() => "/***".to_string(),
+        _ => path.to_string(),
+    };
+    format!("{scheme}://{host}{path}{after}")
+}
+
+/// POST the message; an error says why, in one line, without the URL.
 pub fn post(url: &str, body: &serde_json::Value, timeout: Duration) -> Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
@@ -153,7 +198,13 @@ pub fn post(url: &str, body: &serde_json::Value, timeout: Duration) -> Result<()
         .post(url)
         .header("Content-Type", "application/json")
         .send(body.to_string())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            // ureq's text of it holds the URL, token and all.
+            ureq::Error::BadUri(_) => {
+                "the webhook URL (or a redirect from it) is not usable".to_string()
+            }
+            e => e.to_string(),
+        })?;
     let status = resp.status().as_u16();
     if (200..300).contains(&status) {
         Ok(())
@@ -176,6 +227,35 @@ mod tests {
             conditions: vec![],
             attempts: 1,
             duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn webhook_urls_show_no_token() {
+        for (url, shown) in [
+            (
+                "https://hooks.example.com/services/T0/B0/Tok",
+                "https://hooks.example.com/services/***",
+            ),
+            ("https://ntfy.sh/secret-topic", "https://ntfy.sh/***"),
+            (
+                "https://u:p@h/api/webhooks/1/Tok?wait=true&token=Tok#x",
+                "https://***@h/api/***?wait=true&token=***#***",
+            ),
+            ("http://127.0.0.1:9/", "http://127.0.0.1:9/"),
+            ("http://127.0.0.1:9", "http://127.0.0.1:9"),
+            ("not a url/Tok", "***"),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+        check_url("https://hooks.example.com/services/T0/B0/Tok").unwrap();
+        for bad in [
+            "hooks.example.com/services/Tok",
+            "ftp://h/Tok",
+            "https:///Tok",
+        ] {
+            let e = check_url(bad).unwrap_err();
+            assert!(!e.msg.contains("Tok"), "{}", e.msg);
         }
     }
 
@@ -231,5 +311,33 @@ mod tests {
         assert_eq!(ev.len(), 1);
         unmark(&mut st, &ev);
         assert_eq!(run(&mut st, Status::Critical).len(), 1);
+    }
+
+    #[test]
+    fn state_file_is_bounded_and_never_a_link_or_a_fifo() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        assert!(load(&p).unwrap().checks.is_empty());
+        let huge = std::fs::File::create(&p).unwrap();
+        huge.set_len(MAX_STATE + 1).unwrap();
+        let e = load(&p).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+        let real = d.path().join("elsewhere.json");
+        std::fs::write(&real, r#"{"checks": {}}"#).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(&real, &p).unwrap();
+        let e = load(&p).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        let st = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let e = load(&p).unwrap_err();
+        assert!(e.contains("a FIFO"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::rename(&real, &p).unwrap();
+        load(&p).unwrap();
     }
 }

@@ -49,6 +49,7 @@ const POSTGRES: &[(&str, Unit)] = &[
     ("archive_failing", Bool),
     ("wal_bytes", Bytes),
     ("archive_timeout_s", Seconds),
+    ("summarize_wal", Bool),
 ];
 const TCP: &[(&str, Unit)] = &[("connect_s", Seconds)];
 const DISK: &[(&str, Unit)] = &[
@@ -439,32 +440,10 @@ fn fill(check: &mut Check, kind: Kind, def: &Def) -> Result<(), String> {
     Ok(())
 }
 
-/// A target with any password replaced by `***`.
-pub fn redact(target: &str) -> String {
-    let Some((scheme, rest)) = target.split_once("://") else {
-        return target.to_string();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_string(),
-    };
-    let tail = tail
-        .split('&')
-        .map(|p| match p.split_once("password=") {
-            Some((head, _)) if head.is_empty() || head.ends_with('?') => {
-                format!("{head}password=***")
-            }
-            _ => p.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{scheme}://{authority}{tail}")
-}
+/// A target as records, messages and metric labels show it: passwords,
+/// userinfo, query values and conninfo secrets replaced by `***` (the
+/// library's one rule for every tool).
+pub use opskit::pgconn::redact;
 
 #[cfg(test)]
 mod tests {
@@ -548,8 +527,37 @@ mod tests {
         );
         assert_eq!(
             redact("https://u:p@h/x?password=zz&a=1"),
-            "https://u:***@h/x?password=***&a=1"
+            "https://***@h/x?password=***&a=1"
         );
         assert_eq!(redact("disk:/var"), "disk:/var");
+    }
+
+    #[test]
+    fn redaction_of_passwords_tokens_and_conninfo() {
+        for (target, shown) in [
+            (
+                "postgresql://app2:Pw#Canary?2468@host/app",
+                "postgresql://app2:***@host/app",
+            ),
+            (
+                "postgres://u:Can/ary@h:5432/d?sslmode=require",
+                "postgres://u:***@h:5432/d?sslmode=require",
+            ),
+            (
+                "https://h/x?token=Canary&apikey=Canary&sig=Canary#Canary",
+                "https://h/x?token=***&apikey=***&sig=***#***",
+            ),
+            ("https://Canary@h/x", "https://***@h/x"),
+            (
+                "offsite:s3://AKIA:Canary@bucket/db",
+                "offsite:s3://***@bucket/db",
+            ),
+        ] {
+            assert_eq!(redact(target), shown, "{target}");
+        }
+        let e = kind_of("host=db password=Canary dbname=app").unwrap_err();
+        assert!(e.contains("'host=db password=*** dbname=app'"), "{e}");
+        let e = kind_of("host=db password = 'Can ary' dbname=app").unwrap_err();
+        assert!(!e.contains("Can") && !e.contains("ary"), "{e}");
     }
 }

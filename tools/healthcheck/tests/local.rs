@@ -212,3 +212,77 @@ fn checksums_only_is_told_from_verified_in_full() {
         "{text}"
     );
 }
+
+/// A newest set whose MANIFEST.json does not parse is no backup: CRITICAL,
+/// naming the set and what is wrong, however the manifest is broken.
+#[test]
+fn a_corrupt_newest_manifest_is_critical() {
+    let good = |root: &Path| {
+        set(root, 30);
+        set(root, 1)
+    };
+    type Corrupt = fn(&Path);
+    let cases: [(&str, Corrupt, &str); 6] = [
+        (
+            "truncated",
+            |m| {
+                let text = std::fs::read(m).unwrap();
+                std::fs::write(m, &text[..100]).unwrap();
+            },
+            "not a valid manifest: EOF while parsing",
+        ),
+        (
+            "empty",
+            |m| std::fs::write(m, "").unwrap(),
+            "not a valid manifest",
+        ),
+        (
+            "{}",
+            |m| std::fs::write(m, "{}").unwrap(),
+            "not a valid manifest: missing field",
+        ),
+        (
+            "wrong format",
+            |m| {
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap();
+                v["format"] = "tarball/9".into();
+                std::fs::write(m, v.to_string()).unwrap();
+            },
+            "unknown manifest format 'tarball/9'",
+        ),
+        (
+            "FIFO",
+            |m| {
+                std::fs::remove_file(m).unwrap();
+                let st = std::process::Command::new("mkfifo").arg(m).status();
+                assert!(st.unwrap().success());
+            },
+            "not a regular file",
+        ),
+        (
+            "directory",
+            |m| {
+                std::fs::remove_file(m).unwrap();
+                std::fs::create_dir(m).unwrap();
+            },
+            "not a regular file",
+        ),
+    ];
+    for (what, corrupt, why) in cases {
+        let root = tempfile::tempdir().unwrap();
+        let newest = good(root.path());
+        corrupt(&root.path().join(&newest).join("MANIFEST.json"));
+        let target = format!("backup:{}", root.path().display());
+        let out = run(healthcheck().args([&target, "--timeout", "5s"]));
+        assert_eq!(out.code, 2, "{what}: {}", out.stdout);
+        let d = out.events("check")[0]["detail"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            d.contains(&format!("newest set {newest}")) && d.contains(why),
+            "{what}: {d}"
+        );
+    }
+}

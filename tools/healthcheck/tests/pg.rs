@@ -154,3 +154,45 @@ fn pending_migrations() {
     assert_eq!(out.code, 3);
     assert!(out.stderr.contains("needs a database"), "{}", out.stderr);
 }
+
+/// `?` and `#` in a password, unencoded, as libpq and psql take them: the
+/// check connects, and the password shows nowhere.
+#[test]
+fn password_with_hash_and_question_mark() {
+    let c = cluster();
+    let db = c.create_db();
+    let role = format!("app2_{}", std::process::id());
+    let pw = "Pw#Cnry7Q?Zx9K";
+    c.client(&db.name)
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD '{pw}'"))
+        .unwrap();
+    let url = format!(
+        "postgresql://{role}:{pw}@127.0.0.1:{}/{}",
+        c.port(),
+        db.name
+    );
+    // psql (libpq) takes this URL as it is.
+    let psql = std::process::Command::new(c.bindir().join("psql"))
+        .args([&url, "-Atc", "SELECT current_user"])
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    assert!(
+        psql.status.success(),
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("opskit.prom");
+    let out = run(healthcheck().arg(&url).arg("--prometheus").arg(&prom));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    for canary in ["Cnry7Q", "Zx9K"] {
+        assert!(!out.stdout.contains(canary), "{}", out.stdout);
+        assert!(!out.stderr.contains(canary), "{}", out.stderr);
+        assert!(!text.contains(canary), "{text}");
+    }
+    c.client(&db.name)
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .unwrap();
+}

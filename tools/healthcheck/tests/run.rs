@@ -129,7 +129,7 @@ fn checks_file_mixes_kinds_and_bad_definitions_are_unknown() {
         &file,
         format!(
             "# the app\n{{\"name\":\"api\",\"target\":\"{}\",\"expect\":[\"json.status == healthy\"],\"timeout\":\"2s\"}}\n\
-             {{\"name\":\"root\",\"target\":\"disk:/\",\"crit\":\"free_pct < 0\"}}\n\
+             {{\"name\":\"root\",\"target\":\"disk:/\",\"warn\":\"free_pct < 0\",\"crit\":\"free_pct < 0\"}}\n\
              {{\"name\":\"typo\",\"target\":\"disk:/\",\"crit\":\"free < 3\"}}\n",
             s.url("/ok")
         ),

@@ -2,6 +2,7 @@
 //! run around them, each due log planned, journalled and rotated, the
 //! compression on every core, one `rotate` record per log.
 
+use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ use crate::decide::{Verdict, decide};
 use crate::exec::{self, Done};
 use crate::journal::Journal;
 use crate::plan::{self, Plan, Step};
-use crate::run::{Tally, describe, expand, insecure_parent, looks_rotated, produced_bytes};
+use crate::report::{Tally, add_done, describe, produced_bytes};
 use crate::state::{State, format_time};
 use crate::su::As;
 
@@ -83,7 +84,7 @@ impl BlockRun<'_> {
     /// The block's logs that are due, each considered log recorded in the
     /// state (as logrotate records every log it considers); a `rotate`
     /// record for each skipped one.
-    fn select(&mut self, state: &mut State) -> Result<Vec<(PathBuf, u64)>> {
+    fn select(&mut self, state: &mut State) -> Result<Vec<(PathBuf, Metadata)>> {
         let first_seen = self
             .now
             .with_minute(0)
@@ -94,7 +95,7 @@ impl BlockRun<'_> {
         for log in logs.into_iter().filter(|l| !self.b.exclude.contains(l)) {
             self.t.logs += 1;
             let key = log.display().to_string();
-            let (size, age_s) = match self.check_log(&log)? {
+            let (meta, age_s) = match self.check_log(&log)? {
                 Ok(found) => found,
                 Err(skip) => {
                     // As logrotate: every log considered is recorded, a
@@ -107,17 +108,20 @@ impl BlockRun<'_> {
                 }
             };
             let last = *state.entries.entry(key).or_insert(first_seen);
-            match decide(&self.b.opts, size, age_s, last, self.now, self.force) {
-                Verdict::Rotate(_) => due.push((log, size)),
+            match decide(&self.b.opts, meta.len(), age_s, last, self.now, self.force) {
+                Verdict::Rotate(_) => due.push((log, meta)),
                 Verdict::Skip(reason) => self.skip(&log, reason, false)?,
             }
         }
         Ok(due)
     }
 
-    /// Whether a log can be rotated at all: its size and age in seconds,
-    /// or why it is skipped.
-    fn check_log(&mut self, log: &Path) -> Result<std::result::Result<(u64, Option<i64>), Skip>> {
+    /// Whether a log can be rotated at all: what it is (identity, size,
+    /// mode, owner) and its age in seconds, or why it is skipped.
+    fn check_log(
+        &mut self,
+        log: &Path,
+    ) -> Result<std::result::Result<(Metadata, Option<i64>), Skip>> {
         let o = &self.b.opts;
         let meta = match log.symlink_metadata() {
             Ok(m) => m,
@@ -165,7 +169,7 @@ impl BlockRun<'_> {
             .ok()
             .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
             .map(|d| d.as_secs() as i64);
-        Ok(Ok((meta.len(), age_s)))
+        Ok(Ok((meta, age_s)))
     }
 
     fn skip(&mut self, log: &Path, reason: &str, error: bool) -> Result<()> {
@@ -178,7 +182,7 @@ impl BlockRun<'_> {
     }
 
     /// Every due log failed for the same reason (a script, `su`).
-    fn fail_all(&mut self, due: &[(PathBuf, u64)], reason: &str) -> Result<()> {
+    fn fail_all(&mut self, due: &[(PathBuf, Metadata)], reason: &str) -> Result<()> {
         for (log, _) in due {
             self.t.failed += 1;
             self.not_rotated(log, RotateAction::Failed, reason)?;
@@ -238,29 +242,32 @@ impl BlockRun<'_> {
         let (Some(dir), Some(c)) = (o.olddir.as_deref(), &o.createolddir) else {
             return;
         };
-        let d = first_log.parent().map(|p| p.join(dir)).unwrap_or_default();
+        let logdir = first_log.parent().unwrap_or(Path::new(""));
+        let d = logdir.join(dir);
         if d.is_dir() || self.dry {
             return;
         }
-        use std::os::unix::fs::DirBuilderExt;
-        let made = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(c.mode.unwrap_or(0o755))
-            .create(&d);
+        // Made relative to the log's directory, never through a symlink
+        // planted there, and chowned through the fd of what was made.
         let uid = c.owner.as_deref().and_then(opskit::sys::uid_of);
         let gid = c.group.as_deref().and_then(opskit::sys::gid_of);
-        if let Err(e) = made.and_then(|()| std::os::unix::fs::chown(&d, uid, gid)) {
+        let made = crate::at::make_dir(&d, logdir, c.mode.unwrap_or(0o755)).and_then(|fd| {
+            std::os::unix::fs::fchown(&fd, uid, gid)
+                .map_err(|e| crate::at::io_err("setting owner of", &d, e))
+        });
+        if let Err(e) = made {
             self.t.errors += 1;
-            log::error!("createolddir {}: {e}", d.display());
+            log::error!("createolddir: {e}");
         }
     }
 
     /// Per log: plan, journal, the steps that run now (renames, copies,
     /// its own scripts).
-    fn rotate_each(&mut self, who: &As, due: Vec<(PathBuf, u64)>) -> Result<Vec<Rotation>> {
+    fn rotate_each(&mut self, who: &As, due: Vec<(PathBuf, Metadata)>) -> Result<Vec<Rotation>> {
         let mut out = vec![];
-        for (log, size) in due {
-            let plan = plan::plan(&log, &self.b.opts, self.now, &|f| {
+        for (log, checked) in due {
+            let size = checked.len();
+            let plan = plan::plan(&log, &checked, &self.b.opts, self.now, &|f| {
                 f.metadata().ok().map(|m| m.mtime())
             });
             let mut r = Rotation {
@@ -307,7 +314,7 @@ impl BlockRun<'_> {
                     }
                 }
             };
-            let res = exec::run(s, done, &mut run_script, false);
+            let res = exec::run(s, plan, done, &mut run_script, false);
             if let Some(e) = emit_failed {
                 return Err(e);
             }
@@ -341,7 +348,7 @@ impl BlockRun<'_> {
             let r = &rotations[i];
             let mut done = r.done.clone();
             for (k, st) in r.plan.after.iter().enumerate() {
-                if let Err(e) = exec::run(st, &mut done, &mut |_, _| Ok(()), false) {
+                if let Err(e) = exec::run(st, &r.plan, &mut done, &mut |_, _| Ok(()), false) {
                     return (done, Some(e));
                 }
                 journal.step(&r.plan.log, r.plan.main.len() + k);
@@ -361,7 +368,7 @@ impl BlockRun<'_> {
         let after = produced_bytes(&r.plan, &r.done);
         let mut rec = Rotate::new(key.clone(), Some(&self.b.at), RotateAction::Rotated);
         rec.bytes_before = Some(r.size);
-        crate::run::add_done(&mut rec, &r.done);
+        add_done(&mut rec, &r.done);
         match &r.failed {
             Some(e) => {
                 self.t.failed += 1;
@@ -419,5 +426,66 @@ impl Skip {
     fn unrecorded(mut self) -> Self {
         self.record = false;
         self
+    }
+}
+
+/// The logs a block's patterns name: globs expanded and sorted; a pattern
+/// matching nothing stays as it is (and is then missing).
+pub(crate) fn expand(patterns: &[String]) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for p in patterns {
+        let is_glob = p.contains(['*', '?', '[']);
+        let found: Vec<PathBuf> = if is_glob {
+            glob::glob(p)
+                .map(|g| g.flatten().collect())
+                .unwrap_or_default()
+        } else {
+            vec![]
+        };
+        if found.is_empty() {
+            out.push(PathBuf::from(p));
+        } else {
+            out.extend(found);
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// A name that looks like a rotated log (`x.log.1`, `x.log.2.gz`, `x-20261123`).
+pub(crate) fn looks_rotated(p: &Path) -> bool {
+    let n = p.file_name().unwrap_or_default().to_string_lossy();
+    let n = n.strip_suffix(".gz").unwrap_or(&n);
+    let tail = n.rsplit(['.', '-']).next().unwrap_or("");
+    !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) && n.len() > tail.len()
+}
+
+/// logrotate refuses, as root without `su`, a log whose directory others
+/// can write to (they could swap the log for a link to anything).
+pub(crate) fn insecure_parent(log: &Path) -> Option<String> {
+    let dir = log.parent()?;
+    let m = dir.metadata().ok()?;
+    let world = m.mode() & 0o002 != 0;
+    let group = m.mode() & 0o020 != 0 && m.gid() != 0;
+    (world || group).then(|| format!("skipping {} because its directory {} is writable by others than root; set 'su' to the user and group owning it", log.display(), dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_names() {
+        for n in [
+            "a.log.1",
+            "a.log.2.gz",
+            "a.log-20261123",
+            "a.log-20261123.gz",
+        ] {
+            assert!(looks_rotated(Path::new(n)), "{n}");
+        }
+        for n in ["a.log", "access.log", "2026.log"] {
+            assert!(!looks_rotated(Path::new(n)), "{n}");
+        }
     }
 }

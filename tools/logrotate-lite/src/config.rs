@@ -1,16 +1,26 @@
 //! logrotate's configuration language: global options, blocks of paths
 //! and globs, `include` of files and directories, scripts. Errors name
 //! file:line; a block with an error is skipped, the others still run.
+//!
+//! Only regular files are read (a FIFO or device is refused before it can
+//! block), each at most [`files::MAX_CONFIG`] bytes and lines of at most
+//! [`MAX_LINE`]; an include loop is one error, the file not read again.
 
 mod directive;
+mod files;
 mod olddir;
 mod opts;
 
 use directive::directive;
+pub use files::load;
+use files::{include_loop, read_file};
 pub use opts::Opts;
 
 use crate::taboo::Taboo;
 use std::path::{Path, PathBuf};
+
+/// The longest line of a config file.
+pub const MAX_LINE: usize = 16 << 10;
 
 /// How often a log is due, from the state file's last rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +72,12 @@ pub struct Config {
     /// Every log a block has claimed, and whether that block ignores
     /// duplicates of it.
     pub claimed: std::collections::HashMap<PathBuf, bool>,
+    /// What was skipped and is said on stderr (an include directory's
+    /// FIFO, say).
+    pub warnings: Vec<ConfigError>,
+    /// The files and directories being read (device, inode; name),
+    /// innermost last: including one of them again is a loop.
+    reading: Vec<((u64, u64), String)>,
 }
 
 /// Split a line into words; double and single quotes group.
@@ -106,64 +122,38 @@ const SCRIPTS: [&str; 5] = [
     "preremove",
 ];
 
-/// Read config files (and what they include).
-pub fn load(files: &[PathBuf]) -> Config {
+/// The one block of a run without a config file (`--rotate N LOG...`):
+/// the logs are names, never config text (a name holding a newline or a
+/// quote cannot add a block or a script), matched literally (a `*` or `[`
+/// in a name is no glob); the directives apply in order.
+pub fn one_off(logs: &[PathBuf], directives: &[(&str, Vec<String>)]) -> Config {
     let mut cfg = Config::default();
-    let mut globals = Opts::default();
-    for f in files {
-        read_file(f, &mut globals, &mut cfg, 0);
+    let mut opts = Opts::default();
+    let at = format!("command line:{}", logs.len() + 1);
+    for (key, args) in directives {
+        let msg = match directive(&mut opts, key, args) {
+            Ok(true) => continue,
+            Ok(false) => format!("unknown directive '{key}'"),
+            Err(msg) => msg,
+        };
+        cfg.errors.push(ConfigError {
+            at: at.clone(),
+            msg,
+        });
+    }
+    if cfg.errors.is_empty() {
+        let patterns = logs
+            .iter()
+            .map(|p| glob::Pattern::escape(&p.to_string_lossy()))
+            .collect();
+        cfg.blocks.push(Block {
+            patterns,
+            opts,
+            at,
+            exclude: vec![],
+        });
     }
     cfg
-}
-
-fn read_file(path: &Path, globals: &mut Opts, cfg: &mut Config, depth: usize) {
-    let shown = path.display().to_string();
-    if path.is_dir() {
-        let mut names: Vec<PathBuf> = match std::fs::read_dir(path) {
-            Ok(rd) => rd
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect(),
-            Err(e) => {
-                cfg.errors.push(ConfigError {
-                    at: shown,
-                    msg: format!("cannot read directory: {e}"),
-                });
-                return;
-            }
-        };
-        names.sort();
-        for n in names {
-            let name = n
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            if !cfg.taboo.matches(&name) {
-                read_file(&n, globals, cfg, depth + 1);
-            }
-        }
-        return;
-    }
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            cfg.errors.push(ConfigError {
-                at: shown,
-                msg: format!("cannot read: {e}"),
-            });
-            return;
-        }
-    };
-    parse(
-        &text,
-        &shown,
-        path.parent().unwrap_or(Path::new(".")),
-        globals,
-        cfg,
-        depth,
-    );
 }
 
 /// Parse one file's text.
@@ -175,6 +165,16 @@ pub fn parse(
     cfg: &mut Config,
     depth: usize,
 ) {
+    if let Some(n) = text.lines().position(|l| l.len() > MAX_LINE) {
+        cfg.errors.push(ConfigError {
+            at: format!("{file}:{}", n + 1),
+            msg: format!(
+                "a line longer than {} KiB: refused, the file is not read",
+                MAX_LINE >> 10
+            ),
+        });
+        return;
+    }
     let mut p = Reader {
         lines: text.lines().collect(),
         i: 0,
@@ -358,12 +358,26 @@ impl Reader<'_> {
             self.cfg.errors.push(err("include nested too deep".into()));
             return;
         }
-        match path {
-            Some(p) => {
-                let p = self.dir.join(p);
-                read_file(&p, self.globals, self.cfg, self.depth + 1);
+        let Some(p) = path else {
+            self.cfg.errors.push(err("include needs a path".into()));
+            return;
+        };
+        let p = self.dir.join(p);
+        match include_loop(self.cfg, &p) {
+            // Reported once; the file is not read again, so nothing in it
+            // is reported again (as duplicate log entries, say).
+            Some(chain) => {
+                let e = err(format!("include loop: {chain}: not read again"));
+                if !self
+                    .cfg
+                    .errors
+                    .iter()
+                    .any(|x| x.at == e.at && x.msg == e.msg)
+                {
+                    self.cfg.errors.push(e);
+                }
             }
-            None => self.cfg.errors.push(err("include needs a path".into())),
+            None => read_file(&p, self.globals, self.cfg, self.depth + 1),
         }
     }
 

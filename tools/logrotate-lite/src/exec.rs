@@ -1,16 +1,16 @@
 //! Carrying out plan steps, each one safe to repeat: a run killed
 //! half-way is finished by the next run from the journal, never redone.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use opskit::durable;
 use opskit::records::ScriptKind;
 
-use crate::plan::Step;
+use crate::at::{CreateError, Entry, FileId, Output, io_err};
+use crate::plan::{Plan, Step};
 
 /// What a step did, for the `rotate` record.
 #[derive(Debug, Default, Clone)]
@@ -27,44 +27,55 @@ fn exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
 }
 
-fn io_err(what: &str, p: &Path, e: io::Error) -> String {
-    opskit::exit::describe_io(what, p, &e)
-}
-
 /// Runs a log's own script (which, and the path it is about, if not the
 /// log's own).
 pub type ScriptRunner<'a> = dyn FnMut(ScriptKind, Option<&Path>) -> Result<(), String> + 'a;
 
-/// Run one step. `replay`: finishing an interrupted run (scripts are not
-/// run again).
+/// Run one step of `plan`, every file of it reached from the log's
+/// directory without following a symlink (see `at`). `replay`: finishing
+/// an interrupted run (scripts are not run again).
 pub fn run(
     step: &Step,
+    plan: &Plan,
     done: &mut Done,
     script: &mut ScriptRunner,
     replay: bool,
 ) -> Result<(), String> {
+    let logdir = plan.log.parent().unwrap_or(Path::new(""));
+    let at = |p: &Path| Entry::resolve(p, logdir);
     match step {
-        Step::Remove { path, shred, .. } => remove(path, shred.as_deref(), done),
+        Step::Remove { path, shred, .. } => remove(&at(path)?, shred.as_deref(), done),
         Step::Rename { from, to } => {
-            if exists(to) || !exists(from) {
+            let (from, to) = (at(from)?, at(to)?);
+            if to.exists() || !from.exists() {
                 return Ok(()); // done before, or nothing to move
             }
-            std::fs::rename(from, to).map_err(|e| io_err("renaming", from, e))
+            from.rename_to(&to)
         }
         Step::Compress {
             src,
             dst,
             level,
             command,
-        } => compress_step(src, dst, *level, command.as_deref(), done),
-        Step::Copy { from, to, truncate } => copy_step(from, to, *truncate, done),
+        } => compress_step(&at(src)?, &at(dst)?, *level, command.as_deref(), done),
+        Step::Copy { from, to, truncate } => {
+            // The log itself must be the file that was checked.
+            let pin = plan.log_id.filter(|_| *from == plan.log);
+            copy_step(&at(from)?, &at(to)?, *truncate, pin, done)
+        }
         Step::Create {
             path,
             mode,
             owner,
             group,
         } => {
-            create(path, *mode, owner.as_deref(), group.as_deref())?;
+            create(
+                &at(path)?,
+                *mode,
+                owner.as_deref(),
+                group.as_deref(),
+                replay,
+            )?;
             done.created.push(path.display().to_string());
             Ok(())
         }
@@ -85,96 +96,114 @@ pub fn run(
             if replay || !exists(file) {
                 return Ok(());
             }
-            mail(file, subject, address, command, uncompress.as_deref())
+            mail(&at(file)?, subject, address, command, uncompress.as_deref())
         }
     }
 }
 
 /// Remove a rotation (shredded first with `shred`); gone already is done.
-fn remove(path: &Path, shred_cmd: Option<&[String]>, done: &mut Done) -> Result<(), String> {
-    if let Some(cmd) = shred_cmd.filter(|_| exists(path))
-        && let Err(e) = shred(cmd, path)
+fn remove(at: &Entry, shred_cmd: Option<&[String]>, done: &mut Done) -> Result<(), String> {
+    if let Some(cmd) = shred_cmd.filter(|_| at.exists())
+        && let Err(e) = shred(cmd, at)
     {
         // As logrotate: "Failed to shred ..., trying unlink".
         done.warnings
             .push(format!("{e}; removed without shredding"));
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {
-            done.deleted.push(path.display().to_string());
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("removing", path, e)),
+    if at.remove()? {
+        done.deleted.push(at.path().display().to_string());
     }
+    Ok(())
 }
 
 /// Compress, unless a previous run did (the compressed file is only ever
 /// renamed into place complete).
 fn compress_step(
-    src: &Path,
-    dst: &Path,
+    src: &Entry,
+    dst: &Entry,
     level: u32,
     command: Option<&[String]>,
     done: &mut Done,
 ) -> Result<(), String> {
-    if exists(dst) {
-        if exists(src) {
-            std::fs::remove_file(src).map_err(|e| io_err("removing", src, e))?;
-        }
+    if dst.exists() {
+        src.remove()?;
         return Ok(());
     }
-    if !exists(src) {
+    if !src.exists() {
         return Ok(());
     }
-    let n = match command {
-        None => compress(src, dst, level)?,
-        Some(cmd) => compress_with(cmd, src, dst)?,
-    };
-    done.bytes_after += n;
-    done.compressed.push(dst.display().to_string());
+    // Never read through a symlink or wait on a FIFO planted as a rotation.
+    let (input, meta) = src.open(false)?;
+    let out = Output::create(dst, meta.mode() & 0o7777)?;
+    match command {
+        None => gzip(input, &out, level, src.path())?,
+        Some(cmd) => compress_with(cmd, input, &out, src.path())?,
+    }
+    done.bytes_after += finish_compressed(out, &meta, src)?;
+    done.compressed.push(dst.path().display().to_string());
     Ok(())
 }
 
 /// copy / copytruncate, or, when a run was interrupted after the copy,
-/// the truncate of what is certainly a duplicate.
-fn copy_step(from: &Path, to: &Path, truncate: bool, done: &mut Done) -> Result<(), String> {
-    if !exists(to) {
-        copy(from, to, truncate)?;
-        done.created.push(to.display().to_string());
+/// the truncate of what is certainly a duplicate. `pin`: what the log
+/// was when it was checked.
+fn copy_step(
+    from: &Entry,
+    to: &Entry,
+    truncate: bool,
+    pin: Option<FileId>,
+    done: &mut Done,
+) -> Result<(), String> {
+    if !to.exists() {
+        copy(from, to, truncate, pin)?;
+        done.created.push(to.path().display().to_string());
         return Ok(());
     }
-    if truncate {
-        let (a, b) = (
-            std::fs::metadata(from).map(|m| m.len()),
-            std::fs::metadata(to).map(|m| m.len()),
-        );
-        match (a, b) {
-            (Ok(a), Ok(b)) if a == b => {
-                OpenOptions::new()
-                    .write(true)
-                    .open(from)
-                    .and_then(|f| f.set_len(0))
-                    .map_err(|e| io_err("truncating", from, e))?;
-            }
-            (Ok(0), _) | (Err(_), _) => {}
-            _ => done.warnings.push(format!(
-                "{} was copied before an interruption and has grown since; left as it is",
-                from.display()
-            )),
-        }
+    if !truncate || !from.exists() {
+        return Ok(());
+    }
+    let (log, meta) = open_source(from, true, pin)?;
+    let copied = to.stat()?.filter(Metadata::is_file).map(|m| m.len());
+    if copied == Some(meta.len()) {
+        log.set_len(0)
+            .map_err(|e| io_err("truncating", from.path(), e))?;
+    } else if meta.len() > 0 {
+        done.warnings.push(format!(
+            "{} was copied before an interruption and has grown since; left as it is",
+            from.path().display()
+        ));
     }
     Ok(())
 }
 
-/// `shred -u [-n N] -` with `path` open on stdout (shred's "-"), as
+/// Open what is to be copied (and truncated, with `truncate`): a regular
+/// file, never through a symlink; the log itself only if it is the file
+/// that was checked (`pin`), else not truncated when it has other names.
+fn open_source(
+    from: &Entry,
+    truncate: bool,
+    pin: Option<FileId>,
+) -> Result<(File, Metadata), String> {
+    let (file, meta) = from.open(truncate)?;
+    let shown = from.path().display();
+    match pin {
+        Some(id) if id != FileId::of(&meta) => Err(format!(
+            "{shown} was replaced since it was checked: refused, neither copied nor truncated"
+        )),
+        None if truncate && meta.nlink() > 1 => Err(format!(
+            "{shown} has {} hard links: refused, not truncated",
+            meta.nlink()
+        )),
+        _ => Ok((file, meta)),
+    }
+}
+
+/// `shred -u [-n N] -` with the file open on stdout (shred's "-"), as
 /// logrotate runs it; then the file is unlinked (shred cannot remove "-").
-fn shred(cmd: &[String], path: &Path) -> Result<(), String> {
-    let file = File::options()
-        .write(true)
-        .read(true)
-        .open(path)
-        .map_err(|e| io_err("opening", path, e))?;
+/// Never through a symlink (nor on a FIFO or device).
+fn shred(cmd: &[String], at: &Entry) -> Result<(), String> {
+    let path = at.path();
+    let (file, _) = at.open(true)?;
     let status = Command::new(&cmd[0])
         .args(&cmd[1..])
         .stdin(Stdio::null())
@@ -191,13 +220,14 @@ fn shred(cmd: &[String], path: &Path) -> Result<(), String> {
 /// Mail `file` as logrotate does: `command -s subject address`, the file
 /// (or what `uncompress` makes of it) on stdin.
 fn mail(
-    file: &Path,
+    at: &Entry,
     subject: &str,
     address: &str,
     command: &str,
     uncompress: Option<&str>,
 ) -> Result<(), String> {
-    let input = File::open(file).map_err(|e| io_err("opening", file, e))?;
+    let file = at.path();
+    let (input, _) = at.open(false)?;
     let mut unpack = match uncompress {
         Some(u) => Some(
             Command::new(u)
@@ -230,27 +260,18 @@ fn mail(
     }
 }
 
-/// gzip `src` to `dst` through a temp file (fsynced, renamed), keeping
-/// `src`'s mode, owner and times as gzip does; then remove `src`.
-pub fn compress(src: &Path, dst: &Path, level: u32) -> Result<u64, String> {
-    let mut input = File::open(src).map_err(|e| io_err("opening", src, e))?;
-    let meta = input.metadata().map_err(|e| io_err("reading", src, e))?;
-    let mut out = durable::AtomicFile::create(dst, meta.mode() & 0o7777).map_err(|e| e.msg)?;
-    {
-        let mut w = io::BufWriter::with_capacity(256 << 10, &mut out);
-        opskit::gz::gzip_member(&mut input, &mut w, level)
-            .map_err(|e| io_err("compressing", src, e))?;
-        w.flush().map_err(|e| io_err("writing", dst, e))?;
-    }
-    finish_compressed(out, &meta, src, dst)
+/// gzip `input` (the file `src`) in-process into `out`'s temp file.
+fn gzip(mut input: File, out: &Output, level: u32, src: &Path) -> Result<(), String> {
+    let mut w = io::BufWriter::with_capacity(256 << 10, out.file());
+    opskit::gz::gzip_member(&mut input, &mut w, level)
+        .map_err(|e| io_err("compressing", src, e))?;
+    w.flush().map_err(|e| io_err("writing", out.temp_path(), e))
 }
 
 /// compresscmd: run `cmd[0] cmd[1..]` (found on PATH, as logrotate runs
-/// it) with `src` on stdin and the temp file of `dst` on stdout.
-fn compress_with(cmd: &[String], src: &Path, dst: &Path) -> Result<u64, String> {
-    let input = File::open(src).map_err(|e| io_err("opening", src, e))?;
-    let meta = input.metadata().map_err(|e| io_err("reading", src, e))?;
-    let out = durable::AtomicFile::create(dst, meta.mode() & 0o7777).map_err(|e| e.msg)?;
+/// it) with `input` (the file `src`) on stdin and `out`'s temp file on
+/// stdout.
+fn compress_with(cmd: &[String], input: File, out: &Output, src: &Path) -> Result<(), String> {
     let stdout = out
         .file()
         .try_clone()
@@ -269,82 +290,84 @@ fn compress_with(cmd: &[String], src: &Path, dst: &Path) -> Result<u64, String> 
             cmd.join(" ")
         ));
     }
-    finish_compressed(out, &meta, src, dst)
+    Ok(())
 }
 
 /// The compressed file takes the log's mode, owner and times, goes into
 /// place, and the uncompressed one goes; its size.
-fn finish_compressed(
-    out: durable::AtomicFile,
-    meta: &std::fs::Metadata,
-    src: &Path,
-    dst: &Path,
-) -> Result<u64, String> {
+fn finish_compressed(out: Output, meta: &Metadata, src: &Entry) -> Result<u64, String> {
+    let dst = out.path().to_path_buf();
     let f = out.file();
     let _ = std::os::unix::fs::fchown(f, Some(meta.uid()), Some(meta.gid()));
     f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-        .map_err(|e| io_err("setting mode of", dst, e))?;
+        .map_err(|e| io_err("setting mode of", &dst, e))?;
     let times = std::fs::FileTimes::new()
         .set_accessed(meta.accessed().unwrap_or(std::time::SystemTime::now()))
         .set_modified(meta.modified().unwrap_or(std::time::SystemTime::now()));
     let _ = f.set_times(times);
     let n = f.metadata().map(|m| m.len()).unwrap_or(0);
-    out.commit().map_err(|e| e.msg)?;
-    std::fs::remove_file(src).map_err(|e| io_err("removing", src, e))?;
+    out.commit()?;
+    src.remove()?;
     Ok(n)
 }
 
 /// copytruncate: copy, copy again what was appended meanwhile (until it
 /// stops growing, a few rounds at most), fsync, then truncate -- the
 /// window in which a line can be lost is the truncate alone.
-fn copy(from: &Path, to: &Path, truncate: bool) -> Result<(), String> {
-    let mut src = OpenOptions::new()
-        .read(true)
-        .write(truncate)
-        .open(from)
-        .map_err(|e| io_err("opening", from, e))?;
-    let meta = src.metadata().map_err(|e| io_err("reading", from, e))?;
-    let out = durable::AtomicFile::create(to, meta.mode() & 0o7777).map_err(|e| e.msg)?;
+/// The log (or renamecopy's LOG.tmp), opened once, with O_NOFOLLOW and
+/// checked (`open_source`): what is copied and truncated is that file,
+/// through that fd.
+fn copy(from: &Entry, to: &Entry, truncate: bool, pin: Option<FileId>) -> Result<(), String> {
+    let (mut src, meta) = open_source(from, truncate, pin)?;
+    let out = Output::create(to, meta.mode() & 0o7777)?;
     let _ = std::os::unix::fs::fchown(out.file(), Some(meta.uid()), Some(meta.gid()));
     // Copy to the end, again while the writer keeps appending (a few
     // rounds at most).
     for round in 0..8 {
-        let n = io::copy(&mut src, &mut out.file()).map_err(|e| io_err("copying", from, e))?;
+        let n =
+            io::copy(&mut src, &mut out.file()).map_err(|e| io_err("copying", from.path(), e))?;
         if round > 0 && n == 0 {
             break;
         }
     }
     // The copy is on disk, under its name, before the log loses its lines.
-    out.commit().map_err(|e| e.msg)?;
+    let mut dst = out.commit()?;
     if truncate {
         // What was appended during the fsync, then the truncate at once:
         // the window for a lost line is these two calls.
-        let mut dst = OpenOptions::new()
-            .append(true)
-            .open(to)
-            .map_err(|e| io_err("opening", to, e))?;
-        io::copy(&mut src, &mut dst).map_err(|e| io_err("copying", from, e))?;
-        src.set_len(0).map_err(|e| io_err("truncating", from, e))?;
-        dst.sync_all().map_err(|e| io_err("syncing", to, e))?;
+        io::copy(&mut src, &mut dst).map_err(|e| io_err("copying", from.path(), e))?;
+        src.set_len(0)
+            .map_err(|e| io_err("truncating", from.path(), e))?;
+        dst.sync_all()
+            .map_err(|e| io_err("syncing", to.path(), e))?;
     }
     Ok(())
 }
 
-/// `create`: open with O_CREAT (never truncating what a writer may have
-/// created meanwhile), then set mode and owner.
+/// `create`: a new file (`O_CREAT|O_EXCL|O_NOFOLLOW`), its mode and
+/// owner set through the fd that was created. A name taken since the log
+/// was moved away (a symlink planted there, say) is refused for this log;
+/// when finishing an interrupted run, a regular file with one name there
+/// is this run's own (or the writer's) and is adopted.
 fn create(
-    path: &Path,
+    at: &Entry,
     mode: Option<u32>,
     owner: Option<&str>,
     group: Option<&str>,
+    replay: bool,
 ) -> Result<(), String> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(mode.unwrap_or(0o644))
-        .open(path)
-        .map_err(|e| io_err("creating", path, e))?;
+    let path = at.path();
+    let f = match at.create_new(mode.unwrap_or(0o644)) {
+        Ok(f) => f,
+        Err(CreateError::Exists) if replay => adopt(at)?,
+        Err(CreateError::Exists) => {
+            return Err(format!(
+                "create: {} already exists (it appeared after the log was moved away): refused, its mode and owner left alone",
+                path.display()
+            ));
+        }
+        Err(CreateError::Other(e)) => return Err(e),
+    };
     if let Some(m) = mode {
         f.set_permissions(std::fs::Permissions::from_mode(m))
             .map_err(|e| io_err("setting mode of", path, e))?;
@@ -365,6 +388,20 @@ fn create(
         std::os::unix::fs::fchown(&f, uid, gid).map_err(|e| io_err("setting owner of", path, e))?;
     }
     Ok(())
+}
+
+/// The file an interrupted `create` left: a regular file with a single
+/// name, opened without following a symlink.
+fn adopt(at: &Entry) -> Result<File, String> {
+    let (f, meta) = at.open(false)?;
+    if meta.nlink() > 1 {
+        return Err(format!(
+            "create: {} has {} hard links: refused",
+            at.path().display(),
+            meta.nlink()
+        ));
+    }
+    Ok(f)
 }
 
 /// Run a script as logrotate does: `/bin/sh -c SCRIPT logrotate_script ARG`,

@@ -5,14 +5,22 @@
 //! (see `exec::run`), so the next run finishes the plan exactly once.
 //! Appends are not fsynced: they are for a killed process, whose writes
 //! the kernel keeps; the state file itself is written durably.
+//!
+//! The journal's plans are carried out as root (their paths renamed and
+//! removed, their compress commands run): it is never opened through a
+//! symlink, and replayed only when root or the running user wrote it and
+//! nobody else can change it.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use chrono::NaiveDateTime;
+use opskit::safefs;
+use opskit::{Error, IoContext};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Plan;
@@ -43,6 +51,14 @@ pub struct Unfinished {
 
 const TIME: &str = "%Y-%m-%dT%H:%M:%S";
 
+/// The most a journal is read: a plan is a few KiB, a run a few thousand
+/// logs at most.
+const MAX_JOURNAL: u64 = 64 << 20;
+
+/// What a journal holds: the logs whose rotation finished (with the time
+/// to record), and the plans that did not.
+pub type Contents = (Vec<(PathBuf, NaiveDateTime)>, Vec<Unfinished>);
+
 pub fn path_for(state: &Path) -> PathBuf {
     PathBuf::from(format!("{}.opskit-journal", state.display()))
 }
@@ -52,8 +68,12 @@ impl Journal {
         Journal { file: None }
     }
 
-    pub fn open(path: &Path) -> std::io::Result<Journal> {
-        let f = OpenOptions::new().create(true).append(true).open(path)?;
+    /// Open (or create, 0600) the journal to append to.
+    pub fn open(path: &Path) -> opskit::Result<Journal> {
+        let mut opts = OpenOptions::new();
+        opts.create(true).append(true).mode(0o600);
+        let f =
+            safefs::open_nofollow(path, &mut opts).map_err(|e| e.context("opening the journal"))?;
         Ok(Journal {
             file: Some(Mutex::new(f)),
         })
@@ -88,12 +108,26 @@ impl Journal {
         });
     }
 
-    /// What a journal holds: the logs whose rotation finished (with the
-    /// time to record), and the plans that did not.
-    pub fn read(path: &Path) -> (Vec<(PathBuf, NaiveDateTime)>, Vec<Unfinished>) {
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return (vec![], vec![]);
+    /// What the journal at `path` holds (nothing, when there is none);
+    /// a journal that is a link, someone else's, writable by others or
+    /// too big is an error naming it.
+    pub fn read(path: &Path) -> opskit::Result<Contents> {
+        match path.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![])),
+            _ => {}
+        }
+        let trusted = || -> opskit::Result<Vec<u8>> {
+            let f = safefs::open_nofollow(path, OpenOptions::new().read(true))?;
+            safefs::check_private(path, &f.metadata().at("checking", path)?)?;
+            safefs::read_bounded(f, path, MAX_JOURNAL)
         };
+        let bytes = trusted().map_err(|e| {
+            Error::failure(e.msg).context("not replaying the journal of an interrupted run")
+        })?;
+        Ok(Self::parse(&String::from_utf8_lossy(&bytes)))
+    }
+
+    fn parse(text: &str) -> Contents {
         let mut finished = vec![];
         let mut open: BTreeMap<PathBuf, Unfinished> = BTreeMap::new();
         for line in text.lines() {

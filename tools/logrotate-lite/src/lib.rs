@@ -1,12 +1,14 @@
 //! logrotate-lite: logrotate's configuration language and results,
 //! crash-safe, without losing lines, and faster.
 
+mod at;
 mod block;
 mod config;
 mod decide;
 mod exec;
 mod journal;
 mod plan;
+mod report;
 mod run;
 mod state;
 mod su;
@@ -36,9 +38,15 @@ use opskit::{Done, Emitter, Error, Exit};
 /// firstaction lastaction preremove, mail mailfirst maillast nomail, shred
 /// shredcycles, su, allowhardlink, ignoreduplicates, include tabooext
 /// taboopat (and their no- forms); plus compresslevel (gzip in-process).
-/// One deliberate difference: an unknown directive is an error naming
-/// file:line that skips its block (logrotate ignores the line and rotates
-/// the block anyway); the other blocks still run.
+/// Deliberate differences from logrotate 3.21:
+///   - an unknown directive is an error naming file:line that skips its
+///     block (logrotate ignores the line and rotates the block anyway);
+///     the other blocks still run;
+///   - `createolddir` without a mode makes the directory 0755 (logrotate
+///     3.21 makes it 07777: world-writable, setuid, setgid and sticky);
+///   - a shared script (sharedscripts prerotate/postrotate, firstaction,
+///     lastaction) gets the block's patterns joined by one space as $1,
+///     without the trailing space logrotate 3.21 adds (3.22 drops it too).
 ///
 /// Without a config file, for one-off use:
 ///   logrotate-lite --rotate 7 --compress --copytruncate /var/log/app/*.log
@@ -126,15 +134,8 @@ impl ToolArgs for Args {
 }
 
 /// The config the command line describes.
-fn one_off(args: &Args, rotate: i64) -> String {
-    let mut text = String::new();
-    for p in &args.paths {
-        text.push_str(&format!(
-            "\"{}\"\n",
-            p.display().to_string().replace('"', "")
-        ));
-    }
-    text.push_str(&format!("{{\n rotate {rotate}\n"));
+fn one_off(args: &Args, rotate: i64) -> config::Config {
+    let mut directives = vec![("rotate", vec![rotate.to_string()])];
     for (on, d) in [
         (args.compress, "compress"),
         (args.delaycompress, "delaycompress"),
@@ -145,14 +146,13 @@ fn one_off(args: &Args, rotate: i64) -> String {
         (args.dateext, "dateext"),
     ] {
         if on {
-            text.push_str(&format!(" {d}\n"));
+            directives.push((d, vec![]));
         }
     }
     if let Some(s) = &args.size {
-        text.push_str(&format!(" size {s}\n"));
+        directives.push(("size", vec![s.clone()]));
     }
-    text.push_str("}\n");
-    text
+    config::one_off(&args.paths, &directives)
 }
 
 /// Run the tool.
@@ -163,20 +163,12 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<RotateCounts>, Error> {
         ));
     }
     let cfg = match args.rotate {
-        Some(n) => {
-            let mut cfg = config::Config::default();
-            config::parse(
-                &one_off(&args, n),
-                "command line",
-                std::path::Path::new("/"),
-                &mut config::Opts::default(),
-                &mut cfg,
-                0,
-            );
-            cfg
-        }
+        Some(n) => one_off(&args, n),
         None => config::load(&args.paths),
     };
+    for w in &cfg.warnings {
+        log::warn!("{}: {}", w.at, w.msg);
+    }
     for e in &cfg.errors {
         log::error!("{}: {}", e.at, e.msg);
         em.emit(&ErrorRecord::new(format!("{}: {}", e.at, e.msg)).at(e.at.clone()))?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
+use crate::at::FileId;
 use crate::config::Opts;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +70,10 @@ pub enum Step {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Plan {
     pub log: PathBuf,
+    /// The log as it was checked: copytruncate copies and truncates only
+    /// that file (absent in journals of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<FileId>,
     /// Run in order, now.
     pub main: Vec<Step>,
     /// Run after the block's postrotate (compression, disposal), in parallel
@@ -113,16 +118,19 @@ fn date_glob(fmt: &str) -> String {
     out
 }
 
-/// Plan the rotation of `log` (a regular file of `mode`, `uid`, `gid`).
+/// Plan the rotation of `log`, the regular file `checked` describes (its
+/// identity, mode, owner and group as they were checked).
 pub fn plan(
     log: &Path,
+    checked: &std::fs::Metadata,
     o: &Opts,
     now: NaiveDateTime,
     mtime_of: &dyn Fn(&Path) -> Option<i64>,
 ) -> Plan {
-    let pl = Planner::new(log, o, now, mtime_of);
+    let pl = Planner::new(log, checked, o, now, mtime_of);
     let mut p = Plan {
         log: log.to_path_buf(),
+        log_id: Some(FileId::of(checked)),
         ..Plan::default()
     };
     // The older rotations move up (or go); the previous one, left plain by
@@ -153,6 +161,7 @@ pub fn plan(
 /// What planning one log's rotation needs to know.
 struct Planner<'a> {
     log: &'a Path,
+    checked: &'a std::fs::Metadata,
     o: &'a Opts,
     now: NaiveDateTime,
     mtime_of: &'a dyn Fn(&Path) -> Option<i64>,
@@ -168,6 +177,7 @@ struct Planner<'a> {
 impl<'a> Planner<'a> {
     fn new(
         log: &'a Path,
+        checked: &'a std::fs::Metadata,
         o: &'a Opts,
         now: NaiveDateTime,
         mtime_of: &'a dyn Fn(&Path) -> Option<i64>,
@@ -202,6 +212,7 @@ impl<'a> Planner<'a> {
         };
         Planner {
             log,
+            checked,
             o,
             now,
             mtime_of,
@@ -212,10 +223,13 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// `maxage N`: modified before now − N × 86400 s, as logrotate
+    /// compares (not whole days of age: a 47-hour-old file is past
+    /// `maxage 1`).
     fn too_old(&self, path: &Path) -> bool {
         self.o.maxage.is_some_and(|days| {
-            (self.mtime_of)(path)
-                .is_some_and(|m| (self.now.and_utc().timestamp() - m) / 86_400 > days as i64)
+            let limit = self.now.and_utc().timestamp() - (days as i64).saturating_mul(86_400);
+            (self.mtime_of)(path).is_some_and(|m| m < limit)
         })
     }
 
@@ -421,14 +435,15 @@ impl<'a> Planner<'a> {
                 to,
             });
             if let Some(c) = &o.create {
-                // Unset parts come from the log being rotated, as in logrotate.
+                // Unset parts come from the log as it was checked, as in
+                // logrotate (never from what a symlink swapped in points to).
                 use std::os::unix::fs::MetadataExt;
-                let m = log.metadata().ok();
+                let m = self.checked;
                 p.main.push(Step::Create {
                     path: log.to_path_buf(),
-                    mode: c.mode.or(m.as_ref().map(|m| m.mode() & 0o777)),
-                    owner: c.owner.clone().or(m.as_ref().map(|m| m.uid().to_string())),
-                    group: c.group.clone().or(m.as_ref().map(|m| m.gid().to_string())),
+                    mode: c.mode.or(Some(m.mode() & 0o777)),
+                    owner: c.owner.clone().or(Some(m.uid().to_string())),
+                    group: c.group.clone().or(Some(m.gid().to_string())),
                 });
             }
         }

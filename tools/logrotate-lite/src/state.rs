@@ -3,11 +3,15 @@
 //! between logrotate and logrotate-lite either way.
 
 use std::collections::BTreeMap;
+use std::fs::OpenOptions;
 use std::path::Path;
 
 use chrono::NaiveDateTime;
 
 pub const HEADER: &str = "logrotate state -- version 2";
+
+/// The most a state file is read (about 100 bytes a log).
+const MAX_STATE: u64 = 64 << 20;
 const HEADER_V1: &str = "logrotate state -- version 1";
 
 /// When each log was last rotated (or first seen).
@@ -93,12 +97,20 @@ impl State {
         (st, problems)
     }
 
-    pub fn read(path: &Path) -> std::io::Result<(State, Vec<Problem>)> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => Ok(State::parse(&t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((State::default(), vec![])),
-            Err(e) => Err(e),
+    /// Read the state file (none: empty): never through a symlink, nor
+    /// from a FIFO, and at most [`MAX_STATE`] bytes.
+    pub fn read(path: &Path) -> opskit::Result<(State, Vec<Problem>)> {
+        match path.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((State::default(), vec![]));
+            }
+            _ => {}
         }
+        let f = opskit::safefs::open_nofollow(path, OpenOptions::new().read(true))?;
+        let bytes = opskit::safefs::read_bounded(f, path, MAX_STATE)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| opskit::Error::failure(format!("{}: not UTF-8 text", path.display())))?;
+        Ok(State::parse(&text))
     }
 
     pub fn render(&self) -> String {

@@ -182,19 +182,19 @@ const SCENARIOS: &[Scenario] = &[
             File {
                 path: "app.log-20261001.gz",
                 lines: 3,
-                age_days: 50,
+                age_hours: 1200,
                 gzip: true,
             },
             File {
                 path: "app.log-20261002.gz",
                 lines: 4,
-                age_days: 49,
+                age_hours: 1176,
                 gzip: true,
             },
             File {
                 path: "app.log-20261003.gz",
                 lines: 5,
-                age_days: 48,
+                age_hours: 1152,
                 gzip: true,
             },
         ],
@@ -280,20 +280,48 @@ const SCENARIOS: &[Scenario] = &[
             File {
                 path: "app.log.1.gz",
                 lines: 3,
-                age_days: 2,
+                age_hours: 48,
                 gzip: true,
             },
             File {
                 path: "app.log.2.gz",
                 lines: 3,
-                age_days: 8,
+                age_hours: 192,
                 gzip: true,
             },
             File {
                 path: "app.log.3.gz",
                 lines: 3,
-                age_days: 12,
+                age_hours: 288,
                 gzip: true,
+            },
+        ],
+        &[Run(true)],
+    ),
+    // logrotate compares the mtime with now - N * 86400 s: a rotation 30
+    // hours old is past `maxage 1` (it is one whole day old, not two).
+    scenario(
+        "maxage 1 with rotate -1 removes what is older than 24 hours",
+        "{D}/app.log {\n rotate -1\n maxage 1\n}\n",
+        &[
+            f("app.log", 30),
+            File {
+                path: "app.log.1",
+                lines: 3,
+                age_hours: 20,
+                gzip: false,
+            },
+            File {
+                path: "app.log.2",
+                lines: 3,
+                age_hours: 30,
+                gzip: false,
+            },
+            File {
+                path: "app.log.3",
+                lines: 3,
+                age_hours: 47,
+                gzip: false,
             },
         ],
         &[Run(true)],

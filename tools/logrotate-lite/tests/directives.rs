@@ -13,7 +13,7 @@ fn lite() -> std::path::PathBuf {
 
 const fn aged(path: &'static str, lines: usize, age_days: u64) -> File {
     File {
-        age_days,
+        age_hours: age_days * 24,
         ..f(path, lines)
     }
 }

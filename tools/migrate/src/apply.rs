@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use opskit::migrations::{Applied, version_order};
 use opskit::records::{Direction, MigrateCounts, Migration as MigrationRecord, Validate};
 use opskit::{Done, Emitter, Error, Exit, Result};
 
-use crate::db::{Applied, Db, Timeouts};
-use crate::parse::{Migration, version_order};
+use crate::db::{Db, Timeouts};
+use crate::parse::Migration;
 use crate::{Outcome, pg, secs, split};
 
 /// What is wrong with a version.

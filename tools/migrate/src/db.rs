@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use opskit::migrations::Applied;
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::{Error, Result};
 use postgres::Client;
 
 use crate::parse::{Migration, Section};
+use crate::pg;
 use crate::split;
 
 /// The advisory lock (two int4 keys: classid, objid).
@@ -40,19 +42,6 @@ CREATE TABLE IF NOT EXISTS opskit_migrations_log (
     by_user text NOT NULL DEFAULT current_user,
     host text);
 RESET client_min_messages;";
-
-/// What the database says of one version.
-#[derive(Debug, Clone, Default)]
-pub struct Applied {
-    /// In `schema_migrations` (dbmate's view).
-    pub in_schema: bool,
-    pub name: Option<String>,
-    pub checksum: Option<String>,
-    pub applied_at: Option<String>,
-    pub dirty: bool,
-    pub failed_statement: Option<i32>,
-    pub error: Option<String>,
-}
 
 /// SQL literal.
 pub fn lit(s: &str) -> String {
@@ -90,10 +79,6 @@ pub struct Db {
     host: String,
 }
 
-fn pg(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
-    move |e| Error::failure(format!("{what}: {}", describe_pg_error(&e)))
-}
-
 impl Db {
     pub fn connect(spec: &ConnSpec) -> Result<Db> {
         let host = hostname();
@@ -113,46 +98,9 @@ impl Db {
             .map_err(pg("creating migration tables"))
     }
 
-    fn exists(&mut self, table: &str) -> Result<bool> {
-        let row = self
-            .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-            .map_err(pg("reading migration state"))?;
-        Ok(row.get(0))
-    }
-
     /// Every version the database knows, touching nothing.
     pub fn applied(&mut self) -> Result<BTreeMap<String, Applied>> {
-        let mut out: BTreeMap<String, Applied> = BTreeMap::new();
-        if self.exists("schema_migrations")? {
-            for r in self
-                .client
-                .query("SELECT version::text FROM schema_migrations", &[])
-                .map_err(pg("reading schema_migrations"))?
-            {
-                out.entry(r.get(0)).or_default().in_schema = true;
-            }
-        }
-        if self.exists("opskit_migrations")? {
-            let rows = self
-                .client
-                .query(
-                    "SELECT version::text, name, checksum, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                     dirty, failed_statement, error FROM opskit_migrations",
-                    &[],
-                )
-                .map_err(pg("reading opskit_migrations"))?;
-            for r in rows {
-                let a = out.entry(r.get(0)).or_default();
-                a.name = r.get(1);
-                a.checksum = r.get(2);
-                a.applied_at = r.get(3);
-                a.dirty = r.get(4);
-                a.failed_statement = r.get(5);
-                a.error = r.get(6);
-            }
-        }
-        Ok(out)
+        opskit::migrations::applied(&mut self.client)
     }
 
     /// Take the migration lock, polling `pg_try_advisory_lock` (a blocking
@@ -288,7 +236,11 @@ impl Db {
         }
     }
 
-    /// The section and its bookkeeping in one transaction, one round trip.
+    /// The section and its bookkeeping in one transaction. The section
+    /// goes alone (as dbmate sends it), so a server error's position and
+    /// quoted text are the section's, never migrate's own SQL; the
+    /// transaction is open before it is sent, so the ROLLBACK after a
+    /// failure (a syntax error fails the whole message) always has one.
     fn run_in_transaction(
         &mut self,
         m: &Migration,
@@ -296,16 +248,26 @@ impl Db {
         up: bool,
         t: &Timeouts,
     ) -> std::result::Result<usize, Failure> {
-        let prefix = format!("BEGIN;\n{}", t.set(true));
-        let batch = format!("{prefix}{}\n;\n{}COMMIT;", s.sql, self.bookkeeping(m, up));
-        match self.client.batch_execute(&batch) {
-            Ok(()) => Ok(split::statements(&s.sql).len()),
-            Err(e) => {
-                let _ = self.client.batch_execute("ROLLBACK");
-                let offset = position(&e).and_then(|p| p.checked_sub(prefix.chars().count()));
-                Err(Failure::new(m, s, &e, offset, None))
-            }
-        }
+        let begin = format!("BEGIN;\n{}", t.set(true));
+        let fail = |db: &mut Self, e: &postgres::Error, offset| {
+            let _ = db.client.batch_execute("ROLLBACK");
+            Failure::new(m, s, e, offset, None)
+        };
+        self.client
+            .batch_execute(&begin)
+            .map_err(|e| fail(self, &e, None))?;
+        self.client
+            .batch_execute(&s.sql)
+            .map_err(|e| fail(self, &e, position(&e)))?;
+        self.client
+            .batch_execute(&self.bookkeeping(m, up))
+            .map_err(|e| fail(self, &e, None))?;
+        // A COMMIT that fails (a deferred constraint) has ended the
+        // transaction: nothing to roll back.
+        self.client
+            .batch_execute("COMMIT")
+            .map_err(|e| Failure::new(m, s, &e, None, None))?;
+        Ok(split::statements(&s.sql).len())
     }
 
     /// `transaction:false`: each statement on its own; the migration is
@@ -416,8 +378,61 @@ impl Failure {
             None => m.file.display().to_string(),
         };
         Failure {
-            message: format!("{place}: {}{which}", describe_pg_error(e)),
+            message: format!("{place}: {}{which}", one_line(e)),
             lock_timeout,
         }
+    }
+}
+
+/// The longest quote of the SQL kept from a server's message.
+const QUOTE_MAX: usize = 60;
+
+/// The server's message on one line, its quote of the SQL (`at or near
+/// "..."`) cut short: an unterminated `$$` quotes the rest of the section.
+fn one_line(e: &postgres::Error) -> String {
+    flatten(&describe_pg_error(e))
+}
+
+fn flatten(text: &str) -> String {
+    let flat = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    const NEAR: &str = " at or near \"";
+    let (Some(a), Some(b)) = (flat.find(NEAR), flat.rfind("\" (SQLSTATE")) else {
+        return flat;
+    };
+    let start = a + NEAR.len();
+    match flat.get(start..b) {
+        Some(quote) if quote.chars().count() > QUOTE_MAX => {
+            let cut: String = quote.chars().take(QUOTE_MAX).collect();
+            format!("{}{cut}…{}", &flat[..start], &flat[b..])
+        }
+        _ => flat,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_message_is_one_line_with_its_quote_cut_short() {
+        let long = format!(
+            "unterminated dollar-quoted string at or near \"$$\nbegin\n  {};\nend;\" (SQLSTATE 42601)",
+            "x".repeat(200)
+        );
+        let got = flatten(&long);
+        assert!(!got.contains('\n'), "{got}");
+        assert!(
+            got.starts_with("unterminated dollar-quoted string at or near \"$$ begin xx"),
+            "{got}"
+        );
+        assert!(got.ends_with("x…\" (SQLSTATE 42601)"), "{got}");
+        let short = "syntax error at or near \"selec\" (SQLSTATE 42601)";
+        assert_eq!(flatten(short), short);
+        assert_eq!(flatten("a\n  b"), "a b");
     }
 }

@@ -1,12 +1,12 @@
 //! migrate: safe schema migrations in dbmate's file format.
 
 mod apply;
-pub mod db;
+mod db;
 mod maintain;
-pub mod parse;
-pub mod report;
+mod parse;
+mod report;
 mod schema;
-pub mod split;
+mod split;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +18,11 @@ use opskit::records::MigrateCounts;
 use opskit::{Done, Emitter, Error, Exit, units};
 
 use crate::db::{Db, Timeouts};
+
+/// The keys of the advisory lock one migrator holds at a time (another
+/// session can wait for it, or see who holds it in `pg_locks`).
+pub use crate::db::LOCK_KEYS;
+pub(crate) use opskit::pgconn::pg_failure as pg;
 
 /// Apply SQL migrations (dbmate's format) safely: one migrator at a time,
 /// each migration and its bookkeeping in one transaction, transaction:false
@@ -255,10 +260,6 @@ fn command(
         Command::New { .. } | Command::Wait { .. } => unreachable!(),
     };
     Ok(done)
-}
-
-pub(crate) fn pg(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
-    move |e| Error::failure(format!("{what}: {}", opskit::pgconn::describe_pg_error(&e)))
 }
 
 /// Seconds since `t`, to the millisecond.

@@ -3,12 +3,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use opskit::migrations::version_order;
 use opskit::pgconn::ConnSpec;
 use opskit::records::{MigrateCounts, New, Repair, RepairAction};
 use opskit::{Done, Emitter, Error, Exit, Result, units};
 
 use crate::db::{self, Db};
-use crate::parse::{Migration, version_order};
+use crate::parse::Migration;
 use crate::{Outcome, pg, secs};
 
 pub(crate) fn baseline(db: &mut Db, files: &[Migration], version: &str) -> Result<Outcome> {

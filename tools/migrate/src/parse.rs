@@ -2,10 +2,10 @@
 //! `-- migrate:up` section and an optional `-- migrate:down` section;
 //! options on the marker line (`transaction:false`).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use opskit::{Error, IoContext, Result};
+use opskit::migrations::{self, split_file_name};
+use opskit::{Error, Result};
 
 /// One section of a migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,19 +34,6 @@ pub fn normalise(text: &str) -> String {
     text.strip_prefix('\u{feff}')
         .unwrap_or(text)
         .replace("\r\n", "\n")
-}
-
-/// `20261123030000_add_users.sql` → (`20261123030000`, `add_users`).
-pub fn split_file_name(name: &str) -> Option<(&str, &str)> {
-    let stem = name.strip_suffix(".sql")?;
-    let digits = stem
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(stem.len());
-    if digits == 0 {
-        return None;
-    }
-    let rest = &stem[digits..];
-    Some((&stem[..digits], rest.strip_prefix('_').unwrap_or(rest)))
 }
 
 /// Parse one file's text.
@@ -199,42 +186,21 @@ fn sections_of(
     Ok((**up, downs.first().map(|d| **d)))
 }
 
-/// Order of versions: as strings, as dbmate orders them (its timestamps all
-/// have the same length; `10_x` sorts before `9_x` there too).
-pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
-    a.cmp(b)
-}
+/// The largest migration file read (a schema dump with data is larger,
+/// and is not a migration).
+pub const MAX_FILE: u64 = 16 << 20;
 
-/// Every migration in `dir`, ordered by version. Two files with the same
-/// version are refused.
+/// Every migration in `dir` ([`migrations::list_dir`]: ordered by
+/// version, two files with the same version refused), parsed.
 pub fn load_dir(dir: &Path) -> Result<Vec<Migration>> {
     let mut out: Vec<Migration> = Vec::new();
-    for e in fs::read_dir(dir).at("reading migrations directory", dir)? {
-        let e = e.at("reading migrations directory", dir)?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".sql") {
-            continue;
-        }
-        if split_file_name(&name).is_none() {
-            log::warn!("ignoring {}: not <version>_<name>.sql", e.path().display());
-            continue;
-        }
-        let path = e.path();
-        let bytes = fs::read(&path).at("reading", &path)?;
+    for f in migrations::list_dir(dir)? {
+        // Only a regular file, and not a huge one: a FIFO must not hang
+        // `plan`, and a file that cannot be read is an error, not a skip.
+        let bytes = opskit::safefs::read_regular(&f.path, MAX_FILE)?;
         let text = String::from_utf8(bytes)
-            .map_err(|_| Error::usage(format!("{}: not UTF-8", path.display())))?;
-        out.push(parse(&path, &text)?);
-    }
-    out.sort_by(|a, b| version_order(&a.version, &b.version).then_with(|| a.file.cmp(&b.file)));
-    for w in out.windows(2) {
-        if version_order(&w[0].version, &w[1].version).is_eq() {
-            return Err(Error::usage(format!(
-                "{} and {} have the same version {}",
-                w[0].file.display(),
-                w[1].file.display(),
-                w[0].version
-            )));
-        }
+            .map_err(|_| Error::usage(format!("{}: not UTF-8", f.path.display())))?;
+        out.push(parse(&f.path, &text)?);
     }
     Ok(out)
 }
@@ -242,6 +208,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Migration>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn p(text: &str) -> Result<Migration> {
         parse(
@@ -323,25 +290,24 @@ mod tests {
     }
 
     #[test]
-    fn file_names_and_order() {
-        assert_eq!(split_file_name("001_init.sql"), Some(("001", "init")));
-        assert_eq!(
-            split_file_name("20261123030000_x_y.sql"),
-            Some(("20261123030000", "x_y"))
-        );
-        assert_eq!(split_file_name("init.sql"), None);
-        assert_eq!(split_file_name("001_init.txt"), None);
-        let mut v = vec!["20261123030000", "002", "0025", "20250101000000"];
-        v.sort_by(|a, b| version_order(a, b));
-        assert_eq!(v, vec!["002", "0025", "20250101000000", "20261123030000"]);
-    }
-
-    #[test]
     fn duplicate_versions_are_refused() {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("001_a.sql"), "-- migrate:up\nselect 1;\n").unwrap();
         fs::write(d.path().join("001_b.sql"), "-- migrate:up\nselect 1;\n").unwrap();
         let e = load_dir(d.path()).unwrap_err();
         assert!(e.msg.contains("have the same version 001"), "{}", e.msg);
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_naming_it() {
+        let d = tempfile::tempdir().unwrap();
+        let big = d.path().join("001_big.sql");
+        fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE + 1)
+            .unwrap();
+        let e = load_dir(d.path()).unwrap_err();
+        assert_eq!(e.exit, opskit::Exit::Usage);
+        assert!(e.msg.contains("001_big.sql is larger than 16"), "{}", e.msg);
     }
 }

@@ -1,33 +1,12 @@
 //! Reports that touch nothing: `status` and `plan`.
 
-use std::collections::BTreeMap;
-
+use opskit::migrations::{counts, version_order};
 use opskit::records::{Direction, MigrateCounts, MigrationStatus, Plan};
 use opskit::{Done, Emitter, Exit, Result};
 
-use crate::db::{Applied, Db};
-use crate::parse::{Migration, version_order};
+use crate::db::Db;
+use crate::parse::Migration;
 use crate::{Outcome, split};
-
-/// How a database stands against the files: what healthcheck's
-/// `migrations:` check and `status`'s summary report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub files: usize,
-    pub applied: usize,
-    pub pending: usize,
-    pub dirty: usize,
-}
-
-pub fn counts(applied: &BTreeMap<String, Applied>, files: &[Migration]) -> Counts {
-    let is_applied = |v: &str| applied.get(v).is_some_and(|a| a.in_schema);
-    Counts {
-        files: files.len(),
-        applied: applied.values().filter(|a| a.in_schema).count(),
-        pending: files.iter().filter(|m| !is_applied(&m.version)).count(),
-        dirty: applied.values().filter(|a| a.dirty).count(),
-    }
-}
 
 pub(crate) fn status(
     db: &mut Db,
@@ -67,7 +46,7 @@ pub(crate) fn status(
             file_missing: m.is_none(),
         })?;
     }
-    let n = counts(&applied, files);
+    let n = counts(&applied, files.iter().map(|m| m.version.as_str()));
     let exit = if exit_code && pending > 0 {
         Exit::CheckFailed
     } else {

@@ -9,18 +9,8 @@ use std::process::{Command, Stdio};
 use opskit_testkit::tools::{Output, run};
 use opskit_testkit::{Cluster, TestDb, cluster};
 
-fn migrate(db: &TestDb, dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_migrate"));
-    c.args(["--db", &db.url, "--dir"])
-        .arg(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("OPSKIT_LOG");
-    c
-}
-
-fn write(dir: &Path, name: &str, body: &str) {
-    fs::write(dir.join(name), body).unwrap();
-}
+mod common;
+use common::{migrate, write};
 
 fn three(dir: &Path) {
     write(
@@ -383,7 +373,7 @@ fn lock_wait_gives_up_naming_the_holder() {
     holder
         .execute(
             "SELECT pg_advisory_lock($1, $2)",
-            &[&migrate::db::LOCK_KEYS.0, &migrate::db::LOCK_KEYS.1],
+            &[&migrate::LOCK_KEYS.0, &migrate::LOCK_KEYS.1],
         )
         .unwrap();
     let out = run(migrate(&db, dir.path()).args(["up", "--lock-wait", "500ms"]));

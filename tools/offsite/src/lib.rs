@@ -4,14 +4,19 @@
 //! A remote set is the same directory of files under
 //! `s3://BUCKET/PREFIX/<set>/`, its `MANIFEST.json` written last: a remote
 //! set without its manifest does not exist, exactly as locally.
+//!
+//! The S3 client (AWS settings, signed requests, the listing of remote
+//! sets) is the `opskit-s3` crate, which healthcheck's `offsite:` check
+//! shares; this crate holds offsite's commands.
 
-pub mod aws;
-pub mod fetch;
-pub mod list;
-pub mod push;
-pub mod remote_prune;
-pub mod s3;
-pub mod wal;
+mod fetch;
+mod list;
+mod push;
+mod remote;
+mod remote_prune;
+mod upload;
+mod verify;
+mod wal;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,8 +25,7 @@ use clap::{Parser, Subcommand};
 use opskit::cli::{ToolArgs, Verbosity};
 use opskit::records::OffsiteCounts;
 use opskit::{Done, Emitter, Error, Result, units};
-
-use crate::s3::{Options, Remote, Store};
+use opskit_s3::{Options, Remote, Store, aws};
 
 /// Copy verified backup sets to S3-compatible object storage (AWS S3,
 /// MinIO, Ceph, Backblaze B2, Wasabi, SeaweedFS), list them, verify the
@@ -34,22 +38,32 @@ use crate::s3::{Options, Remote, Store};
 ///   offsite prune --keep-daily 7 --keep-weekly 4
 ///   offsite push-wal                     the WAL archive, every minute
 ///
-/// The bucket URL comes from the command line or OPSKIT_OFFSITE_URL;
+/// The bucket URL comes first on the command line of every subcommand
+/// (`offsite list s3://backups/app`), or from --url or OPSKIT_OFFSITE_URL;
 /// credentials, region and endpoint as the AWS tools read them
 /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE
 /// with ~/.aws/credentials and ~/.aws/config, AWS_REGION, AWS_ENDPOINT_URL,
 /// AWS_CA_BUNDLE). Secrets never appear in a record, a log line or argv.
 ///
-/// Exit: 0 done; 1 a remote copy failed verification; 2 a set could not be
-/// pushed, pulled or checked (endpoint, credentials, bucket, a conflicting
-/// object); 64 usage.
+/// pull and verify believe a remote set only when its MANIFEST.json is
+/// signed (MANIFEST.json.minisig, pushed with the set) by a key in
+/// OPSKIT_SIGNING_PUBKEYS (--signing-pubkeys), for the set's own name;
+/// --allow-unsigned accepts sets made before signing was set up.
+///
+/// Exit: 0 done; 1 a remote copy failed verification, or pull refused a
+/// set whose signature does not verify (changed after signing, signed by a
+/// key that is not trusted, not signed); 2 a set could not be pushed,
+/// pulled or checked (endpoint, credentials, bucket, a conflicting object,
+/// a local file that changed since it was verified); 64 usage, or no
+/// public key and no --allow-unsigned for pull and verify.
 #[derive(Debug, Parser)]
 #[command(name = "offsite", version, verbatim_doc_comment)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Where the sets go: s3://BUCKET[/PREFIX].
+    /// Where the sets go: s3://BUCKET[/PREFIX] (an s3:// operand, which
+    /// every subcommand takes first, wins).
     #[arg(long, value_name = "URL", env = "OPSKIT_OFFSITE_URL", global = true)]
     pub url: Option<String>,
 
@@ -81,17 +95,30 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload sets that passed verification (records on stdin, or set
-    /// directories); MANIFEST.json goes last. A rerun uploads only what is
-    /// missing; an object already there with other content is an error,
-    /// never overwritten.
+    /// directories) with their signatures; MANIFEST.json goes last. A
+    /// rerun uploads only what is missing; an object already there with
+    /// other content is an error, never overwritten.
     Push(push::PushArgs),
     /// Every set, local and remote, side by side.
     List(list::ListArgs),
     /// Download a remote set into a local backup root (staged, sha256
-    /// checked, renamed into place).
+    /// checked, renamed into place), once its signature is checked.
+    ///
+    /// Its MANIFEST.json must be signed by one of the trusted keys
+    /// (--signing-pubkeys, OPSKIT_SIGNING_PUBKEYS) for its own name
+    /// before anything in it is used.
+    ///
+    /// Exit: 0 pulled; 1 refused: the set's signature does not verify
+    /// (its manifest was changed after signing, a key that is not trusted
+    /// signed it, or it is not signed and --allow-unsigned was not given)
+    /// or its manifest is not valid; 2 the set could not be pulled (no
+    /// such set, a damaged file, the endpoint, the disk); 64 usage, or no
+    /// public key and no --allow-unsigned. Nothing is left in the
+    /// destination unless the pull succeeded.
     Pull(fetch::PullArgs),
-    /// Re-read remote sets and check every byte against their manifests.
-    Verify(fetch::VerifyArgs),
+    /// Re-read remote sets and check every byte against their manifests,
+    /// the manifest's signature first (a bad one is a problem: exit 1).
+    Verify(verify::VerifyArgs),
     /// Delete remote sets by prune's policy and safety rules, and the
     /// remote WAL no kept base set needs.
     Prune(remote_prune::PruneArgs),
@@ -113,14 +140,31 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
         Command::Push(p) => push::run(&args, p, em),
         Command::List(l) => list::run(&args, l, em),
         Command::Pull(p) => fetch::pull(&args, p, em),
-        Command::Verify(v) => fetch::verify(&args, v, em),
+        Command::Verify(v) => verify::verify(&args, v, em),
         Command::Prune(p) => remote_prune::run(&args, p, em),
         Command::PushWal(p) => wal::push(&args, p, em),
     }
 }
 
+/// A leading `s3://` operand (the bucket URL, which every subcommand
+/// takes first) and the operands after it; a second URL is a usage error
+/// (a set directory whose path starts with `s3:` is written `./s3:…`).
+pub(crate) fn operands(ops: &[String]) -> Result<(Option<&str>, &[String])> {
+    let (url, rest) = match ops.first() {
+        Some(u) if u.starts_with("s3://") => (Some(u.as_str()), &ops[1..]),
+        _ => (None, ops),
+    };
+    if let Some(other) = rest.iter().find(|o| o.starts_with("s3://")) {
+        return Err(Error::usage(format!(
+            "'{}': one bucket URL, first (then set names or directories)",
+            opskit::pgconn::redact(other)
+        )));
+    }
+    Ok((url, rest))
+}
+
 impl Args {
-    /// The store the URL names (`url` from the command line wins).
+    /// The store the URL names (an operand wins over --url).
     pub fn store(&self, url: Option<&str>) -> Result<Store> {
         let url = url.or(self.url.as_deref()).ok_or_else(|| {
             Error::usage("no bucket URL: give s3://BUCKET[/PREFIX] or set OPSKIT_OFFSITE_URL")

@@ -4,67 +4,32 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
 use clap::Args as ClapArgs;
 use opskit::backupset::{self, MANIFEST};
 use opskit::records::{Location, OffsiteCounts, RemoteSet};
 use opskit::{Done, Emitter, Exit, Result, units};
-
-use crate::s3::Store;
+use opskit_s3::sets::remote_sets;
 
 #[derive(Debug, ClapArgs)]
 pub struct ListArgs {
+    /// s3://BUCKET[/PREFIX] (default: --url, OPSKIT_OFFSITE_URL).
+    #[arg(value_name = "URL")]
+    pub bucket: Option<String>,
+
     /// A table on stdout instead of records.
     #[arg(long)]
     pub table: bool,
 }
 
-/// A remote set as the bucket listing shows it.
-#[derive(Debug, Clone)]
-pub struct RemoteInfo {
-    pub time: DateTime<Utc>,
-    /// Has its MANIFEST.json.
-    pub complete: bool,
-    /// Every object's size, by file name.
-    pub sizes: HashMap<String, u64>,
-}
-
-pub type RemoteSets = HashMap<String, RemoteInfo>;
-
-/// Every set under the store's prefix (one listing of every object).
-pub fn remote_sets(store: &Store) -> Result<RemoteSets> {
-    let prefix = &store.remote.prefix;
-    let (objects, _) = store.list(prefix, None)?;
-    let mut out: RemoteSets = HashMap::new();
-    for o in objects {
-        let Some((set, file)) = o.key[prefix.len()..].split_once('/') else {
-            continue;
-        };
-        let Some((_, time)) = backupset::parse_set_dir_name(set) else {
-            continue;
-        };
-        let e = out.entry(set.to_string()).or_insert(RemoteInfo {
-            time,
-            complete: false,
-            sizes: HashMap::new(),
-        });
-        if file == MANIFEST {
-            e.complete = true;
-        }
-        e.sizes.insert(file.to_string(), o.size);
-    }
-    Ok(out)
-}
-
 pub fn run(args: &crate::Args, l: &ListArgs, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
-    let store = args.store(None)?;
+    let store = args.store(l.bucket.as_deref())?;
     let remote = remote_sets(&store)?;
     let root = args.root.as_deref();
     let verdicts = match root {
-        Some(r) => backupset::latest_verdicts(r)?,
-        None => HashMap::new(),
+        Some(r) => opskit::verdicts::VerdictLog::local(r).passed()?,
+        None => Default::default(),
     };
-    let remote_ok = crate::fetch::remote_verdicts(root);
+    let remote_ok = crate::verify::remote_verdicts(root);
     let local = root.map(local_sets).unwrap_or_default();
     let names: BTreeSet<&String> = remote.keys().chain(local.keys()).collect();
     let mut rows: Vec<RemoteSet> = names
@@ -121,17 +86,10 @@ pub fn run(args: &crate::Args, l: &ListArgs, em: &mut Emitter) -> Result<Done<Of
 /// The sets of a local root: total bytes and whether encrypted.
 fn local_sets(root: &Path) -> HashMap<String, (u64, bool)> {
     let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir(root) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if backupset::parse_set_dir_name(&name).is_none() {
-            continue;
-        }
-        if let Ok((m, _)) = backupset::read_manifest(&e.path()) {
+    for s in opskit::root::sets(root).unwrap_or_default() {
+        if let Ok(m) = s.manifest() {
             let bytes = m.files.iter().map(|f| f.bytes).sum();
-            out.insert(name, (bytes, m.encryption.is_some()));
+            out.insert(s.name, (bytes, m.encryption.is_some()));
         }
     }
     out

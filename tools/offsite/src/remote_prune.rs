@@ -1,28 +1,29 @@
-//! `offsite prune`: retention for the remote copies with prune's own
-//! policy code, flags and safety rules (the newest set stays, the
-//! `--min-keep` newest verified sets stay, a damaged copy never fills a
-//! slot). A set is deleted manifest first, so an interrupted prune leaves
-//! an incomplete set (removed by a later run), never a set that looks
-//! whole and is not.
+//! `offsite prune`: retention for the remote copies with the same policy
+//! code, flags and safety rules as prune's ([`opskit::retention`]: the
+//! newest set stays, the `--min-keep` newest verified sets stay, a damaged
+//! copy never fills a slot). A set is deleted manifest first, so an
+//! interrupted prune leaves an incomplete set (removed by a later run),
+//! never a set that looks whole and is not.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::Args as ClapArgs;
-use opskit::backupset::{self, MANIFEST};
+use opskit::backupset::{self, MANIFEST, Manifest};
 use opskit::records::{OffsiteCounts, Prune, PruneAction};
+use opskit::retention::{self, PolicyArgs, Status};
 use opskit::{Done, Emitter, Exit, Result, units};
-use prune::plan::{self, Action, Status};
-use prune::scan::{Entry, Kind};
-
-use crate::list::remote_sets;
-use crate::s3::Store;
+use opskit_s3::Store;
+use opskit_s3::sets::{RemoteInfo, RemoteSets, remote_sets};
 
 #[derive(Debug, ClapArgs)]
 pub struct PruneArgs {
+    /// s3://BUCKET[/PREFIX] (default: --url, OPSKIT_OFFSITE_URL).
+    #[arg(value_name = "URL")]
+    pub bucket: Option<String>,
+
     #[command(flatten)]
-    pub rules: prune::PolicyArgs,
+    pub rules: PolicyArgs,
 
     /// Remove incomplete remote sets (an interrupted push) older than this.
     #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = units::duration_arg)]
@@ -34,129 +35,183 @@ pub struct PruneArgs {
 }
 
 pub fn run(args: &crate::Args, p: &PruneArgs, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
-    let policy = p.rules.checked()?;
-    let store = args.store(None)?;
+    let rules = p.rules.checked()?;
+    let store = args.store(p.bucket.as_deref())?;
     let sets = remote_sets(&store)?;
     let now = Utc::now();
-    let entries: Vec<Entry> = sets
+    let status_of = statuses(args)?;
+    let (complete, mut incomplete): (Vec<_>, Vec<_>) = sets.iter().partition(|(_, s)| s.complete);
+    // Each complete set's manifest, read once: for its chain here, for
+    // the WAL the kept ones need below.
+    let manifests: Vec<Result<Manifest>> = complete
         .iter()
-        .map(|(name, s)| Entry {
-            name: name.clone(),
-            path: PathBuf::from(store.remote.url(&format!("{name}/"))),
-            kind: if s.complete {
-                Kind::Set { time: s.time }
-            } else {
-                Kind::Leftover {
-                    age_s: (now - s.time).num_seconds().max(0) as u64,
-                    trash: false,
-                }
-            },
+        .map(|(name, _)| crate::remote::manifest(&store, name))
+        .collect();
+    let entries: Vec<retention::Entry> = complete
+        .iter()
+        .zip(&manifests)
+        .map(|((name, s), m)| {
+            // Unreadable: a corrupt or unverified set, whose ancestors are
+            // decided on their own.
+            let needs = m.as_ref().map(opskit::chain::needs).unwrap_or_default();
+            retention::Entry::set(name, s.time, status_of(name)).needing(needs)
         })
         .collect();
+    let mut out = Outcome::new(&store, &sets, p.dry_run);
+    let mut kept: Vec<&Result<Manifest>> = Vec::new();
+    for d in retention::apply(&entries, &rules, now) {
+        let e = &entries[d.index];
+        let (action, detail) = match d.action {
+            retention::Action::Keep => (PruneAction::Keep, None),
+            retention::Action::Delete => (PruneAction::Delete, None),
+            retention::Action::Corrupt(why) => (PruneAction::Corrupt, Some(why)),
+        };
+        if action != PruneAction::Delete {
+            kept.push(&manifests[d.index]);
+        }
+        let mut rec = out.record(&e.name, Some(e.time), action, detail, Some(d.reasons));
+        rec.verified = d.verified;
+        out.report(rec, em)?;
+    }
+    // The incomplete sets (an interrupted push, or one still running).
+    incomplete.sort_by_key(|(name, _)| *name);
+    for (name, s) in incomplete {
+        let rec = leftover(&out, name, s, now, p.stale_after);
+        out.report(rec, em)?;
+    }
+    match crate::wal::prune_remote(&store, &kept, p.dry_run, em) {
+        Ok(bytes) => out.counts.bytes += bytes,
+        Err(e) => {
+            log::error!("{}", e.msg);
+            out.exit = out.exit.worst(Exit::Failure);
+        }
+    }
+    Ok(Done::new(out.exit, out.counts))
+}
+
+/// The status of each remote set: a damaged remote copy is corrupt; a copy
+/// of a set that passed verification (offsite pushes nothing else) counts
+/// as verified.
+fn statuses(args: &crate::Args) -> Result<impl Fn(&str) -> Status> {
     let root = args.root.as_deref();
     let local = match root {
-        Some(r) => backupset::latest_verdicts(r)?,
+        Some(r) => opskit::verdicts::VerdictLog::local(r).passed()?,
         None => Default::default(),
     };
-    let remote = crate::fetch::remote_verdicts(root);
-    // A damaged remote copy is corrupt; a copy of a set that passed
-    // verification (offsite pushes nothing else) counts as verified.
-    let status_of = |name: &str| match remote.get(name) {
+    let remote = crate::verify::remote_verdicts(root);
+    Ok(move |name: &str| match remote.get(name) {
         Some(false) => Status::Corrupt("failed offsite verify".into()),
         Some(true) => Status::Good,
         None if local.get(name) == Some(&true) => Status::Good,
         None => Status::Unknown,
-    };
-    let decisions = plan::decide(
-        &entries,
-        &policy,
-        p.rules.tz,
-        now,
-        p.rules.min_keep,
-        p.rules.delete_corrupt,
-        status_of,
-    );
-    let mut counts = OffsiteCounts::default();
-    let mut exit = Exit::Ok;
-    for d in &decisions {
-        let e = &entries[d.index];
-        counts.sets += 1;
-        let stale =
-            matches!(e.kind, Kind::Leftover { age_s, .. } if age_s >= p.stale_after.as_secs());
-        let (action, detail) = match &d.action {
-            Action::Keep => (PruneAction::Keep, None),
-            Action::Delete => (PruneAction::Delete, None),
-            Action::Corrupt(why) => (PruneAction::Corrupt, Some(why.clone())),
-            Action::Ignored(why) => (PruneAction::Ignored, Some(why.clone())),
-            Action::Leftover if stale => (
-                PruneAction::Leftover,
-                Some("incomplete: an interrupted push".into()),
-            ),
-            Action::Leftover => (
-                PruneAction::Ignored,
-                Some(format!(
-                    "incomplete, younger than {}: a push may be running",
-                    units::format_duration(p.stale_after)
-                )),
-            ),
-        };
-        let doomed = matches!(action, PruneAction::Delete | PruneAction::Leftover);
-        let result = (doomed && !p.dry_run).then(|| delete_set(&store, &e.name, sets.get(&e.name)));
-        let mut rec = Prune {
-            path: e.path.display().to_string(),
-            name: e.name.clone(),
-            created_at: match e.kind {
-                Kind::Set { time } => Some(time),
-                _ => None,
-            },
+    })
+}
+
+/// The record of an incomplete set: removed once older than `stale_after`.
+fn leftover(
+    out: &Outcome,
+    name: &str,
+    s: &RemoteInfo,
+    now: DateTime<Utc>,
+    stale_after: Duration,
+) -> Prune {
+    let age_s = (now - s.time).num_seconds().max(0) as u64;
+    if age_s >= stale_after.as_secs() {
+        let why = "incomplete: an interrupted push".to_string();
+        out.record(name, None, PruneAction::Leftover, Some(why), None)
+    } else {
+        let why = format!(
+            "incomplete, younger than {}: a push may be running",
+            units::format_duration(stale_after)
+        );
+        out.record(
+            name,
+            None,
+            PruneAction::Ignored,
+            Some(why),
+            Some(Vec::new()),
+        )
+    }
+}
+
+/// The deletions of one run and their counts.
+struct Outcome<'a> {
+    store: &'a Store,
+    sets: &'a RemoteSets,
+    dry_run: bool,
+    counts: OffsiteCounts,
+    exit: Exit,
+}
+
+impl<'a> Outcome<'a> {
+    fn new(store: &'a Store, sets: &'a RemoteSets, dry_run: bool) -> Self {
+        Outcome {
+            store,
+            sets,
+            dry_run,
+            counts: OffsiteCounts::default(),
+            exit: Exit::Ok,
+        }
+    }
+
+    /// The `prune` record of a remote set, before any deletion.
+    fn record(
+        &self,
+        name: &str,
+        created_at: Option<DateTime<Utc>>,
+        action: PruneAction,
+        detail: Option<String>,
+        reasons: Option<Vec<String>>,
+    ) -> Prune {
+        Prune {
+            path: self.store.remote.url(&format!("{name}/")),
+            name: name.to_string(),
+            created_at,
             action,
-            reasons: (action != PruneAction::Leftover).then(|| d.reasons.clone()),
+            reasons,
             detail,
-            verified: d.verified,
+            verified: None,
             verified_depth: None,
             bytes: None,
-            deleted: doomed.then_some(matches!(result, Some(Ok(_)))),
+            deleted: None,
             error: None,
-        };
+        }
+    }
+
+    /// Delete the set if its record says so (and this is no dry run), count
+    /// it and emit its record.
+    fn report(&mut self, mut rec: Prune, em: &mut Emitter) -> Result<()> {
+        self.counts.sets += 1;
+        let doomed = matches!(rec.action, PruneAction::Delete | PruneAction::Leftover);
+        let result = (doomed && !self.dry_run)
+            .then(|| delete_set(self.store, &rec.name, self.sets.get(&rec.name)));
+        rec.deleted = doomed.then_some(matches!(result, Some(Ok(_))));
         match result {
             Some(Ok(bytes)) => {
                 rec.bytes = Some(bytes);
-                counts.done += 1;
-                counts.bytes += bytes;
+                self.counts.done += 1;
+                self.counts.bytes += bytes;
             }
             Some(Err(msg)) => {
                 log::error!("{msg}");
                 rec.error = Some(msg);
-                counts.failed += 1;
-                exit = exit.worst(Exit::Failure);
+                self.counts.failed += 1;
+                self.exit = self.exit.worst(Exit::Failure);
             }
             None => {}
         }
-        if action == PruneAction::Corrupt {
-            exit = exit.worst(Exit::CheckFailed);
+        if rec.action == PruneAction::Corrupt {
+            self.exit = self.exit.worst(Exit::CheckFailed);
         }
-        em.emit(&rec)?;
+        em.emit(&rec)
     }
-    let kept: Vec<String> = decisions
-        .iter()
-        .filter(|d| matches!(d.action, Action::Keep | Action::Corrupt(_)))
-        .map(|d| entries[d.index].name.clone())
-        .collect();
-    match crate::wal::prune_remote(&store, &kept, p.dry_run, em) {
-        Ok(bytes) => counts.bytes += bytes,
-        Err(e) => {
-            log::error!("{}", e.msg);
-            exit = exit.worst(Exit::Failure);
-        }
-    }
-    Ok(Done::new(exit, counts))
 }
 
 /// Delete a remote set: its manifest first, then the rest.
 fn delete_set(
     store: &Store,
     name: &str,
-    info: Option<&crate::list::RemoteInfo>,
+    info: Option<&RemoteInfo>,
 ) -> std::result::Result<u64, String> {
     let Some(info) = info else { return Ok(0) };
     let mut files: Vec<&String> = info.sizes.keys().collect();

@@ -7,24 +7,25 @@
 //! needs is deleted by `offsite prune` ([`prune_remote`]).
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args as ClapArgs;
-use opskit::backupset::{self, MANIFEST};
-use opskit::physical::{self, SIDECAR};
+use opskit::backupset::Manifest;
 use opskit::record::Fields;
 use opskit::records::{OffsiteCounts, Prune, PruneAction, Push};
+use opskit::walstore::{self, SIDECAR};
 use opskit::{Done, Emitter, Error, Exit, IoContext, Result};
+use opskit_s3::Store;
 
-use crate::push::Upload;
-use crate::s3::Store;
+use crate::upload::Upload;
 
 #[derive(Debug, ClapArgs)]
 pub struct PushWalArgs {
-    /// s3://BUCKET[/PREFIX] (default: OPSKIT_OFFSITE_URL).
+    /// s3://BUCKET[/PREFIX] (default: --url, OPSKIT_OFFSITE_URL).
     #[arg(value_name = "URL")]
-    pub url: Option<String>,
+    pub bucket: Option<String>,
 
     /// The root whose wal/ walarchive fills, when point-in-time recovery
     /// has a root of its own (default: --root, OPSKIT_BACKUP_ROOT).
@@ -47,23 +48,21 @@ pub fn push(args: &crate::Args, p: &PushWalArgs, em: &mut Emitter) -> Result<Don
             "push-wal needs the root of the WAL archive: --wal-root (OPSKIT_PITR_ROOT) or --root (OPSKIT_BACKUP_ROOT)",
         )
     })?;
-    let store = args.store(p.url.as_deref())?;
-    let local = physical::archived_wal(&root)?;
+    let store = args.store(p.bucket.as_deref())?;
+    let local = walstore::archived_wal(&root)?;
     let remote: HashMap<String, u64> = store
-        .list(&store.remote.key(physical::WAL_DIR, ""), None)?
+        .list(&store.remote.key(walstore::WAL_DIR, ""), None)?
         .0
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
-    let lock = p
-        .retain_days
-        .map(|d| (chrono::Utc::now() + chrono::Duration::days(d.into())).to_rfc3339());
+    let lock = p.retain_days.map(opskit_s3::retain_until);
     let mut rec = Push {
         extra: Fields::new(),
         ok: true,
-        set: physical::WAL_DIR.into(),
-        path: root.join(physical::WAL_DIR).display().to_string(),
-        url: store.remote.url(&format!("{}/", physical::WAL_DIR)),
+        set: walstore::WAL_DIR.into(),
+        path: walstore::dir(&root).display().to_string(),
+        url: store.remote.url(&format!("{}/", walstore::WAL_DIR)),
         encrypted: true,
         uploaded: 0,
         skipped: 0,
@@ -121,7 +120,7 @@ pub fn push(args: &crate::Args, p: &PushWalArgs, em: &mut Emitter) -> Result<Don
 }
 
 /// `PREFIX/wal/<timeline>/<file>`.
-fn key_of(store: &Store, w: &physical::ArchivedWal, file: &std::path::Path) -> String {
+fn key_of(store: &Store, w: &walstore::ArchivedWal, file: &std::path::Path) -> String {
     let tli = w
         .dir
         .file_name()
@@ -133,24 +132,29 @@ fn key_of(store: &Store, w: &physical::ArchivedWal, file: &std::path::Path) -> S
         .unwrap_or_default();
     store
         .remote
-        .key(physical::WAL_DIR, &format!("{tli}/{name}"))
+        .key(walstore::WAL_DIR, &format!("{tli}/{name}"))
 }
 
 fn upload_all(
     store: &Store,
-    w: &physical::ArchivedWal,
+    w: &walstore::ArchivedWal,
     files: &[PathBuf],
     lock: Option<&str>,
     rec: &mut Push,
 ) -> Result<()> {
     for f in files {
-        let bytes = std::fs::read(f).at("reading", f)?;
+        // Sent as read: the checksum file with its signature, byte for byte.
+        let mut bytes = Vec::new();
+        opskit::safefs::open_nofollow(f, std::fs::OpenOptions::new().read(true))?
+            .read_to_end(&mut bytes)
+            .at("reading", f)?;
         let sha = opskit::gz::sha256_hex(&bytes);
         let key = key_of(store, w, f);
         let up = Upload {
             store,
             key: &key,
             path: f,
+            data: Some(&bytes),
             size: bytes.len() as u64,
             sha: &sha,
             lock,
@@ -169,19 +173,14 @@ fn upload_all(
 /// first), never a history file, nothing when no base set is kept.
 pub fn prune_remote(
     store: &Store,
-    kept: &[String],
+    kept: &[&Result<Manifest>],
     dry_run: bool,
     em: &mut Emitter,
 ) -> Result<u64> {
     // Every kept set's manifest, or no WAL is deleted: a base set whose
     // manifest cannot be read may still need any of it.
     let mut manifests = Vec::new();
-    for set in kept {
-        let key = store.remote.key(set, MANIFEST);
-        let read = crate::fetch::download_small(store, &key).and_then(|text| {
-            serde_json::from_slice::<backupset::Manifest>(&text)
-                .map_err(|e| Error::failure(format!("{key}: not a valid manifest: {e}")))
-        });
+    for read in kept {
         match read {
             Ok(m) => manifests.push(m),
             Err(e) => {
@@ -190,17 +189,17 @@ pub fn prune_remote(
             }
         }
     }
-    let oldest = physical::oldest_start(&manifests);
+    let oldest = walstore::oldest_start(manifests);
     let Some((first, start_wal, seg_size)) = oldest else {
         return Ok(0);
     };
-    let prefix = store.remote.key(physical::WAL_DIR, "");
+    let prefix = store.remote.key(walstore::WAL_DIR, "");
     let (objects, _) = store.list(&prefix, None)?;
     let mut doomed: Vec<(String, u64)> = objects
         .into_iter()
         .filter(|o| {
             let name = o.key.rsplit('/').next().unwrap_or("");
-            physical::wal_before(name, first, seg_size)
+            walstore::wal_before(name, first, seg_size)
         })
         .map(|o| (o.key, o.size))
         .collect();
@@ -224,8 +223,8 @@ pub fn prune_remote(
     }
     let files = doomed.iter().filter(|(k, _)| k.ends_with(SIDECAR)).count();
     em.emit(&Prune {
-        path: store.remote.url(&format!("{}/", physical::WAL_DIR)),
-        name: physical::WAL_DIR.into(),
+        path: store.remote.url(&format!("{}/", walstore::WAL_DIR)),
+        name: walstore::WAL_DIR.into(),
         created_at: None,
         action: PruneAction::Delete,
         reasons: None,

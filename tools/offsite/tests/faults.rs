@@ -12,11 +12,11 @@ use opskit_testkit::tools::run;
 mod common;
 use common::*;
 
-#[test]
-fn wrong_credentials_a_missing_bucket_and_a_silent_server_are_exit_2() {
-    let url = format!("s3://{}/app", server().bucket("creds"));
+/// A wrong secret: exit 2, the endpoint, the bucket and the reason named,
+/// no secret shown.
+fn wrong_secret_is_named(url: &str) {
     let out =
-        run(offsite(&["list", "--url", &url]).env("AWS_SECRET_ACCESS_KEY", "wrong-secret-value"));
+        run(offsite(&["list", "--url", url]).env("AWS_SECRET_ACCESS_KEY", "wrong-secret-value"));
     assert_eq!(out.code, 2);
     let msg = out.events("error")[0]["message"]
         .as_str()
@@ -29,6 +29,19 @@ fn wrong_credentials_a_missing_bucket_and_a_silent_server_are_exit_2() {
     assert!(msg.contains("credentials are wrong"), "{msg}");
     assert!(!(out.stdout.clone() + &out.stderr).contains("wrong-secret-value"));
     assert!(!(out.stdout.clone() + &out.stderr).contains(opskit_testkit::s3::SECRET));
+}
+
+#[test]
+fn wrong_credentials_a_missing_bucket_and_a_silent_server_are_exit_2() {
+    let url = format!("s3://{}/app", server().bucket("creds"));
+    if server().checks_signatures() {
+        wrong_secret_is_named(&url);
+    } else {
+        eprintln!(
+            "{:?} does not check signatures: no wrong-secret case",
+            server().flavor
+        );
+    }
 
     let out = run(&mut offsite(&[
         "list",
@@ -153,7 +166,8 @@ fn damage_in_the_bucket_is_named_by_verify_and_pull_and_leaves_nothing() {
         .arg(env!("CARGO_BIN_EXE_offsite"))
         .args(["pull", "latest", "--url", &url, "--dest"])
         .arg(&dest)
-        .envs(server().env()));
+        .envs(server().env())
+        .envs(opskit_testkit::signing::keys().env()));
     assert_eq!(pull.code, 2, "{}", pull.stderr);
     assert!(
         pull.stderr.contains("file size limit exceeded"),
@@ -216,6 +230,43 @@ fn a_push_killed_mid_upload_is_finished_by_the_rerun() {
     );
 }
 
+/// The store's writes are conditional (`If-None-Match: *`), for a single
+/// PUT and for a multipart upload's completion: a second write of a name
+/// is told the object exists (HTTP 412) and the first object stays,
+/// whichever server this is.
+#[test]
+fn conditional_writes_never_replace_an_object() {
+    use opskit_s3::Put;
+    let url = format!("s3://{}/app", server().bucket("ifnonematch"));
+    let store = store_of(server(), &url);
+    let sha = |b: &[u8]| opskit_testkit::forge::sha256(b);
+    let (first, second) = (b"first".as_slice(), b"second!".as_slice());
+    let put = |b: &[u8]| {
+        store
+            .put("app/one", b.len() as u64, &sha(b), None, b)
+            .unwrap()
+    };
+    assert_eq!(put(first), Put::Created);
+    assert_eq!(put(second), Put::Exists);
+    let (size, mut body) = store.get("app/one").unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut body, &mut got).unwrap();
+    assert_eq!((size, got.as_slice()), (5, first));
+
+    // A multipart upload completed over an existing name.
+    let part = vec![7u8; 5 << 20];
+    let id = store
+        .create_multipart("app/one", &sha(&part), None)
+        .unwrap();
+    let etag = store.upload_part("app/one", &id, 1, &part).unwrap();
+    assert_eq!(
+        store.complete("app/one", &id, &[etag]).unwrap(),
+        Put::Exists
+    );
+    store.abort("app/one", &id).unwrap();
+    assert_eq!(store.head("app/one").unwrap().unwrap().size, 5);
+}
+
 #[test]
 fn two_pushes_of_one_set_at_once_leave_one_whole_copy() {
     let local = Local::new(16);
@@ -241,12 +292,12 @@ fn two_pushes_of_one_set_at_once_leave_one_whole_copy() {
 }
 
 /// A store client for the test's own checks (the library the tool uses).
-fn store_of(srv: &opskit_testkit::s3::S3Server, url: &str) -> offsite::s3::Store {
+fn store_of(srv: &opskit_testkit::s3::S3Server, url: &str) -> opskit_s3::Store {
     let env: std::collections::HashMap<&str, String> = srv.env().into_iter().collect();
-    let settings = offsite::aws::resolve(&|k| env.get(k).cloned()).unwrap();
-    offsite::s3::Store::new(
-        offsite::s3::Remote::parse(url).unwrap(),
-        offsite::s3::Options {
+    let settings = opskit_s3::aws::resolve(&|k| env.get(k).cloned()).unwrap();
+    opskit_s3::Store::new(
+        opskit_s3::Remote::parse(url).unwrap(),
+        opskit_s3::Options {
             settings,
             path_style: true,
             ca: None,
@@ -259,11 +310,18 @@ fn store_of(srv: &opskit_testkit::s3::S3Server, url: &str) -> offsite::s3::Store
 #[test]
 fn the_server_killed_mid_upload_then_the_rerun_completes() {
     let srv = opskit_testkit::s3::S3Server::private();
+    if !srv.persistent() {
+        eprintln!(
+            "{:?} keeps its objects in memory: nothing survives its restart",
+            srv.flavor
+        );
+        return;
+    }
     let local = Local::new(64);
     let set = local.set(false);
     let url = format!("s3://{}/app", srv.bucket("srvkill"));
     let tool = |args: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_offsite"));
+        let mut c = opskit_testkit::signing::command(env!("CARGO_BIN_EXE_offsite"));
         srv.configure(&mut c);
         c.args(args).env_remove("OPSKIT_LOG");
         c
@@ -278,7 +336,7 @@ fn the_server_killed_mid_upload_then_the_rerun_completes() {
     let store = store_of(&srv, &url);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let sets = offsite::list::remote_sets(&store).unwrap();
+        let sets = opskit_s3::sets::remote_sets(&store).unwrap();
         if sets.values().any(|s| s.sizes.len() >= 2) {
             break;
         }
@@ -292,7 +350,7 @@ fn the_server_killed_mid_upload_then_the_rerun_completes() {
     assert!(out.stderr.contains(&srv.endpoint), "{}", out.stderr);
 
     srv.restart();
-    let sets = offsite::list::remote_sets(&store).unwrap();
+    let sets = opskit_s3::sets::remote_sets(&store).unwrap();
     assert!(
         sets.values().all(|s| !s.complete),
         "shown complete before it is"
@@ -317,4 +375,108 @@ fn the_server_killed_mid_upload_then_the_rerun_completes() {
         store.uploads(&prefix).unwrap().is_empty(),
         "stale multipart uploads are aborted"
     );
+}
+
+#[test]
+fn a_file_cut_or_changed_after_verification_fails_the_push_at_once() {
+    let local = Local::new(12);
+    let set = local.set(false);
+    let name = name_of(&set);
+    let bucket = server().bucket("changed");
+    let url = format!("s3://{bucket}/app");
+    let push = || run_within(&mut offsite(&["push", &url, set.to_str().unwrap()]), 60);
+    let no_manifest = || {
+        let files = remote_files(&bucket, &name);
+        assert!(!files.contains(&"MANIFEST.json".into()), "{files:?}");
+        files
+    };
+
+    // Cut short (a one-PUT file): refused before anything is uploaded.
+    let globals = set.join("globals.sql.zst.age");
+    let whole = fs::read(&globals).unwrap();
+    fs::write(&globals, &whole[..whole.len() - 100]).unwrap();
+    let start = Instant::now();
+    let out = push();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    let e = out.events("push")[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("globals.sql.zst.age")
+            && e.contains(&format!("{} bytes", whole.len() - 100))
+            && e.contains(&format!("{}", whole.len())),
+        "{e}"
+    );
+    assert!(
+        no_manifest().is_empty(),
+        "uploaded before the sizes were checked"
+    );
+    // Longer than its manifest entry: refused as well.
+    fs::write(&globals, [&whole[..], b"more"].concat()).unwrap();
+    let out = push();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("globals.sql.zst.age"), "{}", out.stderr);
+    fs::write(&globals, &whole).unwrap();
+
+    // The same size, other bytes: a one-PUT file and a multipart one.
+    for file in ["db.dump.zst.age", "files-uploads.tar.zst.age"] {
+        let path = set.join(file);
+        let good = fs::read(&path).unwrap();
+        let mut bad = good.clone();
+        bad[good.len() / 2] ^= 1;
+        fs::write(&path, &bad).unwrap();
+        let out = push();
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        let e = out.events("push")[0]["error"].as_str().unwrap().to_string();
+        assert!(e.contains(file) && e.contains("sha256"), "{e}");
+        assert!(
+            !no_manifest().contains(&file.to_string()),
+            "{file} left remotely"
+        );
+        fs::write(&path, &good).unwrap();
+    }
+    let uploads = rclone(&["backend", "list-multipart-uploads", &format!("s3:{bucket}")]);
+    assert!(!uploads.stdout.contains("UploadId"), "{}", uploads.stdout);
+    // Put right, the set goes up whole.
+    ok(&push());
+    ok(&run(&mut offsite(&["verify", "--url", &url])));
+}
+
+#[test]
+fn a_symlink_planted_at_the_verdict_log_is_not_written_through() {
+    let local = Local::new(0);
+    let set = local.set(false);
+    let url = format!("s3://{}/app", server().bucket("planted"));
+    ok(&run(&mut offsite(&["push", &url, set.to_str().unwrap()])));
+    let outside = local.tmp.path().join("outside");
+    fs::write(&outside, "keep\n").unwrap();
+    std::os::unix::fs::symlink(&outside, local.root.join("offsite-verified.ndjson")).unwrap();
+    let out = run(offsite(&["verify", "--url", &url, "--record", "--root"]).arg(&local.root));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("symbolic link"), "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&outside).unwrap(), "keep\n");
+}
+
+/// Input that is not records: one line on stderr per bad line for the
+/// first few (it used to print nothing and exit 2), then a count.
+#[test]
+fn bad_input_lines_are_named_on_stderr() {
+    let url = format!("s3://{}/app", server().bucket("badinput"));
+    let out = opskit_testkit::tools::run_with_stdin(
+        &mut offsite(&["push", &url]),
+        "not json\n{\"event\":\"backup\"\n",
+    );
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stderr);
+    assert!(lines[0].contains("stdin line 1"), "{}", out.stderr);
+    assert!(lines[1].contains("stdin line 2"), "{}", out.stderr);
+    let garbage = "x\n".repeat(1000);
+    let out = opskit_testkit::tools::run_with_stdin(&mut offsite(&["push", &url]), &garbage);
+    assert_eq!(out.code, 2);
+    assert_eq!(out.stderr.lines().count(), 6, "{}", out.stderr);
 }

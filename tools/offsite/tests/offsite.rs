@@ -51,7 +51,7 @@ fn push_list_pull_round_trip_and_a_rerun_uploads_nothing() {
     let dir = elsewhere.join(name_of(&set));
     assert_eq!(pulled.events("pull")[0]["path"], dir.to_str().unwrap());
     assert_eq!(files_of(&dir), files_of(&set), "pulled set differs");
-    let v = run(Command::new(bin("verify-backup"))
+    let v = run(opskit_testkit::signing::command(bin("verify-backup"))
         .arg(&dir)
         .arg("--identity")
         .arg(&local.key.identity)
@@ -84,7 +84,7 @@ fn only_verified_encrypted_sets_are_pushed() {
 
     // A set with no verification result, and one that failed.
     let c = cluster();
-    let unverified = run(Command::new(bin("pgbackup"))
+    let unverified = run(opskit_testkit::signing::command(bin("pgbackup"))
         .arg("--dest")
         .arg(&local.root)
         .args([
@@ -204,6 +204,49 @@ fn rclone_reads_what_offsite_writes_and_offsite_what_rclone_writes() {
     assert_eq!(again.events("push")[0]["uploaded"], 0, "{}", again.stdout);
 }
 
+/// `offsite SUBCOMMAND s3://…`: the bucket URL first, in every
+/// subcommand, as push always took it (list, verify, pull and prune
+/// refused it as an unexpected argument).
+#[test]
+fn the_bucket_url_comes_first_in_every_subcommand() {
+    let local = Local::new(0);
+    let set = local.set(false);
+    let name = name_of(&set);
+    let url = format!("s3://{}/app", server().bucket("operand"));
+    ok(&run(&mut offsite(&["push", &url, set.to_str().unwrap()])));
+    let rows = run(&mut offsite(&["list", &url])).events("remote_set");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["set"], name.as_str());
+    let out = run(&mut offsite(&["verify", &url, &name]));
+    ok(&out);
+    assert_eq!(out.events("remote_verify").len(), 1, "{}", out.stdout);
+    let dest = local.tmp.path().join("pulled");
+    ok(&run(offsite(&["pull", &url, &name, "--dest"]).arg(&dest)));
+    assert_eq!(files_of(&dest.join(&name)), files_of(&set));
+    let out = run(offsite(&["prune", &url, "--keep-last", "1", "-n", "--root"]).arg(&local.root));
+    ok(&out);
+    assert_eq!(out.events("prune").len(), 1, "{}", out.stdout);
+    // The operand wins over --url (and OPSKIT_OFFSITE_URL).
+    let out = run(offsite(&["list", &url]).env("OPSKIT_OFFSITE_URL", "s3://elsewhere/x"));
+    assert_eq!(out.events("remote_set").len(), 1, "{}", out.stderr);
+    // Two URLs: a usage error, not a set named s3://….
+    let out = run(&mut offsite(&["verify", &url, "s3://other/app"]));
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("one bucket URL, first"),
+        "{}",
+        out.stderr
+    );
+    // A URL and no set for pull: a usage error naming what is missing.
+    let out = run(offsite(&["pull", &url, "--dest"]).arg(&dest));
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("one set name or 'latest'"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn prune_applies_prunes_policy_to_the_bucket() {
     let local = Local::new(0);
@@ -260,8 +303,14 @@ fn object_lock_keeps_the_copies_from_deletion_for_the_days_asked() {
         locked.to_str().unwrap(),
     ])));
     // Credentials stolen from the server cannot delete any version, of a
-    // one-PUT object or of a multipart one.
-    for file in ["MANIFEST.json", "files-uploads.tar.zst.age"] {
+    // one-PUT object or of a multipart one. (MANIFEST.json goes up as
+    // SHA256SUMS and the signature do; the helper lists versions by
+    // prefix, and "MANIFEST.json" is a prefix of the signature's name.)
+    for file in [
+        "SHA256SUMS",
+        "MANIFEST.json.minisig",
+        "files-uploads.tar.zst.age",
+    ] {
         let key = format!("app/{}/{file}", name_of(&locked));
         let statuses = server().delete_versions(&bucket, &key);
         assert!(statuses.iter().all(|s| *s == 403), "{file}: {statuses:?}");
@@ -276,6 +325,25 @@ fn object_lock_keeps_the_copies_from_deletion_for_the_days_asked() {
         statuses.iter().all(|s| (200..300).contains(s)),
         "{statuses:?}"
     );
+    // A set pushed without --retain-days, then again with it (or a push
+    // killed between its upload and its lock): the rerun uploads nothing
+    // and locks what it finds.
+    let later = local.set(false);
+    ok(&run(&mut offsite(&["push", &url, later.to_str().unwrap()])));
+    let again = run(&mut offsite(&[
+        "push",
+        "--retain-days",
+        "1",
+        &url,
+        later.to_str().unwrap(),
+    ]));
+    ok(&again);
+    assert_eq!(again.events("push")[0]["uploaded"], 0, "{}", again.stdout);
+    for file in ["SHA256SUMS", "files-uploads.tar.zst.age"] {
+        let key = format!("app/{}/{file}", name_of(&later));
+        let statuses = server().delete_versions(&bucket, &key);
+        assert!(statuses.iter().all(|s| *s == 403), "{file}: {statuses:?}");
+    }
 }
 
 #[test]
@@ -305,6 +373,9 @@ fn healthcheck_reports_the_bucket_freshness() {
     assert_eq!(v["newest"], name_of(&set).as_str());
     assert_eq!(v["verified"], name_of(&set).as_str());
     assert!(v["age_s"].as_f64().unwrap() < 3600.0, "{v}");
+    if !server().checks_signatures() {
+        return;
+    }
     // Wrong credentials: CRITICAL with the reason, not a crash.
     let mut c = Command::new(bin("healthcheck"));
     server().configure(&mut c);

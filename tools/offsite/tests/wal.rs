@@ -8,15 +8,16 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::{Local, offsite, ok, server};
 use opskit_testkit::tools::run;
 use opskit_testkit::{bin, cluster};
 
-/// A base set of the test cluster in `local`'s root, encrypted and verified.
+/// A base set of the test cluster in `local`'s root, encrypted and verified
+/// (one at a time: [`opskit_testkit::pg::base_backup_lock`]).
 fn base_set(local: &Local) -> (PathBuf, String) {
-    let out = run(Command::new(bin("pgbackup"))
+    let _one = opskit_testkit::pg::base_backup_lock();
+    let out = run(opskit_testkit::signing::command(bin("pgbackup"))
         .args(["--physical", "--dest"])
         .arg(&local.root)
         .args(["--db", &local.db.url, "--encrypt-to", &local.key.public])
@@ -25,7 +26,7 @@ fn base_set(local: &Local) -> (PathBuf, String) {
     let set = PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap());
     let m: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(set.join("MANIFEST.json")).unwrap()).unwrap();
-    ok(&run(Command::new(bin("verify-backup"))
+    ok(&run(opskit_testkit::signing::command(bin("verify-backup"))
         .arg("--record")
         .arg(&set)
         .env_remove("OPSKIT_AGE_IDENTITY")));
@@ -47,7 +48,7 @@ fn seg(name: &str, delta: i64) -> String {
 fn archive(root: &Path, name: &str, recipient: Option<&str>) {
     let src = root.parent().unwrap().join(format!("src-{name}"));
     fs::write(&src, format!("wal file {name}\n").repeat(1000)).unwrap();
-    let mut cmd = Command::new(bin("walarchive"));
+    let mut cmd = opskit_testkit::signing::command(bin("walarchive"));
     cmd.arg("push")
         .arg(&src)
         .arg(name)
@@ -68,6 +69,25 @@ fn remote_wal(url: &str) -> Vec<String> {
         .filter(|l| !l.ends_with('/'))
         .map(|l| l.rsplit('/').next().unwrap().to_string())
         .collect()
+}
+
+/// Each checksum file is in the bucket byte for byte as walarchive wrote
+/// it, its signature included.
+fn sidecars_went_up_as_they_are(root: &Path, url: &str) {
+    let bucket = url.trim_start_matches("s3://").split('/').next().unwrap();
+    for tli in fs::read_dir(root.join("wal")).unwrap().flatten() {
+        for f in fs::read_dir(tli.path()).unwrap().flatten() {
+            let file = f.file_name().to_string_lossy().into_owned();
+            if !file.ends_with(".sha256") {
+                continue;
+            }
+            let here = fs::read_to_string(f.path()).unwrap();
+            assert!(here.contains("opskit-wal"), "not signed: {here}");
+            let tli = tli.file_name().to_string_lossy().into_owned();
+            let there = common::rclone(&["cat", &format!("s3:{bucket}/app/wal/{tli}/{file}")]);
+            assert_eq!(there.stdout, here, "{file}");
+        }
+    }
 }
 
 #[test]
@@ -98,6 +118,7 @@ fn push_wal_copies_the_archive_and_prune_keeps_what_base_sets_need() {
         assert!(remote.contains(&format!("{n}.sha256")), "{n}: {remote:?}");
         assert!(remote.contains(&format!("{n}.zst.age")), "{n}: {remote:?}");
     }
+    sidecars_went_up_as_they_are(&local.root, &url);
     let again = push(&url);
     ok(&again);
     assert_eq!(again.events("push")[0]["uploaded"], 0);
@@ -140,4 +161,48 @@ fn push_wal_copies_the_archive_and_prune_keeps_what_base_sets_need() {
     let out = run(offsite(&["push-wal", &url, "--root"]).arg(&root));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("not encrypted"), "{}", out.stderr);
+}
+
+/// A dump set, then a newer base set in the bucket: `pull latest --kind
+/// dump` (what restore-system.sh --from-offsite asks for on a new machine)
+/// takes the dump, not the newest set of any kind.
+#[test]
+fn pull_latest_of_a_kind_passes_over_newer_sets_of_the_other_kind() {
+    let local = Local::new(1);
+    let dump = local.set(false);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (base, _) = base_set(&local);
+    let url = format!("s3://{}/app", server().bucket("kinds"));
+    for set in [&dump, &base] {
+        ok(&run(&mut offsite(&["push", &url, set.to_str().unwrap()])));
+    }
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    let pull = |args: &[&str], dest: &str| {
+        let dest = local.tmp.path().join(dest);
+        let out = run(offsite(&["pull", "--url", &url, "--dest"])
+            .arg(&dest)
+            .args(args));
+        (out, dest)
+    };
+    let (out, _) = pull(&["latest"], "any");
+    ok(&out);
+    assert_eq!(
+        out.events("pull")[0]["set"],
+        name(&base),
+        "newest of any kind"
+    );
+    let (out, dest) = pull(&["latest", "--kind", "dump"], "dump");
+    ok(&out);
+    assert_eq!(out.events("pull")[0]["set"], name(&dump), "{}", out.stdout);
+    assert!(dest.join(name(&dump)).join("MANIFEST.json").is_file());
+    let (out, _) = pull(&["latest", "--kind", "base"], "base");
+    ok(&out);
+    assert_eq!(out.events("pull")[0]["set"], name(&base));
+    let (out, _) = pull(&[&name(&dump), "--kind", "dump"], "named");
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--kind goes with `latest`"),
+        "{}",
+        out.stderr
+    );
 }

@@ -12,7 +12,10 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, IoContext, Result};
+use crate::{Error, Result};
+
+mod trusted;
+pub use trusted::*;
 
 pub const MANIFEST: &str = "MANIFEST.json";
 /// The lock a backup root's writers (pgbackup, prune) take.
@@ -44,6 +47,12 @@ pub enum FileKind {
     /// tar stream: its `backup_manifest` and the WAL from the backup's
     /// start to its end inside (`base.tar.zst`).
     Base,
+    /// A base set's `backup_manifest` (the one inside its tar), kept plain
+    /// beside it: what the next incremental set is taken against
+    /// (`pg_basebackup --incremental`) without decrypting anything. It
+    /// lists the data directory's file names, sizes and CRC-32C checksums
+    /// and the WAL range, no row of data.
+    BackupManifest,
 }
 
 /// How a file of a set is compressed.
@@ -140,6 +149,11 @@ pub struct SealedContents {
     /// Exact per-table row counts in the dump's snapshot (`schema.table`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_counts: Option<BTreeMap<String, u64>>,
+    /// 256 random bits, so that the readable manifest's `plaintext_sha256`
+    /// of this small file is no oracle: without them, hashing guessed
+    /// table names and counts would confirm them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// The file name of [`SealedContents`] in an encrypted set.
@@ -203,6 +217,52 @@ pub struct PhysicalInfo {
     pub wal_segment_size: u64,
     /// The set file holding the tar (`base.tar.zst[.age]`).
     pub file: String,
+    /// The server's `archive_mode` when the set was taken (`on`, `always`
+    /// or `off`): whether its WAL was being archived. Sets made before it
+    /// was recorded lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_mode: Option<String>,
+    /// An incremental set (`pgbackup --physical --incremental`, PostgreSQL
+    /// 17+): its parent and the chain back to a full set. Restoring it
+    /// needs every set of the chain (`pg_combinebackup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
+}
+
+/// Where an incremental set sits in its chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incremental {
+    /// The set it holds the changes since (a set directory's name, in the
+    /// same root).
+    pub parent: String,
+    /// Every ancestor, the full set first and the parent last.
+    pub chain: Vec<ChainLink>,
+}
+
+/// One ancestor of an incremental set, as its own manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainLink {
+    pub set: String,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub end_lsn: String,
+}
+
+impl PhysicalInfo {
+    /// This set as a link of its children's chains.
+    pub fn link(&self, set: &str) -> ChainLink {
+        ChainLink {
+            set: set.to_string(),
+            timeline: self.timeline,
+            start_lsn: self.start_lsn.clone(),
+            end_lsn: self.end_lsn.clone(),
+        }
+    }
+
+    /// The set it depends on, if incremental.
+    pub fn parent(&self) -> Option<&str> {
+        self.incremental.as_ref().map(|i| i.parent.as_str())
+    }
 }
 
 /// `MANIFEST.json`.
@@ -227,6 +287,17 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
     pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    /// Whether the set is of `kind`: a dump holds a database dump (what
+    /// restore-system.sh restores), a base set a base backup.
+    pub fn is_of(&self, kind: crate::records::SetKind) -> bool {
+        match kind {
+            crate::records::SetKind::Dump => self.database.is_some(),
+            crate::records::SetKind::Base => self.physical.is_some(),
+        }
+    }
 }
 
 /// Whether `name` is usable as a set name prefix: `[A-Za-z0-9._-]`, not
@@ -282,20 +353,55 @@ pub fn safe_member_name(name: &str) -> bool {
         && !name.contains('\0')
         && name != MANIFEST
         && name != SUMS
+        && name != crate::sign::SET_SIGNATURE
 }
 
-/// Read and parse a set's manifest, refusing anything that would make a
-/// reader open a path outside the set. Also returns the sha256 of the
-/// manifest's bytes (SHA256SUMS records it), from the same read.
-pub fn read_manifest(set: &Path) -> Result<(Manifest, String)> {
-    let path = set.join(MANIFEST);
-    let meta = fs::symlink_metadata(&path).at("reading", &path)?;
-    if !meta.is_file() {
+/// Parse a manifest's bytes (`origin` names it in errors), refusing
+/// anything that would make a reader open a path outside the set: every
+/// file name, the dump's and the base tar's included.
+pub fn parse_manifest(text: &[u8], origin: &str) -> Result<Manifest> {
+    let m: Manifest = serde_json::from_slice(text)
+        .map_err(|e| Error::check(format!("{origin}: not a valid manifest: {e}")))?;
+    if !m.format.starts_with("opskit-set/") {
         return Err(Error::check(format!(
-            "{} is not a regular file",
-            path.display()
+            "{origin}: unknown manifest format '{}'",
+            m.format
         )));
     }
+    let named = m
+        .files
+        .iter()
+        .map(|f| &f.name)
+        .chain(m.database.as_ref().map(|d| &d.file))
+        .chain(m.physical.as_ref().map(|p| &p.file));
+    for name in named {
+        if !safe_member_name(name) {
+            return Err(Error::check(format!(
+                "{origin}: lists unsafe file name {name:?} (outside the set); refused"
+            )));
+        }
+    }
+    for (what, file) in [
+        ("database.file", m.database.as_ref().map(|d| &d.file)),
+        ("physical.file", m.physical.as_ref().map(|p| &p.file)),
+    ] {
+        if let Some(file) = file
+            && !m.files.iter().any(|f| &f.name == file)
+        {
+            return Err(Error::check(format!(
+                "{origin}: {what} {file:?} is not one of the set's files; refused"
+            )));
+        }
+    }
+    Ok(m)
+}
+
+/// The bytes of a set's `MANIFEST.json`: a regular file (no symlink, no
+/// FIFO), at most [`MAX_MANIFEST`].
+pub fn read_manifest_bytes(set: &Path) -> Result<Vec<u8>> {
+    let path = set.join(MANIFEST);
+    let (f, meta) = crate::safefs::open_nofollow_meta(&path, fs::OpenOptions::new().read(true))
+        .map_err(|e| Error::check(e.msg))?;
     if meta.len() > MAX_MANIFEST {
         return Err(Error::check(format!(
             "{} is {} bytes, larger than any manifest pgbackup writes",
@@ -303,48 +409,35 @@ pub fn read_manifest(set: &Path) -> Result<(Manifest, String)> {
             meta.len()
         )));
     }
-    let text = fs::read(&path).at("reading", &path)?;
-    let m: Manifest = serde_json::from_slice(&text)
-        .map_err(|e| Error::check(format!("{}: not a valid manifest: {e}", path.display())))?;
-    if !m.format.starts_with("opskit-set/") {
-        return Err(Error::check(format!(
-            "{}: unknown manifest format '{}'",
-            path.display(),
-            m.format
-        )));
-    }
-    for f in &m.files {
-        if !safe_member_name(&f.name) {
-            return Err(Error::check(format!(
-                "{}: lists unsafe file name {:?} (outside the set); refused",
-                path.display(),
-                f.name
-            )));
-        }
-    }
+    crate::safefs::read_bounded_sized(f, &path, MAX_MANIFEST, meta.len())
+        .map_err(|e| Error::check(e.msg))
+}
+
+/// Read and parse a set's manifest ([`parse_manifest`]). Also returns the
+/// sha256 of the manifest's bytes (SHA256SUMS records it), from the same
+/// read. The signature is not checked: see [`load_trusted`].
+pub fn read_manifest(set: &Path) -> Result<(Manifest, String)> {
+    let text = read_manifest_bytes(set)?;
+    let m = parse_manifest(&text, &set.join(MANIFEST).display().to_string())?;
     Ok((m, crate::gz::sha256_hex(&text)))
 }
 
-/// The latest verdict of verify-backup's result log in `root` for each set
-/// it names (a missing log is empty; a torn or foreign line is skipped).
-pub fn latest_verdicts(root: &Path) -> Result<std::collections::HashMap<String, bool>> {
-    let path = root.join(VERIFIED_LOG);
-    let mut out = std::collections::HashMap::new();
-    let f = match fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io("reading", &path, &e)),
-    };
-    let mut rd = crate::reader::RecordReader::new(std::io::BufReader::new(f));
-    for line in rd.by_ref().flatten() {
-        if let Ok(v) = line.parse::<crate::records::Verify>() {
-            out.insert(v.set, v.ok);
-        }
-    }
-    match rd.take_io_error() {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+/// What a set's `SHA256SUMS` lists: every file of the manifest with its
+/// sha256, then `MANIFEST.json` with `manifest_sha` (the sha256 of its bytes).
+pub fn expected_sums_entries(m: &Manifest, manifest_sha: &str) -> Vec<(String, String)> {
+    let mut want: Vec<(String, String)> = m
+        .files
+        .iter()
+        .map(|f| (f.name.clone(), f.sha256.clone()))
+        .collect();
+    want.push((MANIFEST.into(), manifest_sha.into()));
+    want
+}
+
+/// The `SHA256SUMS` text a set with manifest `m` has: what pgbackup writes,
+/// and what verify-backup and offsite compare with.
+pub fn expected_sums(m: &Manifest, manifest_sha: &str) -> String {
+    sums_text(&expected_sums_entries(m, manifest_sha))
 }
 
 /// The `SHA256SUMS` text for a manifest's files (`sha256sum -c` format).

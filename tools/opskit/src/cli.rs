@@ -34,6 +34,41 @@ impl Verbosity {
     }
 }
 
+/// Which signatures a reader of sets or WAL trusts, flattened into the
+/// arguments of every tool that reads them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TrustArgs {
+    /// The public keys that may sign sets and WAL (minisign `RW…` keys or
+    /// .pub files, comma-separated). A set's MANIFEST.json (and an archived
+    /// WAL file's checksum) must be signed by one of them, for its own
+    /// name; nothing else in it is read before that check.
+    #[arg(long, value_name = "KEYS", env = "OPSKIT_SIGNING_PUBKEYS")]
+    pub signing_pubkeys: Option<String>,
+
+    /// The public keys that may sign base sets and WAL (the database
+    /// server user's key); default: those of --signing-pubkeys. Kept apart,
+    /// the postgres user's key cannot sign a dump that root restores.
+    #[arg(long, value_name = "KEYS", env = "OPSKIT_PITR_SIGNING_PUBKEYS")]
+    pub pitr_signing_pubkeys: Option<String>,
+
+    /// Accept what nobody signed (sets and WAL made before signing was set
+    /// up); a signature that is there is still checked when keys are given.
+    #[arg(long, env = "OPSKIT_ALLOW_UNSIGNED")]
+    pub allow_unsigned: bool,
+}
+
+impl TrustArgs {
+    /// The trust these arguments give; no key and no `--allow-unsigned`
+    /// is a usage error that says what to set.
+    pub fn trust(&self) -> crate::Result<crate::sign::Trust> {
+        crate::sign::Trust::new(
+            self.signing_pubkeys.as_deref(),
+            self.pitr_signing_pubkeys.as_deref(),
+            self.allow_unsigned,
+        )
+    }
+}
+
 /// Implemented by each tool's argument struct.
 pub trait ToolArgs: Parser {
     fn verbosity(&self) -> &Verbosity;

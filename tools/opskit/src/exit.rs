@@ -51,6 +51,9 @@ impl From<Exit> for std::process::ExitCode {
 pub struct Error {
     pub exit: Exit,
     pub msg: String,
+    /// Set only by [`Error::stdout_closed`]: the one error that ends a run
+    /// quietly. An error that merely carries [`Exit::Ok`] is reported.
+    stdout_closed: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,6 +63,7 @@ impl Error {
         Error {
             exit,
             msg: msg.into(),
+            stdout_closed: false,
         }
     }
     /// A usage or configuration error (exit 64).
@@ -79,12 +83,16 @@ impl Error {
     /// run ends early and quietly, with status 0, as Unix tools end on
     /// SIGPIPE, but through `main` so that cleanup guards run.
     pub fn stdout_closed() -> Self {
-        Self::new(Exit::Ok, "stdout closed")
+        Error {
+            stdout_closed: true,
+            ..Self::new(Exit::Ok, "stdout closed")
+        }
     }
 
-    /// Whether this is [`Error::stdout_closed`].
+    /// Whether this is [`Error::stdout_closed`] (not merely an error that
+    /// carries [`Exit::Ok`]).
     pub fn is_stdout_closed(&self) -> bool {
-        self.exit == Exit::Ok
+        self.stdout_closed
     }
 
     /// An I/O error while doing `what` on `path`, worded for an operator:
@@ -179,6 +187,21 @@ mod tests {
         let e = io::Error::from_raw_os_error(libc::EACCES);
         let err = Error::io("opening", Path::new("/etc/shadow"), &e);
         assert_eq!(err.msg, "opening /etc/shadow: Permission denied");
+    }
+
+    #[test]
+    fn only_a_closed_stdout_ends_a_run_quietly() {
+        let closed = Error::stdout_closed();
+        assert!(closed.is_stdout_closed());
+        assert_eq!(closed.exit, Exit::Ok);
+        assert!(closed.context("emitting").is_stdout_closed());
+        // An error that carries Exit::Ok, even with the same words, is not it.
+        assert!(!Error::new(Exit::Ok, "stdout closed").is_stdout_closed());
+        assert!(!Error::failure("boom").is_stdout_closed());
+        assert_ne!(
+            Error::new(Exit::Ok, "stdout closed"),
+            Error::stdout_closed()
+        );
     }
 
     #[test]

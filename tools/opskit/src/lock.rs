@@ -28,14 +28,18 @@ impl Lock {
 
 /// Take the lock at `path`, waiting up to `wait` (zero: fail at once).
 pub fn acquire(path: &Path, wait: Duration) -> Result<Lock> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .at("opening lock file", path)?;
+    // The root may belong to another user (postgres): never write
+    // through a symlink or hard link planted in it.
+    let mut file = crate::safefs::open_nofollow(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+    )
+    .map_err(|e| e.context("opening lock file"))?;
     let deadline = Instant::now() + wait;
     let mut logged = false;
     loop {
@@ -145,6 +149,18 @@ mod tests {
         let err = acquire(&p, Duration::from_millis(300)).unwrap_err();
         assert!(start.elapsed() >= Duration::from_millis(300));
         assert!(err.msg.contains("gave up after waiting"), "{}", err.msg);
+    }
+
+    #[test]
+    fn a_planted_symlink_is_not_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("shadow");
+        std::fs::write(&victim, "root:secret\n").unwrap();
+        let p = d.path().join(".lock");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let err = acquire(&p, Duration::ZERO).unwrap_err();
+        assert!(err.msg.contains("symbolic link"), "{}", err.msg);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n");
     }
 
     #[test]

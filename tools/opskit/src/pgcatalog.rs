@@ -1,6 +1,8 @@
 //! What a dump carries, asked of the catalog: the tables whose rows
 //! pg_dump writes, and their exact row counts (pgbackup records them in the
-//! dump's snapshot, verify-backup compares them after a restore).
+//! dump's snapshot, verify-backup compares them after a restore). Every
+//! name is schema-qualified: a restored database's own `search_path` or
+//! functions must not change what these queries run.
 
 /// Quote an identifier for SQL (`"a""b"`).
 pub fn quote_ident(s: &str) -> String {
@@ -10,12 +12,13 @@ pub fn quote_ident(s: &str) -> String {
 /// The tables whose rows a dump carries: ordinary tables and leaf
 /// partitions outside the system schemas and not owned by an extension.
 pub const DUMPED_TABLES_SQL: &str = "\
-    SELECT n.nspname, c.relname FROM pg_class c \
-    JOIN pg_namespace n ON n.oid = c.relnamespace \
+    SELECT n.nspname, c.relname FROM pg_catalog.pg_class c \
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     WHERE c.relkind = 'r' \
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+                      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
                       AND d.objid = c.oid AND d.deptype = 'e') \
     ORDER BY 1, 2";
 
@@ -32,7 +35,7 @@ pub fn table_row_counts(
     let mut out = std::collections::BTreeMap::new();
     for (schema, table) in tables {
         let sql = format!(
-            "SELECT count(*) FROM ONLY {}.{}",
+            "SELECT pg_catalog.count(*) FROM ONLY {}.{}",
             quote_ident(&schema),
             quote_ident(&table)
         );

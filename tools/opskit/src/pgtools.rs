@@ -118,6 +118,44 @@ pub fn find(
     )))
 }
 
+/// The copy of `tool` of exactly major `major`: a server for a base set's
+/// data directory, or the pg_verifybackup that reads its control file
+/// (another major's misreads it: "pg_control: CRC is incorrect"). None
+/// installed (under --pg-bindir, when given) is one line naming the version
+/// needed and the Debian package that brings it (`package`-MAJOR).
+pub fn find_exact(
+    tool: &str,
+    major: u32,
+    server_version: &str,
+    bindir: Option<&Path>,
+    package: &str,
+) -> Result<PgTool> {
+    let found: Vec<PgTool> = candidates(tool, bindir)
+        .iter()
+        .filter_map(|p| probe(p))
+        .collect();
+    if let Some(t) = found.iter().find(|t| t.major == major) {
+        return Ok(t.clone());
+    }
+    let m = display_major(major);
+    let others: Vec<String> = found
+        .iter()
+        .map(|t| format!("{} {}", t.path.display(), t.version))
+        .collect();
+    let seen = if others.is_empty() {
+        String::new()
+    } else {
+        format!("; found only {} (another major version)", others.join(", "))
+    };
+    let where_ = match bindir {
+        Some(d) => format!(" in {}", d.display()),
+        None => String::new(),
+    };
+    Err(Error::failure(format!(
+        "PostgreSQL {m}'s {tool} is needed for a set of PostgreSQL {server_version} and is not installed{where_}{seen}: install {package}-{m} (PGDG's repository has every version) or point --pg-bindir at its bindir"
+    )))
+}
+
 fn display_major(m: u32) -> String {
     if m >= 100 {
         format!("{}.{}", m / 100, m % 100)

@@ -1,4 +1,4 @@
-//! Base sets (`pgbackup --physical`): WAL positions and segment names, what
+//! Base sets (`pgbackup --physical`): WAL positions, what
 //! `pg_basebackup` says about its backup, the `backup_manifest` inside the
 //! tar, and unpacking a set into a new data directory with its sha256
 //! checked on the way.
@@ -25,121 +25,6 @@ pub fn parse_lsn(s: &str) -> Option<u64> {
     let hi = u64::from_str_radix(hi, 16).ok()?;
     let lo = u64::from_str_radix(lo, 16).ok()?;
     (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some(hi << 32 | lo)
-}
-
-/// The 24-hex-digit name of the segment holding `lsn` on `timeline`.
-pub fn wal_file_name(timeline: u32, lsn: u64, seg_size: u64) -> String {
-    let segno = lsn / seg_size;
-    let per_log = (1u64 << 32) / seg_size;
-    format!(
-        "{timeline:08X}{:08X}{:08X}",
-        segno / per_log,
-        segno % per_log
-    )
-}
-
-/// A segment name's timeline and segment number (`None` for anything
-/// else: history files, backup labels, partial segments).
-pub fn segment_of(name: &str, seg_size: u64) -> Option<(u32, u64)> {
-    if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let tli = u32::from_str_radix(&name[..8], 16).ok()?;
-    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
-    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
-    Some((tli, log * ((1u64 << 32) / seg_size) + seg))
-}
-
-/// The archive's directory in a backup root (`ROOT/wal/<timeline>/`), and
-/// the checksum file that marks a WAL file archived (written last by
-/// `walarchive push`).
-pub const WAL_DIR: &str = "wal";
-pub const SIDECAR: &str = ".sha256";
-
-/// One archived WAL file (its checksum file is there).
-#[derive(Debug, Clone)]
-pub struct ArchivedWal {
-    /// The WAL file's name (`%f`): a segment, `.history`, `.backup`, `.partial`.
-    pub name: String,
-    /// Its timeline directory.
-    pub dir: std::path::PathBuf,
-}
-
-impl ArchivedWal {
-    /// The files that hold it: the checksum file first (removing it first
-    /// makes the file "not archived" before its data goes), then the
-    /// stored file(s).
-    pub fn files(&self) -> Vec<std::path::PathBuf> {
-        let mut out = vec![self.dir.join(format!("{}{SIDECAR}", self.name))];
-        if let Ok(rd) = fs::read_dir(&self.dir) {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                let stored = n == self.name
-                    || n.strip_prefix(&self.name).is_some_and(|rest| {
-                        [".zst", ".gz", ".age"].iter().any(|x| rest.starts_with(x))
-                    });
-                if stored && !n.ends_with(SIDECAR) {
-                    out.push(e.path());
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Every archived WAL file under `root`'s archive (none when there is no
-/// archive).
-pub fn archived_wal(root: &Path) -> Result<Vec<ArchivedWal>> {
-    let dir = root.join(WAL_DIR);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("reading", &dir, &e)),
-    };
-    let mut out = Vec::new();
-    for tli in rd.flatten() {
-        let path = tli.path();
-        if !path.is_dir() {
-            continue;
-        }
-        for e in fs::read_dir(&path).at("reading", &path)?.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if let Some(name) = n.strip_suffix(SIDECAR)
-                && !name.starts_with('.')
-            {
-                out.push(ArchivedWal {
-                    name: name.to_string(),
-                    dir: path.clone(),
-                });
-            }
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-/// Where the WAL the given base sets need starts: the earliest start
-/// segment among them (its number, its name), with their segment size.
-pub fn oldest_start<'a>(
-    sets: impl IntoIterator<Item = &'a Manifest>,
-) -> Option<(u64, String, u64)> {
-    sets.into_iter()
-        .filter_map(|m| {
-            let info = m.physical.as_ref()?;
-            let (_, n) = segment_of(&info.start_wal, info.wal_segment_size)?;
-            Some((n, info.start_wal.clone(), info.wal_segment_size))
-        })
-        .min_by_key(|(n, _, _)| *n)
-}
-
-/// Whether archived WAL file `name` lies before segment `first`: a
-/// segment, a partial segment or a backup label before it. History files
-/// never do (they are kept for every timeline).
-pub fn wal_before(name: &str, first: u64, seg_size: u64) -> bool {
-    name.len() >= 24
-        && !name.contains(".history")
-        && name.is_char_boundary(24)
-        && segment_of(&name[..24], seg_size).is_some_and(|(_, n)| n < first)
 }
 
 /// A timeline history file's entries: (parent timeline, the LSN where the
@@ -250,6 +135,72 @@ impl PgBackupManifest {
     }
 }
 
+/// The total size of the files a `backup_manifest` lists, summed as it
+/// streams: a manifest of millions of files is never held.
+pub fn listed_bytes(r: impl Read) -> std::result::Result<u64, String> {
+    use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Total(u64);
+    struct Files(u64);
+    #[derive(Deserialize)]
+    struct Sized {
+        #[serde(rename = "Size")]
+        size: u64,
+    }
+    impl<'de> Deserialize<'de> for Files {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Files;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a list of files")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> std::result::Result<Files, A::Error> {
+                    let mut sum = 0u64;
+                    while let Some(f) = seq.next_element::<Sized>()? {
+                        sum = sum.saturating_add(f.size);
+                    }
+                    Ok(Files(sum))
+                }
+            }
+            d.deserialize_seq(V)
+        }
+    }
+    impl<'de> Deserialize<'de> for Total {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Total;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a backup manifest")
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<Total, A::Error> {
+                    let mut total = None;
+                    while let Some(key) = map.next_key::<String>()? {
+                        if key == "Files" {
+                            total = Some(map.next_value::<Files>()?.0);
+                        } else {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    total
+                        .map(Total)
+                        .ok_or_else(|| de::Error::missing_field("Files"))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_reader::<_, Total>(io::BufReader::new(r))
+        .map(|t| t.0)
+        .map_err(|e| format!("{BACKUP_MANIFEST}: {e}"))
+}
+
 /// The plaintext of a set file, read on a thread of its own that hashes
 /// (and with an identity, decrypts) it.
 pub enum SetReader {
@@ -260,7 +211,17 @@ pub enum SetReader {
 impl SetReader {
     pub fn open(set: &Path, f: &FileEntry, ids: Option<&Identities>) -> Result<SetReader> {
         let path = set.join(&f.name);
-        let file = File::open(&path).at("reading", &path)?;
+        let file = crate::safefs::open_nofollow(&path, fs::OpenOptions::new().read(true))?;
+        Self::from_file(file, &path, f, ids)
+    }
+
+    /// [`SetReader::open`] of a file already open (`path` names it).
+    pub fn from_file(
+        file: File,
+        path: &Path,
+        f: &FileEntry,
+        ids: Option<&Identities>,
+    ) -> Result<SetReader> {
         match (f.encrypted(), ids) {
             (false, _) => Ok(SetReader::Plain(HashedReader::new(file))),
             (true, Some(ids)) => Ok(SetReader::Sealed(Decrypting::spawn(file, ids.clone()))),
@@ -338,36 +299,21 @@ pub fn unpack(set: &Path, m: &Manifest, ids: Option<&Identities>, dest: &Path) -
         } else {
             format!("{what}: {msg}")
         };
-        Error {
-            exit: e.exit,
-            msg: format!("{msg}; {} was removed", dest.display()),
-        }
+        Error::new(e.exit, format!("{msg}; {} was removed", dest.display()))
     })
 }
 
 fn unpack_into(set: &Path, f: &FileEntry, ids: Option<&Identities>, dest: &Path) -> Result<u64> {
     let what = set.join(&f.name);
     let mut src = SetReader::open(set, f, ids)?;
-    let mut count = 0u64;
-    {
+    let count = {
         let content = crate::codec::reader(f.compression, &mut src).at("reading", &what)?;
-        let mut ar = tar::Archive::new(content);
-        ar.set_preserve_permissions(true);
-        ar.set_overwrite(false);
-        for entry in ar.entries().at("reading", &what)? {
-            let mut e = entry.at("reading", &what)?;
-            if !e.unpack_in(dest).at("unpacking into", dest)? {
-                return Err(Error::check(format!(
-                    "{}: entry {} would land outside the data directory; refused",
-                    what.display(),
-                    e.path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                )));
-            }
-            count += 1;
+        let done = crate::untar::unpack_with(content, dest, &what, crate::untar::Links::Refuse)?;
+        if !done.skipped.is_empty() || !done.stripped.is_empty() {
+            log::warn!("{}: {}", what.display(), done.describe());
         }
-    }
+        done.entries
+    };
     src.finish(f)
         .map_err(|e| Error::check(format!("{}: {e}", what.display())))?;
     Ok(count)
@@ -398,60 +344,15 @@ pub fn pg_verifybackup(
     ))
 }
 
-/// Append recovery settings to a data directory's `postgresql.auto.conf`
-/// (later lines win) and create `recovery.signal`.
-pub fn write_recovery(data: &Path, settings: &[(&str, String)]) -> Result<()> {
-    use std::io::Write;
-    crate::durable::write_file(&data.join("recovery.signal"), 0o600, b"")?;
-    let mut conf = String::from("\n# written by opskit for recovery\n");
-    for (k, v) in settings {
-        conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
-    }
-    let path = data.join("postgresql.auto.conf");
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .at("opening", &path)?;
-    f.write_all(conf.as_bytes()).at("writing", &path)?;
-    f.sync_all().at("syncing", &path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn lsns_and_segment_names() {
+    fn lsns() {
         assert_eq!(parse_lsn("0/2000028"), Some(0x2000028));
         assert_eq!(parse_lsn("1/FF000000"), Some(0x1_FF00_0000));
         assert_eq!(parse_lsn("x/1"), None);
-        let seg = 16 << 20;
-        assert_eq!(wal_file_name(1, 0x2000028, seg), "000000010000000000000002");
-        assert_eq!(
-            wal_file_name(2, 0x1_FF00_0000, seg),
-            "0000000200000001000000FF"
-        );
-        assert_eq!(segment_of("0000000200000001000000FF", seg), Some((2, 511)));
-        assert_eq!(segment_of("00000002.history", seg), None);
-    }
-
-    #[test]
-    fn what_lies_before_a_segment() {
-        let seg = 16 << 20;
-        let first = segment_of("000000020000000000000010", seg).unwrap().1;
-        for (name, before) in [
-            ("00000001000000000000000F", true),
-            ("00000001000000000000000F.zst.age", true),
-            ("00000001000000000000000F.00000028.backup", true),
-            ("000000010000000000000010", false),
-            ("000000030000000000000011.partial", false),
-            ("00000002.history", false),
-            ("00000002.history.zst.age", false),
-            ("00000002.history.sha256", false),
-        ] {
-            assert_eq!(wal_before(name, first, seg), before, "{name}");
-        }
     }
 
     #[test]
@@ -496,5 +397,14 @@ mod tests {
         assert!(e.contains("is 100 bytes, listed as 8192"), "{e}");
         held.insert("base/1/1259".into(), 8192);
         assert_eq!(m.compare(&held), Ok(2));
+    }
+
+    #[test]
+    fn listed_bytes_sums_the_files() {
+        let m = br#"{"PostgreSQL-Backup-Manifest-Version": 2, "System-Identifier": 1,
+            "Files": [{"Path": "PG_VERSION", "Size": 3}, {"Encoded-Path": "ff", "Size": 8192}],
+            "WAL-Ranges": [{"Timeline": 1}], "Manifest-Checksum": "x"}"#;
+        assert_eq!(listed_bytes(&m[..]), Ok(8195));
+        assert!(listed_bytes(&b"{}"[..]).unwrap_err().contains("Files"));
     }
 }

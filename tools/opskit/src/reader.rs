@@ -4,17 +4,20 @@
 //! can be passed through; [`Line::parse`] reads it as its type from
 //! [`crate::records`]) or an error naming the line number. Blank lines are
 //! skipped. A line longer than [`MAX_LINE`] is refused without being held in
-//! memory, so hostile input cannot exhaust it.
+//! memory, so hostile input cannot exhaust it; stdin, whose records a
+//! consumer holds until the stream ends, is read to at most [`MAX_LINES`]
+//! lines and [`MAX_BYTES`], and a file only when it is a regular one.
+//! [`BadLines`] tells stderr about the lines that are not records without
+//! repeating itself for each of them.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::Error;
 use crate::record::{Fields, from_fields};
-use crate::{Error, IoContext};
 
 /// One record of the input: its line number and its fields (the
 /// envelope's `event`, `tool` and `ts` included).
@@ -59,6 +62,16 @@ impl Line {
 /// The longest record line accepted.
 pub const MAX_LINE: usize = 1 << 20;
 
+/// The most lines read from stdin: a consumer holds what it read until the
+/// stream ends, and a pipeline's records are a few per set.
+pub const MAX_LINES: usize = 100_000;
+
+/// The most bytes read from stdin.
+pub const MAX_BYTES: u64 = 16 << 20;
+
+/// Bad lines described one by one on stderr; the rest are counted.
+pub const SHOWN_BAD_LINES: usize = 5;
+
 /// A line that is not a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
@@ -76,48 +89,95 @@ impl std::fmt::Display for LineError {
 /// An iterator over the records of a stream.
 pub struct RecordReader<R> {
     inner: R,
+    /// What the stream is, for messages (`stdin`, a path).
+    source: String,
     line: usize,
+    bytes: u64,
+    max_lines: usize,
+    max_bytes: u64,
     buf: Vec<u8>,
-    failed: Option<io::Error>,
+    failed: Option<Error>,
+    /// A read error or a bound ended the stream: no more lines.
+    ended: bool,
 }
 
-/// Open the records named by an operand: `None` or `-` is stdin.
+/// Open the records named by an operand: `None` or `-` is stdin (read to
+/// at most [`MAX_LINES`] and [`MAX_BYTES`]); a file must be a regular one.
 pub fn open(operand: Option<&str>) -> crate::Result<RecordReader<Box<dyn BufRead>>> {
-    let inner: Box<dyn BufRead> = match operand {
-        None | Some("-") => Box::new(BufReader::new(io::stdin())),
-        Some(p) => {
-            let path = Path::new(p);
-            Box::new(BufReader::new(File::open(path).at("opening", path)?))
+    Ok(match operand {
+        None | Some("-") => {
+            let stdin: Box<dyn BufRead> = Box::new(BufReader::new(io::stdin()));
+            RecordReader::new(stdin)
+                .named("stdin")
+                .bounded(MAX_LINES, MAX_BYTES)
         }
-    };
-    Ok(RecordReader::new(inner))
+        Some(p) => {
+            let file = crate::safefs::open_regular(Path::new(p))?;
+            let file: Box<dyn BufRead> = Box::new(BufReader::new(file));
+            RecordReader::new(file).named(p)
+        }
+    })
 }
 
 impl<R: BufRead> RecordReader<R> {
+    /// A reader of `inner` with no bound but the line length.
     pub fn new(inner: R) -> Self {
         RecordReader {
             inner,
+            source: "input".into(),
             line: 0,
+            bytes: 0,
+            max_lines: usize::MAX,
+            max_bytes: u64::MAX,
             buf: Vec::new(),
             failed: None,
+            ended: false,
         }
     }
 
-    /// A read error that ended the stream early, if any.
+    /// Name the stream in messages (`stdin`, a path).
+    pub fn named(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Stop after `lines` lines or `bytes` bytes: the stream is then
+    /// refused ([`Self::take_io_error`] says so, naming the bound).
+    pub fn bounded(mut self, lines: usize, bytes: u64) -> Self {
+        self.max_lines = lines;
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// What ended the stream early, if anything did: a read error, or a
+    /// bound of [`Self::bounded`] (a failure, exit 2).
     pub fn take_io_error(&mut self) -> Option<Error> {
-        self.failed
-            .take()
-            .map(|e| Error::failure(format!("reading records: {e}")))
+        self.failed.take()
+    }
+
+    fn too_much(&self, what: String) -> Error {
+        Error::failure(format!(
+            "{}: more than {what}: refused (a record stream is read to at most {} lines and {})",
+            self.source,
+            self.max_lines,
+            crate::units::format_size(self.max_bytes)
+        ))
     }
 
     /// Read one line into `buf`, at most `MAX_LINE` bytes kept; returns
     /// (bytes seen, too long).
-    fn read_line(&mut self) -> io::Result<(usize, bool)> {
+    fn read_line(&mut self) -> crate::Result<(usize, bool)> {
         self.buf.clear();
         let mut seen = 0;
         let mut too_long = false;
         loop {
-            let chunk = self.inner.fill_buf()?;
+            let chunk = match self.inner.fill_buf() {
+                Ok(c) => c,
+                Err(e) => {
+                    let msg = format!("reading records from {}: {e}", self.source);
+                    return Err(Error::failure(msg));
+                }
+            };
             if chunk.is_empty() {
                 return Ok((seen, too_long));
             }
@@ -135,6 +195,10 @@ impl<R: BufRead> RecordReader<R> {
             }
             seen += take;
             self.inner.consume(take);
+            self.bytes += take as u64;
+            if self.bytes > self.max_bytes {
+                return Err(self.too_much(crate::units::format_size(self.max_bytes)));
+            }
             if done {
                 return Ok((seen, too_long));
             }
@@ -147,10 +211,13 @@ impl<R: BufRead> Iterator for RecordReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if self.ended {
+                return None;
+            }
             let (seen, too_long) = match self.read_line() {
                 Ok(x) => x,
                 Err(e) => {
-                    self.failed = Some(e);
+                    (self.failed, self.ended) = (Some(e), true);
                     return None;
                 }
             };
@@ -158,6 +225,11 @@ impl<R: BufRead> Iterator for RecordReader<R> {
                 return None;
             }
             self.line += 1;
+            if self.line > self.max_lines {
+                let e = self.too_much(format!("{} lines", self.max_lines));
+                (self.failed, self.ended) = (Some(e), true);
+                return None;
+            }
             let err = |msg: String| {
                 Some(Err(LineError {
                     line: self.line,
@@ -183,6 +255,59 @@ impl<R: BufRead> Iterator for RecordReader<R> {
                 Err(e) => err(format!("not JSON: {e}")),
             };
         }
+    }
+}
+
+/// The lines of a stream that are not records. Each one is still an
+/// `error` record on stdout (the consumer emits it: the record stream's
+/// contract); on stderr the first [`SHOWN_BAD_LINES`] are described and
+/// [`BadLines::finish`] counts the rest in one line.
+#[derive(Debug)]
+pub struct BadLines {
+    source: String,
+    count: usize,
+}
+
+impl BadLines {
+    /// For the lines of `source` (`stdin`, a path).
+    pub fn new(source: impl Into<String>) -> Self {
+        BadLines {
+            source: source.into(),
+            count: 0,
+        }
+    }
+
+    /// Count a line that is not a record (or not one the consumer can
+    /// use); describe it on stderr while few have been.
+    pub fn note(&mut self, e: &LineError) {
+        if let Some(msg) = self.describe(e) {
+            log::error!("{msg}");
+        }
+    }
+
+    /// How many lines were noted.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Say on stderr how many bad lines were not described, if any.
+    pub fn finish(&self) {
+        if let Some(msg) = self.rest() {
+            log::error!("{msg}");
+        }
+    }
+
+    fn describe(&mut self, e: &LineError) -> Option<String> {
+        self.count += 1;
+        (self.count <= SHOWN_BAD_LINES).then(|| format!("{} {e}", self.source))
+    }
+
+    fn rest(&self) -> Option<String> {
+        let more = self.count.checked_sub(SHOWN_BAD_LINES).filter(|&n| n > 0)?;
+        Some(format!(
+            "{}: … and {more} more lines that are not records ({} in all)",
+            self.source, self.count
+        ))
     }
 }
 
@@ -256,6 +381,68 @@ mod tests {
         assert_eq!(e.line, 1);
         assert!(e.msg.contains("longer than"));
         assert_eq!(out[1].as_ref().unwrap()["ok"], true);
+    }
+
+    #[test]
+    fn a_bounded_stream_is_refused_past_its_bound_naming_it() {
+        let garbage = b"garbage\n".repeat(20);
+        let mut rd = RecordReader::new(&garbage[..])
+            .named("stdin")
+            .bounded(10, 1 << 20);
+        assert_eq!(rd.by_ref().count(), 10);
+        assert_eq!(rd.next(), None, "the stream stays ended");
+        let e = rd.take_io_error().expect("refused");
+        assert_eq!(e.exit, crate::Exit::Failure);
+        assert!(
+            e.msg.starts_with("stdin: more than 10 lines: refused"),
+            "{}",
+            e.msg
+        );
+        // The byte bound holds within a line too: an endless line ends.
+        let long = vec![b'x'; 4096];
+        let mut rd = RecordReader::new(&long[..])
+            .named("stdin")
+            .bounded(10, 1000);
+        assert_eq!(rd.by_ref().count(), 0);
+        let e = rd.take_io_error().expect("refused");
+        assert!(e.msg.starts_with("stdin: more than 1000 B"), "{}", e.msg);
+        // Within the bounds nothing is refused.
+        let mut rd = RecordReader::new(&garbage[..]).bounded(20, 160);
+        assert_eq!(rd.by_ref().count(), 20);
+        assert!(rd.take_io_error().is_none());
+    }
+
+    #[test]
+    fn bad_lines_are_described_a_few_times_then_counted() {
+        let mut bad = BadLines::new("stdin");
+        let e = |line| LineError {
+            line,
+            msg: "not JSON".into(),
+        };
+        let said: Vec<String> = (1..=389).filter_map(|n| bad.describe(&e(n))).collect();
+        assert_eq!(said.len(), SHOWN_BAD_LINES);
+        assert_eq!(said[0], "stdin line 1: not JSON");
+        assert_eq!(bad.count(), 389);
+        assert_eq!(
+            bad.rest().unwrap(),
+            "stdin: … and 384 more lines that are not records (389 in all)"
+        );
+        let mut few = BadLines::new("stdin");
+        few.note(&e(1));
+        assert_eq!(few.rest(), None);
+    }
+
+    #[test]
+    fn a_fifo_operand_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("verified.ndjson");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let e = open(Some(fifo.to_str().unwrap())).err().expect("refused");
+        assert!(e.msg.contains("a FIFO, not a regular file"), "{}", e.msg);
     }
 
     #[test]

@@ -53,6 +53,56 @@ pub fn hostname() -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// `n` random bytes from the kernel, as lowercase hex: keys for psql's
+/// `\restrict`, nonces in sealed files.
+pub fn random_hex(n: usize) -> String {
+    use std::fmt::Write as _;
+    use std::io::Read as _;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("the kernel's random source /dev/urandom is readable");
+    buf.iter().fold(String::with_capacity(2 * n), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// `s` quoted for `sh -c` (single quotes, `'` as `'\''`).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A file system's space, as statvfs(2) gives it to an unprivileged user.
+pub struct FsSpace {
+    pub total: u64,
+    /// Bytes this user may still write.
+    pub avail: u64,
+    pub files: u64,
+    pub files_avail: u64,
+}
+
+/// The space of the file system holding `path`.
+#[allow(unsafe_code)]
+pub fn statvfs(path: &std::path::Path) -> std::io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: `c` is a valid NUL-terminated string and `st` a zeroed
+    // statvfs the call fills in; nothing is kept past the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    Ok(FsSpace {
+        total: st.f_blocks as u64 * frsize,
+        avail: st.f_bavail as u64 * frsize,
+        files: st.f_files as u64,
+        files_avail: st.f_favail as u64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,7 +140,19 @@ pub fn globals(
         cmd.arg("--no-role-passwords");
     }
     let name = format!("globals.sql{}", enc.ext());
-    let sink = Sink::create(dir, &name, FileKind::Globals, enc)?;
+    let mut sink = Sink::create(dir, &name, FileKind::Globals, enc)?;
+    if enc.seal.is_some() {
+        // Role names alone are guessable: 256 random bits in a comment keep
+        // the readable manifest's plaintext sha256 from confirming a guess.
+        let nonce = format!(
+            "-- opskit nonce {}
+",
+            opskit::sys::random_hex(32)
+        );
+        let path = sink.path().to_path_buf();
+        std::io::Write::write_all(&mut sink, nonce.as_bytes())
+            .map_err(|e| Error::io("writing", &path, &e))?;
+    }
     let (entry, lines) = stream_child(cmd, "pg_dumpall", sink)?;
     warn_messages("pg_dumpall", &lines);
     Ok(entry)
@@ -149,9 +161,19 @@ pub fn globals(
 /// Stream a child's stdout into `sink`; the child must exit 0. Also gives
 /// the last lines it wrote on stderr.
 pub(crate) fn stream_child(
+    cmd: Command,
+    tool: &'static str,
+    sink: Sink,
+) -> Result<(FileEntry, Vec<String>)> {
+    stream_child_watched(cmd, tool, sink, &mut |_| Ok(()))
+}
+
+/// [`stream_child`], each piece of the stream also shown to `watch`.
+pub(crate) fn stream_child_watched(
     mut cmd: Command,
     tool: &'static str,
     mut sink: Sink,
+    watch: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<(FileEntry, Vec<String>)> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -179,6 +201,7 @@ pub(crate) fn stream_child(
         // staging directory is removed.
         sink.write_all(&buf[..n])
             .map_err(|e| Error::io("writing", &out_path, &e))?;
+        watch(&buf[..n]).map_err(|e| Error::failure(format!("reading {tool} output: {e}")))?;
     }
     drop(out);
     let status = guard

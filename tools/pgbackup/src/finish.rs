@@ -9,19 +9,24 @@ use opskit::backupset::{self, DatabaseInfo, Encryption, FileEntry, Manifest, Phy
 use opskit::durable::{self, StagingDir};
 use opskit::record::Fields;
 use opskit::records::{Backup, BackupCounts, SetFile};
+use opskit::sign::SigningKey;
 use opskit::{Done, Emitter, Error, Exit, IoContext, Result, units};
 
 use crate::sink::Encoding;
 
 /// A set being made: its staging directory, name and start.
-pub(crate) struct NewSet {
+pub(crate) struct NewSet<'a> {
     pub stage: StagingDir,
     pub name: String,
     pub started_at: chrono::DateTime<Utc>,
     pub start: Instant,
+    /// Signs the manifest (`MANIFEST.json.minisig`).
+    pub signer: Option<&'a SigningKey>,
+    /// Why a full base set was taken where an incremental was asked for.
+    pub fallback: Option<String>,
 }
 
-impl NewSet {
+impl NewSet<'_> {
     /// Write the manifest and SHA256SUMS, rename the set into place, report.
     pub fn finish(
         self,
@@ -45,9 +50,9 @@ impl NewSet {
             encryption: encryption(enc),
             files,
         };
-        write_manifest(self.stage.path(), &manifest)?;
+        write_manifest(self.stage.path(), &manifest, self.signer)?;
         let set_path = self.stage.commit()?;
-        report(em, &manifest, &set_path, self.start)
+        report(em, &manifest, &set_path, self.start, self.fallback)
     }
 }
 
@@ -64,6 +69,7 @@ fn report(
     m: &Manifest,
     set_path: &Path,
     start: Instant,
+    fallback: Option<String>,
 ) -> Result<Done<BackupCounts>> {
     let total: u64 = m.files.iter().map(|e| e.bytes).sum();
     let duration_s = opskit::record::secs(start.elapsed());
@@ -86,6 +92,12 @@ fn report(
         files: m.files.iter().map(SetFile::from).collect(),
         encrypted: m.encryption.is_some(),
         bytes: total,
+        parent: m
+            .physical
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(str::to_string),
+        fallback,
         duration_s,
     })?;
     Ok(Done::new(
@@ -98,27 +110,26 @@ fn report(
     ))
 }
 
-/// `MANIFEST.json` then `SHA256SUMS` (which also covers the manifest), each
-/// 0600 and fsynced.
-fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+/// `MANIFEST.json`, its signature, then `SHA256SUMS` (which also covers
+/// the manifest), each 0600 and fsynced.
+fn write_manifest(dir: &Path, m: &Manifest, signer: Option<&SigningKey>) -> Result<()> {
     let mut text =
         serde_json::to_string_pretty(m).map_err(|e| Error::failure(format!("manifest: {e}")))?;
     text.push('\n');
     let mpath = dir.join(backupset::MANIFEST);
     write_synced(&mpath, text.as_bytes())?;
-    let mut sums: Vec<(String, String)> = m
-        .files
-        .iter()
-        .map(|f| (f.name.clone(), f.sha256.clone()))
-        .collect();
-    sums.push((
-        backupset::MANIFEST.into(),
-        opskit::gz::sha256_hex(text.as_bytes()),
-    ));
-    write_synced(
-        &dir.join(backupset::SUMS),
-        backupset::sums_text(&sums).as_bytes(),
-    )
+    if let Some(key) = signer {
+        // Base sets are signed as such: readers trust the database server
+        // user's key for them and for WAL, another key for dumps.
+        let comment = match m.physical {
+            Some(_) => opskit::sign::base_comment(&m.set),
+            None => opskit::sign::set_comment(&m.set),
+        };
+        let sig = key.sign(text.as_bytes(), &comment)?;
+        write_synced(&dir.join(opskit::sign::SET_SIGNATURE), sig.as_bytes())?;
+    }
+    let sums = backupset::expected_sums(m, &opskit::gz::sha256_hex(text.as_bytes()));
+    write_synced(&dir.join(backupset::SUMS), sums.as_bytes())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

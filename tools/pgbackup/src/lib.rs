@@ -6,11 +6,12 @@
 //! name and renamed into place only when every file in it is complete and
 //! fsynced; any failure leaves no set and no temporary directory.
 
-pub mod dump;
-pub mod files;
+pub(crate) mod dump;
+pub(crate) mod files;
 mod finish;
-pub mod physical;
-pub mod sink;
+pub(crate) mod incremental;
+pub(crate) mod physical;
+pub(crate) mod sink;
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
@@ -29,6 +30,7 @@ use opskit::durable::{self, StagingDir};
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, PgTool};
 use opskit::records::BackupCounts;
+use opskit::sign::SigningKey;
 use opskit::{Done, Emitter, Error, IoContext, Result, lock, units};
 use postgres::Client;
 
@@ -63,8 +65,13 @@ use crate::sink::{Encoding, Sink};
 #[command(name = "pgbackup", version, verbatim_doc_comment)]
 pub struct Args {
     /// Backup root: sets are created inside it (created 0700 if missing).
-    #[arg(long, value_name = "DIR", env = "OPSKIT_BACKUP_ROOT")]
-    pub dest: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "OPSKIT_BACKUP_ROOT",
+        required_unless_present = "new_signing_key"
+    )]
+    pub dest: Option<PathBuf>,
 
     /// Database URL (postgres://user@host:port/db); default: DATABASE_URL, then PG* variables. TLS settings (sslmode, sslrootcert, sslcert, sslkey, channel_binding) as in libpq.
     #[arg(long, value_name = "URL")]
@@ -105,6 +112,30 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["format", "globals", "row_counts", "pg_dump_arg", "no_owner", "no_privileges"])]
     pub physical: bool,
 
+    /// With --physical (PostgreSQL 17+, summarize_wal = on): only what
+    /// changed since the parent, the newest verified base set of the same
+    /// name (pg_basebackup --incremental); restoring it needs its whole
+    /// chain. Without a usable parent (none verified, another timeline,
+    /// WAL summaries gone) a full set is taken and the `backup` record says
+    /// why (`fallback`).
+    #[arg(long, requires = "physical")]
+    pub incremental: bool,
+
+    /// With --incremental: the parent, a set of the same root (name or path).
+    #[arg(long, value_name = "SET", requires = "incremental")]
+    pub parent: Option<String>,
+
+    /// With --incremental: a full set once the chain's full set is this
+    /// old (7d, 36h; backup-system.sh gives OPSKIT_BASE_FULL_EVERY), so a
+    /// restore never combines more than that many days of sets.
+    #[arg(long, value_name = "DURATION", requires = "incremental", value_parser = opskit::units::duration_arg)]
+    pub full_every: Option<std::time::Duration>,
+
+    /// With --incremental: on a server older than 17, take a full set
+    /// (with a `fallback` reason) instead of refusing (exit 64).
+    #[arg(long, requires = "incremental")]
+    pub fallback_full: bool,
+
     /// With --physical: the checkpoint that starts the backup.
     #[arg(long, value_enum, default_value = "fast", requires = "physical")]
     pub checkpoint: physical::Checkpoint,
@@ -127,6 +158,19 @@ pub struct Args {
     /// `#` comments; repeatable).
     #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_RECIPIENTS_FILE")]
     pub encrypt_to_file: Vec<PathBuf>,
+
+    /// Sign each set's MANIFEST.json with this minisign secret key
+    /// (unencrypted, mode 0600: `minisign -G -W`, or
+    /// --new-signing-key). Readers check it against OPSKIT_SIGNING_PUBKEYS
+    /// and refuse a set that is unsigned or signed by another key.
+    #[arg(long, value_name = "FILE", env = "OPSKIT_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+
+    /// Make a new signing key pair instead of a set: FILE (the secret key,
+    /// 0600, never overwritten) and FILE.pub; prints the public key line
+    /// to give readers as OPSKIT_SIGNING_PUBKEYS.
+    #[arg(long, value_name = "FILE")]
+    pub new_signing_key: Option<PathBuf>,
 
     /// Compression threads (default: every core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -167,19 +211,32 @@ impl ToolArgs for Args {
 /// directory, write the manifest, rename the set into place, report.
 pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
     let start = Instant::now();
+    if let Some(path) = &args.new_signing_key {
+        return new_signing_key(path);
+    }
     let excludes = check_args(&args)?;
     let enc = Encoding {
         compression: compression_of(&args),
         seal: Recipients::gather(&args.encrypt_to, &args.encrypt_to_file)?,
     };
+    let signer = signing_key(&args)?;
     let spec = ConnSpec::resolve(args.db.as_deref())?;
-    let root = prepare_root(&args.dest)?;
+    let root = prepare_root(args.dest.as_deref().expect("clap requires --dest"))?;
     let _lock = lock::acquire(&root.join(backupset::LOCK_FILE), args.lock_wait)?;
     remove_leftovers(&root);
 
     let mut client = spec.connect()?;
     if args.physical {
-        return run_physical(&args, &excludes, &spec, &root, client, &enc, start, em);
+        let ctx = Ctx {
+            args: &args,
+            excludes: &excludes,
+            spec: &spec,
+            root: &root,
+            enc: &enc,
+            signer: signer.as_ref(),
+            start,
+        };
+        return physical::run(&ctx, client, em);
     }
     let server = Server::query(&mut client, &spec, args.pg_bindir.as_deref())?;
     let name = args
@@ -211,41 +268,57 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
         name,
         started_at,
         start,
+        signer: signer.as_ref(),
+        fallback: None,
     };
     let database = Some(server.info(args.format, db_file, row_counts));
     set.finish(database, None, &enc, entries, em)
 }
 
-/// `--physical`: a base set of the whole cluster, named `<db>-base`.
-#[allow(clippy::too_many_arguments)]
-fn run_physical(
-    args: &Args,
-    excludes: &files::Excludes,
-    spec: &ConnSpec,
-    root: &Path,
-    mut client: Client,
-    enc: &Encoding,
-    start: Instant,
-    em: &mut Emitter,
-) -> Result<Done<BackupCounts>> {
-    let cluster = physical::Cluster::query(&mut client, spec, args.pg_bindir.as_deref())?;
-    drop(client);
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}-base", backupset::sanitize_name(&spec.dbname, "db")));
-    let (started_at, stage) = new_stage(root, &name)?;
-    let label = file_name(stage.dest());
-    let (entry, info) = physical::base(spec, &cluster, args.checkpoint, &label, stage.path(), enc)?;
-    let mut entries = vec![entry];
-    archive_files(args, excludes, &mut entries, stage.path(), enc)?;
-    let set = NewSet {
-        stage,
-        name,
-        started_at,
-        start,
+/// The signing key, or a warning that the set will be unsigned.
+fn signing_key(args: &Args) -> Result<Option<SigningKey>> {
+    let key = SigningKey::from_arg(args.signing_key.as_deref())?;
+    if key.is_none() {
+        log::warn!(
+            "no signing key (--signing-key or OPSKIT_SIGNING_KEY): the set is not signed, and readers refuse it unless told --allow-unsigned"
+        );
+    }
+    Ok(key)
+}
+
+/// `--new-signing-key FILE`: FILE and FILE.pub, neither overwritten.
+fn new_signing_key(path: &Path) -> Result<Done<BackupCounts>> {
+    use std::io::Write;
+    let (sk, pk) = opskit::sign::generate("opskit signing key (pgbackup --new-signing-key)")?;
+    let pub_path = PathBuf::from(format!("{}.pub", path.display()));
+    for (p, text, mode) in [(path, &sk, 0o600), (pub_path.as_path(), &pk, 0o644)] {
+        let mut f = durable::create_new(p, mode)?;
+        f.write_all(text.as_bytes()).at("writing", p)?;
+        durable::sync_file(&f, p)?;
+    }
+    log::info!(
+        "wrote the signing key {} (keep it 0600, readable only by the user that runs pgbackup or walarchive push) and its public key {}: give readers OPSKIT_SIGNING_PUBKEYS={}",
+        path.display(),
+        pub_path.display(),
+        opskit::sign::public_line(&pk)
+    );
+    let none = BackupCounts {
+        sets: 0,
+        failed: 0,
+        bytes: 0,
     };
-    set.finish(None, Some(info), enc, entries, em)
+    Ok(Done::new(opskit::Exit::Ok, none))
+}
+
+/// What a base set is made from.
+pub(crate) struct Ctx<'a> {
+    pub args: &'a Args,
+    pub excludes: &'a files::Excludes,
+    pub spec: &'a ConnSpec,
+    pub root: &'a Path,
+    pub enc: &'a Encoding,
+    pub signer: Option<&'a SigningKey>,
+    pub start: Instant,
 }
 
 /// The arguments that clap cannot check: the set name, the exclude
@@ -390,15 +463,19 @@ fn seal_contents(dir: &Path, enc: &Encoding, row_counts: Option<RowCounts>) -> R
         ..enc.compression
     });
     let mut sink = Sink::create(dir, backupset::CONTENTS, FileKind::Contents, &plain)?;
-    let body = serde_json::to_vec_pretty(&backupset::SealedContents { row_counts })
-        .map_err(|e| Error::failure(format!("contents: {e}")))?;
+    let sealed = backupset::SealedContents {
+        row_counts,
+        nonce: Some(opskit::sys::random_hex(32)),
+    };
+    let body =
+        serde_json::to_vec_pretty(&sealed).map_err(|e| Error::failure(format!("contents: {e}")))?;
     std::io::Write::write_all(&mut sink, &body).at("writing", sink.path())?;
     sink.finish()
 }
 
 /// One `.tar.gz` (`.tar.zst`) per `--files` directory. Archives are gzip
 /// even with `--compress none` (level 0, stored), so the name stays honest.
-fn archive_files(
+pub(crate) fn archive_files(
     args: &Args,
     excludes: &files::Excludes,
     entries: &mut Vec<FileEntry>,
@@ -430,7 +507,7 @@ fn archive_files(
     Ok(())
 }
 
-fn file_name(p: &Path) -> String {
+pub(crate) fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -458,11 +535,15 @@ fn prepare_root(dest: &Path) -> Result<PathBuf> {
 /// Remove what interrupted runs left behind. Called under the lock, so no
 /// other pgbackup is writing into the root.
 fn remove_leftovers(root: &Path) {
-    let Ok(rd) = fs::read_dir(root) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some((set, pid)) = durable::parse_temp_name(&name) {
-            let path = e.path();
+    let Ok(entries) = opskit::root::list(root) else {
+        return;
+    };
+    for e in entries {
+        let opskit::root::Kind::Leftover { trash: false, .. } = e.kind else {
+            continue;
+        };
+        if let Some((set, pid)) = durable::parse_temp_name(&e.name) {
+            let path = e.path;
             log::warn!(
                 "removing {} left by an interrupted run (pid {pid}, set {set} was never completed)",
                 path.display()
@@ -481,7 +562,7 @@ fn remove_leftovers(root: &Path) {
 
 /// The set's staging directory, named for the current second; a set of
 /// the same name (a run within the same second) waits for the next one.
-fn new_stage(root: &Path, name: &str) -> Result<(chrono::DateTime<Utc>, StagingDir)> {
+pub(crate) fn new_stage(root: &Path, name: &str) -> Result<(chrono::DateTime<Utc>, StagingDir)> {
     for _ in 0..3 {
         let now = Utc::now().trunc_subsecs(0);
         let dest = root.join(backupset::set_dir_name(name, now));

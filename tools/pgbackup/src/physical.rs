@@ -3,19 +3,27 @@
 //! `backup_manifest` and the WAL from the backup's start to its end inside
 //! (`-X fetch`), compressed, encrypted, hashed and fsynced like any set file.
 //! The WAL positions pg_basebackup reports go into the manifest: recovering
-//! to a later time needs every archived segment from `start_wal` on.
+//! to a later time needs every archived segment from `start_wal` on, which
+//! verify-backup expects in the root when `archive_mode` (recorded too) was on.
 
 use std::path::Path;
 use std::process::Command;
 
-use opskit::backupset::{FileEntry, FileKind, PhysicalInfo};
+use opskit::backupset::{self, FileEntry, FileKind, Incremental, PhysicalInfo};
+use opskit::durable::StagingDir;
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, PgTool};
 use opskit::physical::{self, BackupPoints};
-use opskit::{Error, Result};
+use opskit::records::BackupCounts;
+use opskit::tartap::TarTap;
+use opskit::walstore;
+use opskit::{Done, Emitter, Error, IoContext, Result};
 use postgres::Client;
 
+use crate::finish::NewSet;
+use crate::incremental::{self, Parent};
 use crate::sink::{Encoding, Sink};
+use crate::{Ctx, archive_files, file_name, new_stage};
 
 /// How the checkpoint that starts a base backup is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,6 +42,12 @@ pub struct Cluster {
     pub system_identifier: String,
     pub wal_segment_size: u64,
     pub superuser: String,
+    /// `archive_mode`: whether the server archives its WAL.
+    pub archive_mode: String,
+    /// The timeline of its latest checkpoint.
+    pub timeline: u32,
+    /// `summarize_wal` (17+; None before): incremental base sets need it.
+    pub summarize_wal: Option<bool>,
     pub tool: PgTool,
 }
 
@@ -44,7 +58,10 @@ impl Cluster {
                 "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
                  (SELECT system_identifier::text FROM pg_control_system()), \
                  (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
-                 (SELECT rolname::text FROM pg_roles WHERE oid = 10)",
+                 (SELECT rolname::text FROM pg_roles WHERE oid = 10), \
+                 current_setting('archive_mode'), \
+                 (SELECT timeline_id FROM pg_control_checkpoint()), \
+                 current_setting('summarize_wal', true)",
                 &[],
             )
             .map_err(|e| {
@@ -67,13 +84,94 @@ impl Cluster {
             system_identifier: row.get(2),
             wal_segment_size: row.get::<_, i64>(3) as u64,
             superuser: row.get(4),
+            archive_mode: row.get(5),
+            timeline: row.get::<_, i32>(6) as u32,
+            summarize_wal: row.get::<_, Option<String>>(7).map(|v| v == "on"),
             tool,
         })
     }
 }
 
-/// Run pg_basebackup into `dir`/base.tar…; the entry and the manifest's
-/// physical part.
+/// `--physical`: a base set of the whole cluster, named `<db>-base`.
+pub(crate) fn run(ctx: &Ctx, mut client: Client, em: &mut Emitter) -> Result<Done<BackupCounts>> {
+    let Ctx {
+        args,
+        excludes,
+        spec,
+        root,
+        enc,
+        signer,
+        start,
+    } = *ctx;
+    let cluster = Cluster::query(&mut client, spec, args.pg_bindir.as_deref())?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-base", backupset::sanitize_name(&spec.dbname, "db")));
+    let plan = if args.incremental {
+        let ask = incremental::Ask {
+            root,
+            series: &name,
+            parent: args.parent.as_deref(),
+            fallback_full: args.fallback_full,
+            full_every: args.full_every,
+        };
+        incremental::plan(&ask, &cluster, &mut client)?
+    } else {
+        incremental::Plan::Full
+    };
+    drop(client);
+    let (parent, mut fallback) = match plan {
+        incremental::Plan::Full => (None, None),
+        incremental::Plan::Incremental(p) => (Some(p), None),
+        incremental::Plan::Fallback(why) => {
+            log::warn!("taking a full base set instead of an incremental one: {why}");
+            (None, Some(why))
+        }
+    };
+    let (mut started_at, mut stage) = new_stage(root, &name)?;
+    let take = |stage: &StagingDir, parent: Option<&Parent>| {
+        let label = file_name(stage.dest());
+        base(
+            spec,
+            &cluster,
+            args.checkpoint,
+            &label,
+            stage.path(),
+            enc,
+            parent,
+        )
+    };
+    let (mut entries, info) = match take(&stage, parent.as_ref()) {
+        // The server cannot send the changes since the parent (its WAL
+        // summaries do not cover them): a full set, saying why.
+        Err(e) if parent.is_some() && e.msg.contains("WAL summar") => {
+            log::warn!(
+                "taking a full base set instead of an incremental one: {}",
+                e.msg
+            );
+            fallback = Some(e.msg);
+            drop(stage);
+            (started_at, stage) = new_stage(root, &name)?;
+            take(&stage, None)?
+        }
+        done => done?,
+    };
+    archive_files(args, excludes, &mut entries, stage.path(), enc)?;
+    let set = NewSet {
+        stage,
+        name,
+        started_at,
+        start,
+        signer,
+        fallback,
+    };
+    set.finish(None, Some(info), enc, entries, em)
+}
+
+/// Run pg_basebackup into `dir`/base.tar… (incremental to `parent` when
+/// given), its `backup_manifest` also kept plain beside it; the set's
+/// entries and the manifest's physical part.
 pub fn base(
     spec: &ConnSpec,
     cluster: &Cluster,
@@ -81,7 +179,8 @@ pub fn base(
     label: &str,
     dir: &Path,
     enc: &Encoding,
-) -> Result<(FileEntry, PhysicalInfo)> {
+    parent: Option<&Parent>,
+) -> Result<(Vec<FileEntry>, PhysicalInfo)> {
     let name = format!("base.tar{}", enc.ext());
     let mut cmd = Command::new(&cluster.tool.path);
     spec.configure_child(&mut cmd);
@@ -99,8 +198,40 @@ pub fn base(
         }
     ))
     .arg(format!("--label={label}"));
+    // The parent's backup_manifest, checked, for pg_basebackup to send;
+    // in the staging directory only while it runs.
+    let parent_copy = dir.join(".parent.backup_manifest");
+    if let Some(p) = parent {
+        p.copy_manifest(&parent_copy)?;
+        cmd.arg(format!("--incremental={}", parent_copy.display()));
+    }
     let sink = Sink::create(dir, &name, FileKind::Base, enc)?.with_progress();
-    let (entry, lines) = crate::dump::stream_child(cmd, "pg_basebackup", sink)?;
+    let plain = Encoding {
+        compression: opskit::codec::Compression {
+            codec: None,
+            ..enc.compression
+        },
+        seal: None,
+    };
+    let kept = Sink::create(
+        dir,
+        physical::BACKUP_MANIFEST,
+        FileKind::BackupManifest,
+        &plain,
+    )?;
+    let mut tap = TarTap::new(physical::BACKUP_MANIFEST, kept);
+    let (entry, lines) =
+        crate::dump::stream_child_watched(cmd, "pg_basebackup", sink, &mut |b| tap.feed(b))?;
+    if parent.is_some() {
+        std::fs::remove_file(&parent_copy).at("removing", &parent_copy)?;
+    }
+    let kept = tap.finish().ok_or_else(|| {
+        Error::failure(format!(
+            "pg_basebackup's tar held no whole {}",
+            physical::BACKUP_MANIFEST
+        ))
+    })?;
+    let entries = vec![entry, kept.finish()?];
     let points = BackupPoints::from_messages(&lines).ok_or_else(|| {
         Error::failure(format!(
             "pg_basebackup did not report where the backup starts and ends: {}",
@@ -116,11 +247,16 @@ pub fn base(
         system_identifier: cluster.system_identifier.clone(),
         superuser: cluster.superuser.clone(),
         timeline: points.timeline,
-        start_wal: physical::wal_file_name(points.timeline, start, cluster.wal_segment_size),
+        start_wal: walstore::wal_file_name(points.timeline, start, cluster.wal_segment_size),
         start_lsn: points.start_lsn,
         end_lsn: points.end_lsn,
         wal_segment_size: cluster.wal_segment_size,
         file: name,
+        archive_mode: Some(cluster.archive_mode.clone()),
+        incremental: parent.map(|p| Incremental {
+            parent: p.name.clone(),
+            chain: p.chain.clone(),
+        }),
     };
     log::info!(
         "base backup from {} to {} on timeline {} (first WAL needed: {})",
@@ -129,5 +265,5 @@ pub fn base(
         info.timeline,
         info.start_wal
     );
-    Ok((entry, info))
+    Ok((entries, info))
 }

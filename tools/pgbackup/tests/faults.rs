@@ -144,12 +144,14 @@ fn unreachable_server_fails_fast_naming_host_not_password() {
         .unwrap()
         .port();
     let url = format!("postgresql://opskit:hunter2secret@127.0.0.1:{closed}/app");
-    let out = run(Command::new(env!("CARGO_BIN_EXE_pgbackup")).args([
-        "--dest",
-        dest.path().to_str().unwrap(),
-        "--db",
-        &url,
-    ]));
+    let out = run(
+        opskit_testkit::signing::command(env!("CARGO_BIN_EXE_pgbackup")).args([
+            "--dest",
+            dest.path().to_str().unwrap(),
+            "--db",
+            &url,
+        ]),
+    );
     assert_eq!(out.code, 2, "{}", out.stderr);
     let msg = out.events("error")[0]["message"]
         .as_str()
@@ -163,12 +165,14 @@ fn unreachable_server_fails_fast_naming_host_not_password() {
     let port = silent.local_addr().unwrap().port();
     let url = format!("postgresql://opskit:hunter2secret@127.0.0.1:{port}/app?connect_timeout=2");
     let start = Instant::now();
-    let out = run(Command::new(env!("CARGO_BIN_EXE_pgbackup")).args([
-        "--dest",
-        dest.path().to_str().unwrap(),
-        "--db",
-        &url,
-    ]));
+    let out = run(
+        opskit_testkit::signing::command(env!("CARGO_BIN_EXE_pgbackup")).args([
+            "--dest",
+            dest.path().to_str().unwrap(),
+            "--db",
+            &url,
+        ]),
+    );
     let took = start.elapsed();
     drop(silent);
     assert_eq!(out.code, 2, "{}", out.stderr);
@@ -211,9 +215,11 @@ fn bad_input_is_a_one_line_usage_error() {
         (vec![], "--dest"),
     ];
     for (args, want) in cases {
-        let out = run(Command::new(env!("CARGO_BIN_EXE_pgbackup"))
-            .args(&args)
-            .env_remove("OPSKIT_BACKUP_ROOT"));
+        let out = run(
+            opskit_testkit::signing::command(env!("CARGO_BIN_EXE_pgbackup"))
+                .args(&args)
+                .env_remove("OPSKIT_BACKUP_ROOT"),
+        );
         assert_eq!(out.code, 64, "{args:?}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(want), "{args:?}: {}", out.stderr);
@@ -384,7 +390,11 @@ fn an_unreadable_file_fails_the_backup_unless_skipped() {
     fs::set_permissions(&dest, fs::Permissions::from_mode(0o777)).unwrap();
     let as_unprivileged = |cmd: &mut Command| {
         if let (true, Some(uid)) = (is_root, nobody) {
-            cmd.uid(uid).gid(65534).env("HOME", "/");
+            // The test's signing key is root's: this run signs nothing.
+            cmd.uid(uid)
+                .gid(65534)
+                .env("HOME", "/")
+                .env_remove("OPSKIT_SIGNING_KEY");
         }
     };
     let mut cmd = pgbackup(c, &db, &dest);

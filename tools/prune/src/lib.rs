@@ -1,12 +1,11 @@
 //! prune: apply a retention policy to the backup sets under a root, never
 //! deleting the wrong thing.
 
-pub mod plan;
-pub mod policy;
-pub mod scan;
-pub mod wal;
+pub(crate) mod plan;
+pub(crate) mod scan;
+pub(crate) mod wal;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::IsTerminal;
 use std::os::unix::fs::FileTypeExt;
@@ -14,15 +13,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use chrono_tz::Tz;
 use clap::Parser;
 use opskit::cli::{ToolArgs, Verbosity};
 use opskit::reader::{self, Line, LineError};
 use opskit::records::{Depth, ErrorRecord, Prune, PruneAction, PruneCounts, Verify};
+use opskit::retention::{PolicyArgs, Status};
+use opskit::verdicts::{self, Said, Verdict, VerdictLog};
 use opskit::{Done, Emitter, Error, Exit, IoContext, backupset, durable, lock, units};
 
-use crate::plan::{Action, Status};
-use crate::policy::{Policy, Span};
+use crate::plan::Action;
 use crate::scan::Kind;
 
 /// Apply a retention policy to the backup sets under ROOT.
@@ -65,7 +64,8 @@ pub struct Args {
     #[arg(long, value_name = "GLOB")]
     pub glob: Option<String>,
 
-    /// verify-backup result log to read (default: ROOT/verified.ndjson if present).
+    /// verify-backup result log to read (default: ROOT/verified.ndjson if
+    /// present). A line of it that cannot be read holds every deletion.
     #[arg(long, value_name = "FILE")]
     pub verified: Option<PathBuf>,
 
@@ -81,116 +81,9 @@ pub struct Args {
     pub verbosity: Verbosity,
 }
 
-fn count(s: &str) -> Result<i64, String> {
-    match s.parse::<i64>() {
-        Ok(n) if n >= -1 => Ok(n),
-        _ => Err(format!(
-            "'{s}' is not a count (a whole number, or -1 for unlimited)"
-        )),
-    }
-}
-
-fn span(s: &str) -> Result<Span, String> {
-    Span::parse(s).map_err(|e| e.msg)
-}
-
-fn zone(s: &str) -> Result<Tz, String> {
-    s.parse::<Tz>()
-        .map_err(|_| format!("unknown time zone '{s}' (use an IANA name such as Europe/Berlin)"))
-}
-
 impl ToolArgs for Args {
     fn verbosity(&self) -> &Verbosity {
         &self.verbosity
-    }
-}
-
-/// The policy and its safety rules: the same flags, with the same meaning,
-/// for a local root (prune) and a bucket (offsite prune).
-#[derive(Debug, Clone, clap::Args)]
-pub struct PolicyArgs {
-    /// Keep the N newest sets.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_last: Option<i64>,
-    /// Keep the newest set of each of the N newest hours with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_hourly: Option<i64>,
-    /// Keep the newest set of each of the N newest days with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_daily: Option<i64>,
-    /// Keep the newest set of each of the N newest ISO weeks with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_weekly: Option<i64>,
-    /// Keep the newest set of each of the N newest months with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_monthly: Option<i64>,
-    /// Keep the newest set of each of the N newest years with a set.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count)]
-    pub keep_yearly: Option<i64>,
-    /// Keep every set newer than DURATION before the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within: Option<Span>,
-    /// Keep the newest set of each hour within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_hourly: Option<Span>,
-    /// Keep the newest set of each day within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_daily: Option<Span>,
-    /// Keep the newest set of each ISO week within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_weekly: Option<Span>,
-    /// Keep the newest set of each month within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_monthly: Option<Span>,
-    /// Keep the newest set of each year within DURATION of the newest set.
-    #[arg(long, value_name = "DURATION", value_parser = span)]
-    pub keep_within_yearly: Option<Span>,
-
-    /// Calendar periods in this IANA zone (e.g. Europe/Berlin) instead of UTC.
-    #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = zone)]
-    pub tz: Tz,
-
-    /// Always keep this many of the newest sets that passed verification
-    /// (unverified sets fill in when too few are verified).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub min_keep: usize,
-
-    /// Delete sets that failed verification (never the newest set).
-    #[arg(long)]
-    pub delete_corrupt: bool,
-}
-
-impl PolicyArgs {
-    /// The policy; none given is a usage error, never "delete everything".
-    pub fn checked(&self) -> Result<Policy, Error> {
-        let policy = self.policy();
-        if policy.is_empty() {
-            return Err(Error::usage(
-                "no keep rule given: refusing to delete every set (use e.g. --keep-daily 7 --keep-weekly 4)",
-            ));
-        }
-        Ok(policy)
-    }
-
-    pub fn policy(&self) -> Policy {
-        Policy {
-            last: self.keep_last.unwrap_or(0),
-            counts: [
-                self.keep_hourly.unwrap_or(0),
-                self.keep_daily.unwrap_or(0),
-                self.keep_weekly.unwrap_or(0),
-                self.keep_monthly.unwrap_or(0),
-                self.keep_yearly.unwrap_or(0),
-            ],
-            within: self.keep_within,
-            within_periods: [
-                self.keep_within_hourly,
-                self.keep_within_daily,
-                self.keep_within_weekly,
-                self.keep_within_monthly,
-                self.keep_within_yearly,
-            ],
-        }
     }
 }
 
@@ -199,29 +92,32 @@ impl PolicyArgs {
 struct Verdicts {
     /// Per set: the latest verdict, why it failed, and the deepest
     /// verification it passed since it last failed.
-    by_set: HashMap<String, (bool, String, Option<Depth>)>,
+    by_set: BTreeMap<String, Verdict>,
     input_errors: u64,
     upstream_failed: bool,
 }
 
 impl Verdicts {
-    fn status_of(&self, name: &str) -> Status {
+    fn status_of(&self, name: &str, damaged: &HashMap<String, String>) -> Status {
+        if let Some(why) = damaged.get(name) {
+            return Status::Corrupt(why.clone());
+        }
         match self.by_set.get(name) {
-            Some((true, _, _)) => Status::Good,
-            Some((false, why, _)) => Status::Corrupt(why.clone()),
+            Some(v) if v.ok => Status::Good,
+            Some(v) => Status::Corrupt(v.why.clone()),
             None => Status::Unknown,
         }
     }
 
     fn depth_of(&self, name: &str) -> Option<Depth> {
-        self.by_set.get(name).and_then(|v| v.2)
+        self.by_set.get(name).and_then(|v| v.depth)
     }
 }
 
 /// Run prune: read the verification records, scan the root, decide, delete
 /// (unless held), report each entry.
 pub fn run(args: Args, em: &mut Emitter) -> Result<Done<PruneCounts>, Error> {
-    let policy = args.rules.checked()?;
+    let rules = args.rules.checked()?;
     let glob = match &args.glob {
         Some(g) => Some(
             globset::Glob::new(g)
@@ -239,15 +135,22 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<PruneCounts>, Error> {
     let verdicts = read_all_verdicts(&args, &root, piped, em)?;
 
     let entries = scan::scan(&root, glob.as_ref(), args.rules.tz)?;
-    let decisions = plan::decide(
-        &entries,
-        &policy,
-        args.rules.tz,
-        Utc::now(),
-        args.rules.min_keep,
-        args.rules.delete_corrupt,
-        |name| verdicts.status_of(name),
-    );
+    // A set whose manifest cannot be read is damaged, whatever an earlier
+    // verification said: it takes no keep slot and is not the newest set.
+    // Read on two threads: 10,000 manifests are most of a plan's time.
+    let sets: Vec<&scan::Entry> = entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Set { .. }))
+        .collect();
+    let damaged: HashMap<String, String> = opskit::pool::map(&sets, 2, |e| {
+        scan::damaged(&e.path).map(|why| (e.name.clone(), why))
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    let decisions = plan::decide(&entries, &rules, Utc::now(), |name| {
+        verdicts.status_of(name, &damaged)
+    });
     let hold = hold_reason(&args, &verdicts);
     let actions = final_actions(&args, &entries, &decisions);
     // The deletions in bulk: every doomed entry renamed to trash, one
@@ -285,6 +188,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<PruneCounts>, Error> {
 
 /// Read stdin only when something was piped or redirected into it, so a
 /// prune started from a terminal or by systemd (stdin /dev/null) never waits.
+/// Held: what the verdicts need (`verify`, one `error`, the bad lines).
 fn read_stdin() -> Result<Vec<Result<Line, LineError>>, Error> {
     if std::io::stdin().is_terminal() {
         return Ok(Vec::new());
@@ -294,7 +198,14 @@ fn read_stdin() -> Result<Vec<Result<Line, LineError>>, Error> {
         _ => return Ok(Vec::new()),
     }
     let mut rd = reader::open(None)?;
-    let v: Vec<_> = rd.by_ref().collect();
+    let mut upstream = false;
+    let v: Vec<_> = (rd.by_ref())
+        .filter(|item| match item.as_ref().map(Line::event) {
+            Ok("verify") | Err(_) => true,
+            Ok("error") => !std::mem::replace(&mut upstream, true),
+            Ok(_) => false,
+        })
+        .collect();
     match rd.take_io_error() {
         Some(e) => Err(e),
         None => Ok(v),
@@ -320,16 +231,23 @@ fn read_all_verdicts(
     piped: Vec<Result<Line, LineError>>,
     em: &mut Emitter,
 ) -> Result<Verdicts, Error> {
-    let mut verdicts = Verdicts::default();
-    let log_file = args.verified.clone().or_else(|| {
-        let p = root.join(backupset::VERIFIED_LOG);
-        p.exists().then_some(p)
-    });
-    if let Some(f) = &log_file {
-        let shown = f.display().to_string();
-        let rd = reader::open(Some(&shown))?;
-        read_verdicts(rd, root, em, &mut verdicts, &shown)?;
-    }
+    let log = match &args.verified {
+        Some(f) => {
+            fs::symlink_metadata(f).at("reading --verified", f)?;
+            VerdictLog::at(f)
+        }
+        None => VerdictLog::local(root),
+    };
+    let reading = log.read()?;
+    let mut verdicts = Verdicts {
+        by_set: reading.latest,
+        ..Verdicts::default()
+    };
+    // A line of the log that cannot be read may have been a failure: it
+    // holds deletion, named, until the operator mends the log.
+    let shown = log.path().display().to_string();
+    let unreadable = reading.unreadable.into_iter().map(Err);
+    read_verdicts(unreadable, root, em, &mut verdicts, &shown)?;
     read_verdicts(piped.into_iter(), root, em, &mut verdicts, "stdin")?;
     Ok(verdicts)
 }
@@ -471,26 +389,23 @@ fn read_verdicts(
     v: &mut Verdicts,
     source: &str,
 ) -> Result<(), Error> {
+    let mut bad = reader::BadLines::new(source);
     for item in rd {
-        let line = match item {
-            Ok(l) => l,
-            Err(e) => {
-                v.input_errors += 1;
-                em.emit(&ErrorRecord::new(e.to_string()).line(e.line, Some(source)))?;
-                continue;
+        let res = item.and_then(|line| match line.event() {
+            "error" => {
+                v.upstream_failed = true;
+                Ok(())
             }
-        };
-        match line.event() {
-            "error" => v.upstream_failed = true,
-            "verify" => {
-                if let Err(e) = read_verdict(&line, root, v) {
-                    v.input_errors += 1;
-                    em.emit(&ErrorRecord::new(e.to_string()).line(e.line, Some(source)))?;
-                }
-            }
-            _ => {}
+            "verify" => read_verdict(&line, root, v),
+            _ => Ok(()),
+        });
+        if let Err(e) = res {
+            v.input_errors += 1;
+            bad.note(&e);
+            em.emit(&ErrorRecord::new(e.to_string()).line(e.line, Some(source)))?;
         }
     }
+    bad.finish();
     Ok(())
 }
 
@@ -513,17 +428,14 @@ fn read_verdict(line: &Line, root: &Path, v: &mut Verdicts) -> Result<(), LineEr
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or(rec.set.clone());
-    let why = if rec.ok {
-        String::new()
-    } else {
-        rec.failure_detail()
+    let said = Said {
+        ok: rec.ok,
+        depth: Some(rec.depth),
+        why: verdicts::failure_detail(&rec.checks, &[]),
+        restore_s: rec.restore_s,
+        at: line.ts(),
     };
-    let depth = match v.by_set.get(&name) {
-        _ if !rec.ok => None,
-        Some((true, _, Some(d))) => Some(rec.depth.max(*d)),
-        _ => Some(rec.depth),
-    };
-    v.by_set.insert(name, (rec.ok, why, depth));
+    v.by_set.entry(name).or_default().fold(said);
     Ok(())
 }
 

@@ -5,14 +5,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use globset::GlobMatcher;
 use opskit::backupset;
-use opskit::durable;
-use opskit::{IoContext, Result};
+use opskit::{Result, root};
 
 /// One entry of the root.
 #[derive(Debug, Clone)]
@@ -20,6 +18,9 @@ pub struct Entry {
     pub name: String,
     pub path: PathBuf,
     pub kind: Kind,
+    /// The sets it cannot be restored without (an incremental base set's
+    /// chain, as its manifest names them): kept as long as it is.
+    pub needs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,113 +36,64 @@ pub enum Kind {
     Ignored { why: String },
 }
 
-/// Files of opskit's own in a root, neither candidates nor worth listing
-/// (the WAL archive is pruned on its own terms, by [`crate::wal`]).
-pub fn is_own_file(name: &str) -> bool {
-    matches!(
-        name,
-        backupset::LOCK_FILE | backupset::VERIFIED_LOG | opskit::physical::WAL_DIR
-    )
+/// Why a set's manifest is unusable (not a regular file, too large, not
+/// JSON, not a manifest, names files outside the set), or None. Such a set
+/// is damaged whatever its verdict said: it never fills a keep slot.
+pub fn damaged(set: &Path) -> Option<String> {
+    let origin = || set.join(backupset::MANIFEST).display().to_string();
+    backupset::read_manifest_bytes(set)
+        .and_then(|text| backupset::parse_manifest(&text, &origin()))
+        .err()
+        .map(|e| e.msg)
 }
 
-/// List the root. Entries are classified on two threads: for a root of
-/// thousands of sets the one stat each (of its MANIFEST.json) dominates.
+/// List the root with `opskit::root`'s rules (the same for every tool: a
+/// symlink is never followed, a set-named directory with a manifest of any
+/// kind is a set), and, with `--glob`, plain files matching it as legacy
+/// backups. opskit's own files are left out.
 pub fn scan(root: &Path, glob: Option<&GlobMatcher>, tz: Tz) -> Result<Vec<Entry>> {
-    let mut raw = Vec::new();
-    for e in fs::read_dir(root).at("listing", root)? {
-        let e = e.at("listing", root)?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if is_own_file(&name) {
-            continue;
-        }
-        // The type from the directory entry (d_type): no stat per entry.
-        let Ok(ft) = e.file_type() else { continue };
-        raw.push((name, e.path(), ft));
-    }
-    let now = SystemTime::now();
-    let half = raw.len().div_ceil(2);
-    let mut out: Vec<Entry> = std::thread::scope(|s| {
-        let parts: Vec<_> = raw
-            .chunks(half.max(1))
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(name, path, ft)| Entry {
-                            kind: classify(name, path, ft, glob, tz, now),
-                            name: name.clone(),
-                            path: path.clone(),
-                        })
-                        .collect::<Vec<_>>()
-                })
+    let mut out: Vec<Entry> = opskit::root::list(root)?
+        .into_iter()
+        .filter_map(|e| {
+            let kind = match e.kind {
+                root::Kind::Own => return None,
+                root::Kind::Set { time, .. } => Kind::Set { time },
+                root::Kind::Leftover { age_s, trash } => Kind::Leftover { age_s, trash },
+                root::Kind::Other { file: true, .. }
+                    if glob.is_some_and(|g| g.is_match(&e.name)) =>
+                {
+                    Kind::Legacy {
+                        time: legacy_time(&e.name, &e.path, tz),
+                    }
+                }
+                root::Kind::Other { why, .. } => Kind::Ignored { why },
+            };
+            let needs = match kind {
+                Kind::Set { .. } => backupset::read_manifest(&e.path)
+                    .map(|(m, _)| opskit::chain::needs(&m))
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            Some(Entry {
+                name: e.name,
+                path: e.path,
+                kind,
+                needs,
             })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+        })
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-fn classify(
-    name: &str,
-    path: &Path,
-    ft: &fs::FileType,
-    glob: Option<&GlobMatcher>,
-    tz: Tz,
-    now: SystemTime,
-) -> Kind {
-    if ft.is_symlink() {
-        Kind::Ignored {
-            why: "symlink (never followed)".into(),
-        }
-    } else if durable::is_temp_name(name) || durable::is_trash_name(name) {
-        let age_s = path
-            .symlink_metadata()
+/// A legacy file's time: in its name, else its mtime.
+fn legacy_time(name: &str, path: &Path, tz: Tz) -> DateTime<Utc> {
+    time_in_name(name, tz).unwrap_or_else(|| {
+        path.symlink_metadata()
             .and_then(|m| m.modified())
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Kind::Leftover {
-            age_s,
-            trash: durable::is_trash_name(name),
-        }
-    } else if ft.is_dir() {
-        match backupset::parse_set_dir_name(name) {
-            Some((_, time))
-                if path
-                    .join(backupset::MANIFEST)
-                    .symlink_metadata()
-                    .is_ok_and(|m| m.is_file()) =>
-            {
-                Kind::Set { time }
-            }
-            Some(_) => Kind::Ignored {
-                why: "named like a set but has no MANIFEST.json".into(),
-            },
-            None => Kind::Ignored {
-                why: "not a backup set".into(),
-            },
-        }
-    } else if ft.is_file() && glob.is_some_and(|g| g.is_match(name)) {
-        match time_in_name(name, tz) {
-            Some(time) => Kind::Legacy { time },
-            None => Kind::Legacy {
-                time: path
-                    .symlink_metadata()
-                    .and_then(|m| m.modified())
-                    .map(DateTime::<Utc>::from)
-                    .unwrap_or_else(|_| Utc::now()),
-            },
-        }
-    } else {
-        Kind::Ignored {
-            why: "not a backup set".into(),
-        }
-    }
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_else(|_| Utc::now())
+    })
 }
 
 /// A timestamp in a legacy file name (`backup_20261123_030000.sql.gz`,

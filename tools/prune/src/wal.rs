@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use opskit::backupset;
-use opskit::physical::{self, ArchivedWal};
 use opskit::records::{Prune, PruneAction};
+use opskit::walstore::{self, ArchivedWal};
 use opskit::{Emitter, Result};
 
 /// The first segment the kept base sets need: (its number, its name, the
@@ -26,13 +26,13 @@ fn oldest_start(kept: &[PathBuf]) -> Option<(u64, String, u64)> {
             }
         }
     }
-    physical::oldest_start(&manifests)
+    walstore::oldest_start(&manifests)
 }
 
 /// Delete (unless `held`) the WAL no kept base set needs and report it in
 /// one `prune` record; the bytes freed.
 pub fn prune(root: &Path, kept: &[PathBuf], held: bool, em: &mut Emitter) -> Result<u64> {
-    let archived = physical::archived_wal(root)?;
+    let archived = walstore::archived_wal(root)?;
     if archived.is_empty() {
         return Ok(0);
     }
@@ -42,7 +42,7 @@ pub fn prune(root: &Path, kept: &[PathBuf], held: bool, em: &mut Emitter) -> Res
     };
     let doomed: Vec<&ArchivedWal> = archived
         .iter()
-        .filter(|w| physical::wal_before(&w.name, first, seg_size))
+        .filter(|w| walstore::wal_before(&w.name, first, seg_size))
         .collect();
     if doomed.is_empty() {
         return Ok(0);
@@ -72,8 +72,8 @@ pub fn prune(root: &Path, kept: &[PathBuf], held: bool, em: &mut Emitter) -> Res
         if held { "would delete " } else { "deleted " }
     );
     em.emit(&Prune {
-        path: root.join(physical::WAL_DIR).display().to_string(),
-        name: physical::WAL_DIR.into(),
+        path: walstore::dir(root).display().to_string(),
+        name: walstore::WAL_DIR.into(),
         created_at: None,
         action: PruneAction::Delete,
         reasons: None,

@@ -5,7 +5,7 @@
 //! the hashing and the decompression at once, on two cores.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -15,6 +15,7 @@ use opskit::backupset::{self, Codec, DumpFormat, FileEntry, FileKind, Manifest};
 use opskit::crypt::Identities;
 use opskit::gz::HashedReader;
 use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
+use opskit::safefs::FileId;
 
 pub use opskit::records::{Depth, SetCheck as Check, SetCheckName as Name};
 
@@ -44,6 +45,7 @@ pub fn layout(set: &Path, m: &Manifest, manifest_sha: &str) -> Vec<Check> {
                 }
                 if name != backupset::MANIFEST
                     && name != backupset::SUMS
+                    && name != opskit::sign::SET_SIGNATURE
                     && !listed.contains(name.as_str())
                 {
                     unlisted.push(name);
@@ -88,23 +90,14 @@ pub fn layout(set: &Path, m: &Manifest, manifest_sha: &str) -> Vec<Check> {
 /// caught even when it still parses).
 fn sums(set: &Path, m: &Manifest, manifest_sha: &str) -> Check {
     let path = set.join(backupset::SUMS);
-    let text = match fs::read(&path) {
-        Ok(t) if t.len() < 1 << 20 => String::from_utf8_lossy(&t).into_owned(),
-        Ok(_) => return Check::fail(Name::Sums, Some(backupset::SUMS), "too large"),
-        Err(e) => {
-            return Check::fail(
-                Name::Sums,
-                Some(backupset::SUMS),
-                format!("cannot read: {e}"),
-            );
-        }
+    // Not signed: read without following a link, and bounded.
+    let read = opskit::safefs::open_nofollow(&path, fs::OpenOptions::new().read(true))
+        .and_then(|f| opskit::safefs::read_bounded(f, &path, 1 << 20));
+    let text = match read {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+        Err(e) => return Check::fail(Name::Sums, Some(backupset::SUMS), e.msg),
     };
-    let mut want: Vec<(String, String)> = m
-        .files
-        .iter()
-        .map(|f| (f.name.clone(), f.sha256.clone()))
-        .collect();
-    want.push((backupset::MANIFEST.into(), manifest_sha.into()));
+    let want = backupset::expected_sums_entries(m, manifest_sha);
     let expected = backupset::sums_text(&want);
     if text == expected {
         Check::pass(
@@ -131,7 +124,8 @@ fn sums(set: &Path, m: &Manifest, manifest_sha: &str) -> Check {
 /// Read one file once: size, sha256 and, at structural depth, its
 /// structure. `pg_restore` is needed for a database dump in custom format;
 /// the identities for the structure of an encrypted file (the caller
-/// lowers the depth to quick without them).
+/// lowers the depth to quick without them). Also gives what identifies the
+/// file read ([`FileId`]): a restore later uses only that same file.
 pub fn file(
     set: &Path,
     f: &FileEntry,
@@ -139,6 +133,18 @@ pub fn file(
     depth: Depth,
     pg_restore: Option<&PgTool>,
     ids: Option<&Identities>,
+) -> (Vec<Check>, Option<FileId>) {
+    let mut id = None;
+    let checks = file_checks(set, f, m, (depth, pg_restore, ids), &mut id);
+    (checks, id)
+}
+
+fn file_checks(
+    set: &Path,
+    f: &FileEntry,
+    m: &Manifest,
+    (depth, pg_restore, ids): (Depth, Option<&PgTool>, Option<&Identities>),
+    id: &mut Option<FileId>,
 ) -> Vec<Check> {
     let name = f.name.as_str();
     let path = set.join(name);
@@ -172,17 +178,14 @@ pub fn file(
             format!("expected {} bytes, found {}", f.bytes, meta.len()),
         )
     });
-    let file = match File::open(&path) {
+    let file = match opskit::safefs::open_nofollow(&path, std::fs::OpenOptions::new().read(true)) {
         Ok(fh) => fh,
         Err(e) => {
-            out.push(Check::fail(
-                Name::Sha256,
-                Some(name),
-                format!("cannot open: {e}"),
-            ));
+            out.push(Check::fail(Name::Sha256, Some(name), e.msg));
             return out;
         }
     };
+    *id = file.metadata().ok().map(|m| FileId::of(&m));
     if f.encrypted() {
         out.push(crate::sealed::header(&path, f, m));
         if let Some(ids) = ids.filter(|_| depth >= Depth::Structural) {
@@ -256,6 +259,7 @@ pub fn structure(
         ),
         FileKind::Contents => crate::sealed::contents(&mut content, name, &mut checks),
         FileKind::Base => base_walk(&mut content, name, &mut checks),
+        FileKind::BackupManifest => kept_manifest(&mut content, name, &mut checks),
     };
     let (stream, proof) = match f.compression {
         Some(Codec::Gzip) => (
@@ -359,6 +363,32 @@ fn tar_walk(src: &mut dyn Read, f: &FileEntry, checks: &mut Vec<Check>) -> io::R
 /// `backup_manifest` (pg_basebackup writes it last) must list exactly
 /// those sizes, and a `backup_label` must be there. The checksums in it
 /// are pg_verifybackup's to check, at the restore depth.
+/// The `backup_manifest` a base set keeps beside its tar (what the next
+/// incremental is taken against) parses as one.
+fn kept_manifest(src: &mut dyn Read, name: &str, checks: &mut Vec<Check>) -> io::Result<()> {
+    let mut text = Vec::new();
+    src.take(MAX_BACKUP_MANIFEST + 1).read_to_end(&mut text)?;
+    io::copy(src, &mut io::sink())?;
+    let parsed = if text.len() as u64 > MAX_BACKUP_MANIFEST {
+        Err(format!("larger than {MAX_BACKUP_MANIFEST} bytes"))
+    } else {
+        opskit::physical::PgBackupManifest::parse(&text)
+    };
+    checks.push(match parsed {
+        Ok(m) => Check::pass(
+            Name::BackupManifest,
+            Some(name),
+            format!("a backup manifest of {} files", m.files.len()),
+        ),
+        Err(e) => Check::fail(Name::BackupManifest, Some(name), e),
+    });
+    Ok(())
+}
+
+/// The largest `backup_manifest` read (about 200 bytes a file: millions
+/// of files).
+const MAX_BACKUP_MANIFEST: u64 = 1 << 30;
+
 fn base_walk(src: &mut dyn Read, name: &str, checks: &mut Vec<Check>) -> io::Result<()> {
     use opskit::physical::{BACKUP_MANIFEST, PgBackupManifest};
     let mut held = std::collections::BTreeMap::new();

@@ -1,13 +1,15 @@
 //! verify-backup: prove a backup set is whole and that it restores.
 
-pub mod checks;
-pub mod replay;
-pub mod restore;
-pub mod sealed;
+pub(crate) mod checks;
+mod jobs;
+pub(crate) mod keep;
+mod newest;
+mod older;
+pub(crate) mod replay;
+pub(crate) mod restore;
+pub(crate) mod roles;
+pub(crate) mod sealed;
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -20,10 +22,11 @@ use opskit::cli::{ToolArgs, Verbosity};
 use opskit::crypt::Identities;
 use opskit::pgconn::ConnSpec;
 use opskit::pgtools::{self, PgTool};
-use opskit::reader::{self, Line, LineError};
 use opskit::record::Fields;
-use opskit::records::{Backup, ErrorRecord, Verify, VerifyCounts};
-use opskit::{Done, Emitter, Error, Exit, IoContext, Result};
+use opskit::records::{Verify, VerifyCounts};
+use opskit::sign::{SET_SIGNATURE, Trust};
+use opskit::verdicts::VerdictLog;
+use opskit::{Done, Emitter, Error, Exit, Result};
 
 use crate::checks::{Check, Depth, Name};
 
@@ -33,8 +36,15 @@ use crate::checks::{Check, Depth, Name};
 /// there), or from records on stdin (pgbackup's `backup` records; their
 /// other fields are passed through):   pgbackup --dest /b | verify-backup
 ///
+/// Every set is first checked against its signature (MANIFEST.json.minisig,
+/// made by pgbackup's signing key): a set no key in OPSKIT_SIGNING_PUBKEYS
+/// signed, or signed for another name, gets that one failed check and
+/// nothing in it is read. --allow-unsigned accepts sets made before
+/// signing was set up.
+///
 /// Depths, each including the ones before:
-///   --quick           manifest, sizes, sha256, permissions, no unlisted files
+///   --quick           signature, manifest, sizes, sha256, permissions, no
+///                     unlisted files
 ///   (default)         every zstd or gzip stream (each frame's checksum, each
 ///                     member's CRC) and tar archive read to its end, the
 ///                     dump's table of contents listed by pg_restore
@@ -55,6 +65,13 @@ use crate::checks::{Check, Depth, Name};
 /// that need no key (quick, plus the age headers) and its record says
 /// "depth": "quick".
 ///
+/// A real restore (restore-system.sh): --restore-into URL --keep-as NEWDB
+/// [--globals] [--files-into DIR] restores into a new database that is kept
+/// only when every check passed. Nothing from the set runs as a command:
+/// pg_restore, or psql under \restrict (a psql that knows it: 15.14, 16.10,
+/// 17.6 or newer), never the manifest's restore_command; files archives
+/// come out without owners, setuid bits or device nodes.
+///
 /// Exit: 0 every set passed, 1 a set failed, 2 could not verify (restore
 /// server unreachable, unreadable input lines, an identity that does not
 /// match a set's recipients), 64 usage.
@@ -69,6 +86,18 @@ pub struct Args {
     #[arg(long, value_name = "ROOT", conflicts_with = "sets")]
     pub latest: Option<PathBuf>,
 
+    /// Verify nothing: report the newest set under ROOT whose latest
+    /// verification passed (a `newest_verified` record; exit 1 when there
+    /// is none), of --kind dump (default) or base. A set that passed and
+    /// then failed a later verification is not it. restore-system.sh asks
+    /// this.
+    #[arg(long, value_name = "ROOT", conflicts_with_all = ["sets", "latest"])]
+    pub newest_verified: Option<PathBuf>,
+
+    /// With --newest-verified: the kind of set.
+    #[arg(long, value_enum, default_value = "dump", requires = "newest_verified")]
+    pub kind: opskit::records::SetKind,
+
     /// Only the manifest, sizes, checksums and permissions.
     #[arg(long, conflicts_with = "restore_into")]
     pub quick: bool,
@@ -77,6 +106,23 @@ pub struct Args {
     /// database to connect to, e.g. postgres://user@host/postgres).
     #[arg(long, value_name = "URL")]
     pub restore_into: Option<String>,
+
+    /// With --restore-into: restore into this new database (it must not
+    /// exist) instead of a scratch one, and keep it when every check
+    /// passed; dropped when one failed. restore-system.sh restores with it.
+    #[arg(long, value_name = "DB", requires = "restore_into")]
+    pub keep_as: Option<String>,
+
+    /// With --keep-as: restore the set's roles (globals) on the server
+    /// first; roles that exist are left as they are.
+    #[arg(long, requires = "keep_as")]
+    pub globals: bool,
+
+    /// With --keep-as: once every check passed, unpack the set's files
+    /// archives into DIR (no owners, setuid/setgid bits or device nodes;
+    /// nothing outside DIR).
+    #[arg(long, value_name = "DIR", requires = "keep_as")]
+    pub files_into: Option<PathBuf>,
 
     /// Base sets: restore each into a scratch cluster and replay WAL to a
     /// consistent point (the restore depth for base sets; dumps need
@@ -99,6 +145,9 @@ pub struct Args {
     /// come from OPSKIT_AGE_IDENTITY.
     #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_IDENTITY")]
     pub identity: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub trust: opskit::cli::TrustArgs,
 
     /// Directory of pg_restore/psql (default: the version matching the dump).
     #[arg(long, value_name = "DIR")]
@@ -154,6 +203,10 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
     } else {
         Depth::Structural
     };
+    if let Some(root) = &args.newest_verified {
+        return newest::run(root, args.kind, em);
+    }
+    let trust = args.trust.trust()?;
     let ids = args.identity.as_deref().map(Identities::load).transpose()?;
     let target = restore_target(&args)?;
     let mut tally = Tally {
@@ -166,13 +219,14 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
             depth,
         },
     };
-    let jobs = jobs(&args, em, &mut tally)?;
+    let jobs = jobs::jobs(&args, em, &mut tally)?;
     let how = How {
         depth,
         bindir: args.pg_bindir.as_deref(),
         target: target.as_ref(),
         ids: ids.as_ref(),
         scratch: &args.scratch,
+        trust: &trust,
     };
     for job in jobs {
         let mut rec = verify_set(&job.path, &how)?;
@@ -199,6 +253,9 @@ fn restore_target(args: &Args) -> Result<Option<restore::Target>> {
         spec: ConnSpec::resolve(Some(url))?,
         bindir: args.pg_bindir.clone(),
         interrupted: Arc::clone(&interrupted),
+        keep_as: args.keep_as.clone(),
+        globals: args.globals,
+        files_into: args.files_into.clone(),
     };
     t.check_reachable()?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -208,114 +265,6 @@ fn restore_target(args: &Args) -> Result<Option<restore::Target>> {
     Ok(Some(t))
 }
 
-/// The sets to verify: `--latest`, the operands, or the records on stdin.
-fn jobs(args: &Args, em: &mut Emitter, tally: &mut Tally) -> Result<Vec<Job>> {
-    if let Some(root) = &args.latest {
-        return Ok(vec![Job {
-            path: latest(root)?,
-            incoming: None,
-        }]);
-    }
-    if !(args.sets.is_empty() || args.sets == ["-"]) {
-        return Ok(args
-            .sets
-            .iter()
-            .map(|s| Job {
-                path: PathBuf::from(s),
-                incoming: None,
-            })
-            .collect());
-    }
-    let mut rd = reader::open(None)?;
-    let mut jobs = Vec::new();
-    for item in rd.by_ref() {
-        match item.and_then(|line| job_from_record(&line)) {
-            Ok(Named::Set(job)) => jobs.push(job),
-            Ok(Named::Nothing) => {}
-            Ok(Named::Upstream(rec)) => {
-                // An upstream failure: pass it on and remember it.
-                tally.error();
-                em.emit(&rec)?;
-            }
-            Err(e) => {
-                tally.error();
-                log::error!("stdin {e}");
-                em.emit(&ErrorRecord::new(e.to_string()).line(e.line, None))?;
-            }
-        }
-    }
-    match rd.take_io_error() {
-        Some(e) => Err(e),
-        None => Ok(jobs),
-    }
-}
-
-/// What an input record names.
-enum Named {
-    Set(Job),
-    Upstream(ErrorRecord),
-    Nothing,
-}
-
-/// The fields verify-backup reads from a record of a kind it does not know.
-#[derive(serde::Deserialize)]
-struct AnyRecord {
-    path: Option<String>,
-    ok: Option<bool>,
-    message: Option<String>,
-}
-
-/// A record names a set by `path` (pgbackup's `backup`, another `verify`);
-/// an `error` record, or one that failed without naming a set, is an
-/// upstream failure to pass on.
-fn job_from_record(line: &Line) -> std::result::Result<Named, LineError> {
-    let set = |path: String| {
-        Named::Set(Job {
-            path: PathBuf::from(path),
-            incoming: Some(line.fields.clone()),
-        })
-    };
-    Ok(match line.event() {
-        "summary" => Named::Nothing,
-        "backup" => set(line.parse::<Backup>()?.path),
-        "verify" => set(line.parse::<Verify>()?.path),
-        "error" => Named::Upstream(line.parse::<ErrorRecord>()?),
-        _ => {
-            let r: AnyRecord = line.parse()?;
-            match (r.path, r.ok) {
-                (Some(p), _) => set(p),
-                (None, Some(false)) => {
-                    let mut e = ErrorRecord::new(
-                        r.message.unwrap_or_else(|| "upstream step failed".into()),
-                    );
-                    e.extra = line.fields.clone();
-                    Named::Upstream(e)
-                }
-                (None, _) => Named::Nothing,
-            }
-        }
-    })
-}
-
-/// The newest complete set (one with a manifest) under `root`.
-pub fn latest(root: &Path) -> Result<PathBuf> {
-    let mut best: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
-    for e in fs::read_dir(root).at("listing", root)?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some((_, t)) = backupset::parse_set_dir_name(&name) else {
-            continue;
-        };
-        if !e.path().join(backupset::MANIFEST).is_file() {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(bt, bn)| (t, &name) > (*bt, bn)) {
-            best = Some((t, name));
-        }
-    }
-    best.map(|(_, n)| root.join(n))
-        .ok_or_else(|| Error::failure(format!("no complete backup set under {}", root.display())))
-}
-
 /// How every set of a run is verified.
 struct How<'a> {
     depth: Depth,
@@ -323,6 +272,7 @@ struct How<'a> {
     target: Option<&'a restore::Target>,
     ids: Option<&'a Identities>,
     scratch: &'a Path,
+    trust: &'a Trust,
 }
 
 /// The depth an encrypted set can get: without an identity, only the
@@ -381,9 +331,10 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
         checks: Vec::new(),
         duration_s: 0.0,
     };
-    match load(path) {
+    match load(path, how.trust) {
         Err(c) => rec.checks.push(c),
-        Ok((m, manifest_sha)) => {
+        Ok((m, manifest_sha, signed)) => {
+            rec.checks.push(signed);
             let depth = depth_for(path, &m, how)?;
             rec.depth = depth;
             rec.checks.push(Check::pass(
@@ -395,23 +346,24 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
             let pg_restore = (depth >= Depth::Structural)
                 .then(|| find_pg_restore(&m, how.bindir))
                 .flatten();
+            let mut seen = restore::Seen::new();
             for f in &m.files {
-                rec.checks.extend(checks::file(
-                    path,
-                    f,
-                    &m,
-                    depth,
-                    pg_restore.as_ref(),
-                    how.ids,
-                ));
+                let (checks, id) = checks::file(path, f, &m, depth, pg_restore.as_ref(), how.ids);
+                rec.checks.extend(checks);
+                if let Some(id) = id {
+                    seen.insert(f.name.clone(), id);
+                }
             }
             if let Some(info) = &m.physical {
                 rec.checks.push(wal_chain(path, info));
+                if info.incremental.is_some() {
+                    rec.checks.push(ancestors(path, &m, how.trust));
+                }
             }
             rec.created_at = Some(m.started_at);
             rec.bytes = Some(m.files.iter().map(|f| f.bytes).sum());
             if depth == Depth::Restore {
-                restore_test(how, path, &m, &mut rec)?;
+                restore_test(how, path, &m, &mut rec, &seen)?;
             }
         }
     }
@@ -425,7 +377,13 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
 }
 
 /// The restore depth, on a set whose other checks all passed.
-fn restore_test(how: &How, path: &Path, m: &Manifest, rec: &mut Verify) -> Result<()> {
+fn restore_test(
+    how: &How,
+    path: &Path,
+    m: &Manifest,
+    rec: &mut Verify,
+    seen: &restore::Seen,
+) -> Result<()> {
     if !rec.checks.iter().all(|c| c.ok) {
         rec.checks.push(Check::fail(
             Name::Restore,
@@ -435,8 +393,8 @@ fn restore_test(how: &How, path: &Path, m: &Manifest, rec: &mut Verify) -> Resul
         return Ok(());
     }
     let (more, secs) = match (&m.physical, how.target) {
-        (Some(_), _) => replay::test(path, m, how.ids, how.scratch, how.bindir)?,
-        (None, Some(t)) => t.test(path, m, how.ids)?,
+        (Some(_), _) => replay::test(path, m, how.ids, how.scratch, how.bindir, how.trust)?,
+        (None, Some(t)) => t.test(path, m, how.ids, seen)?,
         (None, None) => return Ok(()),
     };
     rec.checks.extend(more);
@@ -446,18 +404,16 @@ fn restore_test(how: &How, path: &Path, m: &Manifest, rec: &mut Verify) -> Resul
 
 /// A base set: the WAL archive of its root holds every segment from the
 /// set's start to the newest archived one, so it recovers to any time
-/// since it was taken.
+/// since it was taken. No archive passes only for a set that was not
+/// archiving (opskit::walchain::NoArchive); a start segment that does not
+/// parse fails.
 fn wal_chain(set: &Path, info: &opskit::backupset::PhysicalInfo) -> Check {
+    use opskit::walchain::Coverage;
     let root = set.parent().unwrap_or(Path::new("."));
-    match opskit::walchain::follow(root, info) {
-        Ok(None) => Check::pass(
-            Name::Wal,
-            None,
-            "no WAL archive in this root: the set recovers to its own end only",
-        ),
-        Ok(Some(c)) if c.missing == 0 => Check::pass(
-            Name::Wal,
-            None,
+    let (ok, detail) = match opskit::walchain::follow(root, info) {
+        Ok(Coverage::NoArchive(n)) => (n.is_ok(), n.describe(root)),
+        Ok(Coverage::Chain(c)) if c.missing == 0 => (
+            true,
             format!(
                 "{} segments archived from {} to {} (timelines {:?}): it recovers to any time since it was taken",
                 c.segments,
@@ -466,9 +422,8 @@ fn wal_chain(set: &Path, info: &opskit::backupset::PhysicalInfo) -> Check {
                 c.timelines
             ),
         ),
-        Ok(Some(c)) => Check::fail(
-            Name::Wal,
-            None,
+        Ok(Coverage::Chain(c)) => (
+            false,
             format!(
                 "{} segments missing from the archive between {} and {} (first: {}): recovery from this set stops before them",
                 c.missing,
@@ -477,22 +432,80 @@ fn wal_chain(set: &Path, info: &opskit::backupset::PhysicalInfo) -> Check {
                 c.first_missing.join(", ")
             ),
         ),
-        Err(e) => Check::fail(Name::Wal, None, e.msg),
+        Err(e) => (false, e.msg),
+    };
+    if ok {
+        Check::pass(Name::Wal, None, detail)
+    } else {
+        Check::fail(Name::Wal, None, detail)
     }
 }
 
-/// Read the manifest and its hash; a missing or bad manifest is the one
-/// failed check of a set.
-fn load(path: &Path) -> std::result::Result<(Manifest, String), Check> {
-    if !path.is_dir() {
+/// Read the manifest, check its signature before anything else, parse it
+/// and hash it; a missing, unsigned or bad manifest is the one failed check
+/// of a set (nothing in it is read further).
+/// An incremental set's chain is whole: every ancestor in the root,
+/// signed, the one recorded, in order, on one timeline, and none whose
+/// latest verification failed.
+fn ancestors(set: &Path, m: &Manifest, trust: &Trust) -> Check {
+    let chain = match opskit::chain::resolve(set, m, trust) {
+        Ok(c) => c,
+        Err(e) => return Check::fail(Name::Chain, None, e),
+    };
+    let root = set.parent().unwrap_or(Path::new("."));
+    let names = opskit::chain::names(&chain);
+    let failed = opskit::verdicts::VerdictLog::local(root)
+        .passed()
+        .map(|v| {
+            names[..names.len() - 1]
+                .iter()
+                .filter(|n| v.get(n.as_str()) == Some(&false))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if !failed.is_empty() {
+        return Check::fail(
+            Name::Chain,
+            None,
+            format!("its ancestor {} failed verification", failed.join(", ")),
+        );
+    }
+    Check::pass(
+        Name::Chain,
+        None,
+        format!(
+            "{} sets back to its full set: {}",
+            names.len(),
+            names.join(" <- ")
+        ),
+    )
+}
+
+fn load(path: &Path, trust: &Trust) -> std::result::Result<(Manifest, String, Check), Check> {
+    if !opskit::safefs::is_real_dir(path) {
         return Err(Check::fail(
             Name::Manifest,
             None,
             format!("{} is not a directory", path.display()),
         ));
     }
-    backupset::read_manifest(path)
-        .map_err(|e| Check::fail(Name::Manifest, Some(backupset::MANIFEST), e.msg))
+    let manifest_fail = |e: Error| Check::fail(Name::Manifest, Some(backupset::MANIFEST), e.msg);
+    let text = backupset::read_manifest_bytes(path).map_err(manifest_fail)?;
+    let signed = backupset::check_signature(path, &text, trust)
+        .map_err(|e| Check::fail(Name::Signature, Some(SET_SIGNATURE), e.msg))?;
+    let origin = path.join(backupset::MANIFEST).display().to_string();
+    let m = backupset::parse_manifest(&text, &origin).map_err(manifest_fail)?;
+    backupset::check_set_name(path, &m).map_err(manifest_fail)?;
+    backupset::check_kind(&backupset::dir_name(path), &signed, &m)
+        .map_err(|e| Check::fail(Name::Signature, Some(SET_SIGNATURE), e.msg))?;
+    let signed = signed.note;
+    let sha = opskit::gz::sha256_hex(&text);
+    Ok((
+        m,
+        sha,
+        Check::pass(Name::Signature, Some(SET_SIGNATURE), signed),
+    ))
 }
 
 fn find_pg_restore(m: &Manifest, bindir: Option<&Path>) -> Option<PgTool> {
@@ -510,24 +523,13 @@ fn find_pg_restore(m: &Manifest, bindir: Option<&Path>) -> Option<PgTool> {
     }
 }
 
-/// Append one result line to the result log (0600, locked, fsynced).
+/// Append one result line to the result log (0600, locked, fsynced, never
+/// through a link: `opskit::verdicts`).
 fn append_record(file: &Path, set: &Path, em: &Emitter, rec: &Verify) -> Result<()> {
-    let path = if file.as_os_str().is_empty() {
-        set.parent()
-            .unwrap_or(Path::new("."))
-            .join(opskit::backupset::VERIFIED_LOG)
+    let log = if file.as_os_str().is_empty() {
+        VerdictLog::local(set.parent().unwrap_or(Path::new(".")))
     } else {
-        file.to_path_buf()
+        VerdictLog::at(file)
     };
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&path)
-        .at("opening result log", &path)?;
-    f.lock().at("locking", &path)?;
-    let mut line = em.render(rec);
-    line.push('\n');
-    f.write_all(line.as_bytes()).at("appending to", &path)?;
-    f.sync_data().at("syncing", &path)
+    log.append(&em.render(rec))
 }

@@ -79,6 +79,7 @@ pub fn test(
     ids: Option<&Identities>,
     scratch_root: &Path,
     bindir: Option<&Path>,
+    trust: &opskit::sign::Trust,
 ) -> Result<(Vec<Check>, Option<f64>)> {
     let info = m.physical.as_ref().expect("called for base sets");
     if opskit::sys::euid() == 0 {
@@ -92,8 +93,10 @@ pub fn test(
         ));
     }
     let major = pgtools::major_of_num(info.server_version_num);
-    let pg_ctl = pgtools::find("pg_ctl", major, &info.server_version, bindir)?;
-    let verifybackup = pgtools::find("pg_verifybackup", major, &info.server_version, bindir)?;
+    let v = &info.server_version;
+    let verifybackup =
+        pgtools::find_exact("pg_verifybackup", major, v, bindir, "postgresql-client")?;
+    let pg_ctl = pgtools::find_exact("pg_ctl", major, v, bindir, "postgresql")?;
     let start = Instant::now();
     let dir = scratch_root.join(format!(
         "opskit-replay-{}-{}",
@@ -109,18 +112,37 @@ pub fn test(
 
     let mut checks = Vec::new();
     let file = physical::base_file(m).map(|f| f.name.clone());
-    if let Err(e) = physical::unpack(set, m, ids, &scratch.data()) {
-        checks.push(Check::fail(Name::Replay, file.as_deref(), e.msg));
-        return Ok((checks, None));
+    // A full set is unpacked, an incremental one combined with its chain,
+    // each set passed by pg_verifybackup before anything is changed.
+    let made = opskit::chain::resolve(set, m, trust)
+        .map_err(|e| opskit::chain::Failed::Unpack(Error::check(e)))
+        .and_then(|chain| {
+            let n = chain.len();
+            opskit::chain::materialize(&chain, ids, &scratch.data(), bindir, &verifybackup)
+                .map(|_| n)
+        });
+    match made {
+        Ok(n) => checks.push(Check::pass(
+            Name::Verifybackup,
+            None,
+            if n == 1 {
+                "pg_verifybackup: every file matches backup_manifest, the WAL parses".to_string()
+            } else {
+                format!("pg_verifybackup passed each of the chain's {n} sets; pg_combinebackup combined them")
+            },
+        )),
+        Err(opskit::chain::Failed::Unpack(e)) => {
+            checks.push(Check::fail(Name::Replay, file.as_deref(), e.msg));
+            return Ok((checks, None));
+        }
+        Err(opskit::chain::Failed::Verify(e)) => {
+            checks.push(Check::fail(Name::Verifybackup, None, e));
+            return Ok((checks, None));
+        }
     }
-    // Before anything in the data directory is changed.
-    checks.push(verify(&verifybackup, &scratch.data()));
-    if !checks[0].ok {
-        return Ok((checks, None));
-    }
-    write_recovery(&scratch, set)?;
+    let settings = write_recovery(&scratch, set, info, trust)?;
     scratch.pg_ctl = Some(pg_ctl.path.clone());
-    match start_and_promote(&scratch, &pg_ctl, info, ids) {
+    match start_and_promote(&scratch, &pg_ctl, info, ids, &settings) {
         Ok(detail) => checks.push(Check::pass(Name::Replay, None, detail)),
         Err(e) => {
             checks.push(Check::fail(
@@ -136,44 +158,65 @@ pub fn test(
     Ok((checks, Some(secs)))
 }
 
-fn verify(tool: &PgTool, data: &Path) -> Check {
-    match physical::pg_verifybackup(tool, data) {
-        Ok(()) => Check::pass(
-            Name::Verifybackup,
-            None,
-            "pg_verifybackup: every file matches backup_manifest, the WAL parses",
-        ),
-        Err(e) => Check::fail(Name::Verifybackup, None, e),
-    }
-}
-
 /// recovery.signal, and the settings that make the scratch cluster recover
 /// to the first consistent point and promote, with WAL from the archive of
-/// the set's backup root when there is one.
-fn write_recovery(scratch: &Scratch, set: &Path) -> Result<()> {
+/// the set's backup root when there is one. Returns every setting the
+/// cluster is started with ([`opskit::recovery::forced_settings`]): nothing
+/// the set configures runs a command, loads a library or connects out.
+fn write_recovery(
+    scratch: &Scratch,
+    set: &Path,
+    info: &PhysicalInfo,
+    trust: &opskit::sign::Trust,
+) -> Result<Vec<(String, String)>> {
     let root = set.parent().unwrap_or(Path::new("."));
     let walarchive = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(|d| d.join("walarchive")));
     let restore_command = match walarchive {
-        Some(w) if root.join("wal").is_dir() && w.is_file() => format!(
-            "{} fetch %f %p --root {} --quiet",
-            w.display(),
-            root.display()
-        ),
+        Some(w) if opskit::walstore::has_dir(root) && w.is_file() => {
+            // Run by `sh -c` after `%` expansion: quoted, `%` doubled.
+            let q =
+                |p: &Path| opskit::sys::shell_quote(&p.display().to_string().replace('%', "%%"));
+            format!(
+                "{} fetch %f %p --root {} --quiet {}",
+                q(&w),
+                q(root),
+                trust.child_args().replace('%', "%%")
+            )
+        }
         // The WAL in the set only (archive recovery needs a command).
         _ => "false".into(),
     };
-    physical::write_recovery(
-        &scratch.data(),
-        &[
-            ("recovery_target", "immediate".into()),
-            ("recovery_target_action", "promote".into()),
-            ("restore_command", restore_command),
-        ],
-    )?;
+    let recovery = [
+        ("recovery_target", "immediate".to_string()),
+        ("recovery_target_action", "promote".into()),
+        ("restore_command", restore_command),
+    ];
+    opskit::recovery::write_recovery(&scratch.data(), &recovery)?;
     let hba = scratch.dir.join("hba.conf");
-    opskit::durable::write_file(&hba, 0o600, b"local all all trust\n")
+    opskit::durable::write_file(&hba, 0o600, b"local all all trust\n")?;
+    let ident = scratch.dir.join("ident.conf");
+    opskit::durable::write_file(&ident, 0o600, b"")?;
+    let mut ours = recovery.to_vec();
+    ours.extend([
+        // The set's postgresql.conf could name another data directory
+        // (production's) or a pid file anywhere.
+        ("data_directory", scratch.data().display().to_string()),
+        (
+            "external_pid_file",
+            scratch.dir.join("external.pid").display().to_string(),
+        ),
+        ("port", "5432".to_string()),
+        (
+            "unix_socket_directories",
+            scratch.sock().display().to_string(),
+        ),
+        ("hba_file", hba.display().to_string()),
+        ("ident_file", ident.display().to_string()),
+    ]);
+    let major = opskit::pgtools::major_of_num(info.server_version_num);
+    Ok(opskit::recovery::forced_settings(major, &ours))
 }
 
 /// The scratch cluster's connection: its private socket, as the set's
@@ -188,7 +231,10 @@ fn spec(scratch: &Scratch, info: &PhysicalInfo, db: &str) -> Result<ConnSpec> {
         "postgresql://{user}@/{db}?host={}&port=5432&connect_timeout=10",
         scratch.sock().display()
     );
-    ConnSpec::resolve(Some(&url))
+    let mut spec = ConnSpec::resolve(Some(&url))?;
+    let major = opskit::pgtools::major_of_num(info.server_version_num);
+    spec.options = Some(opskit::recovery::session_options(major));
+    Ok(spec)
 }
 
 /// Start the scratch cluster (no archiving, no TCP, trust on its private
@@ -198,13 +244,9 @@ fn start_and_promote(
     pg_ctl: &PgTool,
     info: &PhysicalInfo,
     ids: Option<&Identities>,
+    settings: &[(String, String)],
 ) -> std::result::Result<String, String> {
-    let opts = format!(
-        "-c port=5432 -c listen_addresses='' -c unix_socket_directories='{}' -c hba_file='{}' \
-         -c archive_mode=off -c logging_collector=off",
-        scratch.sock().display(),
-        scratch.dir.join("hba.conf").display()
-    );
+    let opts = opskit::recovery::pg_ctl_options(settings);
     let mut cmd = Command::new(&pg_ctl.path);
     if let Some(ids) = ids {
         // For `walarchive fetch` of an encrypted archive.
@@ -236,9 +278,13 @@ fn start_and_promote(
         });
         match state {
             Ok((false, tli)) => {
+                let forced: Vec<&str> = settings.iter().map(|(k, _)| k.as_str()).collect();
                 return Ok(format!(
-                    "replayed from {} past {} (consistent) and promoted (timeline {tli})",
-                    info.start_lsn, info.end_lsn
+                    "replayed from {} past {} (consistent) and promoted (timeline {tli}); started with {} settings forced on the command line, none of the set's: {}",
+                    info.start_lsn,
+                    info.end_lsn,
+                    forced.len(),
+                    forced.join(", ")
                 ));
             }
             Ok((true, _)) | Err(_) if Instant::now() < deadline => {

@@ -3,7 +3,6 @@
 //! read every table, and drop the scratch database again, also when the
 //! restore fails or the run is interrupted.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,12 +10,74 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use opskit::backupset::{DumpFormat, Manifest};
+use opskit::backupset::{DumpFormat, FileEntry, Manifest};
 use opskit::crypt::Identities;
 use opskit::pgcatalog::{quote_ident, table_row_counts};
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, ChildGuard, StderrTail};
+use opskit::restrict::{Restricted, psql_knows_restrict};
 use opskit::{Error, Result};
+
+/// What a set file is to the tool that restores it.
+pub(crate) enum Input {
+    /// A custom-format archive, for pg_restore.
+    Archive,
+    /// SQL, for psql under `\restrict`.
+    Sql,
+    /// Globals SQL, under `\restrict`, without the statements about these
+    /// existing roles (how many were left out is counted).
+    Globals(
+        std::collections::BTreeSet<String>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ),
+}
+
+/// What verification saw of each set file (by name).
+pub type Seen = std::collections::BTreeMap<String, opskit::safefs::FileId>;
+
+/// A set file to read for a restore: its manifest entry, and what the
+/// verification of this run saw of it (the file must still be that one).
+pub(crate) struct Source<'a> {
+    pub set: &'a Path,
+    pub entry: &'a FileEntry,
+    pub seen: Option<&'a opskit::safefs::FileId>,
+}
+
+impl Source<'_> {
+    pub fn path(&self) -> std::path::PathBuf {
+        self.set.join(&self.entry.name)
+    }
+
+    /// The file, reopened and checked unchanged, as a reader that hashes
+    /// (and decrypts) what it gives.
+    pub fn open(
+        &self,
+        ids: Option<&Identities>,
+    ) -> std::result::Result<opskit::physical::SetReader, String> {
+        let path = self.path();
+        let file = match self.seen {
+            Some(id) => opskit::safefs::reopen_unchanged(&path, id),
+            None => Err(Error::check(format!(
+                "{}: not verified in this run: refused",
+                path.display()
+            ))),
+        }
+        .map_err(|e| e.msg)?;
+        opskit::physical::SetReader::from_file(file, &path, self.entry, ids).map_err(|e| e.msg)
+    }
+}
+
+/// SQL from a set goes only to a psql that knows `\restrict`.
+pub(crate) fn need_restrict(psql: &pgtools::PgTool) -> Result<()> {
+    if psql_knows_restrict(&psql.version) {
+        return Ok(());
+    }
+    Err(Error::failure(format!(
+        "{} is psql {}, which does not know \\restrict: a set's SQL is never fed to it (its meta-commands would run); install psql 15.14, 16.10, 17.6 or newer (or --pg-bindir)",
+        psql.path.display(),
+        psql.version
+    )))
+}
 
 use crate::checks::{Check, Name};
 
@@ -26,16 +87,29 @@ pub struct Target {
     pub spec: ConnSpec,
     pub bindir: Option<std::path::PathBuf>,
     pub interrupted: Arc<AtomicBool>,
+    /// `--keep-as`: restore into this new database and keep it when every
+    /// check passed (restore-system.sh), instead of a scratch database.
+    pub keep_as: Option<String>,
+    /// `--globals`: restore the set's roles first.
+    pub globals: bool,
+    /// `--files-into`: unpack the set's files archives here once the
+    /// database restored and checked (before it is kept).
+    pub files_into: Option<std::path::PathBuf>,
 }
 
-/// A scratch database that is dropped when this is dropped.
+/// The database restored into; dropped when this is dropped unless kept.
 struct Scratch<'a> {
     spec: &'a ConnSpec,
     name: String,
+    keep: bool,
 }
 
 impl Drop for Scratch<'_> {
     fn drop(&mut self) {
+        if self.keep {
+            log::info!("kept the restored database {}", self.name);
+            return;
+        }
         let sql = format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             quote_ident(&self.name)
@@ -68,6 +142,7 @@ impl Target {
         set: &Path,
         m: &Manifest,
         ids: Option<&Identities>,
+        seen: &Seen,
     ) -> Result<(Vec<Check>, Option<f64>)> {
         let Some(db) = &m.database else {
             return Ok((
@@ -82,37 +157,111 @@ impl Target {
             "pg_restore"
         };
         let tool = pgtools::find(tool_name, major, &db.server_version, self.bindir.as_deref())?;
-        let name = format!(
-            "opskit_verify_{}_{}",
-            std::process::id(),
-            chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
-        );
-        let mut admin = self.spec.connect()?;
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {} TEMPLATE template0",
-                quote_ident(&name)
-            ))
-            .map_err(|e| {
-                Error::failure(format!(
-                    "creating scratch database {name}: {}",
-                    describe_pg_error(&e)
-                ))
-            })?;
-        drop(admin);
-        let scratch = Scratch {
-            spec: &self.spec,
-            name: name.clone(),
+        if db.format == DumpFormat::Plain {
+            need_restrict(&tool)?;
+        }
+        // pg_restore 17+ into a server before 17: through a script and psql.
+        let psql = if db.format == DumpFormat::Custom
+            && crate::older::needs_script(tool.major, crate::older::server_major(&self.spec)?)
+        {
+            let psql = pgtools::find("psql", major, &db.server_version, self.bindir.as_deref())?;
+            need_restrict(&psql)?;
+            Some(psql)
+        } else {
+            None
         };
+        let mut checks = Vec::new();
+        if self.globals {
+            checks.push(crate::keep::globals(self, set, m, ids, major, seen)?);
+        }
+        let mut scratch = self.create_scratch()?;
+        let name = scratch.name.clone();
         log::info!(
             "restoring {} into scratch database {name} on {}",
             db.file,
             self.spec.target()
         );
         let start = Instant::now();
-        let mut cmd = Command::new(&tool.path);
-        self.spec.with_dbname(&name).configure_child(&mut cmd);
-        if db.format == DumpFormat::Plain {
+        let input = match db.format {
+            DumpFormat::Plain => Input::Sql,
+            DumpFormat::Custom => Input::Archive,
+        };
+        let entry = m.files.iter().find(|f| f.name == db.file).ok_or_else(|| {
+            Error::check(format!(
+                "{}: the dump {} is not listed",
+                set.display(),
+                db.file
+            ))
+        })?;
+        let source = Source {
+            set,
+            entry,
+            seen: seen.get(&db.file),
+        };
+        let restored = match &psql {
+            Some(psql) => {
+                let cmd = self.restore_command(&psql.path, DumpFormat::Plain, &name);
+                self.feed_script(&tool.path, cmd, &source, ids)
+            }
+            None => {
+                let cmd = self.restore_command(&tool.path, db.format, &name);
+                self.feed(cmd, tool_name, &source, ids, input).map(|_| ())
+            }
+        };
+        let secs = opskit::record::secs(start.elapsed());
+        if self.interrupted.load(Ordering::SeqCst) {
+            drop(scratch);
+            return Err(Error::failure(format!(
+                "interrupted during the restore; database {name} dropped"
+            )));
+        }
+        match restored {
+            Ok(_) => checks.push(Check::pass(
+                Name::Restore,
+                Some(&db.file),
+                format!("restored in {secs:.3}s with {tool_name}"),
+            )),
+            Err(msg) => {
+                checks.push(Check::fail(Name::Restore, Some(&db.file), msg));
+                return Ok((checks, Some(secs)));
+            }
+        }
+        self.check_restored(set, m, ids, &name, seen, &mut checks);
+        scratch.keep = self.keep_as.is_some() && checks.iter().all(|c| c.ok);
+        drop(scratch);
+        Ok((checks, Some(secs)))
+    }
+
+    /// A new empty database to restore into (`--keep-as NAME`, or a name of
+    /// this process and time), dropped again unless kept.
+    fn create_scratch(&self) -> Result<Scratch<'_>> {
+        let name = self.keep_as.clone().unwrap_or_else(|| {
+            format!(
+                "opskit_verify_{}_{}",
+                std::process::id(),
+                chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
+            )
+        });
+        let sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&name));
+        self.spec.connect()?.batch_execute(&sql).map_err(|e| {
+            Error::failure(format!(
+                "creating scratch database {name}: {}",
+                describe_pg_error(&e)
+            ))
+        })?;
+        Ok(Scratch {
+            spec: &self.spec,
+            name,
+            keep: false,
+        })
+    }
+
+    /// psql (a plain dump: one transaction, stop at the first error) or
+    /// pg_restore (a custom dump) into database `name`.
+    fn restore_command(&self, tool: &Path, format: DumpFormat, name: &str) -> Command {
+        let mut cmd = Command::new(tool);
+        self.spec.with_dbname(name).configure_child(&mut cmd);
+        if format == DumpFormat::Plain {
             cmd.args([
                 "-X",
                 "--quiet",
@@ -125,90 +274,102 @@ impl Target {
             cmd.args(["--no-owner", "--exit-on-error"]);
         }
         cmd.arg(format!("--dbname={name}"));
-        let restored = self.feed(cmd, tool_name, &set.join(&db.file), ids);
-        let secs = opskit::record::secs(start.elapsed());
-        if self.interrupted.load(Ordering::SeqCst) {
-            drop(scratch);
-            return Err(Error::failure(
-                "interrupted during the restore test; scratch database dropped",
-            ));
-        }
-        let mut checks = Vec::new();
-        match restored {
-            Ok(()) => checks.push(Check::pass(
-                Name::Restore,
-                Some(&db.file),
-                format!("restored in {secs:.3}s with {tool_name}"),
-            )),
-            Err(msg) => {
-                checks.push(Check::fail(Name::Restore, Some(&db.file), msg));
-                return Ok((checks, Some(secs)));
-            }
-        }
-        let expected = match (&m.encryption, ids) {
-            (Some(_), Some(ids)) => crate::sealed::row_counts(set, m, ids),
-            _ => Ok(db.row_counts.clone()),
-        };
-        match expected {
-            Ok(rc) => checks.extend(self.compare(&name, rc.as_ref())),
-            Err(e) => checks.push(Check::fail(Name::RowCounts, None, e)),
-        }
-        drop(scratch);
-        Ok((checks, Some(secs)))
+        cmd
     }
 
-    /// Stream the (decompressed) dump into the restore tool's stdin.
+    /// After a restore that succeeded: the row counts against the
+    /// manifest's (sealed ones read with the identity), then the files
+    /// archives unpacked with `--files-into` when all is well so far.
+    fn check_restored(
+        &self,
+        set: &Path,
+        m: &Manifest,
+        ids: Option<&Identities>,
+        name: &str,
+        seen: &Seen,
+        checks: &mut Vec<Check>,
+    ) {
+        let expected = match (&m.encryption, ids, &m.database) {
+            (Some(_), Some(ids), _) => crate::sealed::row_counts(set, m, ids),
+            (_, _, Some(db)) => Ok(db.row_counts.clone()),
+            (_, _, None) => Ok(None),
+        };
+        match expected {
+            Ok(rc) => checks.extend(self.compare(name, rc.as_ref())),
+            Err(e) => checks.push(Check::fail(Name::RowCounts, None, e)),
+        }
+        if let Some(dir) = &self.files_into
+            && checks.iter().all(|c| c.ok)
+        {
+            checks.extend(crate::keep::files(set, m, ids, dir, seen));
+        }
+    }
+
+    /// Run `cmd` (psql or pg_restore) with the set file's content on its
+    /// stdin: see [`Target::feed`]. For the globals.
+    pub(crate) fn feed_sql(
+        &self,
+        cmd: Command,
+        tool: &'static str,
+        source: &Source,
+        ids: Option<&Identities>,
+        input: Input,
+    ) -> std::result::Result<Vec<String>, String> {
+        self.feed(cmd, tool, source, ids, input)
+    }
+
+    /// Stream the (decrypted, decompressed) set file into the restore
+    /// tool's stdin; SQL text (`sql`) under psql's `\\restrict` with a key
+    /// of this run, so no meta-command in it runs. The file must be the one
+    /// verification read, unchanged ([`Source`]), and its sha256 is checked
+    /// again as it streams.
     fn feed(
         &self,
         mut cmd: Command,
         tool: &'static str,
-        file: &Path,
+        source: &Source,
         ids: Option<&Identities>,
-    ) -> std::result::Result<(), String> {
+        input: Input,
+    ) -> std::result::Result<Vec<String>, String> {
+        let path = source.path();
+        let mut reader = source.open(ids)?;
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let child = cmd.spawn().map_err(|e| format!("cannot run {tool}: {e}"))?;
         let mut guard = ChildGuard(Some(child));
         let tail = StderrTail::start(guard.child(), tool);
-        let fh = File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let name = file.to_string_lossy();
-        let codec = opskit::backupset::Codec::of_name(&name);
-        let raw: Box<dyn Read> = match ids.filter(|_| name.ends_with(opskit::crypt::EXT)) {
-            // Decrypted on a thread of its own, beside the decompression.
-            Some(ids) => Box::new(opskit::crypt::Decrypting::spawn(fh, ids.clone())),
-            None => Box::new(fh),
-        };
-        let mut src = opskit::codec::reader(codec, raw)
-            .map_err(|e| format!("{}: cannot start decompressing: {e}", file.display()))?;
         let mut stdin = guard.child().stdin.take().expect("piped");
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut broken = None;
-        loop {
-            if self.interrupted.load(Ordering::SeqCst) {
-                return Err("interrupted".into());
-            }
-            let n = match src.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    broken = Some(format!("reading {}: {e}", file.display()));
-                    break;
+        let broken = {
+            let src = opskit::codec::reader(source.entry.compression, &mut reader)
+                .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))?;
+            let buffered = |r| std::io::BufReader::with_capacity(256 * 1024, r);
+            let mut src: Box<dyn Read> = match input {
+                Input::Archive => src,
+                Input::Sql => Box::new(Restricted::new(buffered(src))),
+                Input::Globals(existing, skipped) => {
+                    let mut roles = crate::roles::SkipExisting::new(buffered(src), existing);
+                    roles.skipped = skipped;
+                    Box::new(Restricted::new(buffered(Box::new(roles))))
                 }
             };
-            if stdin.write_all(&buf[..n]).is_err() {
-                break; // the tool stopped; its status says why
-            }
-        }
+            self.pump(&mut src, &mut stdin, &path)?
+        };
         drop(stdin);
         let status = guard
             .wait()
             .map_err(|e| format!("waiting for {tool}: {e}"))?;
-        let msg = tail.summary();
+        let lines = tail.lines();
+        if broken.is_none() {
+            reader
+                .finish(source.entry)
+                .map_err(|e| format!("{}: changed while it was restored: {e}", path.display()))?;
+        }
         if let Some(b) = broken {
             return Err(b);
         }
         if !status.success() {
+            let msg = pgtools::summarise(&lines);
             return Err(format!(
                 "{tool} failed: {}",
                 if msg.is_empty() {
@@ -218,7 +379,59 @@ impl Target {
                 }
             ));
         }
-        Ok(())
+        Ok(lines)
+    }
+
+    /// The archive into `pg_restore --file=-`, its script into `psql`
+    /// ([`crate::older`]); as [`Target::feed`] otherwise.
+    fn feed_script(
+        &self,
+        pg_restore: &Path,
+        psql: Command,
+        source: &Source,
+        ids: Option<&Identities>,
+    ) -> std::result::Result<(), String> {
+        let path = source.path();
+        let mut reader = source.open(ids)?;
+        let (pipeline, mut stdin) = crate::older::Pipeline::start(pg_restore, psql)?;
+        let broken = {
+            let mut src = opskit::codec::reader(source.entry.compression, &mut reader)
+                .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))?;
+            self.pump(&mut src, &mut stdin, &path)?
+        };
+        drop(stdin);
+        if let Some(b) = broken {
+            return Err(b);
+        }
+        // A tool that stopped early says why; only a whole read is checked.
+        pipeline.finish()?;
+        reader
+            .finish(source.entry)
+            .map_err(|e| format!("{}: changed while it was restored: {e}", path.display()))
+    }
+
+    /// Copy `src` into the tool's stdin until the end, an interruption or
+    /// the tool going away; a read error is returned as the message.
+    fn pump(
+        &self,
+        src: &mut dyn Read,
+        stdin: &mut std::process::ChildStdin,
+        path: &Path,
+    ) -> std::result::Result<Option<String>, String> {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            if self.interrupted.load(Ordering::SeqCst) {
+                return Err("interrupted".into());
+            }
+            let n = match src.read(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => n,
+                Err(e) => return Ok(Some(format!("reading {}: {e}", path.display()))),
+            };
+            if stdin.write_all(&buf[..n]).is_err() {
+                return Ok(None); // the tool stopped; its status says why
+            }
+        }
     }
 
     /// Count every table of the restored database (reading each one) and

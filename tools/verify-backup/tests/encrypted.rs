@@ -379,20 +379,12 @@ fn a_file_encrypted_by_the_age_tool_is_read_by_verify_backup() {
     );
 }
 
-/// Write a changed manifest and the SHA256SUMS that goes with it.
+/// Write a changed manifest and the SHA256SUMS that goes with it, signed
+/// again (as the set's owner would: these tests are about what else is
+/// checked).
 fn rewrite_manifest(set: &Path, m: &serde_json::Value) {
-    let text = serde_json::to_string_pretty(m).unwrap() + "\n";
-    fs::write(set.join("MANIFEST.json"), &text).unwrap();
-    let mut sums = String::new();
-    for e in m["files"].as_array().unwrap() {
-        sums += &format!(
-            "{}  {}\n",
-            e["sha256"].as_str().unwrap(),
-            e["name"].as_str().unwrap()
-        );
-    }
-    sums += &format!("{}  MANIFEST.json\n", opskit_sha(text.as_bytes()));
-    fs::write(set.join("SHA256SUMS"), sums).unwrap();
+    opskit_testkit::forge::write_manifest(set, m);
+    opskit_testkit::signing::resign(set);
 }
 
 #[test]
@@ -402,7 +394,7 @@ fn bad_keys_are_usage_errors_that_leave_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("sets");
     let pgbackup = |extra: &[&str]| {
-        run(Command::new(bin("pgbackup"))
+        run(opskit_testkit::signing::command(bin("pgbackup"))
             .arg("--dest")
             .arg(&dest)
             .args(["--db", &db.url, "--pg-bindir"])
@@ -436,7 +428,7 @@ fn bad_keys_are_usage_errors_that_leave_nothing() {
         out.stderr
     );
     // Several keys in the env file's variable, one of them bad.
-    let out = run(Command::new(bin("pgbackup"))
+    let out = run(opskit_testkit::signing::command(bin("pgbackup"))
         .arg("--dest")
         .arg(&dest)
         .args(["--db", &db.url])
@@ -494,7 +486,7 @@ fn no_key_material_reaches_a_child_a_record_a_log_or_the_set() {
         fs::write(&p, script).unwrap();
         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
-    let backup = run(Command::new(bin("pgbackup"))
+    let backup = run(opskit_testkit::signing::command(bin("pgbackup"))
         .arg("--dest")
         .arg(tmp.path().join("sets"))
         .args(["--db", &db.url, "--row-counts", "--globals", "--pg-bindir"])
@@ -538,4 +530,70 @@ fn no_key_material_reaches_a_child_a_record_a_log_or_the_set() {
             "key material in {what}"
         );
     }
+}
+
+/// The readable manifest gives the plaintext sha256 of every encrypted
+/// file. For a small, guessable one it was an oracle: hashing guessed table
+/// names and counts (or role names) and comparing confirmed them without
+/// the key. The sealed contents and globals now carry 256 random bits, so
+/// the guess that was exactly right no longer matches.
+#[test]
+fn small_sealed_files_are_no_oracle_for_their_contents() {
+    let c = cluster();
+    let f = encrypted_set(c);
+    let m = manifest(&f.set);
+    let entry = |name: &str| {
+        m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .clone()
+    };
+    let contents = f.key.decrypt(&f.set.join("contents.json.age")).unwrap();
+    let sealed: serde_json::Value = serde_json::from_slice(&contents).unwrap();
+    let nonce = sealed["nonce"].as_str().unwrap();
+    assert_eq!(nonce.len(), 64, "{sealed}");
+    // The attacker's exact guess: the right counts, as pgbackup writes them.
+    let guess = serde_json::to_vec_pretty(&serde_json::json!({"row_counts": sealed["row_counts"]}))
+        .unwrap();
+    let recorded = entry("contents.json.age")["plaintext_sha256"].clone();
+    assert_eq!(
+        recorded,
+        opskit_sha(&contents),
+        "the record is still a checksum"
+    );
+    assert_ne!(
+        recorded,
+        opskit_sha(&guess),
+        "the exact guess confirms the counts"
+    );
+
+    // The globals (role names: guessable) start with a random comment.
+    let name = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "globals")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tool = if name.contains(".zst") {
+        "zstd"
+    } else {
+        "gzip"
+    };
+    let text = f.key.decrypt(&f.set.join(&name)).unwrap();
+    let text = opskit_testkit::forge::decompress(tool, &text);
+    let first = String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        first.starts_with("-- opskit nonce ") && first.len() == 16 + 64,
+        "{first}"
+    );
 }

@@ -194,6 +194,7 @@ fn a_set_mixing_gzip_and_zstd_verifies() {
         sha256(&set.join("MANIFEST.json"))
     ));
     fs::write(set.join("SHA256SUMS"), sums).unwrap();
+    opskit_testkit::signing::resign(&set);
     let out = run(verify().arg(&set).arg("--pg-bindir").arg(c.bindir()));
     assert_eq!(
         out.code,
@@ -210,7 +211,7 @@ fn a_set_mixing_gzip_and_zstd_verifies() {
 #[test]
 fn a_bad_compress_value_is_a_usage_error() {
     for bad in ["lz4", "zstd:20", "zstd:0", "gzip:10", "10", "zstd:fast"] {
-        let out = run(Command::new(bin("pgbackup")).args([
+        let out = run(opskit_testkit::signing::command(bin("pgbackup")).args([
             "--dest",
             "/nonexistent/never-created",
             "--compress",

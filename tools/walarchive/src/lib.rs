@@ -13,8 +13,8 @@
 //! encrypted) beside `%f.sha256`, which holds the original's sha256 and
 //! size and is written last: a file without its `.sha256` is not archived.
 
-pub mod recover;
-pub mod store;
+pub(crate) mod recover;
+pub(crate) mod store;
 
 use std::path::PathBuf;
 
@@ -75,6 +75,16 @@ pub enum Command {
         /// Encrypt to the keys of this age recipients file.
         #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_RECIPIENTS_FILE")]
         encrypt_to_file: Vec<PathBuf>,
+        /// Archive in plaintext although the root holds encrypted sets
+        /// (refused otherwise: every row written since the base set would
+        /// lie unencrypted beside it).
+        #[arg(long)]
+        allow_unencrypted: bool,
+        /// Sign each file's checksum with this minisign secret key (mode
+        /// 0600, readable by the server's user); fetch checks it against
+        /// OPSKIT_SIGNING_PUBKEYS.
+        #[arg(long, value_name = "FILE", env = "OPSKIT_SIGNING_KEY")]
+        signing_key: Option<PathBuf>,
     },
     /// Hand one archived WAL file back (restore_command: fetch %f %p).
     Fetch {
@@ -85,6 +95,8 @@ pub enum Command {
         /// The age identity file for an encrypted archive (mode 0600).
         #[arg(long, value_name = "FILE", env = "OPSKIT_AGE_IDENTITY")]
         identity: Option<PathBuf>,
+        #[command(flatten)]
+        trust: opskit::cli::TrustArgs,
     },
     /// Prepare a new data directory to recover to a point in time: a base
     /// set unpacked and checked by pg_verifybackup, recovery.signal, and
@@ -112,6 +124,8 @@ pub enum Command {
         /// Directory of pg_verifybackup (default: the one matching the set).
         #[arg(long, value_name = "DIR")]
         pg_bindir: Option<PathBuf>,
+        #[command(flatten)]
+        trust: opskit::cli::TrustArgs,
     },
 }
 
@@ -133,20 +147,33 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<WalCounts>> {
             compress,
             encrypt_to,
             encrypt_to_file,
+            allow_unencrypted,
+            signing_key,
         } => {
             let seal = opskit::crypt::Recipients::gather(encrypt_to, encrypt_to_file)?;
-            archive.push(path, name, *compress, seal.as_ref(), em)
+            if seal.is_none() && !allow_unencrypted {
+                store::refuse_plaintext(&root)?;
+            }
+            let key = opskit::sign::SigningKey::from_arg(signing_key.as_deref())?;
+            let how = store::Push {
+                compression: *compress,
+                seal: seal.as_ref(),
+                key: key.as_ref(),
+            };
+            archive.push(path, name, &how, em)
         }
         Command::Fetch {
             name,
             path,
             identity,
+            trust,
         } => {
+            let trust = trust.trust()?;
             let ids = identity
                 .as_deref()
                 .map(opskit::crypt::Identities::load)
                 .transpose()?;
-            archive.fetch(name, path, ids.as_ref(), em)
+            archive.fetch(name, path, ids.as_ref(), &trust, em)
         }
         Command::Restore {
             to,
@@ -156,7 +183,9 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<WalCounts>> {
             set,
             identity,
             pg_bindir,
+            trust,
         } => {
+            let trust = trust.trust()?;
             let ids = identity
                 .as_deref()
                 .map(opskit::crypt::Identities::load)
@@ -173,6 +202,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<WalCounts>> {
                 set: set.as_deref(),
                 ids: ids.as_ref(),
                 bindir: pg_bindir.as_deref(),
+                trust: &trust,
             };
             recover::restore(&req, em)
         }

@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use opskit::backupset::{self, Manifest};
 use opskit::crypt::Identities;
 use opskit::records::{Recovery, WalCounts};
-use opskit::{Done, Emitter, Error, Exit, IoContext, Result, pgtools, physical};
+use opskit::{Done, Emitter, Error, Exit, IoContext, Result, pgtools};
 
 /// Where recovery stops.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,8 @@ pub struct Request<'a> {
     pub set: Option<&'a str>,
     pub ids: Option<&'a Identities>,
     pub bindir: Option<&'a Path>,
+    /// Who may have signed the base set and the WAL.
+    pub trust: &'a opskit::sign::Trust,
 }
 
 pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
@@ -57,28 +59,34 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
             req.pgdata.display()
         )));
     }
-    let (set, m) = choose(req)?;
-    let info = m.physical.as_ref().expect("chosen sets are base sets");
-    if m.encryption.is_some() && req.ids.is_none() {
-        return Err(Error::usage(format!(
-            "{} is encrypted: give its identity (--identity FILE or OPSKIT_AGE_IDENTITY)",
-            set.display()
-        )));
-    }
-    if let (Some(ids), Some(enc)) = (req.ids, &m.encryption) {
-        ids.check_matches(&enc.recipients, &set.display().to_string())?;
-    }
+    let (set, _) = choose(req)?;
+    let m = trusted_base(req, &set)?;
+    let info = m.physical.as_ref().expect("checked by trusted_base");
     let major = pgtools::major_of_num(info.server_version_num);
-    let verify = pgtools::find("pg_verifybackup", major, &info.server_version, req.bindir)?;
-    log::info!("unpacking {} into {}", set.display(), req.pgdata.display());
-    let files = physical::unpack(&set, &m, req.ids, req.pgdata)?;
-    if let Err(e) = physical::pg_verifybackup(&verify, req.pgdata) {
-        let _ = std::fs::remove_dir_all(req.pgdata);
-        return Err(Error::check(format!(
-            "{}: {e}; the data directory was removed",
-            set.display()
-        )));
-    }
+    let verify = pgtools::find_exact(
+        "pg_verifybackup",
+        major,
+        &info.server_version,
+        req.bindir,
+        "postgresql-client",
+    )?;
+    let chain = opskit::chain::resolve(&set, &m, req.trust)
+        .map_err(|e| Error::failure(format!("{e}; nothing was written")))?;
+    log::info!(
+        "unpacking {} into {}",
+        opskit::chain::names(&chain).join(" + "),
+        req.pgdata.display()
+    );
+    let files = match opskit::chain::materialize(&chain, req.ids, req.pgdata, req.bindir, &verify) {
+        Ok(n) => n,
+        Err(opskit::chain::Failed::Unpack(e)) => return Err(e),
+        Err(opskit::chain::Failed::Verify(e)) => {
+            return Err(Error::check(format!(
+                "{}: {e}; the data directory was removed",
+                set.display()
+            )));
+        }
+    };
     let mut settings = vec![
         ("restore_command", fetch_command(req)?),
         ("recovery_target_action", "promote".to_string()),
@@ -94,10 +102,20 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
         Target::Immediate => settings.push(("recovery_target", "immediate".to_string())),
         Target::Latest => {}
     }
-    if let Err(e) = physical::write_recovery(req.pgdata, &settings) {
+    if let Err(e) = opskit::recovery::write_recovery(req.pgdata, &settings) {
         let _ = std::fs::remove_dir_all(req.pgdata);
         return Err(e);
     }
+    // On the command line only: the set's postgresql.conf could name
+    // another data directory (production's) or a pid file anywhere.
+    let pgdata = req.pgdata.canonicalize().at("resolving", req.pgdata)?;
+    let mut ours = settings.clone();
+    ours.push(("data_directory", pgdata.display().to_string()));
+    ours.push((
+        "external_pid_file",
+        pgdata.join("external.pid").display().to_string(),
+    ));
+    let forced = opskit::recovery::forced_settings(major, &ours);
     let (target, target_time) = match req.target {
         Target::Time(t) => ("time", Some(t)),
         Target::Latest => ("latest", None),
@@ -111,6 +129,9 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
         target: target.into(),
         target_time,
         superuser: info.superuser.clone(),
+        start_options: opskit::recovery::pg_ctl_options(&forced),
+        session_options: opskit::recovery::session_options(major),
+        overrides: forced.into_iter().collect(),
         files,
         duration_s: opskit::record::secs(start.elapsed()),
     })?;
@@ -118,15 +139,48 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
     Ok(Done::new(Exit::Ok, WalCounts { files: 1, bytes }))
 }
 
+/// The chosen set's manifest, once its signature is checked (nothing from
+/// the set is used before), it holds a base backup and the identity given
+/// opens it.
+fn trusted_base(req: &Request, set: &Path) -> Result<backupset::Manifest> {
+    let m = backupset::load_trusted(set, req.trust)
+        .map_err(|e| Error::failure(format!("{}: {}; nothing was written", set.display(), e.msg)))?
+        .manifest;
+    if m.physical.is_none() {
+        return Err(Error::failure(format!(
+            "{}: its signed manifest holds no base backup (it changed since it was chosen); nothing was written",
+            set.display()
+        )));
+    }
+    if m.encryption.is_some() && req.ids.is_none() {
+        return Err(Error::usage(format!(
+            "{} is encrypted: give its identity (--identity FILE or OPSKIT_AGE_IDENTITY)",
+            set.display()
+        )));
+    }
+    if let (Some(ids), Some(enc)) = (req.ids, &m.encryption) {
+        ids.check_matches(&enc.recipients, &set.display().to_string())?;
+    }
+    Ok(m)
+}
+
 /// The restore_command: this walarchive, this root, and the identity for
 /// an encrypted archive.
 fn fetch_command(req: &Request) -> Result<String> {
     let me = std::env::current_exe().map_err(|e| Error::failure(format!("own path: {e}")))?;
     let root = req.root.canonicalize().at("resolving", req.root)?;
-    let mut cmd = format!("{} fetch %f %p --root {}", me.display(), root.display());
+    // PostgreSQL runs it with `sh -c` after expanding `%`: every path is
+    // quoted for the shell and its `%` doubled.
+    let q = |p: &Path| opskit::sys::shell_quote(&p.display().to_string().replace('%', "%%"));
+    let mut cmd = format!(
+        "{} fetch %f %p --root {} {}",
+        q(&me),
+        q(&root),
+        req.trust.child_args().replace('%', "%%")
+    );
     if let Some(ids) = req.ids {
         let p = ids.path().canonicalize().at("resolving", ids.path())?;
-        cmd.push_str(&format!(" --identity {}", p.display()));
+        cmd.push_str(&format!(" --identity {}", q(&p)));
     }
     Ok(cmd)
 }
@@ -135,11 +189,7 @@ fn fetch_command(req: &Request) -> Result<String> {
 /// passed verification and ended before the target time.
 fn choose(req: &Request) -> Result<(PathBuf, Manifest)> {
     if let Some(name) = req.set {
-        let path = if name.contains('/') {
-            PathBuf::from(name)
-        } else {
-            req.root.join(name)
-        };
+        let path = opskit::root::named(req.root, name);
         let (m, _) = backupset::read_manifest(&path)?;
         if m.physical.is_none() {
             return Err(Error::usage(format!(
@@ -149,23 +199,19 @@ fn choose(req: &Request) -> Result<(PathBuf, Manifest)> {
         }
         return Ok((path, m));
     }
-    let verdicts = backupset::latest_verdicts(req.root)?;
+    // The root's sets and each one's latest verdict, read as every tool
+    // reads them (opskit::root, opskit::verdicts).
+    let verdicts = opskit::verdicts::VerdictLog::local(req.root).passed()?;
     let mut bases = Vec::new();
-    for e in std::fs::read_dir(req.root)
-        .at("listing", req.root)?
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if backupset::parse_set_dir_name(&name).is_none() {
-            continue;
-        }
-        if let Ok((m, _)) = backupset::read_manifest(&e.path())
+    for s in opskit::root::sets(req.root)? {
+        if let Ok(m) = s.manifest()
             && m.physical.is_some()
         {
-            bases.push((e.path(), m, verdicts.get(&name).copied()));
+            bases.push((s.path, m, verdicts.get(&s.name).copied()));
         }
     }
-    bases.sort_by_key(|(_, m, _)| std::cmp::Reverse(m.finished_at));
+    // Newest first; the same end time: by name, as everywhere.
+    bases.sort_by(|(pa, ma, _), (pb, mb, _)| (mb.finished_at, pb).cmp(&(ma.finished_at, pa)));
     if bases.is_empty() {
         return Err(Error::failure(format!(
             "no base set under {} (make one with pgbackup --physical)",
@@ -177,10 +223,17 @@ fn choose(req: &Request) -> Result<(PathBuf, Manifest)> {
         _ => true,
     };
     let oldest = bases.last().map(|(_, m, _)| m.finished_at);
+    let restorable = |p: &Path, m: &Manifest| match opskit::chain::resolve(p, m, req.trust) {
+        Ok(_) => true,
+        Err(e) => {
+            log::warn!("passing over {}: {e}", p.display());
+            false
+        }
+    };
     let pick = bases
         .into_iter()
         .filter(|(_, m, _)| before(m))
-        .find(|(_, _, ok)| *ok == Some(true));
+        .find(|(p, m, ok)| *ok == Some(true) && restorable(p, m));
     match pick {
         Some((p, m, _)) => {
             log::info!(

@@ -1,6 +1,7 @@
-//! The archive: `ROOT/wal/<timeline>/<name>.zst[.age]` and its
-//! `<name>.sha256` (the original's sha256, size and the stored file's
-//! name), written last.
+//! `walarchive push` and `fetch` on the archive: `ROOT/wal/<timeline>/`
+//! `<name>.zst[.age]` and its `<name>.sha256` (the original's sha256, size
+//! and the stored file's name), written last. The layout is
+//! `opskit::walstore`'s.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -14,115 +15,58 @@ use opskit::crypt::{HashRead, Identities, Recipients, Sealer};
 use opskit::durable;
 use opskit::gz::HashWriter;
 use opskit::records::{Wal, WalCounts, WalOp};
+use opskit::sidecar::Sidecar;
+use opskit::sign::{SigningKey, Trust};
+use opskit::walstore;
 use opskit::{Done, Emitter, Error, Exit, IoContext, Result};
 
 pub struct Archive {
-    dir: PathBuf,
+    root: PathBuf,
 }
 
-/// What the `.sha256` file of an archived WAL file says.
-struct Sidecar {
-    sha256: String,
-    bytes: u64,
-    stored: String,
-}
-
-/// Whether `name` is a WAL file name PostgreSQL archives: a segment
-/// (24 hex digits), a timeline history file, a backup label or a partial
-/// segment.
-pub fn valid_name(name: &str) -> bool {
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
-    };
-    if let Some(t) = name.strip_suffix(".history") {
-        return hex(t, 8);
-    }
-    if let Some(seg) = name.strip_suffix(".partial") {
-        return hex(seg, 24);
-    }
-    if let Some(rest) = name.strip_suffix(".backup") {
-        return rest
-            .split_once('.')
-            .is_some_and(|(seg, off)| hex(seg, 24) && hex(off, 8));
-    }
-    hex(name, 24)
+/// How `push` stores a file.
+pub struct Push<'a> {
+    pub compression: Compression,
+    /// Encrypt to these (None: plaintext, allowed by the caller).
+    pub seal: Option<&'a Recipients>,
+    /// Sign the checksum file.
+    pub key: Option<&'a SigningKey>,
 }
 
 impl Archive {
     pub fn new(root: &Path) -> Archive {
         Archive {
-            dir: root.join("wal"),
+            root: root.to_path_buf(),
         }
     }
 
-    fn check_name(name: &str) -> Result<()> {
-        if valid_name(name) {
-            Ok(())
-        } else {
-            Err(Error::usage(format!(
+    /// The timeline directory of WAL file `name`, which must be a WAL
+    /// file name.
+    fn tli_dir(&self, name: &str) -> Result<PathBuf> {
+        walstore::timeline_dir(&self.root, name).ok_or_else(|| {
+            Error::usage(format!(
                 "'{name}' is not a WAL file name (a segment, NNNNNNNN.history or a .backup label)"
-            )))
-        }
+            ))
+        })
     }
 
-    /// The timeline's directory.
-    fn tli_dir(&self, name: &str) -> PathBuf {
-        self.dir.join(&name[..8])
-    }
-
-    fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("reading", path, &e)),
-        };
-        let mut w = text.split_whitespace();
-        match (w.next(), w.next().and_then(|b| b.parse().ok()), w.next()) {
-            (Some(sha), Some(bytes), Some(stored)) if sha.len() == 64 && durable_name(stored) => {
-                Ok(Some(Sidecar {
-                    sha256: sha.into(),
-                    bytes,
-                    stored: stored.into(),
-                }))
-            }
-            _ => Err(Error::failure(format!(
-                "{}: not an archive checksum file",
-                path.display()
-            ))),
-        }
-    }
-
-    /// Archive `src` as `name`.
+    /// Archive `src` as `name`, signing its checksum with `key`.
     pub fn push(
         &self,
         src: &Path,
         name: &str,
-        compression: Compression,
-        seal: Option<&Recipients>,
+        how: &Push,
         em: &mut Emitter,
     ) -> Result<Done<WalCounts>> {
         let start = Instant::now();
-        Self::check_name(name)?;
-        let dir = self.tli_dir(name);
+        let dir = self.tli_dir(name)?;
         make_dirs(&dir)?;
-        remove_stale_temps(&dir);
-        let side = dir.join(format!("{name}.sha256"));
-        if let Some(have) = Self::read_sidecar(&side)? {
-            let f = File::open(src).at("reading", src)?;
-            let got = HashRead::new(f).finish().at("reading", src)?;
-            if got.sha256 != have.sha256 || got.bytes != have.bytes {
-                return Err(Error::failure(format!(
-                    "{name} is already archived with other content ({}: sha256 {}, {} bytes; {}: sha256 {}, {} bytes); not overwritten",
-                    dir.join(&have.stored).display(),
-                    have.sha256,
-                    have.bytes,
-                    src.display(),
-                    got.sha256,
-                    got.bytes
-                )));
-            }
+        // The loser of two pushes of one name waits, then compares.
+        let _lock = walstore::lock_timeline(&dir)?;
+        walstore::remove_stale_temps(&dir);
+        let side = dir.join(walstore::sidecar_name(name));
+        if let Some(have) = Sidecar::read(&side)? {
+            let got = same_content(src, name, &dir, &have)?;
             let stored = dir.join(&have.stored);
             let stored_bytes = fs::metadata(&stored).map(|m| m.len()).unwrap_or(0);
             log::info!("{name} was archived before with the same content");
@@ -138,14 +82,10 @@ impl Archive {
                 start,
             );
         }
-        let age = if seal.is_some() {
-            opskit::crypt::EXT
-        } else {
-            ""
-        };
-        let stored_name = format!("{name}{}{age}", compression.ext());
+        let (compression, seal) = (how.compression, how.seal);
+        let stored_name = walstore::stored_name(name, compression, seal.is_some());
         let stored = dir.join(&stored_name);
-        let tmp = dir.join(format!(".{stored_name}.tmp.{}", std::process::id()));
+        let tmp = dir.join(walstore::temp_name(&stored_name));
         // One core: the archiver runs beside the database it archives.
         let compression = Compression {
             threads: 1,
@@ -160,13 +100,14 @@ impl Archive {
             }
         };
         fs::rename(&tmp, &stored).at("renaming into place", &stored)?;
-        let line = format!("{} {} {stored_name}\n", orig.sha256, orig.bytes);
-        let side_tmp = dir.join(format!(".{name}.sha256.tmp.{}", std::process::id()));
-        let mut f = durable::create_new(&side_tmp, 0o600)?;
-        std::io::Write::write_all(&mut f, line.as_bytes()).at("writing", &side_tmp)?;
-        durable::sync_file(&f, &side_tmp)?;
-        fs::rename(&side_tmp, &side).at("renaming into place", &side)?;
-        durable::fsync_dir(&dir).at("syncing", &dir)?;
+        let line = Sidecar {
+            sha256: orig.sha256.clone(),
+            bytes: orig.bytes,
+            stored: stored_name.clone(),
+            signature: None,
+        }
+        .render(name, how.key)?;
+        write_sidecar(&dir, name, &line)?;
         report(
             em,
             WalOp::Push,
@@ -180,23 +121,28 @@ impl Archive {
         )
     }
 
-    /// Hand `name` back at `dest`, checked against its sha256.
+    /// Hand `name` back at `dest`, its checksum's signature checked with
+    /// `trust` and what it hands back checked against that checksum.
     pub fn fetch(
         &self,
         name: &str,
         dest: &Path,
         ids: Option<&Identities>,
+        trust: &Trust,
         em: &mut Emitter,
     ) -> Result<Done<WalCounts>> {
         let start = Instant::now();
-        Self::check_name(name)?;
-        let dir = self.tli_dir(name);
-        let Some(have) = Self::read_sidecar(&dir.join(format!("{name}.sha256")))? else {
-            log::info!("{name} is not in the archive {}", self.dir.display());
+        let dir = self.tli_dir(name)?;
+        let side = dir.join(walstore::sidecar_name(name));
+        let Some(have) = Sidecar::read(&side)? else {
+            let archive = walstore::dir(&self.root);
+            log::info!("{name} is not in the archive {}", archive.display());
             return Ok(Done::new(Exit::CheckFailed, WalCounts::default()));
         };
+        have.check(name, trust)
+            .map_err(|e| Error::failure(format!("{}: {e}; not handed back", side.display())))?;
         let stored = dir.join(&have.stored);
-        let file = File::open(&stored).at("reading", &stored)?;
+        let file = opskit::safefs::open_nofollow(&stored, fs::OpenOptions::new().read(true))?;
         let stored_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         let raw: Box<dyn Read> = if have.stored.ends_with(opskit::crypt::EXT) {
             let ids = ids.ok_or_else(|| {
@@ -222,9 +168,15 @@ impl Archive {
         let copied = (|| {
             let f = durable::create_new(&tmp, 0o600)?;
             let mut out = HashWriter::new(f);
-            io::copy(&mut src, &mut out)
+            // Stop one byte past the archived size: a forged file must not fill pg_wal.
+            io::copy(&mut (&mut src).take(have.bytes.saturating_add(1)), &mut out)
                 .map_err(|e| Error::failure(format!("{}: {e}", stored.display())))?;
             let (f, bytes, sha) = out.finish();
+            if bytes > have.bytes {
+                let (s, b) = (stored.display(), have.bytes);
+                let msg = format!("{s} is damaged: it gives more than the {b} bytes archived");
+                return Err(Error::failure(msg));
+            }
             if sha != have.sha256 || bytes != have.bytes {
                 return Err(Error::failure(format!(
                     "{} is damaged: it gives {bytes} bytes, sha256 {sha}; archived were {} bytes, sha256 {}",
@@ -237,13 +189,9 @@ impl Archive {
             fs::rename(&tmp, dest).at("renaming into place", dest)?;
             Ok(sha)
         })();
-        let sha = match copied {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let sha = copied.inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
         report(
             em,
             WalOp::Fetch,
@@ -258,86 +206,58 @@ impl Archive {
     }
 }
 
-/// What the archive holds: its segments per timeline, the newest, and the
-/// segments missing between each timeline's first and last.
-#[derive(Debug, Default)]
-pub struct Survey {
-    /// Archived WAL files (segments, history files, backup labels).
-    pub files: u64,
-    pub segments: u64,
-    pub timelines: u64,
-    /// The most recently archived file and when (its `.sha256`'s mtime).
-    pub newest: Option<(String, std::time::SystemTime)>,
-    /// How many segments are missing, and the first of them.
-    pub missing: u64,
-    pub first_missing: Option<String>,
+/// Refuse to archive in plaintext into a root whose newest set is
+/// encrypted: the WAL holds every row written since, and would lie beside
+/// the encrypted sets unencrypted.
+pub fn refuse_plaintext(root: &Path) -> Result<()> {
+    // A root that does not exist yet holds no sets.
+    let Some(newest) = opskit::root::sets(root).ok().and_then(|mut s| s.pop()) else {
+        return Ok(());
+    };
+    let set = &newest.name;
+    match newest.manifest() {
+        Ok(m) if m.encryption.is_some() => Err(Error::usage(format!(
+            "{} holds encrypted sets ({set}): refusing to archive WAL there in plaintext; give the recipients (--encrypt-to-file FILE in archive_command, or OPSKIT_AGE_RECIPIENTS_FILE) or --allow-unencrypted",
+            root.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
-impl Archive {
-    /// Look at every timeline directory: a segment is archived when its
-    /// `.sha256` is there. Gaps are counted per timeline, from its first
-    /// archived segment to its last, with the segment size the archive
-    /// records (16 MiB by default: 256 segments per log file number).
-    pub fn survey(&self) -> Result<Survey> {
-        let mut out = Survey::default();
-        let rd = match fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io("reading", &self.dir, &e)),
-        };
-        for tli in rd.flatten() {
-            let mut numbers: Vec<u64> = Vec::new();
-            let mut per_log = 256u64;
-            for e in fs::read_dir(tli.path())
-                .at("reading", &tli.path())?
-                .flatten()
-            {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(wal) = name.strip_suffix(".sha256") else {
-                    continue;
-                };
-                if !valid_name(wal) {
-                    continue;
-                }
-                out.files += 1;
-                let mtime = e.metadata().and_then(|m| m.modified()).ok();
-                if let Some(t) = mtime
-                    && out.newest.as_ref().is_none_or(|(_, n)| t > *n)
-                {
-                    out.newest = Some((wal.to_string(), t));
-                }
-                if wal.len() == 24 {
-                    let log = u64::from_str_radix(&wal[8..16], 16).unwrap_or(0);
-                    let seg = u64::from_str_radix(&wal[16..24], 16).unwrap_or(0);
-                    if let Ok(Some(side)) = Self::read_sidecar(&e.path())
-                        && side.bytes > 0
-                    {
-                        per_log = (1u64 << 32) / side.bytes;
-                    }
-                    numbers.push(log * per_log + seg);
-                }
-            }
-            if numbers.is_empty() {
-                continue;
-            }
-            out.timelines += 1;
-            out.segments += numbers.len() as u64;
-            numbers.sort_unstable();
-            numbers.dedup();
-            let tli_name = tli.file_name().to_string_lossy().into_owned();
-            for w in numbers.windows(2) {
-                if w[1] > w[0] + 1 {
-                    out.missing += w[1] - w[0] - 1;
-                    if out.first_missing.is_none() {
-                        let n = w[0] + 1;
-                        out.first_missing =
-                            Some(format!("{tli_name}{:08X}{:08X}", n / per_log, n % per_log));
-                    }
-                }
-            }
-        }
-        Ok(out)
+/// The original's sha256 and size when `src` is what `have` archived
+/// under `name` in `dir`; a failure naming both when not.
+fn same_content(
+    src: &Path,
+    name: &str,
+    dir: &Path,
+    have: &Sidecar,
+) -> Result<opskit::crypt::Plaintext> {
+    let f = File::open(src).at("reading", src)?;
+    let got = HashRead::new(f).finish().at("reading", src)?;
+    if got.sha256 == have.sha256 && got.bytes == have.bytes {
+        return Ok(got);
     }
+    Err(Error::failure(format!(
+        "{name} is already archived with other content ({}: sha256 {}, {} bytes; {}: sha256 {}, {} bytes); not overwritten",
+        dir.join(&have.stored).display(),
+        have.sha256,
+        have.bytes,
+        src.display(),
+        got.sha256,
+        got.bytes
+    )))
+}
+
+/// Write the checksum file of `name` in `dir` (under its temporary name,
+/// fsynced, renamed into place, the directory fsynced): it is archived.
+fn write_sidecar(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let side = dir.join(walstore::sidecar_name(name));
+    let tmp = dir.join(walstore::temp_name(&walstore::sidecar_name(name)));
+    let mut f = durable::create_new(&tmp, 0o600)?;
+    std::io::Write::write_all(&mut f, text.as_bytes()).at("writing", &tmp)?;
+    durable::sync_file(&f, &tmp)?;
+    fs::rename(&tmp, &side).at("renaming into place", &side)?;
+    durable::fsync_dir(dir).at("syncing", dir)
 }
 
 /// Compress (and encrypt) `src` into `tmp`, fsynced: the original's size
@@ -368,22 +288,6 @@ fn write_stored(
     Ok((orig, stored_bytes))
 }
 
-/// Remove the temporary files of pushes that were killed (their process
-/// is gone); a running push's are left alone.
-fn remove_stale_temps(dir: &Path) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some((_, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp.")) else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            log::warn!("removing {}, left by a killed push", e.path().display());
-            let _ = fs::remove_file(e.path());
-        }
-    }
-}
-
 /// `dir` and its parents, 0700, each new one's parent fsynced.
 fn make_dirs(dir: &Path) -> Result<()> {
     if dir.is_dir() {
@@ -401,11 +305,6 @@ fn make_dirs(dir: &Path) -> Result<()> {
         durable::fsync_dir(p).at("syncing", p)?;
     }
     Ok(())
-}
-
-/// A stored file's name: no path, not hidden.
-fn durable_name(s: &str) -> bool {
-    !s.is_empty() && !s.starts_with('.') && !s.contains('/')
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -432,31 +331,4 @@ fn report(
         duration_s: opskit::record::secs(start.elapsed()),
     })?;
     Ok(Done::new(Exit::Ok, WalCounts { files: 1, bytes }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wal_names() {
-        for ok in [
-            "000000010000000000000001",
-            "00000002.history",
-            "000000010000000000000002.00000028.backup",
-            "000000010000000000000003.partial",
-        ] {
-            assert!(valid_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "../x",
-            "00000001000000000000000g",
-            "000000010000000000000001.zst",
-            "0000000100000000000000001",
-            "000000010000000000000001/x",
-        ] {
-            assert!(!valid_name(bad), "{bad}");
-        }
-    }
 }

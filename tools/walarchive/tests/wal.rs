@@ -14,7 +14,7 @@ use opskit_testkit::tools::{Output, Rng, run};
 use opskit_testkit::wal::archiving_cluster;
 
 fn walarchive() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_walarchive"));
+    let mut c = opskit_testkit::signing::command(env!("CARGO_BIN_EXE_walarchive"));
     c.env_remove("OPSKIT_LOG")
         .env_remove("OPSKIT_BACKUP_ROOT")
         .env_remove("OPSKIT_AGE_RECIPIENTS")
@@ -71,7 +71,13 @@ fn archiving() -> (&'static opskit_testkit::Cluster, PathBuf) {
         let bin = c.root().join("walarchive");
         fs::copy(env!("CARGO_BIN_EXE_walarchive"), &bin).unwrap();
         let root = c.root().join("archive");
-        let cmd = format!("{} -q push %p %f --root {}", bin.display(), root.display());
+        let key = opskit_testkit::signing::keys().copy_for(c, c.root());
+        let cmd = format!(
+            "{} -q push %p %f --root {} --signing-key {}",
+            bin.display(),
+            root.display(),
+            key.display()
+        );
         c.query(
             "postgres",
             &format!("ALTER SYSTEM SET archive_command = '{cmd}'"),
@@ -117,7 +123,14 @@ fn the_server_archives_through_it_and_fetch_gives_every_segment_back() {
     let last = c.query("postgres", "SELECT last_archived_wal FROM pg_stat_archiver")[0].clone();
     let dir = root.join("wal").join(&last[..8]);
     let side = fs::read_to_string(dir.join(format!("{last}.sha256"))).unwrap();
-    assert!(side.ends_with(&format!("{last}.zst\n")), "{side}");
+    let first = side.lines().next().unwrap();
+    assert!(first.ends_with(&format!("{last}.zst")), "{side}");
+    // Signed for this segment by the archiver's key, checked by the stock
+    // minisign too.
+    assert!(
+        side.contains(&format!("trusted comment: opskit-wal {last}\n")),
+        "{side}"
+    );
     // What fetch hands back is what was archived, and the stock zstd
     // reads the stored file too.
     let tmp = tempfile::tempdir().unwrap();
@@ -250,7 +263,9 @@ fn a_full_disk_is_a_failure_and_leaves_nothing_half_written() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
+        .filter(|n| n != ".push.lock")
         .collect();
+    // Only the timeline's push lock (never deleted: see opskit::lock).
     assert!(left.is_empty(), "left behind: {left:?}");
     // The server retries once there is room: then it is stored.
     assert_eq!(push(&root, &file, SEG).code, 0);

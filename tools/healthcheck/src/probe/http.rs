@@ -159,7 +159,8 @@ fn describe(e: &ureq::Error, c: &Check) -> String {
         E::Protocol(p) => format!("not a valid HTTP response: {p}"),
         E::Rustls(r) => format!("TLS error: {r}"),
         E::Tls(t) => format!("TLS error: {t}"),
-        E::BadUri(u) => format!("bad URL: {u}"),
+        // ureq's text holds the URL (the target's, or a redirect's).
+        E::BadUri(u) => format!("bad URL: {}", opskit::pgconn::redact_urls_in(u)),
         other => other.to_string(),
     }
 }

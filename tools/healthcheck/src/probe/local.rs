@@ -1,13 +1,11 @@
 //! Checks on this machine: `disk:PATH`, `backup:ROOT`, `migrations:DIR`.
 
 use std::collections::HashMap;
-use std::io::BufReader;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use opskit::backupset::{self, MANIFEST};
-use opskit::reader::RecordReader;
-use opskit::records::{Depth, Verify};
+use opskit::records::Depth;
+use opskit::verdicts::VerdictLog;
 
 use super::Observation;
 use crate::spec::Check;
@@ -16,40 +14,14 @@ fn path_of(c: &Check) -> &str {
     c.target.split_once(':').map(|(_, p)| p).unwrap_or("")
 }
 
-struct Fs {
-    total: u64,
-    avail: u64,
-    files: u64,
-    files_avail: u64,
-}
-
-#[allow(unsafe_code)]
-fn statvfs(path: &Path) -> std::io::Result<Fs> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
-    // SAFETY: `c` is a valid NUL-terminated string and `st` a zeroed
-    // statvfs the call fills in; nothing is kept past the call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as u64;
-    Ok(Fs {
-        total: st.f_blocks as u64 * frsize,
-        avail: st.f_bavail as u64 * frsize,
-        files: st.f_files as u64,
-        files_avail: st.f_favail as u64,
-    })
-}
-
 fn pct(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| (part as f64 * 1000.0 / whole as f64).round() / 10.0)
 }
 
 pub fn disk(c: &Check) -> Result<Observation, String> {
     let path = Path::new(path_of(c));
-    let fs = statvfs(path).map_err(|e| opskit::exit::describe_io("checking", path, &e))?;
+    let fs =
+        opskit::sys::statvfs(path).map_err(|e| opskit::exit::describe_io("checking", path, &e))?;
     let mut obs = Observation::default();
     let free_pct = pct(fs.avail, fs.total);
     obs.set("free_bytes", fs.avail);
@@ -84,77 +56,70 @@ struct Verified {
     last_ok: Option<bool>,
 }
 
-fn read_verify_log(file: &Path, sets: &HashMap<String, DateTime<Utc>>) -> Result<Verified, String> {
-    let mut v = Verified::default();
-    let f = match std::fs::File::open(file) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
-        Err(e) => return Err(opskit::exit::describe_io("reading", file, &e)),
+fn read_verify_log(root: &Path, sets: &[opskit::root::Set]) -> Result<Verified, String> {
+    // One reader of the log for every tool: each set's latest verdict.
+    let verdicts = VerdictLog::local(root).latest().map_err(|e| e.msg)?;
+    let mut v = Verified {
+        last_ok: verdicts.values().max_by_key(|x| x.at).map(|x| x.ok),
+        ..Verified::default()
     };
-    let mut rd = RecordReader::new(BufReader::new(f));
-    for line in rd.by_ref() {
-        // A torn last line after a crash, or a record of another kind.
-        let Ok(line) = line else { continue };
-        let Ok(rec) = line.parse::<Verify>() else {
+    // Sets oldest first: the last that passed is the newest.
+    for s in sets {
+        let Some(x) = verdicts.get(&s.name).filter(|x| x.ok) else {
             continue;
         };
-        v.last_ok = Some(rec.ok);
-        let Some(&at) = sets.get(&rec.set) else {
-            continue; // a set since pruned
-        };
-        if !rec.ok {
-            continue;
+        v.newest = Some((s.time, s.name.clone()));
+        if x.depth > Some(Depth::Quick) {
+            v.in_full = Some((s.time, s.name.clone()));
         }
-        if v.newest.as_ref().is_none_or(|(t, _)| at >= *t) {
-            v.newest = Some((at, rec.set.clone()));
+        if let Some(d) = x.depth {
+            v.depth.insert(s.name.clone(), d);
         }
-        if rec.depth > Depth::Quick && v.in_full.as_ref().is_none_or(|(t, _)| at >= *t) {
-            v.in_full = Some((at, rec.set.clone()));
-        }
-        let d = v.depth.entry(rec.set.clone()).or_insert(rec.depth);
-        *d = (*d).max(rec.depth);
-        if let Some(rs) = rec.restore_s {
-            let tested = line.ts().unwrap_or(at);
+        if let Some((secs, at)) = x.restore {
+            let tested = at.unwrap_or(s.time);
             if v.restore.is_none_or(|(t, _)| tested >= t) {
-                v.restore = Some((tested, rs));
+                v.restore = Some((tested, secs));
             }
         }
     }
-    match rd.take_io_error() {
-        Some(e) => Err(format!("{}: {}", file.display(), e.msg)),
-        None => Ok(v),
-    }
+    Ok(v)
+}
+
+/// The sets of a backup root (`opskit::root`'s rules: a symlink is never
+/// a set, a set-named directory with anything named MANIFEST.json in it
+/// is one), and the newest set with the bytes its manifest lists. The
+/// newest set's manifest must parse, as every reader of the set needs it:
+/// if it does not, the newest backup is broken, and that is the check's
+/// failure (CRITICAL).
+type Sets = (Vec<opskit::root::Set>, Option<(String, DateTime<Utc>, u64)>);
+
+fn sets_in(root: &Path) -> Result<Sets, String> {
+    let sets = opskit::root::sets(root).map_err(|e| e.msg)?;
+    let newest = match sets.last() {
+        None => None,
+        Some(s) => {
+            let m = s
+                .manifest()
+                .map_err(|e| format!("newest set {} has no usable manifest: {}", s.name, e.msg))?;
+            Some((
+                s.name.clone(),
+                s.time,
+                m.files.iter().map(|f| f.bytes).sum(),
+            ))
+        }
+    };
+    Ok((sets, newest))
 }
 
 pub fn backup(c: &Check) -> Result<Observation, String> {
     let root = Path::new(path_of(c));
-    let rd = std::fs::read_dir(root)
-        .map_err(|e| opskit::exit::describe_io("reading backup root", root, &e))?;
-    let mut sets = HashMap::new();
-    for entry in rd.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((_, at)) = backupset::parse_set_dir_name(&name) else {
-            continue;
-        };
-        // A set is complete once its manifest is in place (pgbackup renames
-        // the finished set into place; a staging dir has a temp name).
-        if entry.path().join(MANIFEST).is_file() {
-            sets.insert(name, at);
-        }
-    }
-    let newest = sets
-        .iter()
-        .max_by_key(|(_, t)| **t)
-        .map(|(n, t)| (n.clone(), *t));
-    let verified = read_verify_log(&root.join(backupset::VERIFIED_LOG), &sets)?;
+    let (sets, newest) = sets_in(root)?;
+    let verified = read_verify_log(root, &sets)?;
     let mut obs = Observation::default();
     obs.set("sets", sets.len());
-    obs.set("newest", newest.as_ref().map(|(n, _)| n.clone()));
-    obs.set("age_s", newest.as_ref().map(|(_, t)| age(*t)));
-    let bytes = newest
-        .as_ref()
-        .and_then(|(n, _)| backupset::read_manifest(&root.join(n)).ok())
-        .map(|(m, _)| m.files.iter().map(|f| f.bytes).sum::<u64>());
+    obs.set("newest", newest.as_ref().map(|(n, ..)| n.clone()));
+    obs.set("age_s", newest.as_ref().map(|(_, t, _)| age(*t)));
+    let bytes = newest.as_ref().map(|(.., b)| *b);
     obs.set("newest_bytes", bytes);
     obs.set("verified", verified.newest.as_ref().map(|(_, n)| n.clone()));
     obs.set(
@@ -184,7 +149,7 @@ pub fn backup(c: &Check) -> Result<Observation, String> {
     let hours = |s: f64| format!("{:.1} h", s / 3600.0);
     obs.summary = match &newest {
         None => format!("no complete backup set in {}", root.display()),
-        Some((n, t)) => format!(
+        Some((n, t, _)) => format!(
             "newest set {n} is {} old; newest verified: {}",
             hours(age(*t)),
             verified
@@ -206,9 +171,8 @@ pub fn backup(c: &Check) -> Result<Observation, String> {
 /// `wal:ROOT`: walarchive's archive in a backup root.
 pub fn wal(c: &Check) -> Result<Observation, String> {
     let root = Path::new(path_of(c));
-    let s = walarchive::store::Archive::new(root)
-        .survey()
-        .map_err(|e| e.msg)?;
+    let s = opskit::walstore::survey(root).map_err(|e| e.msg)?;
+    let archive = opskit::walstore::dir(root);
     let mut obs = Observation::default();
     obs.set("files", s.files);
     obs.set("segments", s.segments);
@@ -226,7 +190,7 @@ pub fn wal(c: &Check) -> Result<Observation, String> {
             "{} segments on {} timeline(s) in {}; newest {n} archived {:.0} s ago; {} missing{}",
             s.segments,
             s.timelines,
-            root.join("wal").display(),
+            archive.display(),
             age,
             s.missing,
             s.first_missing
@@ -234,18 +198,18 @@ pub fn wal(c: &Check) -> Result<Observation, String> {
                 .map(|f| format!(" (first: {f})"))
                 .unwrap_or_default()
         ),
-        _ => format!("no archived WAL in {}", root.join("wal").display()),
+        _ => format!("no archived WAL in {}", archive.display()),
     };
     Ok(obs)
 }
 
 pub fn migrations(c: &Check) -> Result<Observation, String> {
     let dir = Path::new(path_of(c));
-    let files = migrate::parse::load_dir(dir).map_err(|e| e.msg)?;
     let mut spec = super::pg::spec_of(c.database.as_deref().unwrap_or("postgres:"))?;
     spec.connect_timeout = c.timeout;
-    let mut db = migrate::db::Db::connect(&spec).map_err(|e| e.msg)?;
-    let n = migrate::report::counts(&db.applied().map_err(|e| e.msg)?, &files);
+    spec.application_name = Some("opskit-healthcheck".into());
+    let mut client = spec.connect().map_err(|e| e.msg)?;
+    let n = opskit::migrations::status(dir, &mut client).map_err(|e| e.msg)?;
     let mut obs = Observation::default();
     obs.set("pending", n.pending);
     obs.set("applied", n.applied);
@@ -256,4 +220,44 @@ pub fn migrations(c: &Check) -> Result<Observation, String> {
         n.pending, n.applied, n.dirty
     );
     Ok(obs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_log_is_not_read_through_a_link_or_a_fifo() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join(opskit::backupset::VERIFIED_LOG);
+        let set = "app-20261123T030005Z";
+        let sets = vec![opskit::root::Set {
+            name: set.to_string(),
+            series: "app".into(),
+            time: Utc::now(),
+            path: d.path().join(set),
+        }];
+        assert!(read_verify_log(d.path(), &sets).unwrap().last_ok.is_none());
+        let elsewhere = d.path().join("elsewhere");
+        let rec = serde_json::json!({"event": "verify", "tool": "verify-backup", "ok": true,
+            "set": set, "path": "/x", "depth": "structural", "failed_checks": 0,
+            "checks": [], "duration_s": 0.1});
+        std::fs::write(&elsewhere, format!("{rec}\n")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &log).unwrap();
+        let e = read_verify_log(d.path(), &sets).err().unwrap();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::remove_file(&log).unwrap();
+        let st = std::process::Command::new("mkfifo")
+            .arg(&log)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let e = read_verify_log(d.path(), &sets).err().unwrap();
+        assert!(e.contains("a FIFO"), "{e}");
+        std::fs::remove_file(&log).unwrap();
+        std::fs::rename(&elsewhere, &log).unwrap();
+        let v = read_verify_log(d.path(), &sets).unwrap();
+        assert_eq!(v.last_ok, Some(true));
+        assert_eq!(v.newest.map(|(_, n)| n).as_deref(), Some(set));
+    }
 }

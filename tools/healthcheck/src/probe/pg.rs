@@ -30,7 +30,8 @@ SELECT current_setting('server_version'),
        extract(epoch FROM now() - a.last_failed_time)::float8,
        (CASE WHEN pg_is_in_recovery() THEN NULL
              ELSE (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 END),
-       (SELECT setting::int FROM pg_settings WHERE name = 'archive_timeout')
+       (SELECT setting::int FROM pg_settings WHERE name = 'archive_timeout'),
+       current_setting('summarize_wal', true)
 FROM pg_stat_archiver a";
 
 /// The connection a `postgres` target names: a URL, or `postgres:` alone
@@ -102,6 +103,10 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
                 (Some(ok), Some(failed)) => failed < ok,
             },
         );
+    }
+    // 17+: what incremental base sets need; absent before.
+    if let Some(v) = r.get::<_, Option<String>>(16) {
+        obs.set("summarize_wal", v == "on");
     }
     obs.set("tls", tls.is_some());
     obs.set("tls_version", tls.as_ref().map(|t| t.version));

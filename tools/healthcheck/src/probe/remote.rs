@@ -1,11 +1,15 @@
 //! `offsite:s3://BUCKET/PREFIX`: the copies offsite keeps in object
-//! storage, read with offsite's own listing (credentials and endpoint as
-//! the AWS tools read them).
+//! storage, listed with the S3 client offsite uses (`opskit-s3`:
+//! credentials and endpoint as the AWS tools read them), and what
+//! `offsite verify --record` said of them (the root's offsite verdict log).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use offsite::s3::{Options, Remote, Store};
+use opskit::verdicts::VerdictLog;
+use opskit_s3::sets::{RemoteInfo, newest, remote_sets};
+use opskit_s3::{Options, Remote, Store};
 
 use super::Observation;
 use crate::spec::Check;
@@ -13,7 +17,7 @@ use crate::spec::Check;
 pub fn offsite(c: &Check) -> Result<Observation, String> {
     let url = c.target.split_once(':').map(|(_, u)| u).unwrap_or("");
     let remote = Remote::parse(url).map_err(|e| e.msg)?;
-    let settings = offsite::aws::from_env().map_err(|e| e.msg)?;
+    let settings = opskit_s3::aws::from_env().map_err(|e| e.msg)?;
     let path_style = std::env::var("OPSKIT_S3_PATH_STYLE").is_ok_and(|v| v == "1" || v == "true");
     let store = Store::new(
         remote,
@@ -25,36 +29,41 @@ pub fn offsite(c: &Check) -> Result<Observation, String> {
         },
     )
     .map_err(|e| e.msg)?;
-    let sets = offsite::list::remote_sets(&store).map_err(|e| e.msg)?;
-    let complete: Vec<(&String, DateTime<Utc>)> = sets
-        .iter()
-        .filter(|(_, s)| s.complete)
-        .map(|(n, s)| (n, s.time))
-        .collect();
-    let newest = complete.iter().max_by_key(|(n, t)| (*t, (*n).clone()));
-    // The verdicts of `offsite verify --record` in the local backup root.
-    let root = std::env::var_os("OPSKIT_BACKUP_ROOT").map(PathBuf::from);
-    let verdicts = offsite::fetch::remote_verdicts(root.as_deref());
-    let verified = complete
-        .iter()
-        .filter(|(n, _)| verdicts.get(*n) == Some(&true))
-        .max_by_key(|(n, t)| (*t, (*n).clone()));
+    let sets = remote_sets(&store).map_err(|e| e.msg)?;
+    let complete = sets.values().filter(|s| s.complete).count();
+    let newest_set = newest(&sets, |_, s| s.complete);
+    let verdicts = remote_verdicts();
+    let verified = newest(&sets, |n, s| s.complete && verdicts.get(n) == Some(&true));
     let age = |t: DateTime<Utc>| ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0);
+    let name = |s: Option<(&str, &RemoteInfo)>| s.map(|(n, _)| n.to_string());
+    let age_of = |s: Option<(&str, &RemoteInfo)>| s.map(|(_, i)| age(i.time));
     let mut obs = Observation::default();
-    obs.set("sets", complete.len());
-    obs.set("incomplete", sets.len() - complete.len());
-    obs.set("newest", newest.map(|(n, _)| (*n).clone()));
-    obs.set("age_s", newest.map(|(_, t)| age(*t)));
-    obs.set("verified", verified.map(|(n, _)| (*n).clone()));
-    obs.set("verified_age_s", verified.map(|(_, t)| age(*t)));
-    obs.summary = match newest {
+    obs.set("sets", complete);
+    obs.set("incomplete", sets.len() - complete);
+    obs.set("newest", name(newest_set));
+    obs.set("age_s", age_of(newest_set));
+    obs.set("verified", name(verified));
+    obs.set("verified_age_s", age_of(verified));
+    obs.summary = match newest_set {
         None => format!("no complete set in {}", store.remote.url("")),
-        Some((n, t)) => format!(
-            "{} sets in {}; newest {n} is {:.1} h old",
-            complete.len(),
+        Some((n, i)) => format!(
+            "{complete} sets in {}; newest {n} is {:.1} h old",
             store.remote.url(""),
-            age(*t) / 3600.0
+            age(i.time) / 3600.0
         ),
     };
     Ok(obs)
+}
+
+/// The latest verdict of `offsite verify --record` per set, from the log in
+/// the local backup root (none without a root; a log that cannot be read
+/// is named in a warning and not used).
+fn remote_verdicts() -> BTreeMap<String, bool> {
+    let Some(root) = std::env::var_os("OPSKIT_BACKUP_ROOT").map(PathBuf::from) else {
+        return BTreeMap::new();
+    };
+    VerdictLog::offsite(&root).passed().unwrap_or_else(|e| {
+        log::warn!("{}; its verdicts are not used", e.msg);
+        BTreeMap::new()
+    })
 }

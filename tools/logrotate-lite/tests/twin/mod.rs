@@ -13,12 +13,12 @@ use chrono::{Duration, NaiveDateTime};
 
 pub const LOGROTATE: &str = "/usr/sbin/logrotate";
 
-/// A file of the scenario: relative path, lines, and how many days ago it
-/// was last modified.
+/// A file of the scenario: relative path, lines, and how many hours ago
+/// it was last modified (and a minute more).
 pub struct File {
     pub path: &'static str,
     pub lines: usize,
-    pub age_days: u64,
+    pub age_hours: u64,
     pub gzip: bool,
 }
 
@@ -26,7 +26,7 @@ pub const fn f(path: &'static str, lines: usize) -> File {
     File {
         path,
         lines,
-        age_days: 0,
+        age_hours: 0,
         gzip: false,
     }
 }
@@ -98,8 +98,8 @@ fn write_lines(p: &Path, from: usize, n: usize, tag: &str) {
     }
 }
 
-fn set_age(p: &Path, days: u64) {
-    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400 + 60);
+fn set_age(p: &Path, hours: u64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(hours * 3_600 + 60);
     let f = std::fs::File::options().write(true).open(p).unwrap();
     f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
         .unwrap();
@@ -128,7 +128,7 @@ impl Twin {
                 std::io::Write::write_all(&mut enc, &raw).unwrap();
                 std::fs::write(&p, enc.finish().unwrap()).unwrap();
             }
-            set_age(&p, file.age_days);
+            set_age(&p, file.age_hours);
         }
         let conf_dir = root.join(format!("{which}-conf"));
         std::fs::create_dir_all(&conf_dir).unwrap();

@@ -1,5 +1,6 @@
 //! Helpers for offsite's tests: real sets from pgbackup, a real S3 server
-//! (SeaweedFS), the tools run as an operator runs them.
+//! (SeaweedFS, or with OPSKIT_TEST_S3=moto moto over https), the tools run
+//! as an operator runs them.
 #![allow(dead_code)]
 
 use std::fs;
@@ -51,7 +52,7 @@ impl Local {
     /// A new set (encrypted unless `plain`), verified with --record.
     pub fn set(&self, plain: bool) -> PathBuf {
         let c = cluster();
-        let mut cmd = Command::new(bin("pgbackup"));
+        let mut cmd = opskit_testkit::signing::command(bin("pgbackup"));
         cmd.arg("--dest")
             .arg(&self.root)
             .args([
@@ -71,7 +72,7 @@ impl Local {
         let out = run(&mut cmd);
         assert_eq!(out.code, 0, "{}", out.stderr);
         let set = PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap());
-        let v = run(Command::new(bin("verify-backup"))
+        let v = run(opskit_testkit::signing::command(bin("verify-backup"))
             .arg("--record")
             .arg(&set)
             .arg("--pg-bindir")
@@ -84,10 +85,11 @@ impl Local {
 
 /// `offsite ARGS` against the test server.
 pub fn offsite(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_offsite"));
+    let mut c = opskit_testkit::signing::command(env!("CARGO_BIN_EXE_offsite"));
     s3().configure(&mut c);
     c.args(args)
         .env_remove("OPSKIT_LOG")
+        .env_remove("OPSKIT_ALLOW_UNSIGNED")
         .env_remove("OPSKIT_BACKUP_ROOT")
         .env_remove("OPSKIT_PITR_ROOT");
     c
@@ -100,7 +102,11 @@ pub fn server() -> &'static S3Server {
 /// `rclone ARGS` with a remote named `s3:` for the test server.
 pub fn rclone(args: &[&str]) -> Output {
     let s = s3();
-    run(Command::new("rclone")
+    let mut cmd = Command::new("rclone");
+    if let Some(ca) = &s.ca {
+        cmd.arg("--ca-cert").arg(ca);
+    }
+    run(cmd
         .args(args)
         .env("RCLONE_CONFIG_S3_TYPE", "s3")
         .env("RCLONE_CONFIG_S3_PROVIDER", "Other")
@@ -153,4 +159,53 @@ pub fn ok(out: &Output) {
         "stdout:\n{}\nstderr:\n{}",
         out.stdout, out.stderr
     );
+}
+
+/// Sign `manifest` for set `set` with `keys` (the stock `minisign -S`),
+/// writing the signature to `sig`: what an attacker with a key of their
+/// own would upload.
+pub fn sign_with(keys: &opskit_testkit::signing::Keys, manifest: &Path, set: &str, sig: &Path) {
+    let st = Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(&keys.key)
+        .arg("-m")
+        .arg(manifest)
+        .arg("-x")
+        .arg(sig)
+        .args(["-t", &format!("opskit-set {set}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running minisign");
+    assert!(st.success(), "minisign -S failed");
+}
+
+/// Run `cmd` (stdout and stderr piped), killing it and failing the test
+/// when it has not ended within `secs` seconds.
+pub fn run_within(cmd: &mut Command, secs: u64) -> Output {
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = opskit_testkit::tools::output_of(child);
+            panic!("still running after {secs} s: killed\n{}", out.stderr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    opskit_testkit::tools::output_of(child)
+}
+
+/// The objects of a remote set (file names), as rclone lists them.
+pub fn remote_files(bucket: &str, set: &str) -> Vec<String> {
+    rclone(&["lsf", &format!("s3:{bucket}/app/{set}/")])
+        .stdout
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

@@ -11,7 +11,10 @@
 //!
 //! The password never leaves this module except in the environment of a
 //! child (`PGPASSWORD`) and in the connection itself: [`ConnSpec::redacted`]
-//! and `Debug` show `***`.
+//! and `Debug` show `***`. [`redact`] does the same for a URL or conninfo
+//! string as the user gave it (any scheme: tools show S3 endpoints, health
+//! check targets and webhooks through it), finding the password as libpq
+//! does, so a `?` or `#` in it is hidden with it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ mod url;
 pub use tls::{ChannelBinding, TlsInfo, TlsSettings};
 
 use url::{Partial, parse_url};
+pub use url::{redact, redact_urls_in};
 
 /// Where the server is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +94,9 @@ pub struct ConnSpec {
     pub tls: TlsSettings,
     pub connect_timeout: Duration,
     pub application_name: Option<String>,
+    /// Settings sent at connection start (libpq's `options`, PGOPTIONS:
+    /// `-c name=value …`); they win over per-role and per-database ones.
+    pub options: Option<String>,
 }
 
 /// The connect timeout when neither the URL nor `PGCONNECT_TIMEOUT` set one
@@ -181,6 +188,7 @@ impl ConnSpec {
             tls,
             connect_timeout,
             application_name: p.application_name.or_else(|| env("PGAPPNAME")),
+            options: p.options.or_else(|| env("PGOPTIONS")),
         };
         if spec.password.is_none() {
             let passfile = env("PGPASSFILE")
@@ -260,6 +268,9 @@ impl ConnSpec {
         if let Some(a) = &self.application_name {
             v.push(("PGAPPNAME", a.clone()));
         }
+        if let Some(o) = &self.options {
+            v.push(("PGOPTIONS", o.clone()));
+        }
         // `system` means the bundle file itself: libpq before 16 would
         // look for a file named "system".
         if self.tls.sslrootcert.is_some()
@@ -315,6 +326,9 @@ impl ConnSpec {
             .application_name(self.application_name.as_deref().unwrap_or("opskit"));
         if let Some(pw) = &self.password {
             c.password(pw);
+        }
+        if let Some(o) = &self.options {
+            c.options(o);
         }
         c
     }
@@ -385,6 +399,12 @@ pub fn describe_pg_error(e: &postgres::Error) -> String {
         src = inner.source();
     }
     s.replace('\n', " ")
+}
+
+/// `map_err(pg_failure("reading X"))`: a `postgres::Error` while doing
+/// `what`, as a failure (exit 2) in one line.
+pub fn pg_failure(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
+    move |e| Error::failure(format!("{what}: {}", describe_pg_error(&e)))
 }
 
 #[cfg(test)]

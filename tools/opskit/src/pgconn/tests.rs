@@ -142,6 +142,49 @@ fn bad_urls_are_usage_errors_without_the_password() {
     }
 }
 
+/// libpq (conninfo_uri_parse_options) looks for the userinfo's '@' before
+/// the first '/' and before anything else: '?' and '#' in a password are
+/// the password's, as psql takes them.
+#[test]
+fn password_with_question_mark_and_hash_parses_as_libpq_does() {
+    let s = res("postgresql://app2:Pw#Canary?2468@host/app");
+    assert_eq!(s.user, "app2");
+    assert_eq!(s.password.as_deref(), Some("Pw#Canary?2468"));
+    assert_eq!(s.host, Host::Tcp("host".into()));
+    assert_eq!(s.dbname, "app");
+    assert!(!s.redacted().contains("Canary"), "{}", s.redacted());
+    let s = res("postgres://u:p?w#x;y&z$@db:5433/shop?sslmode=disable&application_name=a");
+    assert_eq!(s.password.as_deref(), Some("p?w#x;y&z$"));
+    assert_eq!((s.port, s.dbname.as_str()), (5433, "shop"));
+    assert_eq!(s.sslmode, SslMode::Disable);
+    assert_eq!(s.application_name.as_deref(), Some("a"));
+    let s = res("postgres://u:pw?x@db");
+    assert_eq!(s.password.as_deref(), Some("pw?x"));
+    assert_eq!(s.host, Host::Tcp("db".into()));
+    // A query without userinfo still is a query.
+    let s = res("postgres://db/shop?user=me");
+    assert_eq!((s.user.as_str(), s.dbname.as_str()), ("me", "shop"));
+}
+
+/// A password libpq cannot take unencoded ('/' or '@' in it) is refused,
+/// and no message shows any part of it.
+#[test]
+fn misparsed_passwords_are_never_echoed() {
+    for url in [
+        "postgres://u:Can/ary@h/d",
+        "postgres://u:Can?ary/x@h/d",
+        "postgres://u:12/Canary@h/d",
+        "postgres://u:Can@ary/x@h/d",
+        "postgres://u:Canary",
+        "postgres://u:x?Canary&more=1/d",
+    ] {
+        let e = ConnSpec::resolve_with(Some(url), &env_of(&[])).unwrap_err();
+        assert_eq!(e.exit, crate::Exit::Usage, "{url}");
+        assert!(!e.msg.contains("Can"), "{url}: {}", e.msg);
+        assert!(!e.msg.contains("ary"), "{url}: {}", e.msg);
+    }
+}
+
 #[test]
 fn passfile_is_used_when_no_password() {
     use std::os::unix::fs::PermissionsExt;
@@ -231,4 +274,72 @@ fn bad_tls_values_are_usage_errors() {
         let e = ConnSpec::resolve_with(Some(url), &env_of(&[])).unwrap_err();
         assert!(e.msg.contains(want), "{url}: {}", e.msg);
     }
+}
+
+#[test]
+fn redact_hides_secrets_of_any_url_or_conninfo() {
+    for (given, shown) in [
+        (
+            "postgresql://app2:Pw#Canary?2468@host/app",
+            "postgresql://app2:***@host/app",
+        ),
+        (
+            "postgres+asyncpg://u:p@[::1]:5433/d?sslmode=require&password=Canary",
+            "postgres+asyncpg://u:***@[::1]:5433/d?sslmode=require&password=***",
+        ),
+        ("postgres://u@%2Frun%2Fpg/d", "postgres://u@%2Frun%2Fpg/d"),
+        (
+            "postgres:///d?host=/tmp/sock&port=7000",
+            "postgres:///d?host=/tmp/sock&port=7000",
+        ),
+        // A '/' in a password: hidden up to its '@'.
+        ("postgres://u:Can/ary@h/d", "postgres://u:***@h/d"),
+        ("postgres://u:Canary", "postgres://u:***"),
+        ("http://[::1", "http://[::1"),
+        ("http://[::1]:x/", "http://[::1]:***/"),
+        // Other schemes: the whole userinfo, every other query value.
+        ("https://ops:Canary@h/x", "https://***@h/x"),
+        ("https://ghp_Canary@github.com/", "https://***@github.com/"),
+        (
+            "https://h/x?token=Canary&Signature=Canary&flag&a=1#Canary",
+            "https://h/x?token=***&Signature=***&flag&a=1#***",
+        ),
+        (
+            "http://AKIA:Canary@127.0.0.1:9000",
+            "http://***@127.0.0.1:9000",
+        ),
+        ("s3://AKIA:Canary@bucket/p", "s3://***@bucket/p"),
+        (
+            "offsite:s3://AKIA:Canary@bucket/p",
+            "offsite:s3://***@bucket/p",
+        ),
+        // Conninfo, as libpq tokenises it.
+        (
+            "host=db password=Canary dbname=app",
+            "host=db password=*** dbname=app",
+        ),
+        (
+            "host = db  password = 'Can\\' ary' user=u",
+            "host=db password=*** user=u",
+        ),
+        ("host=db password", "host=db ***"),
+        (
+            "https://h/x?X-Amz-Credential=K&X-Amz-Security-Token=T&code=C&0123456789abcdef",
+            "https://h/x?X-Amz-Credential=***&X-Amz-Security-Token=***&code=***&***",
+        ),
+        // Not a URL, not conninfo: as it is.
+        ("disk:/var/lib", "disk:/var/lib"),
+        ("backup:/b", "backup:/b"),
+    ] {
+        assert_eq!(redact(given), shown, "{given}");
+    }
+}
+
+#[test]
+fn redact_urls_in_a_message() {
+    assert_eq!(
+        redact_urls_in("bad uri: https://k:Canary@h/o?X-Amz-Signature=Canary is missing host"),
+        "bad uri: https://***@h/o?X-Amz-Signature=*** is missing host"
+    );
+    assert_eq!(redact_urls_in("io: refused"), "io: refused");
 }

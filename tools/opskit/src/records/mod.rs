@@ -152,6 +152,7 @@ pub fn catalog() -> Vec<Kind> {
         kind::<Backup>(),
         kind::<Summary<BackupCounts>>().by("pgbackup"),
         kind::<Verify>(),
+        kind::<NewestVerified>(),
         kind::<Summary<VerifyCounts>>().by("verify-backup"),
         kind::<Prune>(),
         kind::<Summary<PruneCounts>>().by("prune"),
@@ -176,6 +177,7 @@ pub fn catalog() -> Vec<Kind> {
         kind::<Summary<OffsiteCounts>>().by("offsite"),
         kind::<Wal>(),
         kind::<Recovery>(),
+        kind::<Pitr>(),
         kind::<Summary<WalCounts>>().by("walarchive"),
     ]
 }

@@ -43,6 +43,12 @@ pub struct Backup {
     #[serde(default)]
     pub encrypted: bool,
     pub bytes: u64,
+    /// An incremental base set: the set it builds on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// `--incremental` took a full set instead, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     pub duration_s: f64,
 }
 
@@ -83,6 +89,9 @@ impl Depth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SetCheckName {
+    /// `MANIFEST.json.minisig`: the manifest signed by a trusted key, for
+    /// this set (checked before anything else in the set is trusted).
+    Signature,
     Manifest,
     Permissions,
     Unlisted,
@@ -109,6 +118,9 @@ pub enum SetCheckName {
     BackupManifest,
     /// `pg_verifybackup` passed the unpacked base set (checksums, WAL).
     Verifybackup,
+    /// An incremental base set's ancestors are all in the root, signed,
+    /// the ones it records, in WAL order on one timeline, none failed.
+    Chain,
     /// The WAL archive beside a base set holds every segment from its start
     /// to the newest archived one (timelines followed).
     Wal,
@@ -118,6 +130,11 @@ pub enum SetCheckName {
     Restore,
     TablesReadable,
     RowCounts,
+    /// `--globals`: the set's roles restored on the server first.
+    Globals,
+    /// `--files-into`: a files archive unpacked (no owners, no setuid or
+    /// setgid bits, no devices, nothing outside the directory).
+    Unpack,
 }
 
 /// The outcome of one check of a set.
@@ -183,21 +200,37 @@ impl Record for Verify {
     const EVENT: &'static str = "verify";
 }
 
-impl Verify {
-    /// "failed verification: sha256 db.dump.gz, gzip db.dump.gz".
-    pub fn failure_detail(&self) -> String {
-        let failed: Vec<String> = self
-            .checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(SetCheck::label)
-            .collect();
-        if failed.is_empty() {
-            "failed verification".into()
-        } else {
-            format!("failed verification: {}", failed.join(", "))
-        }
-    }
+/// What kind of set.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SetKind {
+    /// A dump of one database (what restore-system.sh restores).
+    Dump,
+    /// A base set of the whole cluster (pgbackup --physical).
+    Base,
+}
+
+/// `newest_verified`: the set a restore takes (`verify-backup
+/// --newest-verified ROOT`): the newest set of its kind whose latest
+/// verification passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NewestVerified {
+    pub set: String,
+    pub path: String,
+    pub kind: SetKind,
+    pub created_at: DateTime<Utc>,
+    /// The deepest verification it passed since it last failed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<Depth>,
+    /// When its latest verification was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+impl Record for NewestVerified {
+    const EVENT: &'static str = "newest_verified";
 }
 
 /// verify-backup's summary.

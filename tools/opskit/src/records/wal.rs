@@ -54,6 +54,17 @@ pub struct Recovery {
     pub target_time: Option<chrono::DateTime<chrono::Utc>>,
     /// The role to connect as when checking the recovered cluster.
     pub superuser: String,
+    /// `pg_ctl -o` text that starts the recovered cluster with every
+    /// setting that runs a command, loads a library or connects out forced
+    /// to opskit's value (the set's own configuration is not trusted); add
+    /// the port and socket directory.
+    pub start_options: String,
+    /// The same settings, by name.
+    pub overrides: std::collections::BTreeMap<String, String>,
+    /// What every connection to it sends at its start (PGOPTIONS), so
+    /// that the set's per-role settings (`search_path`, preloaded
+    /// libraries) and login event triggers do not apply.
+    pub session_options: String,
     /// Files in the base set's tar.
     pub files: u64,
     pub duration_s: f64,
@@ -61,6 +72,30 @@ pub struct Recovery {
 
 impl Record for Recovery {
     const EVENT: &'static str = "recovery";
+}
+
+/// `pitr`: written by `restore-pitr.sh` (`restore-system.sh --to`) once
+/// the recovered cluster is up: where it stopped, and where to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Pitr {
+    pub ok: bool,
+    /// The target time asked, or `latest`.
+    pub target: String,
+    /// From the start of `walarchive restore` to the promoted cluster.
+    pub recovered_in_s: f64,
+    /// `pg_last_xact_replay_timestamp()` of the recovered cluster, or `none`.
+    pub last_transaction_replayed: String,
+    /// PostgreSQL's own "recovery stopping before/after …" line, if any.
+    pub stop: String,
+    /// The recovered data directory.
+    pub pgdata: String,
+    /// The socket directory and port it listens on (no TCP).
+    pub socket: String,
+    pub port: u16,
+}
+
+impl Record for Pitr {
+    const EVENT: &'static str = "pitr";
 }
 
 /// walarchive's summary.

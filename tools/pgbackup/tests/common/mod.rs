@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use opskit_testkit::{Cluster, TestDb};
 
 pub fn pgbackup(c: &Cluster, db: &TestDb, dest: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgbackup"));
+    let mut cmd = opskit_testkit::signing::command(env!("CARGO_BIN_EXE_pgbackup"));
     cmd.arg("--dest")
         .arg(dest)
         .arg("--db")

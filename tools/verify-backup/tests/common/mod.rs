@@ -27,8 +27,13 @@ pub fn check_lines(out: &opskit_testkit::Output, ok: bool) -> Vec<String> {
         .collect()
 }
 
+/// The failed checks of a run, one line each.
+pub fn failed_checks(out: &opskit_testkit::Output) -> Vec<String> {
+    check_lines(out, false)
+}
+
 pub fn verify() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_verify-backup"));
+    let mut c = opskit_testkit::signing::command(env!("CARGO_BIN_EXE_verify-backup"));
     c.env_remove("OPSKIT_LOG");
     c
 }
@@ -51,7 +56,7 @@ pub fn make_set_with(c: &Cluster, db: &TestDb, root: &Path, extra: &[&str]) -> P
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    let out = run(Command::new(bin("pgbackup"))
+    let out = run(opskit_testkit::signing::command(bin("pgbackup"))
         .args(["--dest"])
         .arg(root.join("sets"))
         .args(["--db", &db.url, "--row-counts", "--globals", "--pg-bindir"])

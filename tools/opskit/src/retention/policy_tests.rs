@@ -1,7 +1,10 @@
-//! Table tests of the policy over synthetic timelines.
+//! Table tests of the keep rules over synthetic timelines.
 
-use super::*;
-use chrono::TimeZone;
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use super::policy::keep_reasons;
+use super::{Policy, Span};
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -14,7 +17,7 @@ fn now() -> DateTime<Utc> {
 /// Reasons per set for times given newest first.
 fn run(times: &[&str], p: &Policy, tz: Tz) -> Vec<Vec<String>> {
     let ts: Vec<DateTime<Utc>> = times.iter().map(|s| t(s)).collect();
-    apply(&ts, p, tz, now())
+    keep_reasons(&ts, p, tz, now())
 }
 
 fn kept(r: &[Vec<String>]) -> Vec<usize> {

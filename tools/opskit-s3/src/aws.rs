@@ -33,7 +33,11 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("key", &self.key)
             .field("region", &self.region)
-            .field("endpoint", &self.endpoint)
+            // An endpoint URL may carry userinfo: never shown.
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(opskit::pgconn::redact),
+            )
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
@@ -201,6 +205,18 @@ mod tests {
         .unwrap();
         assert_eq!((s.key.as_str(), s.region.as_str()), ("ENV", "us-west-2"));
         assert_eq!(s.endpoint.as_deref(), Some("http://localhost:1"));
+    }
+
+    #[test]
+    fn endpoint_userinfo_is_not_shown() {
+        let s = resolve(&env_of(&[
+            ("AWS_ACCESS_KEY_ID", "K"),
+            ("AWS_SECRET_ACCESS_KEY", "S"),
+            ("AWS_ENDPOINT_URL", "https://AKIACNRY:SecretCnry@minio:9000"),
+        ]))
+        .unwrap();
+        assert!(!format!("{s:?}").contains("Cnry"), "{s:?}");
+        assert!(format!("{s:?}").contains("minio:9000"), "{s:?}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! prune on real directory trees: what it deletes, what it refuses, and
-//! what it never touches.
+//! prune on real directory trees: what it deletes and keeps; `hostile`
+//! holds what it refuses and never touches.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use opskit_testkit::tools::{Output, run, run_with_stdin};
+
+mod hostile;
 
 fn prune(root: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_prune"));
@@ -21,7 +23,11 @@ fn with_stdin(cmd: &mut Command, input: &str) -> Output {
 fn set(root: &Path, name: &str) -> PathBuf {
     let d = root.join(name);
     fs::create_dir(&d).unwrap();
-    fs::write(d.join("MANIFEST.json"), "{}").unwrap();
+    fs::write(
+        d.join("MANIFEST.json"),
+        opskit_testkit::tools::minimal_manifest(name),
+    )
+    .unwrap();
     fs::write(d.join("db.dump.gz"), vec![7u8; 1000]).unwrap();
     d
 }
@@ -31,6 +37,11 @@ fn ten_days(root: &Path) -> Vec<PathBuf> {
     (0..10)
         .map(|i| set(root, &format!("app-202611{:02}T030000Z", 23 - i)))
         .collect()
+}
+
+/// How many `app-` sets are still in the root.
+fn sets_left(root: &Path) -> usize {
+    names(root).iter().filter(|n| n.starts_with("app-")).count()
 }
 
 fn names(root: &Path) -> Vec<String> {
@@ -50,6 +61,18 @@ fn action_of(out: &Output, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// A whole verify record, as verify-backup writes it (prune reads typed
+/// records: a partial one is an input error that holds deletion).
+fn verify_record(path: &Path, name: &str, ok: bool) -> serde_json::Value {
+    serde_json::json!({"event": "verify", "tool": "verify-backup", "ok": ok, "set": name,
+        "path": path, "depth": "structural", "failed_checks": u8::from(!ok), "duration_s": 0.1,
+        "checks": [{"name": "sha256", "file": "db.dump.gz", "ok": ok, "detail": ""}]})
+}
+
+fn verify_line(root: &Path, name: &str, ok: bool) -> String {
+    verify_record(&root.join(name), name, ok).to_string()
 }
 
 #[test]
@@ -105,7 +128,8 @@ fn keeps_the_policy_deletes_the_rest_and_leaves_other_things_alone() {
         ),
         (Some(3), Some(7), Some(3))
     );
-    assert_eq!(s["bytes_freed"], 7 * 1002);
+    let manifest = opskit_testkit::tools::minimal_manifest("app-20261120T030000Z").len();
+    assert_eq!(s["bytes_freed"], 7 * (1000 + manifest) as u64);
 }
 
 #[test]
@@ -149,25 +173,7 @@ fn refusals_are_one_line_usage_errors() {
         assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(want), "{args:?}: {}", out.stderr);
     }
-    assert_eq!(
-        names(tmp.path())
-            .iter()
-            .filter(|n| n.starts_with("app-"))
-            .count(),
-        10
-    );
-}
-
-/// A whole verify record, as verify-backup writes it (prune reads typed
-/// records: a partial one is an input error that holds deletion).
-fn verify_record(path: &Path, name: &str, ok: bool) -> serde_json::Value {
-    serde_json::json!({"event": "verify", "tool": "verify-backup", "ok": ok, "set": name,
-        "path": path, "depth": "structural", "failed_checks": u8::from(!ok), "duration_s": 0.1,
-        "checks": [{"name": "sha256", "file": "db.dump.gz", "ok": ok, "detail": ""}]})
-}
-
-fn verify_line(root: &Path, name: &str, ok: bool) -> String {
-    verify_record(&root.join(name), name, ok).to_string()
+    assert_eq!(sets_left(tmp.path()), 10);
 }
 
 #[test]
@@ -233,13 +239,7 @@ fn verification_records_on_stdin_are_used_and_bad_input_holds_deletion() {
         "{err}"
     );
     assert_eq!(err["line"], 2);
-    assert_eq!(
-        names(&root)
-            .iter()
-            .filter(|n| n.starts_with("app-"))
-            .count(),
-        10
-    );
+    assert_eq!(sets_left(&root), 10);
     assert_eq!(
         out.summary()["held"],
         "some verification records could not be read"
@@ -253,13 +253,7 @@ fn verification_records_on_stdin_are_used_and_bad_input_holds_deletion() {
         &format!("{upstream}\n"),
     );
     assert_eq!(out.code, 2);
-    assert_eq!(
-        names(&root)
-            .iter()
-            .filter(|n| n.starts_with("app-"))
-            .count(),
-        10
-    );
+    assert_eq!(sets_left(&root), 10);
 
     // Good records alone: pruning goes ahead.
     let out = with_stdin(
@@ -272,13 +266,7 @@ fn verification_records_on_stdin_are_used_and_bad_input_holds_deletion() {
         &format!("{good}\n"),
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(
-        names(&root)
-            .iter()
-            .filter(|n| n.starts_with("app-"))
-            .count(),
-        1
-    );
+    assert_eq!(sets_left(&root), 1);
 }
 
 #[test]
@@ -350,13 +338,7 @@ fn concurrent_backup_holds_the_root() {
     let out = run(prune(tmp.path()).args(["--keep-last", "1"]));
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("another run holds"), "{}", out.stderr);
-    assert_eq!(
-        names(tmp.path())
-            .iter()
-            .filter(|n| n.starts_with("app-"))
-            .count(),
-        10
-    );
+    assert_eq!(sets_left(tmp.path()), 10);
 }
 
 #[test]

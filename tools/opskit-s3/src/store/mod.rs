@@ -1,4 +1,4 @@
-//! The S3 calls offsite makes, signed by rusty-s3 (SigV4, query-string
+//! The S3 calls opskit makes, signed by rusty-s3 (SigV4, query-string
 //! signatures) and sent with ureq: head, put (conditional), multipart
 //! uploads, get, list, delete. Every failure is one line naming the
 //! endpoint, the bucket and the object, never a secret.
@@ -6,63 +6,27 @@
 use std::io::Read;
 use std::time::Duration;
 
-use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, ListObjectsV2Response, S3Action};
+mod lock;
+
+pub use lock::retain_until;
+mod multipart;
+mod sign;
+
+use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response, S3Action};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
 use ureq::Agent;
 use ureq::http::Response;
 
 use chrono::{DateTime, Utc};
 
+use crate::Remote;
 use crate::aws::Settings;
 use opskit::{Error, Result};
 
 /// How long a signed request stays valid.
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
 /// The object metadata that carries a file's sha256 (hex).
-pub const META_SHA256: &str = "x-amz-meta-sha256";
-
-/// `s3://BUCKET/PREFIX`: where sets go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Remote {
-    pub bucket: String,
-    /// Empty, or ending with `/`.
-    pub prefix: String,
-}
-
-impl Remote {
-    pub fn parse(url: &str) -> Result<Remote> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| Error::usage(format!("'{url}' is not an s3://BUCKET[/PREFIX] URL")))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let valid =
-            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.');
-        if bucket.len() < 3 || bucket.len() > 63 || !bucket.chars().all(valid) {
-            return Err(Error::usage(format!(
-                "'{url}': '{bucket}' is not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')"
-            )));
-        }
-        let prefix = prefix.trim_matches('/');
-        Ok(Remote {
-            bucket: bucket.into(),
-            prefix: if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}/")
-            },
-        })
-    }
-
-    /// The key of a set's file.
-    pub fn key(&self, set: &str, file: &str) -> String {
-        format!("{}{set}/{file}", self.prefix)
-    }
-
-    /// `s3://bucket/prefix/rest`.
-    pub fn url(&self, rest: &str) -> String {
-        format!("s3://{}/{}{rest}", self.bucket, self.prefix)
-    }
-}
+const META_SHA256: &str = "x-amz-meta-sha256";
 
 /// An object as a listing or a HEAD shows it.
 #[derive(Debug, Clone)]
@@ -94,6 +58,7 @@ pub struct Store {
     agent: Agent,
     bucket: Bucket,
     creds: Credentials,
+    /// For messages: without userinfo.
     endpoint: String,
     pub remote: Remote,
 }
@@ -116,9 +81,11 @@ impl Store {
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", s.region));
+        // Messages name the endpoint without its userinfo.
+        let shown = opskit::pgconn::redact(&endpoint);
         let url: ureq::http::Uri = endpoint
             .parse()
-            .map_err(|_| Error::usage(format!("endpoint '{endpoint}' is not a URL")))?;
+            .map_err(|_| Error::usage(format!("endpoint '{shown}' is not a URL")))?;
         let host = url.host().unwrap_or_default().to_string();
         let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok();
         let style = if o.path_style || local {
@@ -129,12 +96,12 @@ impl Store {
         let bucket = Bucket::new(
             endpoint
                 .parse()
-                .map_err(|e| Error::usage(format!("endpoint '{endpoint}': {e}")))?,
+                .map_err(|e| Error::usage(format!("endpoint '{shown}': {e}")))?,
             style,
             remote.bucket.clone(),
             s.region.clone(),
         )
-        .map_err(|e| Error::usage(format!("endpoint '{endpoint}': {e}")))?;
+        .map_err(|e| Error::usage(format!("endpoint '{shown}': {e}")))?;
         let creds = match &s.token {
             Some(t) => Credentials::new_with_token(&s.key, &s.secret, t),
             None => Credentials::new(&s.key, &s.secret),
@@ -161,19 +128,27 @@ impl Store {
             agent,
             bucket,
             creds,
-            endpoint,
+            endpoint: shown,
             remote,
         })
     }
 
     /// "bucket B at ENDPOINT", for messages.
-    pub fn whereis(&self) -> String {
+    fn whereis(&self) -> String {
         format!("bucket {} at {}", self.remote.bucket, self.endpoint)
     }
 
+    /// `e` may quote the signed request URL (ureq's "bad uri"): its
+    /// userinfo and signature are hidden.
     fn fail(&self, key: &str, what: &str, e: impl std::fmt::Display) -> Error {
+        let e = opskit::pgconn::redact_urls_in(&e.to_string());
+        self.line(key, what, &e, tls_hint(&e))
+    }
+
+    /// "WHAT s3://BUCKET/KEY (bucket B at ENDPOINT): WHY HINT".
+    fn line(&self, key: &str, what: &str, why: &str, hint: &str) -> Error {
         Error::failure(format!(
-            "{what} s3://{}/{key} ({}): {e}",
+            "{what} s3://{}/{key} ({}): {why}{hint}",
             self.remote.bucket,
             self.whereis()
         ))
@@ -202,7 +177,9 @@ impl Store {
             _ => "",
         };
         let msg = tag("Message").map(|m| format!(": {m}")).unwrap_or_default();
-        self.fail(key, what, format!("{code}{msg}{why}"))
+        // An answer, not a transport failure: no TLS hint.
+        let answer = opskit::pgconn::redact_urls_in(&format!("{code}{msg}{why}"));
+        self.line(key, what, &answer, "")
     }
 
     /// Send a request without a body; no answer at all is an error naming
@@ -250,7 +227,11 @@ impl Store {
         body: impl Read,
     ) -> Result<Put> {
         let mut headers = object_headers(sha256, lock);
+        // The checksum, and the algorithm named as the SDKs name it: AWS
+        // refuses a PUT under Object Lock without Content-MD5 or
+        // x-amz-sdk-checksum-algorithm.
         headers.push(("x-amz-checksum-sha256", b64_of_hex(sha256)));
+        headers.push(("x-amz-sdk-checksum-algorithm", "SHA256".into()));
         let mut action = self.bucket.put_object(Some(&self.creds), key);
         for (k, v) in &headers {
             action.headers_mut().insert(*k, v.clone());
@@ -273,147 +254,6 @@ impl Store {
             412 => Ok(Put::Exists),
             _ => Err(self.refused(key, "uploading", resp)),
         }
-    }
-
-    /// Start a multipart upload; its id.
-    pub fn create_multipart(&self, key: &str, sha256: &str, lock: Option<&str>) -> Result<String> {
-        let headers = object_headers(sha256, lock);
-        let mut action = CreateMultipartUpload::new(&self.bucket, Some(&self.creds), key);
-        for (k, v) in &headers {
-            action.headers_mut().insert(*k, v.clone());
-        }
-        let url = action.sign(SIGNED_FOR);
-        let mut req = self.agent.post(url.as_str());
-        for (k, v) in &headers {
-            req = req.header(*k, v);
-        }
-        let mut resp = req
-            .send_empty()
-            .map_err(|e| self.fail(key, "starting the upload of", e))?;
-        if !resp.status().is_success() {
-            return Err(self.refused(key, "starting the upload of", resp));
-        }
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| self.fail(key, "starting the upload of", e))?;
-        CreateMultipartUpload::parse_response(&text)
-            .map(|r| r.upload_id().to_string())
-            .map_err(|e| self.fail(key, "starting the upload of", e))
-    }
-
-    /// Upload one part, with its Content-MD5 (the server refuses a part
-    /// that arrives changed); its ETag.
-    pub fn upload_part(&self, key: &str, id: &str, number: u16, part: &[u8]) -> Result<String> {
-        use base64::Engine;
-        use md5::Digest;
-        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(part));
-        let mut action = self.bucket.upload_part(Some(&self.creds), key, number, id);
-        action.headers_mut().insert("content-md5", md5.clone());
-        let url = action.sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .put(url.as_str())
-            .header("content-md5", md5)
-            .send(part)
-            .map_err(|e| self.fail(key, &format!("uploading part {number} of"), e))?;
-        if !resp.status().is_success() {
-            return Err(self.refused(key, &format!("uploading part {number} of"), resp));
-        }
-        header(&resp, "etag").ok_or_else(|| self.fail(key, "uploading", "no ETag for a part"))
-    }
-
-    /// Complete a multipart upload from its parts' ETags, in order, only if
-    /// no object of that name exists.
-    pub fn complete(&self, key: &str, id: &str, etags: &[String]) -> Result<Put> {
-        let action = self.bucket.complete_multipart_upload(
-            Some(&self.creds),
-            key,
-            id,
-            etags.iter().map(String::as_str),
-        );
-        let url = action.sign(SIGNED_FOR);
-        let body = action.body();
-        let mut resp = self
-            .agent
-            .post(url.as_str())
-            .header("if-none-match", "*")
-            .send(body.as_bytes())
-            .map_err(|e| self.fail(key, "completing the upload of", e))?;
-        match resp.status().as_u16() {
-            412 => Ok(Put::Exists),
-            // S3 can answer 200 with an error in the body.
-            200 => {
-                let text = resp.body_mut().read_to_string().unwrap_or_default();
-                if text.contains("<Error>") {
-                    Err(self.fail(key, "completing the upload of", text.trim()))
-                } else {
-                    Ok(Put::Created)
-                }
-            }
-            _ => Err(self.refused(key, "completing the upload of", resp)),
-        }
-    }
-
-    /// Abort a multipart upload (its parts are freed).
-    pub fn abort(&self, key: &str, id: &str) -> Result<()> {
-        let url = self
-            .bucket
-            .abort_multipart_upload(Some(&self.creds), key, id)
-            .sign(SIGNED_FOR);
-        let resp = self.call("DELETE", &url, key, "aborting the upload of")?;
-        match resp.status().as_u16() {
-            200..=299 | 404 => Ok(()),
-            _ => Err(self.refused(key, "aborting the upload of", resp)),
-        }
-    }
-
-    /// The unfinished multipart uploads under `prefix`.
-    pub fn uploads(&self, prefix: &str) -> Result<Vec<Unfinished>> {
-        let mut url = self.bucket.base_url().clone();
-        url.set_query(None);
-        let signed = rusty_s3::signing::sign(
-            &jiff_now(),
-            rusty_s3::Method::Get,
-            url,
-            self.creds.key(),
-            self.creds.secret(),
-            self.creds.token(),
-            self.bucket.region(),
-            SIGNED_FOR.as_secs(),
-            [("prefix", prefix), ("uploads", "")].into_iter(),
-            std::iter::empty(),
-        );
-        let mut resp = self.call(
-            "GET",
-            &signed,
-            prefix,
-            "listing the unfinished uploads under",
-        )?;
-        if !resp.status().is_success() {
-            return Err(self.refused(prefix, "listing the unfinished uploads under", resp));
-        }
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let mut out = Vec::new();
-        for upload in text.split("<Upload>").skip(1) {
-            let tag = |t: &str| {
-                upload
-                    .split_once(&format!("<{t}>"))
-                    .and_then(|(_, r)| r.split_once(&format!("</{t}>")))
-                    .map(|(v, _)| v.to_string())
-            };
-            if let (Some(k), Some(id)) = (tag("Key"), tag("UploadId")) {
-                let started = tag("Initiated")
-                    .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                    .map(|t| t.with_timezone(&Utc));
-                out.push(Unfinished {
-                    key: k,
-                    id,
-                    started,
-                });
-            }
-        }
-        Ok(out)
     }
 
     /// Stream an object: its size and a reader of its bytes.
@@ -488,10 +328,6 @@ impl Store {
     }
 }
 
-fn jiff_now() -> jiff::Timestamp {
-    jiff::Timestamp::now()
-}
-
 /// The headers a new object carries (signed): its sha256, and with Object
 /// Lock its retention.
 fn object_headers(sha256: &str, lock: Option<&str>) -> Vec<(&'static str, String)> {
@@ -501,6 +337,21 @@ fn object_headers(sha256: &str, lock: Option<&str>) -> Vec<(&'static str, String
         h.push(("x-amz-object-lock-retain-until-date", until.to_string()));
     }
     h
+}
+
+/// What an operator does about a certificate the client refused.
+fn tls_hint(e: &str) -> &'static str {
+    if e.contains("UnknownIssuer") {
+        " (no trusted CA signed the server's certificate: give its CA with --ca FILE or AWS_CA_BUNDLE)"
+    } else if e.contains("not valid for name") {
+        " (the endpoint's host name is not one the certificate names: use a name it does)"
+    } else if e.contains("certificate expired") {
+        " (the server's certificate has expired)"
+    } else if e.contains("certificate not valid yet") {
+        " (the server's certificate is not valid yet: check both clocks)"
+    } else {
+        ""
+    }
 }
 
 fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> {
@@ -515,7 +366,7 @@ fn header_u64(resp: &Response<ureq::Body>, name: &str) -> Option<u64> {
 }
 
 /// The base64 of the bytes a hex string spells (S3's checksum headers).
-pub fn b64_of_hex(hex: &str) -> String {
+fn b64_of_hex(hex: &str) -> String {
     use base64::Engine;
     let bytes: Vec<u8> = (0..hex.len() / 2)
         .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
@@ -527,19 +378,74 @@ pub fn b64_of_hex(hex: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `s3://KEY:SECRET@bucket` and an endpoint with userinfo: no message
+    /// shows the userinfo.
     #[test]
-    fn remote_urls() {
-        let r = Remote::parse("s3://backups/db/prod/").unwrap();
-        assert_eq!(r.prefix, "db/prod/");
-        assert_eq!(
-            r.key("app-1", "MANIFEST.json"),
-            "db/prod/app-1/MANIFEST.json"
-        );
-        assert_eq!(Remote::parse("s3://backups").unwrap().prefix, "");
-        for bad in ["backups/x", "s3://B", "s3://a", "http://x/y"] {
-            let e = Remote::parse(bad).unwrap_err();
-            assert_eq!(e.exit, opskit::Exit::Usage, "{bad}");
+    fn credentials_in_urls_are_never_shown() {
+        for url in [
+            "s3://AKIACNRY:SecretCnry@backups/db",
+            "https://AKIACNRY:SecretCnry@host/backups",
+        ] {
+            let e = Remote::parse(url).unwrap_err();
+            assert_eq!(e.exit, opskit::Exit::Usage, "{url}");
+            assert!(!e.msg.contains("Cnry"), "{}", e.msg);
         }
+        let store = |endpoint: &str| {
+            let mut settings =
+                crate::aws::resolve(&|k: &str| k.starts_with("AWS_").then(|| "x".to_string()))
+                    .unwrap();
+            (settings.endpoint, settings.ca_bundle) = (Some(endpoint.into()), None);
+            let timeout = Duration::from_secs(2);
+            let o = Options {
+                settings,
+                path_style: true,
+                ca: None,
+                timeout,
+            };
+            Store::new(Remote::parse("s3://backups").unwrap(), o)
+        };
+        let e = store("http://AKIACNRY:SecretCnry@[::1").err().unwrap();
+        assert!(!e.msg.contains("Cnry"), "{}", e.msg);
+        // Nothing listens on port 1: the error names the endpoint.
+        let s = store("http://AKIACNRY:SecretCnry@127.0.0.1:1").unwrap();
+        assert!(!s.whereis().contains("Cnry"), "{}", s.whereis());
+        let e = s.head("x").unwrap_err();
+        assert!(e.msg.contains("127.0.0.1:1"), "{}", e.msg);
+        assert!(!e.msg.contains("Cnry"), "{}", e.msg);
+    }
+
+    /// The hints match rustls's own wording of each refusal (rustls
+    /// 0.23's `CertificateError` display), and nothing else.
+    #[test]
+    fn refused_certificates_are_named_with_what_to_do() {
+        let io = |e: &str| format!("io: invalid peer certificate: {e}");
+        for (e, hint) in [
+            (io("UnknownIssuer"), "give its CA with --ca FILE"),
+            (
+                io(
+                    r#"certificate not valid for name "127.0.0.1"; certificate is only valid for DnsName("localhost")"#,
+                ),
+                "host name is not one the certificate names",
+            ),
+            (
+                io(
+                    "certificate expired: verification time 1765000000 (UNIX), but certificate is not valid after 1764000000 (1000000 seconds ago)",
+                ),
+                "has expired",
+            ),
+            (
+                io(
+                    "certificate not valid yet: verification time 1764000000 (UNIX), but certificate is not valid before 1765000000 (1000000 seconds in the future)",
+                ),
+                "not valid yet",
+            ),
+        ] {
+            assert!(tls_hint(&e).contains(hint), "{e}");
+        }
+        assert_eq!(
+            tls_hint("ExpiredToken: The provided token has expired."),
+            ""
+        );
     }
 
     #[test]
