@@ -65,7 +65,7 @@ cat >"$demo/checks.ndjson" <<CHECKS
 {"name": "app", "target": "http://127.0.0.1:$app_port/health", "expect": "json.status == healthy"}
 {"name": "database", "target": "postgres:", "warn": "connections_pct > 80"}
 {"name": "backups", "target": "backup:$demo/backups", "expect": "verified != null", "crit": "verified_age_s > 26h"}
-{"name": "disk", "target": "disk:$demo", "warn": "free_pct < 10", "crit": "free_pct < 5"}
+{"name": "disk", "target": "disk:$demo", "warn": "free_bytes < 2G", "crit": "free_bytes < 512M"}
 {"name": "migrations", "target": "migrations:$demo/migrations", "expect": "pending == 0"}
 CHECKS
 db_url="postgresql://opskit@$sock:$PGPORT/app"
@@ -76,7 +76,11 @@ mkdir -p "$demo/keys"
 chmod 700 "$demo/keys"
 age-keygen -o "$demo/keys/recovery.key" 2>/dev/null
 recipient=$(age-keygen -y "$demo/keys/recovery.key")
-with_key=(env "OPSKIT_AGE_IDENTITY=$demo/keys/recovery.key")
+# The server's signing key: every set it writes is signed, and nothing is
+# verified or restored unless this key signed it.
+"$bin/pgbackup" -q --new-signing-key "$demo/keys/signing.key"
+signing_pub=$(sed -n 2p "$demo/keys/signing.key.pub")
+with_key=(env "OPSKIT_AGE_IDENTITY=$demo/keys/recovery.key" "OPSKIT_SIGNING_PUBKEYS=$signing_pub")
 cat >"$demo/opskit.env" <<ENV
 DATABASE_URL="$db_url"
 OPSKIT_BACKUP_ROOT="$demo/backups"
@@ -89,6 +93,8 @@ OPSKIT_CHECKS="$demo/checks.ndjson"
 OPSKIT_HEALTH_WAIT="20s"
 OPSKIT_PG_BINDIR="$PG_BINDIR"
 OPSKIT_AGE_RECIPIENTS="$recipient"
+OPSKIT_SIGNING_KEY="$demo/keys/signing.key"
+OPSKIT_SIGNING_PUBKEYS="$signing_pub"
 ENV
 export OPSKIT_ENV="$demo/opskit.env" OPSKIT_BIN="$bin"
 unset PGDATABASE DATABASE_URL
