@@ -41,8 +41,14 @@ every OPSKIT_BASE_FULL_EVERY (default 7d; 0: every set full).
 Writes $OPSKIT_METRICS_DIR/opskit_backup.prom (atomically) and keeps each
 step's records in $OPSKIT_STATE_DIR/runs/backup-<time>/ (the last 30 runs).
 
+With OPSKIT_BACKUP_FROM (a URL, e.g. the standby's), the set is read from
+that server instead of DATABASE_URL's: migrations, health gates and
+restores keep using DATABASE_URL (the primary). A dump on a hot standby
+can be cancelled by replay (a recovery conflict); pgbackup says so and
+names the settings that prevent it.
+
 Environment (normally from /etc/opskit/opskit.env, see examples/opskit.env):
-  DATABASE_URL, OPSKIT_BACKUP_ROOT, OPSKIT_BACKUP_NAME, OPSKIT_BACKUP_FILES,
+  DATABASE_URL, OPSKIT_BACKUP_FROM, OPSKIT_BACKUP_ROOT, OPSKIT_BACKUP_NAME, OPSKIT_BACKUP_FILES,
   OPSKIT_RETENTION, OPSKIT_METRICS_DIR, OPSKIT_STATE_DIR, OPSKIT_PG_BINDIR,
   OPSKIT_OFFSITE_URL and the AWS_* settings of docs/backup-restore.md
 
@@ -63,7 +69,14 @@ while (($#)); do
 done
 
 load_env
-password_to_env DATABASE_URL
+# The backup may be read from a standby, so that the primary's disks and
+# CPU stay the application's; nothing else here talks to a database.
+source_var=DATABASE_URL
+if [[ -n "${OPSKIT_BACKUP_FROM:-}" ]]; then
+    DATABASE_URL=$OPSKIT_BACKUP_FROM source_var=OPSKIT_BACKUP_FROM
+    log "reading the backup from OPSKIT_BACKUP_FROM (a standby), not DATABASE_URL"
+fi
+password_to_env DATABASE_URL "$source_var"
 if ((physical)); then
     export OPSKIT_BACKUP_ROOT=${OPSKIT_PITR_ROOT:-${OPSKIT_BACKUP_ROOT:-}}
     # Run as postgres (opskit-base-backup.service), with a state of its own

@@ -26,7 +26,15 @@ impl Drill {
     /// A drill on `c`, an archiving cluster (archive_mode = on) whose
     /// archive_command it sets to `walarchive push` into its root.
     pub fn on(c: &'static Cluster) -> Drill {
-        let dir = c.root().join("drill");
+        // `drill`, or `drill-2`... for the next drill on the same server.
+        let dir = (1..)
+            .map(|n| match n {
+                1 => c.root().join("drill"),
+                n => c.root().join(format!("drill-{n}")),
+            })
+            .take(100)
+            .find(|d| fs::create_dir(d).is_ok())
+            .expect("no drill directory could be made");
         fs::create_dir_all(dir.join("bin")).unwrap();
         for t in [
             "pgbackup",
@@ -73,18 +81,25 @@ impl Drill {
         let text: String = env.iter().map(|(k, v)| format!("{k}=\"{v}\"\n")).collect();
         fs::write(d.dir.join("opskit.env"), text).unwrap();
         c.give(&d.dir);
+        assert_eq!(key, d.dir.join("signing.key"));
+        d.archive_from(c);
+        d
+    }
+
+    /// Make `server` archive into the drill's root too (a standby with
+    /// `archive_mode = always` archives the same WAL as its primary).
+    pub fn archive_from(&self, server: &Cluster) {
         let cmd = format!(
             "{} -q push %p %f --root {} --signing-key {}",
-            d.dir.join("bin/walarchive").display(),
-            d.root().display(),
-            key.display()
+            self.dir.join("bin/walarchive").display(),
+            self.root().display(),
+            self.dir.join("signing.key").display()
         );
-        c.query(
+        server.query(
             "postgres",
             &format!("ALTER SYSTEM SET archive_command = '{cmd}'"),
         );
-        c.query("postgres", "SELECT pg_reload_conf()");
-        d
+        server.query("postgres", "SELECT pg_reload_conf()");
     }
 
     /// Set one variable of the drill's env file.

@@ -14,6 +14,7 @@
 
 mod control;
 mod matrix;
+pub mod pair;
 
 pub use matrix::{
     MATRIX, archiving_cluster_of, base_backup_lock, bindir, client_bindir, cluster_of, has_tls,
@@ -49,6 +50,9 @@ pub(crate) struct Setup {
     pub(crate) sql: String,
     /// The server's bindir, in place of [`bindir`]'s.
     pub(crate) bindir: Option<PathBuf>,
+    /// A standby of this primary: its data directory is copied with
+    /// `pg_basebackup` instead of made by `initdb` ([`pair`]).
+    pub(crate) standby_of: Option<pair::Upstream>,
 }
 
 /// A running throwaway cluster.
@@ -231,7 +235,10 @@ impl Cluster {
             users: Users::default(),
             _watchdog: Mutex::new(None),
         };
-        c.initdb()?;
+        match &c.setup.standby_of {
+            Some(up) => c.copy_from(up)?,
+            None => c.initdb()?,
+        }
         c.spawn_watchdog()?;
         c.write_files()?;
         let mut last = String::new();

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use opskit_testkit::{TOOLS, bin};
 
-const SYSTEM: [&str; 18] = [
+const SYSTEM: [&str; 20] = [
     "systemctl",
     "journalctl",
     "psql",
@@ -28,6 +28,8 @@ const SYSTEM: [&str; 18] = [
     "createdb",
     "bash",
     "minisign",
+    "pg_rewind",
+    "pg_basebackup",
 ];
 
 fn repo() -> PathBuf {

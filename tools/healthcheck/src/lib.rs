@@ -38,7 +38,15 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///                                   wal_bytes, archive_timeout_s,
 ///                                   summarize_wal (17+: incremental base
 ///                                   sets need it; warn summarize_wal ==
-///                                   false where they are configured)
+///                                   false where they are configured),
+///                                   replication_lag_bytes; a standby:
+///                                   streaming, wal_receiver_status; a
+///                                   primary: replicas, streaming_replicas;
+///                                   slots, inactive_slots, lost_slots,
+///                                   slot_retained_bytes (WAL the slots hold
+///                                   back), slot_retained_by, slot_retained_pct
+///                                   (of that plus the WAL disk's free space,
+///                                   when the check can see the disk)
 ///   tcp://HOST:PORT                 connect_s
 ///   tls://HOST:PORT, cert:FILE.pem  days_left, trusted (tls), not_after
 ///   disk:PATH                       free_bytes, free_pct, inodes_free_pct
@@ -53,7 +61,10 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///   --expect: must hold, else CRITICAL.  --warn / --crit: WARNING / CRITICAL
 ///   when it holds. Defaults when none given: http `status == 2xx`;
 ///   disk warn free_pct < 10, crit < 5; tls/cert warn days_left < 14,
-///   crit < 7; postgres over TLS warn cert_days_left < 14, crit < 7, crit archive_failing == true; backup and offsite expect sets > 0, crit age_s > 26h; wal expect segments > 0, crit gaps > 0; migrations warn
+///   crit < 7; postgres warn cert_days_left < 14, streaming == false,
+///   replication_lag_s > 5m, inactive_slots > 0, slot_retained_pct > 25,
+///   crit cert_days_left < 7, archive_failing == true, replication_lag_s >
+///   30m, lost_slots > 0, slot_retained_pct > 50; backup and offsite expect sets > 0, crit age_s > 26h; wal expect segments > 0, crit gaps > 0; migrations warn
 ///   pending > 0, crit dirty > 0.
 ///
 /// Examples:

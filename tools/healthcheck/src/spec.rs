@@ -50,6 +50,17 @@ const POSTGRES: &[(&str, Unit)] = &[
     ("wal_bytes", Bytes),
     ("archive_timeout_s", Seconds),
     ("summarize_wal", Bool),
+    ("replication_lag_bytes", Bytes),
+    ("wal_receiver_status", Text),
+    ("streaming", Bool),
+    ("streaming_replicas", Number),
+    ("slots", Number),
+    ("inactive_slots", Number),
+    ("lost_slots", Number),
+    ("slot_retained_bytes", Bytes),
+    ("slot_retained_by", Text),
+    ("wal_disk_free_bytes", Bytes),
+    ("slot_retained_pct", Number),
 ];
 const TCP: &[(&str, Unit)] = &[("connect_s", Seconds)];
 const DISK: &[(&str, Unit)] = &[
@@ -185,11 +196,25 @@ impl KindSpec for Kind {
             Kind::Offsite => [&["sets > 0"], &[], &["age_s > 26h"]],
             Kind::Wal => [&["segments > 0"], &[], &["gaps > 0"]],
             Kind::Migrations => [&[], &["pending > 0"], &["dirty > 0"]],
-            // Null (no TLS) compares false: a plaintext connection passes.
+            // Null compares false: a plaintext connection, a primary (no
+            // `streaming`), a server without slots or whose WAL disk this
+            // check cannot see pass those rules.
             Kind::Postgres => [
                 &[],
-                &["cert_days_left < 14"],
-                &["cert_days_left < 7", "archive_failing == true"],
+                &[
+                    "cert_days_left < 14",
+                    "streaming == false",
+                    "replication_lag_s > 5m",
+                    "inactive_slots > 0",
+                    "slot_retained_pct > 25",
+                ],
+                &[
+                    "cert_days_left < 7",
+                    "archive_failing == true",
+                    "replication_lag_s > 30m",
+                    "lost_slots > 0",
+                    "slot_retained_pct > 50",
+                ],
             ],
             Kind::Tcp => [&[], &[], &[]],
         }

@@ -222,6 +222,10 @@ pub struct PhysicalInfo {
     /// was recorded lack it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_mode: Option<String>,
+    /// What the set was read from: `primary`, or a `standby` (in recovery
+    /// when it was taken; its WAL is the primary's). Older sets lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// An incremental set (`pgbackup --physical --incremental`, PostgreSQL
     /// 17+): its parent and the chain back to a full set. Restoring it
     /// needs every set of the chain (`pg_combinebackup`).

@@ -204,6 +204,20 @@ impl StderrTail {
 }
 
 /// `pg_dump: error: X` / `pg_dump: detail: Y` → `X; Y`, at most 600 chars.
+/// Why a hot standby cancelled a dump to go on replaying WAL (a recovery
+/// conflict), and the settings that prevent it.
+pub const RECOVERY_CONFLICT_HINT: &str = "the standby cancelled it to go on replaying the primary's WAL \
+     (a recovery conflict); set hot_standby_feedback = on on the standby (the primary then keeps \
+     the rows the dump still reads) or raise max_standby_streaming_delay above the dump's \
+     duration, or take the backup from the primary";
+
+/// [`RECOVERY_CONFLICT_HINT`] for an error a standby gave when replay
+/// cancelled a query or ended a session; None for any other error.
+pub fn recovery_conflict_hint(msg: &str) -> Option<&'static str> {
+    msg.contains("conflict with recovery")
+        .then_some(RECOVERY_CONFLICT_HINT)
+}
+
 pub fn summarise(lines: &[String]) -> String {
     let mut parts: Vec<String> = Vec::new();
     for l in lines {

@@ -199,6 +199,7 @@ mod tests {
             wal_segment_size: 16 << 20,
             file: "base.tar.zst".into(),
             archive_mode: None,
+            source: None,
         }
     }
 

@@ -214,8 +214,11 @@ pub(crate) fn stream_child_watched(
             Some(c) => format!("exit {c}"),
             None => "killed by a signal".into(),
         };
+        let hint = opskit::pgtools::recovery_conflict_hint(&msg)
+            .map(|h| format!(": {h}"))
+            .unwrap_or_default();
         return Err(Error::failure(format!(
-            "{tool} failed ({how}): {}",
+            "{tool} failed ({how}): {}{hint}",
             if msg.is_empty() { "no message" } else { &msg }
         )));
     }
@@ -244,8 +247,8 @@ impl SnapshotCounts {
             .get(0);
         log::debug!("exported snapshot {snapshot}");
         let handle = std::thread::spawn(move || {
-            let counts = table_row_counts(&mut client)
-                .map_err(|e| Error::failure(format!("counting rows: {}", describe_pg_error(&e))));
+            let counts =
+                table_row_counts(&mut client).map_err(|e| standby_failure("counting rows", &e));
             (client, counts)
         });
         Ok(SnapshotCounts { snapshot, handle })
@@ -261,9 +264,19 @@ impl SnapshotCounts {
         let counts = counts?;
         client
             .batch_execute("COMMIT")
-            .map_err(|e| Error::failure(format!("ending snapshot: {}", describe_pg_error(&e))))?;
+            .map_err(|e| standby_failure("ending snapshot", &e))?;
         Ok((client, counts))
     }
+}
+
+/// A query's failure, with the cause and the remedy when a hot standby
+/// cancelled it (a recovery conflict).
+fn standby_failure(what: &str, e: &postgres::Error) -> Error {
+    let msg = describe_pg_error(e);
+    let hint = opskit::pgtools::recovery_conflict_hint(&msg)
+        .map(|h| format!(": {h}"))
+        .unwrap_or_default();
+    Error::failure(format!("{what}: {msg}{hint}"))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod finish;
 pub(crate) mod incremental;
 pub(crate) mod physical;
 pub(crate) mod sink;
+mod standby;
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
@@ -245,8 +246,14 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<BackupCounts>> {
         .unwrap_or_else(|| backupset::sanitize_name(&server.dbname, "db"));
     let (started_at, stage) = new_stage(&root, &name)?;
 
+    let conflicts = standby::Conflicts::before(&mut client);
     let (mut entries, mut row_counts, client) =
-        dump_database(&args, &spec, &server, client, stage.path(), &enc)?;
+        dump_database(&args, &spec, &server, client, stage.path(), &enc).map_err(|e| {
+            match &conflicts {
+                Some(c) => c.explain(&spec, e),
+                None => e,
+            }
+        })?;
     let db_file = entries[0].name.clone();
     if args.globals {
         entries.push(dump_globals(

@@ -48,6 +48,8 @@ pub struct Cluster {
     pub timeline: u32,
     /// `summarize_wal` (17+; None before): incremental base sets need it.
     pub summarize_wal: Option<bool>,
+    /// A standby (in recovery): the set is read from it, not the primary.
+    pub standby: bool,
     pub tool: PgTool,
 }
 
@@ -61,7 +63,8 @@ impl Cluster {
                  (SELECT rolname::text FROM pg_roles WHERE oid = 10), \
                  current_setting('archive_mode'), \
                  (SELECT timeline_id FROM pg_control_checkpoint()), \
-                 current_setting('summarize_wal', true)",
+                 current_setting('summarize_wal', true), \
+                 pg_is_in_recovery()",
                 &[],
             )
             .map_err(|e| {
@@ -71,9 +74,11 @@ impl Cluster {
         let version_num = row.get::<_, i32>(1) as u32;
         let major = pgtools::major_of_num(version_num);
         let tool = pgtools::find("pg_basebackup", major, &version, bindir)?;
+        let standby: bool = row.get(8);
         log::info!(
-            "copying the cluster at {} (PostgreSQL {version}) with {} {}",
+            "copying the cluster at {} (PostgreSQL {version}{}) with {} {}",
             spec.redacted(),
+            if standby { ", a standby" } else { "" },
             tool.path.display(),
             tool.version
         );
@@ -87,6 +92,7 @@ impl Cluster {
             archive_mode: row.get(5),
             timeline: row.get::<_, i32>(6) as u32,
             summarize_wal: row.get::<_, Option<String>>(7).map(|v| v == "on"),
+            standby,
             tool,
         })
     }
@@ -253,6 +259,14 @@ pub fn base(
         wal_segment_size: cluster.wal_segment_size,
         file: name,
         archive_mode: Some(cluster.archive_mode.clone()),
+        source: Some(
+            if cluster.standby {
+                "standby"
+            } else {
+                "primary"
+            }
+            .into(),
+        ),
         incremental: parent.map(|p| Incremental {
             parent: p.name.clone(),
             chain: p.chain.clone(),

@@ -7,6 +7,7 @@ mod local;
 mod net;
 mod pg;
 mod remote;
+mod replication;
 mod trust;
 
 use serde_json::{Map, Value};

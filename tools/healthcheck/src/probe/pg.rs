@@ -108,6 +108,7 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
     if let Some(v) = r.get::<_, Option<String>>(16) {
         obs.set("summarize_wal", v == "on");
     }
+    let replication = super::replication::observe(&mut client, &mut obs)?;
     obs.set("tls", tls.is_some());
     obs.set("tls_version", tls.as_ref().map(|t| t.version));
     let cert = match &tls {
@@ -117,14 +118,15 @@ pub fn probe(c: &Check) -> Result<Observation, String> {
     obs.set("cert_days_left", cert.as_ref().map(|c| c.0));
     obs.set("cert_not_after", cert.as_ref().map(|c| c.1.clone()));
     obs.summary = format!(
-        "PostgreSQL {version} {} accepting queries (connect {} ms, {conns}/{max} connections{})",
+        "PostgreSQL {version} {} accepting queries (connect {} ms, {conns}/{max} connections{}{})",
         if in_recovery { "replica" } else { "primary" },
         connect.as_millis(),
         match (&tls, &cert) {
             (Some(t), Some((days, ..))) =>
                 format!(", {}, certificate expires in {days} days", t.version),
             _ => String::new(),
-        }
+        },
+        replication.0.map(|s| format!("; {s}")).unwrap_or_default()
     );
     Ok(obs)
 }
