@@ -126,7 +126,7 @@ pub(crate) fn run(ctx: &Ctx, mut client: Client, em: &mut Emitter) -> Result<Don
     } else {
         incremental::Plan::Full
     };
-    drop(client);
+    hold_wal(&mut client);
     let (parent, mut fallback) = match plan {
         incremental::Plan::Full => (None, None),
         incremental::Plan::Incremental(p) => (Some(p), None),
@@ -173,6 +173,25 @@ pub(crate) fn run(ctx: &Ctx, mut client: Client, em: &mut Emitter) -> Result<Don
         fallback,
     };
     set.finish(None, Some(info), enc, entries, em)
+}
+
+/// Keep every WAL file from now on for as long as `client`'s session
+/// lives (to the end of the run), with a temporary replication slot: a
+/// tar on stdout cannot stream its WAL (`-X fetch`), so pg_basebackup
+/// fetches it at the end, and checkpoints during a long backup on a busy
+/// server would otherwise recycle segments it still needs. Without a free
+/// slot the backup goes on, guarded only by `wal_keep_size`.
+fn hold_wal(client: &mut Client) {
+    let slot = format!("opskit_base_{}", std::process::id());
+    if let Err(e) = client.execute(
+        "SELECT pg_create_physical_replication_slot($1, true, true)",
+        &[&slot],
+    ) {
+        log::warn!(
+            "cannot hold the backup's WAL with a temporary replication slot ({}): a checkpoint during the backup may remove WAL it has yet to fetch unless wal_keep_size covers it",
+            describe_pg_error(&e)
+        );
+    }
 }
 
 /// Run pg_basebackup into `dir`/base.tar… (incremental to `parent` when

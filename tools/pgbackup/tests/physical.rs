@@ -9,7 +9,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{names, pgbackup};
+use common::{names, pgbackup, sets};
 use opskit_testkit::age::Key;
 use opskit_testkit::tools::{Output, run};
 use opskit_testkit::{bin, cluster};
@@ -205,4 +205,100 @@ fn a_role_without_replication_is_refused_clearly_and_leaves_nothing() {
         .filter(|n| n != ".opskit.lock")
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A long base backup on a busy server: pg_basebackup fetches the WAL at
+/// the end (`-X fetch`), and checkpoints in between recycle segments.
+/// pgbackup holds them with a temporary replication slot for the run.
+/// (pg_basebackup is slowed to 8 MB/s by a wrapper so that the writes and
+/// checkpoints fall inside the backup.)
+#[test]
+fn checkpoints_during_a_long_base_backup_do_not_take_its_wal() {
+    let c = cluster();
+    let db = c.create_db();
+    c.query(&db.name, "CREATE TABLE churn (x text)");
+    let dir = shared_dir();
+    let slow = dir.path().join("bin");
+    fs::create_dir(&slow).unwrap();
+    let wrapper = slow.join("pg_basebackup");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} \"$@\" --max-rate=8M\n",
+            c.bindir().join("pg_basebackup").display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let dest = dir.path().join("backups");
+    let _one = opskit_testkit::pg::base_backup_lock();
+    let mut child = opskit_testkit::signing::command(bin("pgbackup"))
+        .args(["--physical", "--dest"])
+        .arg(&dest)
+        .args(["--db", &db.url, "--pg-bindir"])
+        .arg(&slow)
+        .env_remove("DATABASE_URL")
+        .env_remove("OPSKIT_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c.query(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_progress_basebackup WHERE phase = 'streaming database files'",
+    )[0] == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started"
+        );
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "pgbackup ended early: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The run's temporary slot holds the WAL; healthcheck does not count
+    // it as an abandoned slot.
+    let held = c.query(
+        "postgres",
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'opskit_base_%' AND temporary",
+    );
+    assert_eq!(held, ["1"]);
+    let health = run(std::process::Command::new(bin("healthcheck"))
+        .arg(&db.url)
+        .env_remove("DATABASE_URL"));
+    let values = &health.events("check")[0]["values"];
+    assert_eq!(values["inactive_slots"], 0, "{values}");
+    let start = c.query("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())")[0].clone();
+    for _ in 0..4 {
+        c.query(
+            &db.name,
+            "INSERT INTO churn SELECT repeat('c', 500) FROM generate_series(1, 2000)",
+        );
+        c.query("postgres", "SELECT pg_switch_wal()");
+        c.query("postgres", "CHECKPOINT");
+    }
+    let now = c.query("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())")[0].clone();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(now[8..] > start[8..], "{start}..{now}: no segment went by");
+    let set = sets(&dest).pop().unwrap();
+    let out = verify(&[], &set, false);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let slots = c.query(
+        "postgres",
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'opskit_base_%'",
+    );
+    assert_eq!(slots, ["0"], "the temporary slot outlived the run");
 }

@@ -2,6 +2,8 @@
 //! WAL receiver streams and how far replay is behind; on a primary, its
 //! standbys and the largest lag; on either, the replication slots and the
 //! WAL they hold back (an abandoned slot fills the primary's WAL disk).
+//! A temporary slot (pgbackup holds one for each base backup) ends with
+//! its session: it is never counted inactive, but what it holds counts.
 
 use std::path::Path;
 
@@ -20,7 +22,7 @@ SELECT pg_is_in_recovery(),
         END)::float8,
        (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int,
        (SELECT count(*) FROM pg_replication_slots)::int,
-       (SELECT count(*) FROM pg_replication_slots WHERE NOT active)::int,
+       (SELECT count(*) FROM pg_replication_slots WHERE NOT active AND NOT temporary)::int,
        (SELECT count(*) FROM pg_replication_slots WHERE wal_status = 'lost')::int,
        h.retained::float8,
        h.slot_name::text,
