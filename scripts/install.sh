@@ -117,5 +117,11 @@ beside encrypted sets:
   archive_mode = on
   archive_command = '$PREFIX/bin/walarchive -q push %p %f --root /var/backups/opskit-pitr --encrypt-to-file /etc/opskit/recipients.txt --signing-key /etc/opskit/signing/postgres.key'
   archive_timeout = 60s
+On PostgreSQL 17 and later, also these two (no restart needed): the nightly
+base sets are then incremental between full ones (OPSKIT_BASE_FULL_EVERY,
+default 7d), the summaries kept longer than that:
+  summarize_wal = on
+  wal_summary_keep_time = '10d'
+Then:
   systemctl enable --now opskit-base-backup.timer opskit-wal-offsite.timer
 PITR

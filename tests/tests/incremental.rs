@@ -464,6 +464,23 @@ fn the_bucket_holds_chains_whole(chain: &[&Path]) {
         }
     }
     let newest = name(chain[2]);
+    // `offsite list` shows the gapped chain's newest set as not
+    // restorable from the bucket, naming the link it lacks.
+    let out = offsite(&["list", &gapped]);
+    ok(&out, "offsite list");
+    let row = out
+        .events("remote_set")
+        .into_iter()
+        .find(|r| r["set"] == newest.as_str())
+        .unwrap();
+    assert_eq!(row["complete"], false, "{row}");
+    assert_eq!(row["missing_links"], serde_json::json!([name(chain[1])]));
+    let out = offsite(&["list", &whole, "--table"]);
+    ok(&out, "offsite list --table");
+    assert!(!out.stdout.contains("NO CHAIN"), "{}", out.stdout);
+    let out = offsite(&["list", &gapped, "--table"]);
+    let line = out.stdout.lines().find(|l| l.starts_with(&newest)).unwrap();
+    assert!(line.contains("NO CHAIN"), "{}", out.stdout);
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("root");
     let out = offsite(&["pull", &gapped, &newest, "--dest", dest.to_str().unwrap()]);

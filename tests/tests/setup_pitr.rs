@@ -35,6 +35,11 @@ fn documented_archive_command(dest: &Path) -> String {
         guide.contains(&format!("archive_command = {line}")),
         "the guide's archive_command is not the one make install prints: {line}"
     );
+    // Incremental base sets (17+): the same two lines in both.
+    for l in ["summarize_wal = on", "wal_summary_keep_time = '10d'"] {
+        assert!(out.stdout.contains(&format!("  {l}\n")), "install.sh: {l}");
+        assert!(guide.contains(l), "the guide: {l}");
+    }
     line.trim_matches('\'').to_string()
 }
 

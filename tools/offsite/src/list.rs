@@ -31,6 +31,7 @@ pub fn run(args: &crate::Args, l: &ListArgs, em: &mut Emitter) -> Result<Done<Of
     };
     let remote_ok = crate::verify::remote_verdicts(root);
     let local = root.map(local_sets).unwrap_or_default();
+    let broken = broken_chains(&store, &remote);
     let names: BTreeSet<&String> = remote.keys().chain(local.keys()).collect();
     let mut rows: Vec<RemoteSet> = names
         .into_iter()
@@ -43,6 +44,7 @@ pub fn run(args: &crate::Args, l: &ListArgs, em: &mut Emitter) -> Result<Done<Of
                 _ => Location::Remote,
             };
             let files = r.map(|r| &r.sizes);
+            let missing_links = broken.get(n).cloned().unwrap_or_default();
             RemoteSet {
                 set: n.clone(),
                 location,
@@ -58,7 +60,8 @@ pub fn run(args: &crate::Args, l: &ListArgs, em: &mut Emitter) -> Result<Done<Of
                 encrypted: m
                     .map(|m| m.1)
                     .or_else(|| files.map(|f| f.keys().any(|k| k.ends_with(opskit::crypt::EXT)))),
-                complete: r.map(|r| r.complete),
+                complete: r.map(|r| r.complete && missing_links.is_empty()),
+                missing_links,
                 verified: verdicts.get(n).copied(),
                 remote_verified: remote_ok.get(n).copied(),
                 url: r.map(|_| store.remote.url(&format!("{n}/"))),
@@ -81,6 +84,30 @@ pub fn run(args: &crate::Args, l: &ListArgs, em: &mut Emitter) -> Result<Done<Of
         }
     }
     Ok(Done::new(Exit::Ok, counts))
+}
+
+/// The remote incremental sets whose chain lacks a set that is whole in
+/// the bucket, with the sets they lack. Only base sets (those with a
+/// `backup_manifest`) can be incremental: their manifests are read, one
+/// small download each. A manifest that cannot be read is left to
+/// `offsite verify`.
+fn broken_chains(
+    store: &opskit_s3::Store,
+    remote: &opskit_s3::sets::RemoteSets,
+) -> HashMap<String, Vec<String>> {
+    let whole = |n: &String| remote.get(n).is_some_and(|r| r.complete);
+    remote
+        .iter()
+        .filter(|(_, r)| r.complete && r.sizes.contains_key(opskit::physical::BACKUP_MANIFEST))
+        .filter_map(|(n, _)| {
+            let m = crate::remote::manifest(store, n).ok()?;
+            let missing: Vec<String> = opskit::chain::needs(&m)
+                .into_iter()
+                .filter(|a| !whole(a))
+                .collect();
+            (!missing.is_empty()).then(|| (n.clone(), missing))
+        })
+        .collect()
 }
 
 /// The sets of a local root: total bytes and whether encrypted.
@@ -107,6 +134,7 @@ fn table(rows: &[RemoteSet]) -> String {
     );
     for r in rows {
         let remote = match (r.complete, r.remote_verified) {
+            (Some(false), _) if !r.missing_links.is_empty() => "NO CHAIN".to_string(),
             (Some(false), _) => "INCOMPLETE".to_string(),
             (Some(true), v) => yn(v, "verified", "DAMAGED").replace('-', "copied"),
             (None, _) => "-".to_string(),

@@ -58,9 +58,14 @@ pub struct RemoteSet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted: Option<bool>,
     /// The remote copy has its manifest (a copy without one is an
-    /// interrupted push, not a set).
+    /// interrupted push, not a set) and, an incremental base set, every
+    /// set of its chain whole in the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complete: Option<bool>,
+    /// The sets of an incremental set's chain the bucket does not hold
+    /// whole: it cannot be restored from there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_links: Vec<String>,
     /// The local verification verdict (verified.ndjson).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
