@@ -121,9 +121,9 @@ restore() { # NAME SET: walarchive restore --immediate of SET, started and promo
     local name=$1 set=$2 t
     rm -rf "$work/r/$name"
     t=$(date +%s.%N)
-    as_pg "$work/bin/walarchive" restore --immediate --pg-bindir "$pg18" --set "$set" --root "$work/root" --pgdata "$work/r/$name" >/dev/null 2>"$work/out/$name.log"
+    as_pg "$work/bin/walarchive" -v restore --immediate --pg-bindir "$pg18" --set "$set" --root "$work/root" --pgdata "$work/r/$name" >/dev/null 2>"$work/out/$name.log"
     # Where the time went (unpacking and checking, combining).
-    grep -E 'unpacked|combined' "$work/out/$name.log" | sed "s/^/$name: /" >&2 || true
+    grep -E 'unpacked|combined|verif' "$work/out/$name.log" | sed "s/^/$name: /" >&2 || true
     echo "$name: data directory ready after $(awk -v s="$t" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}') s" >&2
     as_pg "$pg18/pg_ctl" -D "$work/r/$name" -l "$work/r/$name.log" -o "$side_opts" -w -t 3600 start >/dev/null
     until [[ $(as_pg "$pg18/psql" -XqtA -h "$work/r" -p 5498 -U opskit -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null) == f ]]; do
