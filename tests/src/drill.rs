@@ -149,35 +149,13 @@ impl Drill {
 
     /// Switch to a new segment and wait until the server has archived it.
     pub fn archive_now(&self) {
-        let seg = self
-            .c
-            .query("postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0]
-            .clone();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let last = self.c.query(
-                "postgres",
-                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-            );
-            if last[0] >= seg {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{seg} was not archived: {last:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        archive_now(self.c);
     }
 
     /// The time now (UTC, to the microsecond), then `DELETE FROM orders`
     /// after it, archived: the mistake a recovery to that time undoes.
     pub fn time_then_delete(&self) -> String {
-        let t = self.c.query(
-            "postgres",
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-        )[0]
-        .clone();
+        let t = utc_now(self.c);
         std::thread::sleep(Duration::from_millis(20));
         self.c.query(&self.db, "DELETE FROM orders");
         self.archive_now();
@@ -218,4 +196,34 @@ impl Drill {
             .args(["stop", "-m", "fast", "-w"]));
         assert!(out.code == 0, "{}", out.stderr);
     }
+}
+
+/// Switch `c` to a new WAL segment and wait until it has archived it.
+pub fn archive_now(c: &Cluster) {
+    let seg = c.query("postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = c.query(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        if last[0] >= seg {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{seg} was not archived: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The time now on `c`'s clock, UTC to the microsecond, as a recovery
+/// target (`2026-12-07T01:28:44.877584Z`).
+pub fn utc_now(c: &Cluster) -> String {
+    c.query(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )[0]
+    .clone()
 }

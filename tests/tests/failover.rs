@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use opskit_testkit::Cluster;
-use opskit_testkit::drill::Drill;
+use opskit_testkit::drill::{Drill, archive_now, utc_now};
 use opskit_testkit::pg::pair::{pair, wait_for};
 use opskit_testkit::tools::{Output, bin, run};
 
@@ -35,14 +35,10 @@ fn insert(c: &Cluster, db: &str, n: usize, note: &str) -> i64 {
     last
 }
 
-/// The time now on `c` (UTC, to the microsecond), between two commits.
+/// The time now on `c`, between two commits.
 fn now(c: &Cluster) -> String {
     std::thread::sleep(Duration::from_millis(20));
-    let t = c.query(
-        "postgres",
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-    )[0]
-    .clone();
+    let t = utc_now(c);
     std::thread::sleep(Duration::from_millis(20));
     t
 }
@@ -56,17 +52,6 @@ fn committed_upto(c: &Cluster, db: &str, last: i64) -> (i64, i64) {
     );
     let mut it = r[0].split(' ').map(|v| v.parse::<i64>().unwrap());
     (it.next().unwrap(), it.next().unwrap())
-}
-
-/// Switch `c` to a new segment and wait until it has archived it.
-fn archive_now(c: &Cluster) {
-    let seg = c.query("postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0].clone();
-    wait_for(&format!("{seg} to be archived"), || {
-        c.query(
-            "postgres",
-            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-        )[0] >= seg
-    });
 }
 
 fn recover(d: &Drill, t: &str, side: &Path) -> (i64, i64) {

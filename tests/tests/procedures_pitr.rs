@@ -141,11 +141,7 @@ fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
     std::thread::sleep(Duration::from_millis(1500));
     let upto = w.pause();
     std::thread::sleep(Duration::from_millis(20));
-    let t = c.query(
-        "postgres",
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-    )[0]
-    .clone();
+    let t = opskit_testkit::drill::utc_now(c);
     std::thread::sleep(Duration::from_millis(20));
     w.resume();
     std::thread::sleep(Duration::from_millis(300));
