@@ -73,7 +73,8 @@ load_env
 # CPU stay the application's; nothing else here talks to a database.
 source_var=DATABASE_URL
 if [[ -n "${OPSKIT_BACKUP_FROM:-}" ]]; then
-    DATABASE_URL=$OPSKIT_BACKUP_FROM source_var=OPSKIT_BACKUP_FROM
+    export DATABASE_URL=$OPSKIT_BACKUP_FROM
+    source_var=OPSKIT_BACKUP_FROM
     log "reading the backup from OPSKIT_BACKUP_FROM (a standby), not DATABASE_URL"
 fi
 password_to_env DATABASE_URL "$source_var"

@@ -272,6 +272,24 @@ fn replication_checks_go_warning_and_critical_and_back() {
     assert_eq!(values(&pr)["slots"], 1);
     assert_eq!(values(&pr)["inactive_slots"], 0);
     assert!(values(&pr)["streaming"].is_null(), "{pr}");
+    // A role without pg_monitor does not see the receiver's state: unknown,
+    // not a standby that stopped streaming.
+    primary.query(
+        "postgres",
+        "DO $$ BEGIN CREATE ROLE opskit_plain LOGIN PASSWORD 'plain'; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    );
+    p.wait_replayed();
+    let out = run(Command::new(bin("healthcheck"))
+        .arg(format!(
+            "postgresql://opskit_plain:plain@127.0.0.1:{}/{}",
+            standby.port(),
+            db.name
+        ))
+        .env_remove("DATABASE_URL"));
+    let plain = &out.events("check")[0];
+    assert_eq!(out.code, 0, "{plain}");
+    assert_eq!(values(plain)["wal_receiver_status"], "hidden", "{plain}");
+    assert!(values(plain)["streaming"].is_null(), "{plain}");
 
     // The standby stops streaming: WARNING there, and its slot on the
     // primary goes inactive: WARNING there, while the primary writes.

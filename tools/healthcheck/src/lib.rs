@@ -40,7 +40,8 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///                                   sets need it; warn summarize_wal ==
 ///                                   false where they are configured),
 ///                                   replication_lag_bytes; a standby:
-///                                   streaming, wal_receiver_status; a
+///                                   streaming, wal_receiver_status (hidden
+///                                   without pg_monitor); a
 ///                                   primary: replicas, streaming_replicas;
 ///                                   slots, inactive_slots, lost_slots,
 ///                                   slot_retained_bytes (WAL the slots hold

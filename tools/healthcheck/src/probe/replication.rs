@@ -14,7 +14,7 @@ use super::Observation;
 
 const REPLICATION: &str = "\
 SELECT pg_is_in_recovery(),
-       (SELECT status FROM pg_stat_wal_receiver),
+       (SELECT coalesce(status, 'hidden') FROM pg_stat_wal_receiver),
        (CASE WHEN pg_is_in_recovery() THEN
           (SELECT coalesce(latest_end_lsn, pg_last_wal_receive_lsn()) - pg_last_wal_replay_lsn()
              FROM pg_stat_wal_receiver)
@@ -47,15 +47,23 @@ pub fn observe(client: &mut Client, obs: &mut Observation) -> Result<Said, Strin
     obs.set("replication_lag_bytes", lag_bytes);
     let mut said = None;
     if standby {
-        // No row in pg_stat_wal_receiver: no receiver runs at all.
+        // No row in pg_stat_wal_receiver: no receiver runs at all. A row
+        // without its status: the check's role may not see it (only
+        // pg_read_all_stats, e.g. pg_monitor, may), so streaming is unknown.
         let status = r
             .get::<_, Option<String>>(1)
             .unwrap_or_else(|| "stopped".into());
-        let streaming = status == "streaming";
         obs.set("wal_receiver_status", status.clone());
-        obs.set("streaming", streaming);
-        if !streaming {
-            said = Some(format!("WAL receiver {status}"));
+        if status == "hidden" {
+            said = Some(
+                "the WAL receiver's state is hidden from this role (grant it pg_monitor)".into(),
+            );
+        } else {
+            let streaming = status == "streaming";
+            obs.set("streaming", streaming);
+            if !streaming {
+                said = Some(format!("WAL receiver {status}"));
+            }
         }
     } else {
         obs.set("streaming_replicas", r.get::<_, i32>(3));
