@@ -218,6 +218,15 @@ pub fn recovery_conflict_hint(msg: &str) -> Option<&'static str> {
         .then_some(RECOVERY_CONFLICT_HINT)
 }
 
+/// `msg`, followed by [`RECOVERY_CONFLICT_HINT`] when it is a recovery
+/// conflict's error.
+pub fn with_conflict_hint(msg: &str) -> String {
+    match recovery_conflict_hint(msg) {
+        Some(h) => format!("{msg}: {h}"),
+        None => msg.to_string(),
+    }
+}
+
 pub fn summarise(lines: &[String]) -> String {
     let mut parts: Vec<String> = Vec::new();
     for l in lines {

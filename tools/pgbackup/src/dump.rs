@@ -214,12 +214,13 @@ pub(crate) fn stream_child_watched(
             Some(c) => format!("exit {c}"),
             None => "killed by a signal".into(),
         };
-        let hint = opskit::pgtools::recovery_conflict_hint(&msg)
-            .map(|h| format!(": {h}"))
-            .unwrap_or_default();
         return Err(Error::failure(format!(
-            "{tool} failed ({how}): {}{hint}",
-            if msg.is_empty() { "no message" } else { &msg }
+            "{tool} failed ({how}): {}",
+            if msg.is_empty() {
+                "no message".to_string()
+            } else {
+                opskit::pgtools::with_conflict_hint(&msg)
+            }
         )));
     }
     Ok((sink.finish()?, lines))
@@ -272,11 +273,10 @@ impl SnapshotCounts {
 /// A query's failure, with the cause and the remedy when a hot standby
 /// cancelled it (a recovery conflict).
 fn standby_failure(what: &str, e: &postgres::Error) -> Error {
-    let msg = describe_pg_error(e);
-    let hint = opskit::pgtools::recovery_conflict_hint(&msg)
-        .map(|h| format!(": {h}"))
-        .unwrap_or_default();
-    Error::failure(format!("{what}: {msg}{hint}"))
+    Error::failure(format!(
+        "{what}: {}",
+        opskit::pgtools::with_conflict_hint(&describe_pg_error(e))
+    ))
 }
 
 #[cfg(test)]
