@@ -293,6 +293,27 @@ const METRICS: &[(&str, &str, &str, &str, f64)] = &[
         1.0,
     ),
     (
+        "wal",
+        "window_age_s",
+        "opskit_recovery_window_newest_age_seconds",
+        "Age of the newest point in time the backup root recovers to (the last archived transaction).",
+        1.0,
+    ),
+    (
+        "wal",
+        "window_width_s",
+        "opskit_recovery_window_width_seconds",
+        "Width of the point-in-time recovery window: from the oldest verified base set's end to the last archived transaction.",
+        1.0,
+    ),
+    (
+        "wal",
+        "window_overdue_s",
+        "opskit_recovery_window_overdue_seconds",
+        "How far the newest recoverable point is behind archive_timeout + 5 min (0: on time).",
+        1.0,
+    ),
+    (
         "offsite",
         "age_s",
         "opskit_offsite_age_seconds",

@@ -116,6 +116,12 @@ const WAL: &[(&str, Unit)] = &[
     ("age_s", Seconds),
     ("gaps", Number),
     ("first_gap", Text),
+    ("window_newest", Text),
+    ("window_oldest", Text),
+    ("window_age_s", Seconds),
+    ("window_width_s", Seconds),
+    ("archive_timeout_s", Seconds),
+    ("window_overdue_s", Seconds),
 ];
 const MIGRATIONS: &[(&str, Unit)] = &[
     ("pending", Number),
@@ -194,7 +200,9 @@ impl KindSpec for Kind {
             ],
             Kind::Backup => [&["sets > 0"], &[], &["age_s > 26h"]],
             Kind::Offsite => [&["sets > 0"], &[], &["age_s > 26h"]],
-            Kind::Wal => [&["segments > 0"], &[], &["gaps > 0"]],
+            // The newest recoverable point older than archive_timeout + 5
+            // min: transactions committed since are not in the archive.
+            Kind::Wal => [&["segments > 0"], &["window_overdue_s > 0"], &["gaps > 0"]],
             Kind::Migrations => [&[], &["pending > 0"], &["dirty > 0"]],
             // Null compares false: a plaintext connection, a primary (no
             // `streaming`), a server without slots or whose WAL disk this

@@ -17,6 +17,7 @@ mod remote_prune;
 mod upload;
 mod verify;
 mod wal;
+mod window;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use opskit_s3::{Options, Remote, Store, aws};
 ///   offsite verify --sample 0.1          re-read a tenth of the remote files
 ///   offsite prune --keep-daily 7 --keep-weekly 4
 ///   offsite push-wal                     the WAL archive, every minute
+///   offsite window --table               the points in time the bucket recovers to
 ///
 /// The bucket URL comes first on the command line of every subcommand
 /// (`offsite list s3://backups/app`), or from --url or OPSKIT_OFFSITE_URL;
@@ -126,6 +128,11 @@ pub enum Command {
     /// not there yet, each file's checksum file last. Run it every minute
     /// (opskit-wal-offsite.timer).
     PushWal(wal::PushWalArgs),
+    /// The points in time the bucket recovers to (and the root, with
+    /// --root): dump sets, and the ranges of point-in-time recovery from
+    /// each base set through the WAL copied by push-wal, to the last
+    /// transaction archived.
+    Window(window::WindowArgs),
 }
 
 impl ToolArgs for Args {
@@ -143,6 +150,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
         Command::Verify(v) => verify::verify(&args, v, em),
         Command::Prune(p) => remote_prune::run(&args, p, em),
         Command::PushWal(p) => wal::push(&args, p, em),
+        Command::Window(w) => window::run(&args, w, em),
     }
 }
 

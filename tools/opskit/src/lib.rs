@@ -75,7 +75,9 @@ pub mod untar;
 pub mod upstream;
 pub mod verdicts;
 pub mod walchain;
+pub mod waldump;
 pub mod walstore;
+pub mod window;
 
 pub use exit::{Error, Exit, IoContext, Result};
 pub use record::{Done, Emitter};

@@ -27,6 +27,11 @@ pub fn parse_lsn(s: &str) -> Option<u64> {
     (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some(hi << 32 | lo)
 }
 
+/// The 64-bit position → `0/2000028`, as PostgreSQL writes it.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
 /// A timeline history file's entries: (parent timeline, the LSN where the
 /// next timeline branched off it), oldest first.
 pub fn parse_history(text: &str) -> Vec<(u32, u64)> {

@@ -443,6 +443,7 @@ mod tests {
                 sha256: "a".repeat(64),
                 bytes,
                 stored: format!("{n}.zst"),
+                xact: crate::sidecar::LastXact::Unread,
                 signature: None,
             };
             fs::write(tli.join(&side.stored), "x").unwrap();

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use opskit::cli::{ToolArgs, Verbosity};
 use opskit::codec::Compression;
 use opskit::records::WalCounts;
-use opskit::{Done, Emitter, Result};
+use opskit::{Done, Emitter, Exit, Result};
 
 /// Archive PostgreSQL WAL into the backup root, and hand it back during
 /// recovery.
@@ -41,6 +41,10 @@ use opskit::{Done, Emitter, Result};
 /// restore prepares a new data directory for point-in-time recovery from
 /// the newest verified base set (pgbackup --physical) that ended before the
 /// target; restore-system.sh --to TIME starts it and checks it.
+///
+/// window shows the points in time the root recovers to: every dump set,
+/// and the ranges each verified base set reaches through the archive, up
+/// to the last transaction archived (read from the WAL at push).
 ///
 /// Exit: 0 done; 1 fetch: not archived; 2 not stored or not handed back
 /// (full disk, a different file under the same name, damage); 64 usage.
@@ -127,6 +131,14 @@ pub enum Command {
         #[command(flatten)]
         trust: opskit::cli::TrustArgs,
     },
+    /// The points in time the root recovers to: dump sets, and the
+    /// continuous ranges of point-in-time recovery from each verified base
+    /// set to the last transaction archived with no segment missing.
+    Window {
+        /// Lines for a person instead of a record.
+        #[arg(long)]
+        table: bool,
+    },
 }
 
 impl ToolArgs for Args {
@@ -205,6 +217,22 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<WalCounts>> {
                 trust: &trust,
             };
             recover::restore(&req, em)
+        }
+        Command::Window { table } => {
+            let w = opskit::window::local(&root)?;
+            if *table {
+                print!("{}", opskit::window::table(&w));
+                em.mute();
+            } else {
+                em.emit(&w)?;
+            }
+            Ok(Done::new(
+                Exit::Ok,
+                WalCounts {
+                    files: w.base_sets + w.dump_sets,
+                    bytes: 0,
+                },
+            ))
         }
     }
 }

@@ -72,6 +72,7 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
     )?;
     let chain = opskit::chain::resolve(&set, &m, req.trust)
         .map_err(|e| Error::failure(format!("{e}; nothing was written")))?;
+    let stop = stop_setting(req, info)?;
     log::info!(
         "unpacking {} into {}",
         opskit::chain::names(&chain).join(" + "),
@@ -92,16 +93,7 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
         ("recovery_target_action", "promote".to_string()),
         ("recovery_target_timeline", "latest".to_string()),
     ];
-    match &req.target {
-        Target::Time(t) => {
-            settings.push((
-                "recovery_target_time",
-                t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
-            ));
-        }
-        Target::Immediate => settings.push(("recovery_target", "immediate".to_string())),
-        Target::Latest => {}
-    }
+    settings.extend(stop);
     if let Err(e) = opskit::recovery::write_recovery(req.pgdata, &settings) {
         let _ = std::fs::remove_dir_all(req.pgdata);
         return Err(e);
@@ -137,6 +129,78 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
     })?;
     let bytes = m.files.iter().map(|f| f.bytes).sum();
     Ok(Done::new(Exit::Ok, WalCounts { files: 1, bytes }))
+}
+
+/// The setting that stops recovery at the target. A time after the newest
+/// point the archive reaches from this set is refused: PostgreSQL would
+/// replay everything, then fail ("recovery ended before configured
+/// recovery target was reached"), and the WAL written since may hold the
+/// very transactions the operator wants to leave out or keep. That newest
+/// point itself is the last archived transaction: recovery to a time stops
+/// only before a later one, which the archive does not hold, so it stops
+/// after that record's position instead.
+fn stop_setting(
+    req: &Request,
+    info: &opskit::backupset::PhysicalInfo,
+) -> Result<Option<(&'static str, String)>> {
+    let t = match &req.target {
+        Target::Time(t) => *t,
+        Target::Immediate => return Ok(Some(("recovery_target", "immediate".into()))),
+        Target::Latest => return Ok(None),
+    };
+    let time = Some((
+        "recovery_target_time",
+        t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+    ));
+    let reach = opskit::window::newest(&opskit::window::LocalWal(req.root), info)?;
+    log::info!(
+        "the archive reaches {} ({}), the last transaction archived",
+        reach
+            .time
+            .map(opskit::window::show_time)
+            .unwrap_or("an unrecorded time".into()),
+        reach
+            .xact_segment
+            .as_deref()
+            .or(reach.segment.as_deref())
+            .unwrap_or("no segment")
+    );
+    let (Some(newest), Some(lsn), Some(seg)) = (reach.time, reach.lsn, &reach.xact_segment) else {
+        return Ok(time);
+    };
+    // That time decides what is refused and where recovery stops: it is
+    // used only when the checksum file recording it is signed by a trusted
+    // key, as every file recovery fetches must be.
+    let side = opskit::walstore::timeline_dir(req.root, seg)
+        .map(|d| d.join(opskit::walstore::sidecar_name(seg)));
+    if let Some(Ok(Some(s))) = side.as_deref().map(opskit::sidecar::Sidecar::read)
+        && let Err(e) = s.check(seg, req.trust)
+    {
+        return Err(Error::failure(format!(
+            "the checksum file of {seg}, which records the archive's last transaction: {e}; nothing was written"
+        )));
+    }
+    if t > newest {
+        return Err(Error::failure(format!(
+            "the archive ends before {}: its newest recoverable point is {}, the last transaction archived (in {}); WAL written since is not archived yet (SELECT pg_switch_wal() on the server archives it, or recover --to-latest). Recover to {} or earlier; nothing was written",
+            opskit::window::show_time(t),
+            opskit::window::show_time(newest),
+            reach.segment.as_deref().unwrap_or("?"),
+            opskit::window::show_time(newest),
+        )));
+    }
+    if t == newest {
+        log::info!(
+            "{} is the last transaction archived: recovery stops after its record at {}",
+            opskit::window::show_time(t),
+            opskit::physical::format_lsn(lsn)
+        );
+        return Ok(Some((
+            "recovery_target_lsn",
+            opskit::physical::format_lsn(lsn),
+        )));
+    }
+    Ok(time)
 }
 
 /// The chosen set's manifest, once its signature is checked (nothing from

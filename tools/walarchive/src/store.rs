@@ -15,7 +15,7 @@ use opskit::crypt::{HashRead, Identities, Recipients, Sealer};
 use opskit::durable;
 use opskit::gz::HashWriter;
 use opskit::records::{Wal, WalCounts, WalOp};
-use opskit::sidecar::Sidecar;
+use opskit::sidecar::{LastXact, Sidecar};
 use opskit::sign::{SigningKey, Trust};
 use opskit::walstore;
 use opskit::{Done, Emitter, Error, Exit, IoContext, Result};
@@ -100,10 +100,18 @@ impl Archive {
             }
         };
         fs::rename(&tmp, &stored).at("renaming into place", &stored)?;
+        // A segment's last transaction: the recovery window's newest point.
+        let xact = match walstore::segment_of(name, walstore::DEFAULT_SEGMENT_SIZE) {
+            Some(_) if src.file_name().is_some_and(|f| f == name) => {
+                opskit::waldump::last_xact(src)
+            }
+            _ => LastXact::Unread,
+        };
         let line = Sidecar {
             sha256: orig.sha256.clone(),
             bytes: orig.bytes,
             stored: stored_name.clone(),
+            xact,
             signature: None,
         }
         .render(name, how.key)?;

@@ -124,7 +124,13 @@ fn the_server_archives_through_it_and_fetch_gives_every_segment_back() {
     let dir = root.join("wal").join(&last[..8]);
     let side = fs::read_to_string(dir.join(format!("{last}.sha256"))).unwrap();
     let first = side.lines().next().unwrap();
-    assert!(first.ends_with(&format!("{last}.zst")), "{side}");
+    assert_eq!(
+        first.split(' ').nth(2),
+        Some(format!("{last}.zst").as_str()),
+        "{side}"
+    );
+    // The segment's last transaction, read with the server's pg_waldump.
+    assert!(first.contains(" xact=20"), "{side}");
     // Signed for this segment by the archiver's key, checked by the stock
     // minisign too.
     assert!(

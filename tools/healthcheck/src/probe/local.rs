@@ -200,7 +200,76 @@ pub fn wal(c: &Check) -> Result<Observation, String> {
         ),
         _ => format!("no archived WAL in {}", archive.display()),
     };
+    window(c, root, &mut obs)?;
     Ok(obs)
+}
+
+/// How much slack the newest recoverable point gets beyond archive_timeout.
+const WINDOW_SLACK_S: f64 = 300.0;
+
+/// The `wal:` check's recovery window: its newest point's age and its
+/// width (opskit::window), and how far the newest point is behind
+/// archive_timeout + 5 min (read from the check's database, or
+/// DATABASE_URL; 0 when neither answers). No verified base set: no window,
+/// and the fields are null.
+fn window(c: &Check, root: &Path, obs: &mut Observation) -> Result<(), String> {
+    let w = opskit::window::local(root).map_err(|e| e.msg)?;
+    let newest = w.pitr.iter().filter_map(|r| r.to).max();
+    let oldest = w.pitr.first().map(|r| r.from);
+    let Some(newest) = newest else {
+        if !w.pitr.is_empty() {
+            obs.summary
+                .push_str("; the newest recoverable point is not known (segments archived without their last transaction read)");
+        }
+        return Ok(());
+    };
+    let timeout = archive_timeout(c);
+    let age = age(newest);
+    let overdue = age - timeout.unwrap_or(0.0) - WINDOW_SLACK_S;
+    obs.set("window_newest", opskit::window::show_time(newest));
+    obs.set("window_oldest", oldest.map(opskit::window::show_time));
+    obs.set("window_age_s", opskit::record::round_ms(age));
+    obs.set(
+        "window_width_s",
+        oldest.map(|o| opskit::record::round_ms((newest - o).as_seconds_f64())),
+    );
+    obs.set("archive_timeout_s", timeout);
+    obs.set(
+        "window_overdue_s",
+        opskit::record::round_ms(overdue.max(0.0)),
+    );
+    obs.summary.push_str(&format!(
+        "; recovers to any time from {} to {} ({:.0} s old{})",
+        oldest.map(opskit::window::show_time).unwrap_or_default(),
+        opskit::window::show_time(newest),
+        age,
+        if timeout.is_none() {
+            ", archive_timeout not read: give the check a database"
+        } else {
+            ""
+        }
+    ));
+    Ok(())
+}
+
+/// The server's archive_timeout in seconds, from the check's database (or
+/// DATABASE_URL), when it answers.
+fn archive_timeout(c: &Check) -> Option<f64> {
+    let target = c
+        .database
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok())?;
+    let mut spec = super::pg::spec_of(&target).ok()?;
+    spec.connect_timeout = c.timeout;
+    spec.application_name = Some("opskit-healthcheck".into());
+    let mut client = spec.connect().ok()?;
+    let row = client
+        .query_one(
+            "SELECT setting::float8 FROM pg_settings WHERE name = 'archive_timeout'",
+            &[],
+        )
+        .ok()?;
+    Some(row.get(0))
 }
 
 pub fn migrations(c: &Check) -> Result<Observation, String> {

@@ -74,6 +74,55 @@ impl Record for Recovery {
     const EVENT: &'static str = "recovery";
 }
 
+/// `window`: `walarchive window`, the points in time one place (the
+/// backup root, or the bucket) recovers to (`opskit::window`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RecoveryWindow {
+    /// `local` (a backup root) or `remote` (a bucket).
+    pub location: String,
+    /// The root's path or the bucket's URL.
+    pub at: String,
+    /// Point-in-time recovery: continuous ranges, oldest first.
+    pub pitr: Vec<WindowRange>,
+    /// Verified base sets with their whole chain, which start the ranges.
+    pub base_sets: u64,
+    /// Base sets left out: never verified, failed, or missing a parent.
+    pub bases_unusable: u64,
+    /// Dump sets: each is a point.
+    pub dump_sets: u64,
+    pub dumps_verified: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_oldest: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// The oldest and newest point anything here recovers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One continuous point-in-time range of a [`RecoveryWindow`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WindowRange {
+    /// The end of its oldest base set: the earliest time it recovers to.
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// Its last archived transaction's commit time (null: not recorded).
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where that transaction's record starts in the WAL.
+    pub to_lsn: Option<String>,
+    pub timeline: u32,
+    /// How many base sets start inside it, and the oldest of them.
+    pub base_sets: u64,
+    pub first_base: String,
+    /// The last segment archived with none missing before it.
+    pub newest_segment: Option<String>,
+}
+
+impl Record for RecoveryWindow {
+    const EVENT: &'static str = "window";
+}
+
 /// `pitr`: written by `restore-pitr.sh` (`restore-system.sh --to`) once
 /// the recovered cluster is up: where it stopped, and where to reach it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -1,0 +1,205 @@
+//! The recovery window (#32): its newest point is the last transaction in
+//! the archive, read from the WAL when it was archived, and it is exact: a
+//! recovery to that very time finds the last committed row, and one second
+//! later is refused as beyond the archive, before anything is written.
+
+use std::fs;
+use std::process::Command;
+
+use chrono::{DateTime, Utc};
+use opskit_testkit::drill::{Drill, utc_now};
+use opskit_testkit::s3::s3;
+use opskit_testkit::tools::run;
+use opskit_testkit::wal::archiving_cluster;
+
+fn time(v: &serde_json::Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[test]
+fn the_newest_recoverable_point_is_the_last_archived_commit_to_the_microsecond() {
+    let d = Drill::on(archiving_cluster());
+    let c = d.c;
+    c.query(
+        &d.db,
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text); \
+         INSERT INTO orders (note) SELECT 'before the base backup' FROM generate_series(1, 100)",
+    );
+    let out = run(d
+        .tool("pgbackup")
+        .args(["--physical", "--dest"])
+        .arg(d.root())
+        .arg("--db")
+        .arg(c.url(&d.db)));
+    assert!(out.code == 0, "{}", out.stderr);
+    let set = out.events("backup")[0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Before it is verified, the base set starts no range.
+    let out = run(d
+        .tool("walarchive")
+        .args(["window", "--root"])
+        .arg(d.root()));
+    assert!(out.code == 0, "{}", out.stderr);
+    let w = &out.events("window")[0];
+    assert_eq!(w["pitr"], serde_json::json!([]), "{w}");
+    assert_eq!(w["bases_unusable"], 1, "{w}");
+    let out = run(d.tool("verify-backup").arg("--record").arg(&set));
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+
+    // Three commits; the last one is what the window must end at.
+    for i in 1..=3 {
+        c.query(
+            &d.db,
+            &format!("INSERT INTO orders (note) VALUES ('row {i}')"),
+        );
+    }
+    let before_last = utc_now(c);
+    c.query(&d.db, "INSERT INTO orders (note) VALUES ('the last row')");
+    let last_id = c.query(&d.db, "SELECT max(id) FROM orders")[0].clone();
+    d.archive_now();
+    let after = utc_now(c);
+
+    let out = run(d
+        .tool("walarchive")
+        .args(["window", "--root"])
+        .arg(d.root()));
+    assert!(out.code == 0, "{}", out.stderr);
+    let w = out.events("window")[0].clone();
+    assert_eq!(w["base_sets"], 1, "{w}");
+    let range = &w["pitr"][0];
+    let newest = time(&range["to"]);
+    assert!(
+        time(&serde_json::json!(before_last)) < newest && newest <= time(&serde_json::json!(after)),
+        "the newest point {newest} is the last commit, between {before_last} and {after}: {w}"
+    );
+    assert_eq!(w["newest"], range["to"], "{w}");
+    let table = run(d
+        .tool("walarchive")
+        .args(["window", "--table", "--root"])
+        .arg(d.root()));
+    assert!(table.code == 0, "{}", table.stderr);
+    assert!(
+        table.stdout.contains("PITR:  any time from")
+            && table.stdout.contains("(timeline 1, 1 base set(s)"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        !table.stdout.contains('{'),
+        "a table, no records: {}",
+        table.stdout
+    );
+
+    // Recovering to exactly that time brings the last committed row back.
+    let at = opskit::window::show_time(newest);
+    assert!(
+        table.stdout.contains(&at),
+        "the table shows {at}: {}",
+        table.stdout
+    );
+    let side = d.dir.join("side");
+    let (out, port) = d.recover_to(&at, &side);
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("is the last transaction archived: recovery stops after its record at"),
+        "{}",
+        out.stderr
+    );
+    let (count, max) = d.side_orders(&side, port);
+    assert_eq!(max.to_string(), last_id, "the last committed row is there");
+    assert_eq!(count, 104);
+    d.stop_side(&side);
+    fs::remove_dir_all(&side).unwrap();
+
+    // One second later is beyond the archive: refused up front, nothing written.
+    let later = opskit::window::show_time(newest + chrono::Duration::seconds(1));
+    let too_late = d.dir.join("too-late");
+    let (out, _) = d.recover_to(&later, &too_late);
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "the archive ends before {later}: its newest recoverable point is {at}"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!too_late.exists(), "nothing written");
+
+    // healthcheck's wal: check shows the same window, as fields and metrics.
+    let prom = d.dir.join("health.prom");
+    let out = run(d
+        .tool("healthcheck")
+        .args(["--prometheus"])
+        .arg(&prom)
+        .arg(format!("wal:{}", d.root().display()))
+        .env("DATABASE_URL", c.url(&d.db)));
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let chk = &out.events("check")[0];
+    let f = &chk["values"];
+    assert_eq!(f["window_newest"], at.as_str(), "{chk}");
+    assert_eq!(f["archive_timeout_s"], 0.0, "{chk}");
+    assert_eq!(f["window_overdue_s"], 0.0, "{chk}");
+    assert!(f["window_width_s"].as_f64().unwrap() > 0.0, "{chk}");
+    let text = fs::read_to_string(&prom).unwrap();
+    for m in [
+        "opskit_recovery_window_newest_age_seconds",
+        "opskit_recovery_window_width_seconds",
+        "opskit_recovery_window_overdue_seconds",
+    ] {
+        assert!(text.contains(&format!("\n{m}{{")), "{m} in\n{text}");
+    }
+    // A rule on the window's age goes off like any other.
+    let out = run(Command::new(opskit_testkit::bin("healthcheck"))
+        .args(["--warn", "window_age_s >= 0"])
+        .arg(format!("wal:{}", d.root().display())));
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+
+    bucket_window(&d, &set, &at);
+}
+
+/// The bucket's window, beside the root's: the base set pushed there and
+/// the WAL copied by push-wal reach the same newest point.
+fn bucket_window(d: &Drill, set: &str, at: &str) {
+    let url = format!("s3://{}/app", s3().bucket("window"));
+    let offsite = |args: &[&str]| {
+        let mut cmd = Command::new(opskit_testkit::bin("offsite"));
+        s3().configure(&mut cmd);
+        cmd.args(args).env(
+            "OPSKIT_SIGNING_PUBKEYS",
+            &opskit_testkit::signing::keys().public,
+        );
+        run(&mut cmd)
+    };
+    let root = d.root().display().to_string();
+    let out = offsite(&["push", &url, "--allow-unencrypted", set]);
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let out = offsite(&["push-wal", &url, "--root", &root, "--allow-unencrypted"]);
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let out = offsite(&["window", &url, "--root", &root]);
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let w = out.events("window");
+    assert_eq!(w.len(), 2, "{}", out.stdout);
+    assert_eq!(
+        (&w[0]["location"], &w[1]["location"]),
+        (&"local".into(), &"remote".into())
+    );
+    assert_eq!(w[1]["base_sets"], 1, "{}", w[1]);
+    assert_eq!(
+        w[1]["pitr"][0]["to"], w[0]["pitr"][0]["to"],
+        "{}",
+        out.stdout
+    );
+    let table = offsite(&["window", &url, "--root", &root, "--table"]);
+    assert!(table.code == 0, "{}", table.stderr);
+    assert!(
+        table.stdout.contains("(remote):") && table.stdout.matches(at).count() == 2,
+        "{}",
+        table.stdout
+    );
+}

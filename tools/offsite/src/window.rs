@@ -1,0 +1,122 @@
+//! `offsite window`: the points in time the bucket recovers to, beside the
+//! backup root's (`opskit::window` computes both): what is left if the
+//! server and its disks are gone.
+//!
+//! The bucket's sets come from one listing; each complete set's
+//! MANIFEST.json is one small download. Its WAL archive (`PREFIX/wal/`,
+//! copied by `offsite push-wal`) comes from one listing too; only the
+//! checksum files of its newest segments are downloaded, where the last
+//! archived transaction is recorded. A set a remote verification failed is
+//! left out; the others were verified before they were pushed.
+
+use clap::Args as ClapArgs;
+use opskit::records::{OffsiteCounts, RecoveryWindow};
+use opskit::sidecar::Sidecar;
+use opskit::walstore;
+use opskit::window::{SetView, WalSource};
+use opskit::{Done, Emitter, Exit, Result};
+use opskit_s3::Store;
+use opskit_s3::sets::remote_sets;
+
+#[derive(Debug, ClapArgs)]
+pub struct WindowArgs {
+    /// s3://BUCKET[/PREFIX] (default: --url, OPSKIT_OFFSITE_URL).
+    #[arg(value_name = "URL")]
+    pub bucket: Option<String>,
+
+    /// Lines for a person instead of records.
+    #[arg(long)]
+    pub table: bool,
+}
+
+/// The bucket's WAL archive: `PREFIX/wal/<timeline>/<name>.sha256`.
+struct RemoteWal<'a> {
+    store: &'a Store,
+    names: Vec<String>,
+}
+
+impl<'a> RemoteWal<'a> {
+    fn list(store: &'a Store) -> Result<RemoteWal<'a>> {
+        let prefix = store.remote.key(walstore::WAL_DIR, "");
+        let (objects, _) = store.list(&prefix, None)?;
+        let mut names: Vec<String> = objects
+            .iter()
+            .filter_map(|o| {
+                let (_, file) = o.key[prefix.len()..].split_once('/')?;
+                let name = file.strip_suffix(walstore::SIDECAR)?;
+                walstore::valid_name(name).then(|| name.to_string())
+            })
+            .collect();
+        names.sort();
+        Ok(RemoteWal { store, names })
+    }
+}
+
+impl WalSource for RemoteWal<'_> {
+    fn names(&self) -> Result<Vec<String>> {
+        Ok(self.names.clone())
+    }
+
+    fn sidecar(&self, name: &str) -> Result<Option<Sidecar>> {
+        let key = self.store.remote.key(
+            walstore::WAL_DIR,
+            &format!("{}/{}", &name[..8], walstore::sidecar_name(name)),
+        );
+        let text = crate::remote::download_small(self.store, &key, opskit::sidecar::MAX_SIDECAR)?;
+        let origin = std::path::PathBuf::from(self.store.remote.url(&key));
+        Sidecar::parse(&String::from_utf8_lossy(&text), &origin).map(Some)
+    }
+}
+
+/// The bucket's window.
+pub fn remote(store: &Store, root: Option<&std::path::Path>) -> Result<RecoveryWindow> {
+    let verdicts = crate::verify::remote_verdicts(root);
+    let mut sets = Vec::new();
+    for (name, info) in remote_sets(store)? {
+        if !info.complete {
+            continue;
+        }
+        match crate::remote::manifest(store, &name) {
+            Ok(m) => sets.push(SetView {
+                verified: Some(verdicts.get(&name).copied().unwrap_or(true)),
+                name,
+                manifest: m,
+            }),
+            Err(e) => log::warn!("{name}: {}; left out of the window", e.msg),
+        }
+    }
+    let mut w = opskit::window::compute(&sets, &RemoteWal::list(store)?)?;
+    w.location = "remote".into();
+    w.at = store.remote.url("");
+    Ok(w)
+}
+
+pub fn run(args: &crate::Args, a: &WindowArgs, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
+    let store = args.store(a.bucket.as_deref())?;
+    let root = args.root.as_deref();
+    let mut windows = Vec::new();
+    if let Some(r) = root {
+        windows.push(opskit::window::local(r)?);
+    }
+    windows.push(remote(&store, root)?);
+    if a.table {
+        for w in &windows {
+            print!("{}", opskit::window::table(w));
+        }
+        em.mute();
+    } else {
+        for w in &windows {
+            em.emit(w)?;
+        }
+    }
+    let sets = windows.iter().map(|w| w.base_sets + w.dump_sets).sum();
+    Ok(Done::new(
+        Exit::Ok,
+        OffsiteCounts {
+            sets,
+            done: sets,
+            failed: 0,
+            bytes: 0,
+        },
+    ))
+}
