@@ -10,11 +10,13 @@ PROG=demo
 source "$repo/scripts/lib/common.sh"
 # shellcheck source=scripts/lib/throwaway-pg.sh
 source "$repo/scripts/lib/throwaway-pg.sh"
+# shellcheck source=scripts/lib/throwaway-s3.sh
+source "$repo/scripts/lib/throwaway-s3.sh"
 
 # The tools: $OPSKIT_BIN (make demo builds them quickly into target/demo),
 # else the release build.
 bin=${OPSKIT_BIN:-$repo/target/release}
-for t in pgbackup verify-backup prune healthcheck migrate logrotate-lite; do
+for t in pgbackup verify-backup prune healthcheck migrate logrotate-lite offsite walarchive; do
     [[ -x "$bin/$t" ]] || die "no $bin/$t: build first (make demo does)"
 done
 command -v jq >/dev/null || die "jq is needed (apt-get install jq)"
@@ -36,6 +38,9 @@ fi
 app_pid=""
 cleanup() {
     [[ -n "$app_pid" ]] && kill "$app_pid" 2>/dev/null
+    s3_throwaway_stop
+    [[ -f "${pitr:-/nonexistent}/side/postmaster.pid" ]] \
+        && _pg_as_owner "$PG_BINDIR/pg_ctl" -D "$pitr/side" -m immediate -w stop >/dev/null 2>&1
     pg_throwaway_stop
     if [[ $pg_dir != "$demo/pg" ]]; then
         cp "$pg_dir/server.log" "$demo/pg-server.log" 2>/dev/null || true
@@ -47,7 +52,8 @@ trap 'exit 130' INT TERM
 
 t_all=$(date +%s.%N)
 log "starting a throwaway PostgreSQL under $pg_dir"
-pg_throwaway_start "$pg_dir"
+# Archiving on (its command is set by the point-in-time drill below).
+PG_THROWAWAY_CONF=$'archive_mode = on\narchive_command = \'\'' pg_throwaway_start "$pg_dir"
 trap cleanup EXIT
 "$PG_BINDIR/psql" -X -q -d postgres -c "CREATE DATABASE app"
 
@@ -133,7 +139,13 @@ for i in $(seq 1 2000); do
         $((i / 60 % 60)) $((i % 60)) "$i" $((i % 97))
 done >"$demo/logs/access.log"
 step "log rotation: logrotate-lite --rotate 7" 0 "$bin/logrotate-lite" -q \
-    --state "$demo/state/logrotate.status" --rotate 7 --compress "$demo/logs/access.log"
+    --state "$demo/state/logrotate.status" --rotate 7 --compress "$demo/logs/access.log" \
+    --prometheus "$demo/metrics/opskit_logrotate.prom"
+
+# shellcheck source=scripts/lib/demo-drills.sh
+source "$repo/scripts/lib/demo-drills.sh"
+offsite_drill
+pitr_drill
 step "health checks: healthcheck --checks" 0 env DATABASE_URL="$db_url" "$bin/healthcheck" -q --checks "$demo/checks.ndjson" \
     --prometheus "$demo/metrics/opskit_health.prom" --nagios
 
@@ -146,6 +158,9 @@ printf 'records of each run: %s\n' "$demo/state/runs/"
 printf 'Prometheus metrics:  %s\n' "$demo/metrics/"
 printf 'configuration used:  %s\n' "$demo/opskit.env"
 printf 'age identity:        %s (the sets are encrypted to %s)\n' "$demo/keys/recovery.key" "$recipient"
+printf '\nrecovery window (walarchive window --table):\n'
+"$bin/walarchive" window --table --root "$demo/backups" || true
+"$bin/walarchive" window --table --root "$pitr/backups" || true
 failed=$(printf '%s\n' "${results[@]}" | grep -c 'FAILED' || true)
 if ((failed)); then
     printf '%s procedure(s) did not do what was expected\n' "$failed"

@@ -6,6 +6,7 @@
 #                            and registers a trap that stops it on exit
 #   pg_throwaway_stop        stop it (also run by the trap)
 #
+# PG_THROWAWAY_CONF: more postgresql.conf lines (the demo turns archiving on).
 # As root the server runs as the 'postgres' user, as Debian's packages do.
 # OPSKIT_PG_BINDIR picks the binaries (default: pg_config, else the newest
 # /usr/lib/postgresql/*/bin).
@@ -64,6 +65,7 @@ synchronous_commit = off
 full_page_writes = off
 shared_buffers = 128MB
 max_wal_size = 4GB
+${PG_THROWAWAY_CONF:-}
 CONF
     trap pg_throwaway_stop EXIT
     trap 'exit 130' INT TERM

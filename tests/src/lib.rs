@@ -6,6 +6,7 @@
 //! sets ([`signing`]).
 
 pub mod age;
+pub mod dashboard;
 pub mod drill;
 pub mod forge;
 pub mod pg;

@@ -123,6 +123,12 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", requires = "rotate")]
     pub size: Option<String>,
 
+    /// Write this run's outcome as Prometheus metrics to FILE (atomically;
+    /// node_exporter's textfile directory): when it ran, whether it
+    /// succeeded, the logs rotated and failed.
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+
     #[command(flatten)]
     pub verbosity: Verbosity,
 }
@@ -192,5 +198,45 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<RotateCounts>, Error> {
     for b in &mut cfg.blocks {
         b.opts.mailcmd = args.mail.clone();
     }
-    run::run(&cfg, &args.state, force, args.dry_run, em)
+    let done = run::run(&cfg, &args.state, force, args.dry_run, em)?;
+    if let (Some(file), false) = (&args.prometheus, args.dry_run) {
+        opskit::durable::write_file(file, 0o644, metrics(&done).as_bytes())?;
+    }
+    Ok(done)
+}
+
+/// The run's outcome as Prometheus text (`--prometheus`).
+fn metrics(done: &Done<RotateCounts>) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let c = &done.counts;
+    let rows = [
+        (
+            "last_run_timestamp_seconds",
+            "When logrotate-lite last ran.",
+            now as f64,
+        ),
+        (
+            "success",
+            "1 when the last run rotated every log it had to without an error.",
+            f64::from(u8::from(done.exit == Exit::Ok)),
+        ),
+        (
+            "rotated_logs",
+            "Logs rotated by the last run.",
+            c.rotated.unwrap_or(0) as f64,
+        ),
+        (
+            "failed_logs",
+            "Logs the last run failed to rotate.",
+            c.failed.unwrap_or(0) as f64,
+        ),
+    ];
+    rows.iter()
+        .map(|(name, help, v)| {
+            format!("# HELP opskit_logrotate_{name} {help}\n# TYPE opskit_logrotate_{name} gauge\nopskit_logrotate_{name} {v}\n")
+        })
+        .collect()
 }
