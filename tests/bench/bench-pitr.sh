@@ -123,7 +123,10 @@ mapfile -t names < <(find "$work/root/wal" -name '*.sha256' -printf '%f\n' | sed
     | grep -E '^[0-9A-F]{24}$' | sort | head -n "$segments")
 for n in "${names[@]}"; do as_pg "$work/bin/walarchive" -q fetch "$n" "$work/segs/$n" --root "$work/root" >/dev/null; done
 echo "archiving ${#names[@]} segments, $runs runs each ..." >&2
+# As archive_command does, push reads each segment's last transaction with
+# the server's pg_waldump (the window's newest point): measured with it.
 cat >"$work/push-ours.sh" <<SH
+export OPSKIT_PG_BINDIR=$PG_BINDIR
 for f in $work/segs/*; do $work/bin/walarchive -q push "\$f" "\${f##*/}" --root $work/store || exit 1; done
 SH
 cat >"$work/push-ref.sh" <<SH

@@ -27,6 +27,9 @@ fn the_newest_recoverable_point_is_the_last_archived_commit_to_the_microsecond()
         "CREATE TABLE orders (id bigserial PRIMARY KEY, note text); \
          INSERT INTO orders (note) SELECT 'before the base backup' FROM generate_series(1, 100)",
     );
+    // Before the base set, which then carries max_prepared_transactions
+    // (a recovered cluster with a lower one than its WAL pauses).
+    forged_commit_in_a_prepared_transactions_name(&d);
     let out = run(d
         .tool("pgbackup")
         .args(["--physical", "--dest"])
@@ -113,7 +116,7 @@ fn the_newest_recoverable_point_is_the_last_archived_commit_to_the_microsecond()
     );
     let (count, max) = d.side_orders(&side, port);
     assert_eq!(max.to_string(), last_id, "the last committed row is there");
-    assert_eq!(count, 104);
+    assert_eq!(count, 105, "100 + the prepared one + 4");
     d.stop_side(&side);
     fs::remove_dir_all(&side).unwrap();
 
@@ -161,6 +164,52 @@ fn the_newest_recoverable_point_is_the_last_archived_commit_to_the_microsecond()
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
 
     bucket_window(&d, &set, &at);
+}
+
+/// Any database user may name a prepared transaction, and pg_waldump
+/// prints the name as given, newlines included: a name that reads as a
+/// commit far in the future must not become the segment's last
+/// transaction (the archive would then claim to reach 2099, restore would
+/// stop at a position the user chose, and the stale-window alert would go
+/// quiet).
+fn forged_commit_in_a_prepared_transactions_name(d: &Drill) {
+    let c = d.c;
+    c.query("postgres", "ALTER SYSTEM SET max_prepared_transactions = 5");
+    c.restart();
+    let seg = c.query(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    )[0]
+    .clone();
+    let at = c.query("postgres", "SELECT pg_current_wal_insert_lsn() + 16")[0].clone();
+    let gid = format!(
+        "x\nrmgr: Transaction len (rec/tot):     34/    34, tx:        999, lsn: {at}, prev 0/00000000, desc: COMMIT 2099-01-01 00:00:00.000000 UTC"
+    );
+    c.query(
+        &d.db,
+        &format!(
+            "BEGIN; INSERT INTO orders (note) VALUES ('prepared'); PREPARE TRANSACTION '{}'",
+            gid.replace('\'', "''")
+        ),
+    );
+    // Archived while the forged line is the segment's last.
+    d.archive_now();
+    c.query(
+        &d.db,
+        &format!("COMMIT PREPARED '{}'", gid.replace('\'', "''")),
+    );
+    let side = fs::read_to_string(
+        d.root()
+            .join("wal")
+            .join(&seg[..8])
+            .join(format!("{seg}.sha256")),
+    )
+    .unwrap();
+    let first = side.lines().next().unwrap();
+    assert!(
+        !first.contains("2099"),
+        "the forged commit was recorded: {first}"
+    );
 }
 
 /// The bucket's window, beside the root's: the base set pushed there and

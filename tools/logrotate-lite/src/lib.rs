@@ -198,11 +198,14 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<RotateCounts>, Error> {
     for b in &mut cfg.blocks {
         b.opts.mailcmd = args.mail.clone();
     }
-    let done = run::run(&cfg, &args.state, force, args.dry_run, em)?;
+    let done = run::run(&cfg, &args.state, force, args.dry_run, em);
     if let (Some(file), false) = (&args.prometheus, args.dry_run) {
-        opskit::durable::write_file(file, 0o644, metrics(&done).as_bytes())?;
+        // A run that could not go on is a failed run: never a stale success.
+        let failed = Done::new(Exit::Failure, RotateCounts::default());
+        let text = metrics(done.as_ref().unwrap_or(&failed));
+        opskit::durable::write_file(file, 0o644, text.as_bytes())?;
     }
-    Ok(done)
+    done
 }
 
 /// The run's outcome as Prometheus text (`--prometheus`).

@@ -42,7 +42,7 @@ impl<'a> RemoteWal<'a> {
         let mut names: Vec<String> = objects
             .iter()
             .filter_map(|o| {
-                let (_, file) = o.key[prefix.len()..].split_once('/')?;
+                let (_, file) = o.key.strip_prefix(&prefix)?.split_once('/')?;
                 let name = file.strip_suffix(walstore::SIDECAR)?;
                 walstore::valid_name(name).then(|| name.to_string())
             })

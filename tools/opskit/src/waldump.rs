@@ -8,7 +8,7 @@
 //! the same, its last transaction `Unread`; the window then says its newest
 //! point is not known exactly rather than guess it from a file's mtime.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -17,9 +17,18 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use crate::sidecar::LastXact;
 
 /// The last commit or abort record of the segment at `path` (named as its
-/// segment, as `%p` is: `pg_wal/<name>`). Only that segment is read: a
+/// segment, as `%p` is: `pg_wal/<name>`), with the newest commit time in
+/// the segment (commit times are taken before the record is written, so
+/// the last record is not always the newest). Only that segment is read: a
 /// record that ends in the next one is not replayable from the archive
 /// until that one is archived too, so it is not counted.
+///
+/// pg_waldump prints a prepared transaction's name (`PREPARE gid …`) as
+/// the user gave it, newlines included, and any database user can prepare
+/// one: a line that looks like a commit may be forged. So the lines must
+/// name positions inside this segment, rising; and the two records chosen
+/// are read again on their own (`pg_waldump -s LSN -n 1`), where a record's
+/// first line is PostgreSQL's own. Anything else: `Unread`.
 pub fn last_xact(path: &Path) -> LastXact {
     let Some(tool) = pg_waldump(path) else {
         log::debug!(
@@ -28,31 +37,18 @@ pub fn last_xact(path: &Path) -> LastXact {
         );
         return LastXact::Unread;
     };
-    let child = Command::new(&tool)
-        .arg("--rmgr=Transaction")
-        .arg(path)
-        .arg(path)
-        // Commit times in UTC, whatever the archiver's zone.
-        .env("TZ", "UTC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else {
+    let Some(range) = segment_range(path) else {
         return LastXact::Unread;
     };
-    let mut last = LastXact::NoneIn;
-    let mut lines = 0u64;
-    if let Some(out) = child.stdout.take() {
-        // Streamed, one line at a time: a busy segment holds 100 000 commits.
-        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-            lines += 1;
-            if let Some(x) = parse_line(&line) {
-                last = x;
-            }
-        }
-    }
-    let ok = child.wait().is_ok_and(|s| s.success());
+    let mut cmd = Command::new(&tool);
+    cmd.arg("--rmgr=Transaction").arg(path).arg(path);
+    let Some((lines, ok, records)) = run(cmd, &range) else {
+        log::warn!(
+            "{}: pg_waldump printed records out of order or outside the segment; its last transaction is not recorded",
+            path.display()
+        );
+        return LastXact::Unread;
+    };
     // pg_waldump exits non-zero when a segment ends in a record it cannot
     // finish reading, after printing every record before it; one that
     // printed nothing and failed did not read the segment.
@@ -60,7 +56,95 @@ pub fn last_xact(path: &Path) -> LastXact {
         log::debug!("{} could not read {}", tool.display(), path.display());
         return LastXact::Unread;
     }
-    last
+    let (Some(last), Some(newest)) = (
+        records.last().copied(),
+        records.iter().copied().max_by_key(|(t, _)| *t),
+    ) else {
+        return LastXact::NoneIn;
+    };
+    for (t, lsn) in [last, newest] {
+        if !confirmed(&tool, path, t, lsn) {
+            log::warn!(
+                "{}: the record at {} is not the commit pg_waldump listed; its last transaction is not recorded",
+                path.display(),
+                crate::physical::format_lsn(lsn)
+            );
+            return LastXact::Unread;
+        }
+    }
+    LastXact::At(newest.0, last.1)
+}
+
+/// The WAL positions segment `path` holds: from its name and size.
+fn segment_range(path: &Path) -> Option<std::ops::Range<u64>> {
+    let name = path.file_name()?.to_str()?;
+    let size = std::fs::metadata(path).ok()?.len();
+    if !crate::walstore::valid_segment_size(size) {
+        return None;
+    }
+    let (_, n) = crate::walstore::segment_of(name, size)?;
+    Some(n * size..(n + 1) * size)
+}
+
+/// A commit or abort record: its time and where it starts.
+type Xact = (DateTime<Utc>, u64);
+
+/// What a pg_waldump run printed: lines read, whether it exited 0, and
+/// the commit and abort records in order.
+type Listing = (u64, bool, Vec<Xact>);
+
+/// Run pg_waldump, streaming its lines: (lines read, exit success, the
+/// commit and abort records in order), or None when a record lies outside
+/// `range` or does not rise.
+fn run(mut cmd: Command, range: &std::ops::Range<u64>) -> Option<Listing> {
+    // Commit times in UTC, whatever the archiver's zone.
+    cmd.env("TZ", "UTC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().ok()?;
+    let (mut lines, mut records, mut sane) = (0u64, Vec::new(), true);
+    if let Some(out) = child.stdout.take() {
+        // Streamed, one line at a time: a busy segment holds 100 000 commits.
+        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+            lines += 1;
+            if let Some(LastXact::At(t, lsn)) = parse_line(&line) {
+                let rises = records.last().is_none_or(|&(_, prev)| lsn > prev);
+                sane &= range.contains(&lsn) && rises;
+                records.push((t, lsn));
+            }
+        }
+    }
+    let ok = child.wait().is_ok_and(|s| s.success());
+    sane.then_some((lines, ok, records))
+}
+
+/// Whether the record at `lsn`, read on its own, is a commit or abort of
+/// time `t`.
+fn confirmed(tool: &Path, path: &Path, t: DateTime<Utc>, lsn: u64) -> bool {
+    let mut cmd = Command::new(tool);
+    cmd.arg("-s")
+        .arg(crate::physical::format_lsn(lsn))
+        .args(["-n", "1"])
+        .arg(path);
+    // Only the first line: the record's own, before any text a user gave.
+    let first = run_first_line(cmd);
+    matches!(first.as_deref().and_then(parse_line), Some(LastXact::At(t2, l2)) if t2 == t && l2 == lsn)
+}
+
+fn run_first_line(mut cmd: Command) -> Option<String> {
+    cmd.env("TZ", "UTC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().ok()?;
+    let mut first = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).take(64 << 10).read_line(&mut first);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Some(first)
 }
 
 /// `rmgr: Transaction len …, lsn: 0/02773A38, prev …, desc: COMMIT 2026-12-07 03:58:49.034616 UTC; …`
@@ -94,8 +178,9 @@ fn parse_line(line: &str) -> Option<LastXact> {
 /// `OPSKIT_PG_BINDIR`, else one of the data directory's major version
 /// (`PG_VERSION` beside `pg_wal/`).
 fn pg_waldump(path: &Path) -> Option<PathBuf> {
+    // A bindir given explicitly wins over the one found.
     let given = std::env::var_os("OPSKIT_PG_BINDIR").map(PathBuf::from);
-    for bin in [server_bindir(), given].into_iter().flatten() {
+    for bin in [given, server_bindir()].into_iter().flatten() {
         let t = bin.join("pg_waldump");
         if t.is_file() {
             return Some(t);

@@ -76,14 +76,15 @@ pub struct Newest {
     pub lsn: Option<u64>,
     /// The last archived segment with none missing before it.
     pub segment: Option<String>,
-    /// The segment whose checksum file records that transaction.
+    /// The segment whose checksum file records that transaction, and
+    /// that file as it was read (what a signature check must look at).
     pub xact_segment: Option<String>,
+    pub sidecar: Option<Sidecar>,
     pub timeline: u32,
 }
 
-/// Segment number → the newest timeline that has it, for timelines from
-/// the base set's on.
-type Have = BTreeMap<u64, u32>;
+/// Segment number → the timelines that have it, from the base set's on.
+type Have = BTreeMap<u64, BTreeSet<u32>>;
 
 fn have(names: &[String], info: &PhysicalInfo) -> Have {
     let mut out = Have::new();
@@ -91,8 +92,7 @@ fn have(names: &[String], info: &PhysicalInfo) -> Have {
         if let Some((tli, seg)) = segment_of(n, info.wal_segment_size)
             && tli >= info.timeline
         {
-            let e = out.entry(seg).or_insert(tli);
-            *e = (*e).max(tli);
+            out.entry(seg).or_default().insert(tli);
         }
     }
     out
@@ -100,45 +100,65 @@ fn have(names: &[String], info: &PhysicalInfo) -> Have {
 
 /// How far the archive in `src` takes the base set of `info`.
 pub fn newest(src: &dyn WalSource, info: &PhysicalInfo) -> Result<Newest> {
-    newest_in(src, &src.names()?, info)
+    newest_in(src, &have(&src.names()?, info), info)
 }
 
-fn newest_in(src: &dyn WalSource, names: &[String], info: &PhysicalInfo) -> Result<Newest> {
+/// The segments recovery replays from the set's start, as
+/// `recovery_target_timeline = latest` follows them: at each segment the
+/// newest timeline that has it, never going back to an older one (a
+/// primary that went on archiving after its standby was promoted left
+/// segments on the old timeline past the fork), until one is missing.
+fn replayed(have: &Have, start: u64) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    let mut tli = 0;
+    let mut n = start;
+    while let Some(t) = have.get(&n).and_then(|ts| ts.range(tli..).next_back()) {
+        tli = *t;
+        out.push((n, tli));
+        n += 1;
+    }
+    out
+}
+
+fn newest_in(src: &dyn WalSource, have: &Have, info: &PhysicalInfo) -> Result<Newest> {
     let seg_size = info.wal_segment_size;
     let mut out = Newest {
         time: None,
         lsn: None,
         segment: None,
         xact_segment: None,
+        sidecar: None,
         timeline: info.timeline,
     };
-    let Some((_, start)) = segment_of(&info.start_wal, seg_size) else {
-        return Ok(out);
+    // A manifest (from a bucket, unsigned here) naming no segment size
+    // PostgreSQL allows names no segment either.
+    let start = match segment_of(&info.start_wal, seg_size) {
+        Some((_, start)) if walstore::valid_segment_size(seg_size) => start,
+        _ => return Ok(out),
     };
-    let have = have(names, info);
-    let mut last = None;
-    let mut n = start;
-    while let Some(tli) = have.get(&n) {
-        last = Some((n, *tli));
-        n += 1;
-    }
-    let Some((end, tli)) = last else {
+    let run = replayed(have, start);
+    let Some(&(end, tli)) = run.last() else {
         return Ok(out);
     };
     out.segment = Some(segment_name(tli, end, seg_size));
     out.timeline = tli;
-    let floor = start.max(end.saturating_sub(LOOK_BACK));
-    for n in (floor..=end).rev() {
-        let name = segment_name(have[&n], n, seg_size);
-        match src.sidecar(&name)?.map(|s| s.xact) {
+    for &(n, tli) in run.iter().rev().take(LOOK_BACK as usize) {
+        let name = segment_name(tli, n, seg_size);
+        // One that cannot be read is one whose last transaction is not
+        // known: it ends the look back, it does not fail the window.
+        let side = src.sidecar(&name).unwrap_or_else(|e| {
+            log::warn!("{name}: {}; its last transaction is not known", e.msg);
+            None
+        });
+        match side.as_ref().map(|s| s.xact) {
             Some(LastXact::At(t, lsn)) => {
                 out.time = Some(t);
                 out.lsn = Some(lsn);
                 out.xact_segment = Some(name);
+                out.sidecar = side;
                 break;
             }
             Some(LastXact::NoneIn) => continue,
-            // Not read: where the last transaction is, is not known.
             _ => break,
         }
     }
@@ -148,6 +168,11 @@ fn newest_in(src: &dyn WalSource, names: &[String], info: &PhysicalInfo) -> Resu
 /// The window of `sets` and the archive in `src`.
 pub fn compute(sets: &[SetView], src: &dyn WalSource) -> Result<RecoveryWindow> {
     let names = src.names()?;
+    // Base sets of one timeline and segment size share the archive's map,
+    // and those whose WAL ends in one segment share its end: each checksum
+    // file is read once, not once per set.
+    let mut maps: BTreeMap<(u32, u64), Have> = BTreeMap::new();
+    let mut ends: BTreeMap<String, Newest> = BTreeMap::new();
     let present: BTreeSet<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     let mut w = RecoveryWindow::default();
     for s in sets.iter().filter(|s| s.manifest.database.is_some()) {
@@ -171,7 +196,21 @@ pub fn compute(sets: &[SetView], src: &dyn WalSource) -> Result<RecoveryWindow> 
         }
         w.base_sets += 1;
         let from = s.manifest.finished_at;
-        let n = newest_in(src, &names, info)?;
+        let have = maps
+            .entry((info.timeline, info.wal_segment_size))
+            .or_insert_with(|| have(&names, info));
+        let n = match replayed_end(have, info) {
+            // Shared when found: a set starting earlier could look further
+            // back past segments that end no transaction.
+            Some(key) if ends.get(&key).is_some_and(|n| n.time.is_some()) => ends[&key].clone(),
+            key => {
+                let n = newest_in(src, have, info)?;
+                if let Some(k) = key {
+                    ends.insert(k, n.clone());
+                }
+                n
+            }
+        };
         // A last transaction before the set ended: the set's own end is
         // the only point (recovery_target = immediate).
         let to = match (n.time, &n.segment) {
@@ -204,6 +243,18 @@ pub fn compute(sets: &[SetView], src: &dyn WalSource) -> Result<RecoveryWindow> 
         w.newest = Some(w.newest.map_or(t, |o| o.max(t)));
     }
     Ok(w)
+}
+
+/// The last segment a base set's recovery replays (the cache key of
+/// [`compute`]).
+fn replayed_end(have: &Have, info: &PhysicalInfo) -> Option<String> {
+    let seg_size = info.wal_segment_size;
+    let (_, start) = segment_of(&info.start_wal, seg_size)?;
+    if !walstore::valid_segment_size(seg_size) {
+        return None;
+    }
+    let &(n, tli) = replayed(have, start).last()?;
+    Some(segment_name(tli, n, seg_size))
 }
 
 /// Overlapping ranges as one, oldest first.
@@ -280,7 +331,10 @@ pub fn table(w: &RecoveryWindow) -> String {
     }
     for r in &w.pitr {
         let to = match r.to {
-            Some(t) if t == r.from => format!("only {} (the base set's end)", show_time(t)),
+            Some(t) if t == r.from => format!(
+                "only the base set's end, {} (walarchive restore --immediate)",
+                show_time(t)
+            ),
             Some(t) => format!("any time from {} to {}", show_time(r.from), show_time(t)),
             None => format!(
                 "any time from {} to the end of {} (its last transaction was not recorded at archiving)",

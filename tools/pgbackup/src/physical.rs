@@ -163,6 +163,7 @@ pub(crate) fn run(ctx: &Ctx, mut client: Client, em: &mut Emitter) -> Result<Don
         }
         done => done?,
     };
+    wait_archived(&mut client, &cluster, &info);
     archive_files(args, excludes, &mut entries, stage.path(), enc)?;
     let set = NewSet {
         stage,
@@ -173,6 +174,69 @@ pub(crate) fn run(ctx: &Ctx, mut client: Client, em: &mut Emitter) -> Result<Don
         fallback,
     };
     set.finish(None, Some(info), enc, entries, em)
+}
+
+/// How long a base set waits for the server to archive its last segment.
+const ARCHIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Wait until the primary that archives its WAL has archived the segment
+/// the backup ended in: recovering to any later time starts from the
+/// archive, and the verification that follows a nightly base set checks
+/// that the archive holds the set's WAL. pg_basebackup does not wait (it
+/// carries the WAL the set needs to be consistent). Past a minute this is a
+/// warning naming the segment and how far archiving got; the set is kept.
+fn wait_archived(client: &mut Client, cluster: &Cluster, info: &PhysicalInfo) {
+    // A standby cannot switch segments: the one its backup ended in is
+    // archived when the primary fills or switches it (archive_timeout),
+    // which may be long after; it is not waited for.
+    let archives = cluster.archive_mode != "off" && !cluster.standby;
+    let Some(end) = physical::parse_lsn(&info.end_lsn) else {
+        return;
+    };
+    // archive_mode on with neither a command nor a library archives
+    // nothing (the server keeps the WAL): there is nothing to wait for.
+    let configured = client
+        .query_one(
+            "SELECT current_setting('archive_command') <> '' \
+                 OR coalesce(current_setting('archive_library', true), '') <> ''",
+            &[],
+        )
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false);
+    if !archives || !configured {
+        return;
+    }
+    let want = walstore::wal_file_name(info.timeline, end, info.wal_segment_size);
+    let deadline = std::time::Instant::now() + ARCHIVE_WAIT;
+    loop {
+        match client.query_one(
+            "SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+            &[],
+        ) {
+            Ok(r) => {
+                let last: String = r.get(0);
+                // Segment names of one timeline, or a later one, sort in order.
+                if last.len() >= 24 && last[..24] >= *want.as_str() {
+                    return;
+                }
+                let failed: String = r.get(1);
+                if std::time::Instant::now() > deadline {
+                    log::warn!(
+                        "the server has not archived {want}, where this base set ends, after {} s (last archived: {}{}): recovery past the set's end and its verification need it in the archive",
+                        ARCHIVE_WAIT.as_secs(),
+                        if last.is_empty() { "none" } else { &last },
+                        if failed.is_empty() { String::new() } else { format!("; last failure: {failed}") }
+                    );
+                    return;
+                }
+            }
+            Err(e) => {
+                log::warn!("cannot see whether {want} is archived: {}", describe_pg_error(&e));
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Keep every WAL file from now on for as long as `client`'s session

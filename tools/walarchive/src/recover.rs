@@ -165,17 +165,15 @@ fn stop_setting(
             .or(reach.segment.as_deref())
             .unwrap_or("no segment")
     );
-    let (Some(newest), Some(lsn), Some(seg)) = (reach.time, reach.lsn, &reach.xact_segment) else {
+    let (Some(newest), Some(lsn), Some(seg), Some(side)) =
+        (reach.time, reach.lsn, &reach.xact_segment, &reach.sidecar)
+    else {
         return Ok(time);
     };
     // That time decides what is refused and where recovery stops: it is
-    // used only when the checksum file recording it is signed by a trusted
-    // key, as every file recovery fetches must be.
-    let side = opskit::walstore::timeline_dir(req.root, seg)
-        .map(|d| d.join(opskit::walstore::sidecar_name(seg)));
-    if let Some(Ok(Some(s))) = side.as_deref().map(opskit::sidecar::Sidecar::read)
-        && let Err(e) = s.check(seg, req.trust)
-    {
+    // used only when the checksum file it was read from is signed by a
+    // trusted key, as every file recovery fetches must be.
+    if let Err(e) = side.check(seg, req.trust) {
         return Err(Error::failure(format!(
             "the checksum file of {seg}, which records the archive's last transaction: {e}; nothing was written"
         )));

@@ -200,7 +200,11 @@ pub fn wal(c: &Check) -> Result<Observation, String> {
         ),
         _ => format!("no archived WAL in {}", archive.display()),
     };
-    window(c, root, &mut obs)?;
+    // The window adds to the archive's report; it never hides it.
+    if let Err(e) = window(c, root, &mut obs) {
+        obs.summary
+            .push_str(&format!("; recovery window not known: {e}"));
+    }
     Ok(obs)
 }
 
@@ -214,7 +218,8 @@ const WINDOW_SLACK_S: f64 = 300.0;
 /// and the fields are null.
 fn window(c: &Check, root: &Path, obs: &mut Observation) -> Result<(), String> {
     let w = opskit::window::local(root).map_err(|e| e.msg)?;
-    let newest = w.pitr.iter().filter_map(|r| r.to).max();
+    // The newest range's end: an older range's is not the newest point.
+    let newest = w.pitr.last().and_then(|r| r.to);
     let oldest = w.pitr.first().map(|r| r.from);
     let Some(newest) = newest else {
         if !w.pitr.is_empty() {
