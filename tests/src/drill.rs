@@ -102,6 +102,24 @@ impl Drill {
         server.query("postgres", "SELECT pg_reload_conf()");
     }
 
+    /// A base set of `from` (the drill's server or its standby) in the
+    /// drill's root, taken by pgbackup --physical: its path.
+    pub fn take_base(&self, from: &Cluster) -> PathBuf {
+        let out = run(self
+            .tool("pgbackup")
+            .args(["--physical", "--dest"])
+            .arg(self.root())
+            .arg("--db")
+            .arg(from.url(&self.db)));
+        assert!(
+            out.code == 0,
+            "pgbackup --physical: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap())
+    }
+
     /// Set one variable of the drill's env file.
     pub fn set(&self, key: &str, value: &str) {
         let file = self.dir.join("opskit.env");

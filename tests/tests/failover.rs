@@ -64,14 +64,7 @@ fn recover(d: &Drill, t: &str, side: &Path) -> (i64, i64) {
 }
 
 fn base_set(d: &Drill, from: &Cluster) -> PathBuf {
-    let out = run(d
-        .tool("pgbackup")
-        .args(["--physical", "--dest"])
-        .arg(d.root())
-        .arg("--db")
-        .arg(from.url(&d.db)));
-    ok(&out, "pgbackup --physical");
-    let set = PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap());
+    let set = d.take_base(from);
     // Recorded as verified: restores start from verified sets only.
     let out = run(d.tool("verify-backup").arg("--record").arg(&set));
     ok(&out, "verify-backup --record");

@@ -108,17 +108,7 @@ fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
     );
 
     // The base set, and its verification by replay.
-    let out = run(d
-        .tool("pgbackup")
-        .args(["--physical", "--dest"])
-        .arg(d.root())
-        .arg("--db")
-        .arg(c.url(&d.db)));
-    assert!(out.code == 0, "{}", out.stderr);
-    let set = out.events("backup")[0]["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let set = d.take_base(c).display().to_string();
     assert!(set.contains("-base-"), "{set}");
     let out = run(d
         .tool("verify-backup")

@@ -6,7 +6,7 @@
 //! replay lags, and back to OK.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,14 +53,7 @@ fn a_base_set_read_from_the_standby_replays_without_reaching_the_primary() {
     );
     pair().wait_replayed();
 
-    let out = run(d
-        .tool("pgbackup")
-        .args(["--physical", "--dest"])
-        .arg(d.root())
-        .arg("--db")
-        .arg(standby.url(&d.db)));
-    ok(&out, "pgbackup --physical from the standby");
-    let set = PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap());
+    let set = d.take_base(standby);
     let m = manifest(&set);
     assert_eq!(m["physical"]["source"], "standby", "{}", m["physical"]);
     assert_eq!(m["physical"]["timeline"], 1);

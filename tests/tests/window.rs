@@ -30,17 +30,7 @@ fn the_newest_recoverable_point_is_the_last_archived_commit_to_the_microsecond()
     // Before the base set, which then carries max_prepared_transactions
     // (a recovered cluster with a lower one than its WAL pauses).
     forged_commit_in_a_prepared_transactions_name(&d);
-    let out = run(d
-        .tool("pgbackup")
-        .args(["--physical", "--dest"])
-        .arg(d.root())
-        .arg("--db")
-        .arg(c.url(&d.db)));
-    assert!(out.code == 0, "{}", out.stderr);
-    let set = out.events("backup")[0]["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let set = d.take_base(c).display().to_string();
 
     // Before it is verified, the base set starts no range.
     let out = run(d
