@@ -42,7 +42,7 @@ pub fn last_xact(path: &Path) -> LastXact {
     };
     let mut cmd = Command::new(&tool);
     cmd.arg("--rmgr=Transaction").arg(path).arg(path);
-    let Some((lines, ok, records)) = run(cmd, &range) else {
+    let Some((lines, ok, records, prepared)) = run(cmd, &range) else {
         log::warn!(
             "{}: pg_waldump printed records out of order or outside the segment; its last transaction is not recorded",
             path.display()
@@ -62,7 +62,10 @@ pub fn last_xact(path: &Path) -> LastXact {
     ) else {
         return LastXact::NoneIn;
     };
-    for (t, lsn) in [last, newest] {
+    // Only a prepared transaction's name is user text in this listing, and
+    // it is printed with its PREPARE record: without one, every line is
+    // PostgreSQL's own.
+    for (t, lsn) in [last, newest].into_iter().filter(|_| prepared) {
         if !confirmed(&tool, path, t, lsn) {
             log::warn!(
                 "{}: the record at {} is not the commit pg_waldump listed; its last transaction is not recorded",
@@ -73,6 +76,13 @@ pub fn last_xact(path: &Path) -> LastXact {
         }
     }
     LastXact::At(newest.0, last.1)
+}
+
+/// [`last_xact`] on another thread (pg_waldump is a process of its own):
+/// `walarchive push` compresses the segment meanwhile, so the archive
+/// command takes about the longer of the two, not their sum.
+pub fn spawn(path: PathBuf) -> std::thread::JoinHandle<LastXact> {
+    std::thread::spawn(move || last_xact(&path))
 }
 
 /// The WAL positions segment `path` holds: from its name and size.
@@ -89,9 +99,9 @@ fn segment_range(path: &Path) -> Option<std::ops::Range<u64>> {
 /// A commit or abort record: its time and where it starts.
 type Xact = (DateTime<Utc>, u64);
 
-/// What a pg_waldump run printed: lines read, whether it exited 0, and
-/// the commit and abort records in order.
-type Listing = (u64, bool, Vec<Xact>);
+/// What a pg_waldump run printed: lines read, whether it exited 0, the
+/// commit and abort records in order, and whether it listed a PREPARE.
+type Listing = (u64, bool, Vec<Xact>, bool);
 
 /// Run pg_waldump, streaming its lines: (lines read, exit success, the
 /// commit and abort records in order), or None when a record lies outside
@@ -103,11 +113,12 @@ fn run(mut cmd: Command, range: &std::ops::Range<u64>) -> Option<Listing> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().ok()?;
-    let (mut lines, mut records, mut sane) = (0u64, Vec::new(), true);
+    let (mut lines, mut records, mut sane, mut prepared) = (0u64, Vec::new(), true, false);
     if let Some(out) = child.stdout.take() {
         // Streamed, one line at a time: a busy segment holds 100 000 commits.
         for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
             lines += 1;
+            prepared |= line.contains("desc: PREPARE");
             if let Some(LastXact::At(t, lsn)) = parse_line(&line) {
                 let rises = records.last().is_none_or(|&(_, prev)| lsn > prev);
                 sane &= range.contains(&lsn) && rises;
@@ -116,7 +127,7 @@ fn run(mut cmd: Command, range: &std::ops::Range<u64>) -> Option<Listing> {
         }
     }
     let ok = child.wait().is_ok_and(|s| s.success());
-    sane.then_some((lines, ok, records))
+    sane.then_some((lines, ok, records, prepared))
 }
 
 /// Whether the record at `lsn`, read on its own, is a commit or abort of

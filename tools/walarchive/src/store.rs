@@ -91,6 +91,11 @@ impl Archive {
             threads: 1,
             ..compression
         };
+        // A segment's last transaction (the recovery window's newest
+        // point), read by pg_waldump while the segment is compressed.
+        let xact = (walstore::segment_of(name, walstore::DEFAULT_SEGMENT_SIZE).is_some()
+            && src.file_name().is_some_and(|f| f == name))
+        .then(|| opskit::waldump::spawn(src.to_path_buf()));
         let written = write_stored(src, &tmp, compression, seal);
         let (orig, stored_bytes) = match written {
             Ok(w) => w,
@@ -100,13 +105,9 @@ impl Archive {
             }
         };
         fs::rename(&tmp, &stored).at("renaming into place", &stored)?;
-        // A segment's last transaction: the recovery window's newest point.
-        let xact = match walstore::segment_of(name, walstore::DEFAULT_SEGMENT_SIZE) {
-            Some(_) if src.file_name().is_some_and(|f| f == name) => {
-                opskit::waldump::last_xact(src)
-            }
-            _ => LastXact::Unread,
-        };
+        let xact = xact
+            .map(|h| h.join().unwrap_or(LastXact::Unread))
+            .unwrap_or(LastXact::Unread);
         let line = Sidecar {
             sha256: orig.sha256.clone(),
             bytes: orig.bytes,
