@@ -40,7 +40,7 @@ pub fn last_xact(path: &Path) -> LastXact {
     let Some(range) = segment_range(path) else {
         return LastXact::Unread;
     };
-    let mut cmd = Command::new(&tool);
+    let mut cmd = waldump(&tool);
     cmd.arg("--rmgr=Transaction").arg(path).arg(path);
     let Some((lines, ok, records, prepared)) = run(cmd, &range) else {
         log::warn!(
@@ -103,15 +103,20 @@ type Xact = (DateTime<Utc>, u64);
 /// commit and abort records in order, and whether it listed a PREPARE.
 type Listing = (u64, bool, Vec<Xact>, bool);
 
-/// Run pg_waldump, streaming its lines: (lines read, exit success, the
-/// commit and abort records in order), or None when a record lies outside
-/// `range` or does not rise.
-fn run(mut cmd: Command, range: &std::ops::Range<u64>) -> Option<Listing> {
-    // Commit times in UTC, whatever the archiver's zone.
+/// pg_waldump at `tool`, printing commit times in UTC whatever the
+/// archiver's zone, its output piped and its complaints dropped.
+fn waldump(tool: &Path) -> Command {
+    let mut cmd = Command::new(tool);
     cmd.env("TZ", "UTC")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    cmd
+}
+
+/// Run pg_waldump, streaming its lines (see [`Listing`]), or None when a
+/// record lies outside `range` or does not rise.
+fn run(mut cmd: Command, range: &std::ops::Range<u64>) -> Option<Listing> {
     let mut child = cmd.spawn().ok()?;
     let (mut lines, mut records, mut sane, mut prepared) = (0u64, Vec::new(), true, false);
     if let Some(out) = child.stdout.take() {
@@ -133,7 +138,7 @@ fn run(mut cmd: Command, range: &std::ops::Range<u64>) -> Option<Listing> {
 /// Whether the record at `lsn`, read on its own, is a commit or abort of
 /// time `t`.
 fn confirmed(tool: &Path, path: &Path, t: DateTime<Utc>, lsn: u64) -> bool {
-    let mut cmd = Command::new(tool);
+    let mut cmd = waldump(tool);
     cmd.arg("-s")
         .arg(crate::physical::format_lsn(lsn))
         .args(["-n", "1"])
@@ -144,10 +149,6 @@ fn confirmed(tool: &Path, path: &Path, t: DateTime<Utc>, lsn: u64) -> bool {
 }
 
 fn run_first_line(mut cmd: Command) -> Option<String> {
-    cmd.env("TZ", "UTC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
     let mut child = cmd.spawn().ok()?;
     let mut first = String::new();
     if let Some(out) = child.stdout.take() {
