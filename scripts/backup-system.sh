@@ -178,6 +178,32 @@ opskit_offsite_push_success $([[ $push_rc == 0 ]] && echo 1 || echo 0)
 opskit_offsite_last_push_timestamp_seconds $last_push"
 fi
 
+# Nights in a row whose incremental fell back to a full set although the
+# chain should have continued (not a scheduled full, not a server before
+# 17): one is a first night or a promotion; more is summarize_wal off,
+# summaries kept shorter than a night, or verification failing (alert
+# OpskitIncrementalFallingBack).
+fallback_metrics=""
+if ((physical)) && [[ $full_every != 0 ]]; then
+    streak_file="${OPSKIT_STATE_DIR:-/var/lib/opskit}/base-fallback-streak"
+    streak=$(cat "$streak_file" 2>/dev/null || true)
+    [[ $streak =~ ^[0-9]{1,6}$ ]] || streak=0
+    if ((backup_rc == 0)); then
+        kind=$(jq -r 'select(.event == "backup") | .fallback_kind // empty' "$run/backup.ndjson" 2>/dev/null | tail -n1)
+        case $kind in
+            "" | scheduled | server_version) streak=0 ;;
+            *)
+                streak=$((10#$streak + 1))
+                log "warning: a full base set instead of an incremental one ($kind, night $streak in a row): $(jq -r 'select(.event == "backup") | .fallback' "$run/backup.ndjson" | tail -n1)"
+                ;;
+        esac
+        printf '%s\n' "$streak" >"$streak_file.tmp" && mv -f "$streak_file.tmp" "$streak_file"
+    fi
+    fallback_metrics="# HELP opskit_backup_incremental_fallback_streak Nights in a row whose incremental base set fell back to a full one for a reason that was not planned.
+# TYPE opskit_backup_incremental_fallback_streak gauge
+opskit_backup_incremental_fallback_streak $streak"
+fi
+
 # A base backup night reports under its own names, beside the dumps'.
 metrics_file=opskit_backup.prom rename=(cat)
 ((physical)) && metrics_file=opskit_base_backup.prom rename=(sed -e 's/opskit_backup_/opskit_base_backup_/g' -e 's/opskit_offsite_/opskit_offsite_base_/g')
@@ -208,6 +234,7 @@ opskit_backup_run_bytes ${bytes:-0}
 # TYPE opskit_backup_pruned_sets gauge
 opskit_backup_pruned_sets ${deleted:-0}
 ${offsite_metrics}
+${fallback_metrics}
 METRICS
 
 if ((ok)); then

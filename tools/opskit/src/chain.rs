@@ -173,7 +173,7 @@ pub fn materialize(
         let t = std::time::Instant::now();
         let entries = physical::unpack(&last.path, &last.manifest, ids, dest)?;
         log::debug!("unpacked in {:.1}s", t.elapsed().as_secs_f64());
-        return match physical::pg_verifybackup(verify, dest) {
+        return match physical::pg_verifybackup(verify, dest, true) {
             Ok(()) => Ok(entries),
             Err(e) => {
                 let _ = fs::remove_dir_all(dest);
@@ -209,7 +209,7 @@ pub fn materialize(
         major,
     };
     let result = combine_into(chain, ids, &parts, dest, &tools);
-    let _ = fs::remove_dir_all(&parts);
+    remove_parts(&parts);
     if result.is_err() {
         let _ = fs::remove_dir_all(dest);
     }
@@ -291,47 +291,88 @@ fn combine_into(
     let dirs: Vec<PathBuf> = (0..chain.len())
         .map(|i| parts.join(i.to_string()))
         .collect();
-    // Each set unpacked, then checked by pg_verifybackup against the
-    // manifest its server wrote (the combined directory gets none: writing
-    // one costs more than the combining).
-    let take = |i: usize| -> std::result::Result<u64, Failed> {
+    let unpack = |i: usize| -> Result<u64> {
         let t = std::time::Instant::now();
         let entries = physical::unpack(&chain[i].path, &chain[i].manifest, ids, &dirs[i])?;
-        let unpacked = t.elapsed().as_secs_f64();
-        physical::pg_verifybackup(tools.verify, &dirs[i])
-            .map_err(|e| Failed::Verify(format!("{}: {e}", chain[i].manifest.set)))?;
         log::debug!(
-            "{}: unpacked in {unpacked:.1}s, pg_verifybackup in {:.1}s",
+            "{}: unpacked in {:.1}s",
             chain[i].manifest.set,
-            t.elapsed().as_secs_f64() - unpacked
+            t.elapsed().as_secs_f64()
         );
         Ok(entries)
     };
+    // Each set is checked by pg_verifybackup against the manifest its
+    // server wrote (the combined directory gets none: writing one costs
+    // more than the combining). Only the last set's WAL is parsed: the
+    // combined directory has that set's WAL, and no other.
+    let verify = |i: usize| -> std::result::Result<(), Failed> {
+        physical::pg_verifybackup(tools.verify, &dirs[i], i + 1 == chain.len())
+            .map_err(|e| Failed::Verify(format!("{}: {e}", chain[i].manifest.set)))
+    };
     let t = std::time::Instant::now();
-    // The full set (the bulk) on a thread of its own while the
-    // incrementals are taken here, side by side on two cores.
+    // The full set (the bulk) is unpacked on a thread of its own while the
+    // incrementals are unpacked and checked here, side by side on two
+    // cores.
     let (full, rest) = std::thread::scope(|s| {
-        let full = s.spawn(|| take(0));
-        let rest: std::result::Result<Vec<u64>, Failed> = (1..chain.len()).map(take).collect();
+        let full = s.spawn(|| unpack(0).map_err(Failed::from));
+        let rest: std::result::Result<Vec<u64>, Failed> = (1..chain.len())
+            .map(|i| {
+                let n = unpack(i)?;
+                verify(i)?;
+                Ok(n)
+            })
+            .collect();
         (full.join(), rest)
     });
-    full.unwrap_or_else(|_| {
-        Err(Failed::Unpack(Error::failure(
-            "unpacking the full set: the thread panicked",
-        )))
-    })?;
+    joined(full, "unpacking the full set")?;
     let entries = rest?.last().copied().unwrap_or(0);
     log::info!(
-        "unpacked and checked {} sets in {:.1}s; combining them",
+        "unpacked {} sets in {:.1}s; combining them",
         chain.len(),
         t.elapsed().as_secs_f64()
     );
+    // pg_combinebackup and pg_verifybackup only read the parts: the full
+    // set is checked while the chain is combined, and the result is kept
+    // only if both pass.
     let t = std::time::Instant::now();
+    let (checked, combined) = std::thread::scope(|s| {
+        let checked = s.spawn(|| verify(0));
+        let combined = combine(chain, &dirs, dest, tools);
+        (checked.join(), combined)
+    });
+    joined(checked, "checking the full set")?;
+    combined?;
+    log::info!(
+        "checked the full set and combined in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(entries)
+}
+
+/// A scoped thread's result; a panic is a failure named by `what`.
+fn joined<T>(
+    r: std::thread::Result<std::result::Result<T, Failed>>,
+    what: &str,
+) -> std::result::Result<T, Failed> {
+    r.unwrap_or_else(|_| {
+        Err(Failed::Unpack(Error::failure(format!(
+            "{what}: the thread panicked"
+        ))))
+    })
+}
+
+/// `pg_combinebackup` of the unpacked `dirs` into `dest`.
+fn combine(
+    chain: &[Link],
+    dirs: &[PathBuf],
+    dest: &Path,
+    tools: &Tools,
+) -> std::result::Result<(), Failed> {
     let mut cmd = std::process::Command::new(&tools.combine.path);
     cmd.arg("--output").arg(dest);
-    // Every set was proven before (its sha256, pg_verifybackup); a
-    // manifest of the result would only be read back. The server fsyncs
-    // its data directory when it starts from a backup: no sync here.
+    // Every set was proven (its sha256, pg_verifybackup); a manifest of
+    // the result would only be read back. The server fsyncs its data
+    // directory when it starts from a backup: no sync here.
     cmd.args(["--no-sync", "--no-manifest"]);
     // Hard links (18+) or the kernel's copy: the parts are removed after.
     cmd.arg(if tools.major >= 18 {
@@ -339,21 +380,37 @@ fn combine_into(
     } else {
         "--copy-file-range"
     });
-    cmd.args(&dirs);
+    cmd.args(dirs);
     let out = cmd
         .output()
         .map_err(|e| Error::failure(format!("cannot run {}: {e}", tools.combine.path.display())))?;
-    if !out.status.success() {
-        let lines: Vec<String> = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        return Err(Failed::Unpack(Error::check(format!(
-            "pg_combinebackup of {} failed: {}; nothing was kept",
-            names(chain).join(" + "),
-            pgtools::summarise(&lines)
-        ))));
+    if out.status.success() {
+        return Ok(());
     }
-    log::info!("combined in {:.1}s", t.elapsed().as_secs_f64());
-    Ok(entries)
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    Err(Failed::Unpack(Error::check(format!(
+        "pg_combinebackup of {} failed: {}; nothing was kept",
+        names(chain).join(" + "),
+        pgtools::summarise(&lines)
+    ))))
+}
+
+/// Remove the unpacked parts, each set's directory on a thread of its own:
+/// thousands of small files, and the full set's copies of the segments the
+/// chain rewrote (which the kernel may still be writing back).
+fn remove_parts(parts: &Path) {
+    let t = std::time::Instant::now();
+    if let Ok(entries) = fs::read_dir(parts) {
+        let dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        std::thread::scope(|s| {
+            for d in &dirs {
+                s.spawn(move || fs::remove_dir_all(d));
+            }
+        });
+    }
+    let _ = fs::remove_dir_all(parts);
+    log::debug!("removed the parts in {:.2}s", t.elapsed().as_secs_f64());
 }

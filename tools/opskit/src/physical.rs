@@ -326,13 +326,19 @@ fn unpack_into(set: &Path, f: &FileEntry, ids: Option<&Identities>, dest: &Path)
 
 /// Run the real `pg_verifybackup` on an unpacked base set (before anything
 /// in it is changed): every file against `backup_manifest`'s checksums,
-/// and the WAL the backup needs parsed. The error is its messages.
+/// and, with `parse_wal`, the WAL the backup needs parsed. The error is
+/// its messages.
 pub fn pg_verifybackup(
     tool: &crate::pgtools::PgTool,
     data: &Path,
+    parse_wal: bool,
 ) -> std::result::Result<(), String> {
-    let out = std::process::Command::new(&tool.path)
-        .arg("--quiet")
+    let mut cmd = std::process::Command::new(&tool.path);
+    cmd.arg("--quiet");
+    if !parse_wal {
+        cmd.arg("--no-parse-wal");
+    }
+    let out = cmd
         .arg(data)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", tool.path.display()))?;

@@ -8,7 +8,7 @@ use chrono::{SubsecRound, Utc};
 use opskit::backupset::{self, DatabaseInfo, Encryption, FileEntry, Manifest, PhysicalInfo};
 use opskit::durable::{self, StagingDir};
 use opskit::record::Fields;
-use opskit::records::{Backup, BackupCounts, SetFile};
+use opskit::records::{Backup, BackupCounts, FallbackKind, SetFile};
 use opskit::sign::SigningKey;
 use opskit::{Done, Emitter, Error, Exit, IoContext, Result, units};
 
@@ -23,7 +23,7 @@ pub(crate) struct NewSet<'a> {
     /// Signs the manifest (`MANIFEST.json.minisig`).
     pub signer: Option<&'a SigningKey>,
     /// Why a full base set was taken where an incremental was asked for.
-    pub fallback: Option<String>,
+    pub fallback: Option<(FallbackKind, String)>,
 }
 
 impl NewSet<'_> {
@@ -69,7 +69,7 @@ fn report(
     m: &Manifest,
     set_path: &Path,
     start: Instant,
-    fallback: Option<String>,
+    fallback: Option<(FallbackKind, String)>,
 ) -> Result<Done<BackupCounts>> {
     let total: u64 = m.files.iter().map(|e| e.bytes).sum();
     let duration_s = opskit::record::secs(start.elapsed());
@@ -97,7 +97,8 @@ fn report(
             .as_ref()
             .and_then(|p| p.parent())
             .map(str::to_string),
-        fallback,
+        fallback_kind: fallback.as_ref().map(|f| f.0),
+        fallback: fallback.map(|f| f.1),
         duration_s,
     })?;
     Ok(Done::new(

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use opskit::backupset::{self, ChainLink, FileKind, Manifest};
+use opskit::records::FallbackKind;
 use opskit::{Error, IoContext, Result, physical};
 use postgres::Client;
 
@@ -31,7 +32,7 @@ pub struct Parent {
 pub enum Plan {
     Full,
     Incremental(Parent),
-    Fallback(String),
+    Fallback(FallbackKind, String),
 }
 
 pub struct Ask<'a> {
@@ -50,7 +51,7 @@ pub fn plan(ask: &Ask, cluster: &Cluster, client: &mut Client) -> Result<Plan> {
             cluster.version
         );
         return if ask.fallback_full {
-            Ok(Plan::Fallback(why))
+            Ok(Plan::Fallback(FallbackKind::ServerVersion, why))
         } else {
             Err(Error::usage(format!(
                 "--incremental: {why}; take full sets, or add --fallback-full"
@@ -62,22 +63,25 @@ pub fn plan(ask: &Ask, cluster: &Cluster, client: &mut Client) -> Result<Plan> {
         None => newest_verified(ask.root, ask.series)?,
     };
     let Some((path, m)) = found else {
-        return Ok(Plan::Fallback(format!(
-            "no base set of series {} under {} passed verification yet",
-            ask.series,
-            ask.root.display()
-        )));
+        return Ok(Plan::Fallback(
+            FallbackKind::NoParent,
+            format!(
+                "no base set of series {} under {} passed verification yet",
+                ask.series,
+                ask.root.display()
+            ),
+        ));
     };
     if let Some(why) = due_for_full(&m, ask.full_every) {
-        return Ok(Plan::Fallback(why));
+        return Ok(Plan::Fallback(FallbackKind::Scheduled, why));
     }
     match usable(&path, &m, cluster, client) {
         Ok(parent) => Ok(Plan::Incremental(parent)),
-        Err(why) if ask.parent.is_some() => Err(Error::failure(format!(
+        Err((_, why)) if ask.parent.is_some() => Err(Error::failure(format!(
             "--parent {}: {why}",
             path.display()
         ))),
-        Err(why) => Ok(Plan::Fallback(why)),
+        Err((kind, why)) => Ok(Plan::Fallback(kind, why)),
     }
 }
 
@@ -133,28 +137,37 @@ fn usable(
     m: &Manifest,
     cluster: &Cluster,
     client: &mut Client,
-) -> std::result::Result<Parent, String> {
+) -> std::result::Result<Parent, (FallbackKind, String)> {
+    use FallbackKind as K;
     let name = m.set.clone();
-    let info = m
-        .physical
-        .as_ref()
-        .ok_or_else(|| format!("{name} is a dump, not a base set"))?;
+    let info = m.physical.as_ref().ok_or_else(|| {
+        (
+            K::ParentUnusable,
+            format!("{name} is a dump, not a base set"),
+        )
+    })?;
     if info.system_identifier != cluster.system_identifier {
-        return Err(format!(
-            "{name} is of another cluster (system identifier {}, this one {})",
-            info.system_identifier, cluster.system_identifier
+        return Err((
+            K::ParentUnusable,
+            format!(
+                "{name} is of another cluster (system identifier {}, this one {})",
+                info.system_identifier, cluster.system_identifier
+            ),
         ));
     }
     if info.timeline != cluster.timeline {
-        return Err(format!(
-            "{name} is on timeline {}, the server on {} (a promotion since): a new chain starts",
-            info.timeline, cluster.timeline
+        return Err((
+            K::Timeline,
+            format!(
+                "{name} is on timeline {}, the server on {} (a promotion since): a new chain starts",
+                info.timeline, cluster.timeline
+            ),
         ));
     }
     if cluster.summarize_wal != Some(true) {
-        return Err(
+        return Err((K::SummarizeWalOff,
             "summarize_wal is off on the server: incremental base backups need WAL summaries (ALTER SYSTEM SET summarize_wal = on)".into(),
-        );
+        ));
     }
     let start = physical::parse_lsn(&info.start_lsn).unwrap_or(u64::MAX);
     // Unreadable (a role without pg_monitor's rights): pg_basebackup
@@ -162,9 +175,12 @@ fn usable(
     if let Ok(oldest) = oldest_summary(client, info.timeline)
         && oldest.is_none_or(|o| o > start)
     {
-        return Err(format!(
-            "the server's WAL summaries no longer reach back to {name}'s start ({}; wal_summary_keep_time)",
-            info.start_lsn
+        return Err((
+            K::SummariesGone,
+            format!(
+                "the server's WAL summaries no longer reach back to {name}'s start ({}; wal_summary_keep_time)",
+                info.start_lsn
+            ),
         ));
     }
     let root = path.parent().unwrap_or(Path::new("."));
@@ -172,14 +188,18 @@ fn usable(
         .into_iter()
         .find(|a| !root.join(a).join(backupset::MANIFEST).is_file())
     {
-        return Err(format!(
-            "{name}'s ancestor {gone} is gone from {}: a new chain starts",
-            root.display()
+        return Err((
+            K::ParentUnusable,
+            format!(
+                "{name}'s ancestor {gone} is gone from {}: a new chain starts",
+                root.display()
+            ),
         ));
     }
     let Some(f) = m.files.iter().find(|f| f.kind == FileKind::BackupManifest) else {
-        return Err(format!(
-            "{name} has no backup_manifest beside its tar (taken before incremental sets)"
+        return Err((
+            K::ParentUnusable,
+            format!("{name} has no backup_manifest beside its tar (taken before incremental sets)"),
         ));
     };
     let mut chain = info

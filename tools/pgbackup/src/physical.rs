@@ -14,7 +14,7 @@ use opskit::durable::StagingDir;
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, PgTool};
 use opskit::physical::{self, BackupPoints};
-use opskit::records::BackupCounts;
+use opskit::records::{BackupCounts, FallbackKind};
 use opskit::tartap::TarTap;
 use opskit::walstore;
 use opskit::{Done, Emitter, Error, IoContext, Result};
@@ -130,9 +130,13 @@ pub(crate) fn run(ctx: &Ctx, mut client: Client, em: &mut Emitter) -> Result<Don
     let (parent, mut fallback) = match plan {
         incremental::Plan::Full => (None, None),
         incremental::Plan::Incremental(p) => (Some(p), None),
-        incremental::Plan::Fallback(why) => {
-            log::warn!("taking a full base set instead of an incremental one: {why}");
-            (None, Some(why))
+        incremental::Plan::Fallback(kind, why) => {
+            if kind.planned() {
+                log::info!("taking a full base set: {why}");
+            } else {
+                log::warn!("taking a full base set instead of an incremental one: {why}");
+            }
+            (None, Some((kind, why)))
         }
     };
     let (mut started_at, mut stage) = new_stage(root, &name)?;
@@ -156,7 +160,7 @@ pub(crate) fn run(ctx: &Ctx, mut client: Client, em: &mut Emitter) -> Result<Don
                 "taking a full base set instead of an incremental one: {}",
                 e.msg
             );
-            fallback = Some(e.msg);
+            fallback = Some((FallbackKind::SummariesGone, e.msg));
             drop(stage);
             (started_at, stage) = new_stage(root, &name)?;
             take(&stage, None)?

@@ -49,7 +49,42 @@ pub struct Backup {
     /// `--incremental` took a full set instead, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// The kind of that reason, for scripts and alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_kind: Option<FallbackKind>,
     pub duration_s: f64,
+}
+
+/// Why `--incremental` took a full base set. The first two are planned
+/// (the chain is due for its full set, or the server cannot take
+/// incrementals); the others are a chain that should have continued and
+/// could not, which an operator can fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackKind {
+    /// The chain's full set is `--full-every` old.
+    Scheduled,
+    /// A server before PostgreSQL 17 (with `--fallback-full`).
+    ServerVersion,
+    /// No base set of the series passed verification.
+    NoParent,
+    /// The parent is of another cluster, lacks its `backup_manifest`, or
+    /// an ancestor of it is gone.
+    ParentUnusable,
+    /// The server is on another timeline than the parent (a promotion).
+    Timeline,
+    /// `summarize_wal` is off.
+    SummarizeWalOff,
+    /// The server's WAL summaries do not cover the changes since the
+    /// parent (`wal_summary_keep_time`, or summaries removed).
+    SummariesGone,
+}
+
+impl FallbackKind {
+    /// A full set that was planned, not a chain that broke.
+    pub fn planned(self) -> bool {
+        matches!(self, FallbackKind::Scheduled | FallbackKind::ServerVersion)
+    }
 }
 
 impl Record for Backup {
