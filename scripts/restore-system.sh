@@ -8,7 +8,8 @@ source "$(dirname "$0")/lib/common.sh"
 usage() {
     cat <<'USAGE'
 Usage: restore-system.sh [--yes] [--yes-production] [--files-into DIR]
-                         [--no-globals] [--no-health] [--from-offsite] [SET]
+                         [--no-globals] [--no-health] [--from-offsite]
+                         [--jobs N] [SET]
        restore-system.sh --to TIME | --to-latest [--swap] ...
                          (point-in-time recovery: restore-pitr.sh --help)
 
@@ -24,7 +25,12 @@ DATABASE_URL:
      <db>_restore_<time> (pg_restore, or psql under \restrict: nothing in a
      set is run as a command); with --files-into DIR unpacks the set's files
      archives into DIR (no owners, no setuid/setgid bits, no devices,
-     nothing outside DIR); compares every table's row count with the set;
+     nothing outside DIR); compares every table's row count with the set.
+     With --jobs N (or OPSKIT_RESTORE_JOBS) above 1, a custom-format dump
+     restores with N pg_restore jobs from a copy of it in
+     OPSKIT_SCRATCH_DIR (default: beside the server's data directory),
+     checked for room first and removed after; the default, 1, streams it
+     with no copy;
   5. only if all that worked: renames the current database (if any) aside
      to <db>_before_<time> -- it is not dropped -- and the new one to <db>;
   6. runs OPSKIT_APP_START, if set (also when the restore failed: nothing
@@ -59,7 +65,7 @@ for a in "$@"; do
     fi
 done
 
-YES=0 yes_production=0 files_into="" globals=1 health=1 set="" from_offsite=0
+YES=0 yes_production=0 files_into="" globals=1 health=1 set="" from_offsite=0 jobs=
 while (($#)); do
     case $1 in
         --yes | -y) YES=1 ;;
@@ -68,6 +74,7 @@ while (($#)); do
         --no-globals) globals=0 ;;
         --no-health) health=0 ;;
         --from-offsite) from_offsite=1 ;;
+        --jobs) jobs=${2:?--jobs needs a number}; shift ;;
         -h | --help) usage; exit 0 ;;
         -*) die "unknown argument '$1' (see --help)" 64 ;;
         *) set=$1 ;;
@@ -157,6 +164,7 @@ app_still_stopped() {
 restore_args=(--restore-into "$(url_with_db "$DATABASE_URL" postgres)" --keep-as "$new" --record)
 ((globals)) && restore_args+=(--globals)
 [[ -n "$files_into" ]] && restore_args+=(--files-into "$files_into")
+[[ -n "$jobs" ]] && restore_args+=(--jobs "$jobs")
 [[ -n "${OPSKIT_PG_BINDIR:-}" ]] && restore_args+=(--pg-bindir "$OPSKIT_PG_BINDIR")
 log "restoring $(basename "$set") into new database $new${files_into:+ (files into $files_into)}"
 if ! restored=$("$(tool verify-backup)" "${restore_args[@]}" "$set"); then

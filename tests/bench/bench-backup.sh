@@ -28,6 +28,10 @@ pg_throwaway_start "$work/pg"
 trap cleanup EXIT
 db=bench
 bench_database "$db" "$rows"
+# A key and two indexes: what a restore builds after the rows, and what
+# pg_restore --jobs builds side by side.
+"$PG_BINDIR/psql" -Xq -d "$db" -v ON_ERROR_STOP=1 \
+    -c "ALTER TABLE events ADD PRIMARY KEY (id)" -c "CREATE INDEX ON events (k)" -c "CREATE INDEX ON events (ts)"
 out="$work/out"
 
 export PATH="$PG_BINDIR:$PATH"
@@ -86,8 +90,26 @@ for ((i = 1; i <= runs; i++)); do
     fresh_time_cmd verify_age "$verify" -q --identity "$work/bench.key" "$aset_dir"
     fresh_time_cmd sha_age_zstd bash -o pipefail -c "sha256sum '$afile' && age -d -i '$work/bench.key' '$afile' | zstd -tq"
 done
-fresh_time_cmd restore_test "$verify" -q "$set_dir" --restore-into "postgresql:///postgres"
-fresh_time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && gunzip -c '$dumpfile' | pg_restore --no-owner --exit-on-error -d r"
+# Restores of the set: verify-backup --restore-into with --jobs 2 (a copy
+# in scratch, then pg_restore -j 2) and --jobs 1 (streamed), each whole
+# (the set read and checked, the restore, every table counted) and its
+# restore alone (the record's restore check: the copy and pg_restore);
+# against pg_restore -j 2 from a plain -Fc file on the same disk and
+# today's one-liner stream.
+pg_dump -Fc -d "$db" -f "$work/plain.dump"
+restore_only() { # NAME: the restore check's seconds of the last run's records
+    times[$1]+="$(sed -n 's/.*"detail":"restored in \([0-9.]*\)s.*/\1/p' "$work/restore.ndjson" | head -n1) "
+}
+for ((i = 1; i <= runs; i++)); do
+    echo "restore run $i/$runs" >&2
+    for j in 2 1; do
+        time_cmd "restore_test_j$j" bash -c '"$@" >"'"$work"'/restore.ndjson"' _ \
+            "$verify" --scratch "$work" --jobs "$j" "$set_dir" --restore-into "postgresql:///postgres"
+        restore_only "restore_only_j$j"
+    done
+    time_cmd pg_restore_j2 bash -c "dropdb --if-exists r && createdb r && pg_restore -j 2 --no-owner --exit-on-error -d r '$work/plain.dump'"
+    time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && gunzip -c '$dumpfile' | pg_restore --no-owner --exit-on-error -d r"
+done
 
 row "pgbackup --compress gzip vs pg_dump -Fc (wall)" pgbackup pg_dump_fc "<= 0.60"
 row "one-liner pg_dump|gzip+sha256sum vs pgbackup" oneliner pgbackup ">= 2.00"
@@ -104,7 +126,10 @@ row "verify-backup vs gzip -t alone" verify gzip_t "<= 1.20"
 row "pgbackup zstd encrypted (age) vs unencrypted" pgbackup_age pgbackup_zstd "<= 1.05"
 row "verify-backup --identity encrypted vs unencrypted" verify_age verify_zstd2 "<= 1.10"
 row "verify-backup --identity vs sha256sum && age -d|zstd -t" verify_age sha_age_zstd "(report)"
-row "verify --restore-into vs gunzip|pg_restore" restore_test plain_restore "(report)"
+row "restore alone: --jobs 2 (copy + pg_restore -j 2) vs pg_restore -j 2 -Fc file" restore_only_j2 pg_restore_j2 "<= 1.05"
+row "restore alone: --jobs 2 vs --jobs 1 (streamed)" restore_only_j2 restore_only_j1 "(report)"
+row "verify --restore-into --jobs 2 (whole) vs gunzip|pg_restore" restore_test_j2 plain_restore "(report)"
+row "verify --restore-into --jobs 1 (whole) vs gunzip|pg_restore" restore_test_j1 plain_restore "(report)"
 printf '%s\t%s\t%s\t%s\t%s\n' "verify-backup peak RSS MiB" "$((rss[verify] / 1024))" "-" "-" "< 64"
 printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup peak RSS MiB (gzip, -Z0)" \
     "$((rss[pgbackup] / 1024))" "$((rss[pgbackup_z0] / 1024))" "-" "< 64"

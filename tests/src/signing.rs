@@ -52,9 +52,12 @@ impl Keys {
     }
 }
 
-/// The key pair of this test binary: made once, in the target directory
-/// (`target/<profile>/test-signing/<test binary>/`), so nothing is left in
-/// /tmp.
+/// The key pair of this test binary, in the target directory
+/// (`target/<profile>/test-signing/<test binary>/pair/`), so nothing is
+/// left in /tmp. Each test runs in a process of its own (nextest), and
+/// many start at once: the first to finish making a pair renames its
+/// directory into place and every process uses that one (a pair made
+/// over another's files would sign with a key others do not trust).
 pub fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
@@ -67,7 +70,19 @@ pub fn keys() -> &'static Keys {
             .join("test-signing")
             .join(stem);
         std::fs::create_dir_all(&dir).unwrap();
-        Keys::new(&dir, "opskit.key")
+        let pair = dir.join("pair");
+        let public = pair.join("opskit.key.pub");
+        if !public.exists() {
+            let tmp = tempfile::tempdir_in(&dir).unwrap();
+            Keys::new(tmp.path(), "opskit.key");
+            // Fails when another process was first: its pair is used.
+            let _ = std::fs::rename(tmp.path(), &pair);
+        }
+        let text = std::fs::read_to_string(&public).unwrap();
+        Keys {
+            key: pair.join("opskit.key"),
+            public: text.lines().nth(1).unwrap().trim().to_string(),
+        }
     })
 }
 

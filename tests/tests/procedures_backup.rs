@@ -205,9 +205,21 @@ fn disaster_recovery_after_the_database_is_dropped() {
     assert!(out.stderr.contains("recovery took"), "{}", out.stderr);
     assert_eq!(dump(c, &db.name, &[]), original, "restored data differs");
 
-    // Restoring again over a live database keeps the old one aside.
-    let out = run(p.script("restore-system.sh").arg("--yes"));
+    // Restoring again over a live database keeps the old one aside; in
+    // parallel (from a copy, removed after) this time.
+    let out = run(p.script("restore-system.sh").args(["--yes", "--jobs", "2"]));
     out.ok();
+    let beside = c.data().parent().unwrap().to_path_buf();
+    let left: Vec<_> = std::fs::read_dir(&beside)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".opskit-restore-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     let aside = c.query(
         "postgres",
         &format!(
@@ -363,4 +375,152 @@ fn a_set_that_failed_its_latest_verification_is_not_restored() {
         out.stderr
     );
     let _ = db;
+}
+
+/// A restore with --jobs 2 reads a copy of the dump: on a scratch disk too
+/// small for it, restore-system.sh is refused before anything is written,
+/// naming the space needed; nothing is swapped and no new database is
+/// left. --jobs 1 streams the dump and needs no copy.
+#[test]
+fn a_parallel_restore_needs_room_for_its_copy() {
+    if !opskit_testkit::sh::is_root() {
+        eprintln!("not root: no small file system to restore with");
+        return;
+    }
+    let c = cluster();
+    let db = app_db(c);
+    let mut p = Procs::new(c, &db.name);
+    run(&mut p.script("backup-system.sh")).ok();
+    let original = dump(c, &db.name, &[]);
+    let small = p.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4k,mode=0755", "opskit-small"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a 4 KiB tmpfs");
+    p.set("OPSKIT_SCRATCH_DIR", small.to_str().unwrap());
+    let refused = run(p
+        .script("restore-system.sh")
+        .args(["--yes", "--no-health", "--jobs", "2"]));
+    let streamed = run(p
+        .script("restore-system.sh")
+        .args(["--yes", "--no-health", "--jobs", "1"]));
+    let left: Vec<_> = std::fs::read_dir(&small).unwrap().flatten().collect();
+    let _ = Command::new("umount").arg(&small).status();
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("--jobs 2")
+            && refused.stderr.contains("needs")
+            && refused.stderr.contains("nothing was restored"),
+        "{}",
+        refused.stderr
+    );
+    streamed.ok();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(dump(c, &db.name, &[]), original, "restored data differs");
+    // The refused run made no database; the streamed one swapped its own
+    // in and kept the old one aside.
+    let made = c.query(
+        "postgres",
+        &format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE '{}\\_%'",
+            db.name
+        ),
+    );
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(made[0].contains("_before_"), "{made:?}");
+}
+
+/// kill -9 during a parallel restore: its copy of the dump is left and
+/// the half-restored database is the scratch one (the live database is
+/// untouched); the next run removes the copy, says so, and restores.
+#[test]
+fn a_parallel_restore_killed_mid_way() {
+    let c = cluster();
+    let db = c.create_db();
+    c.client(&db.name)
+        .batch_execute(
+            "CREATE TABLE events AS SELECT g AS id, md5(g::text) AS k, repeat(md5(g::text), 6) AS pad \
+             FROM generate_series(1, 300000) g; \
+             ALTER TABLE events ADD PRIMARY KEY (id); \
+             CREATE INDEX ON events (k); CREATE INDEX ON events (pad)",
+        )
+        .unwrap();
+    let p = Procs::new(c, &db.name);
+    run(&mut p.script("backup-system.sh")).ok();
+    let set = p.root().join(&p.sets()[0]);
+    let scratch = p.path("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let verify = || {
+        let mut cmd = opskit_testkit::signing::command(bin("verify-backup"));
+        cmd.env_remove("OPSKIT_LOG")
+            .args(["--restore-into", &c.url("postgres"), "--jobs", "2"])
+            .arg("--scratch")
+            .arg(&scratch)
+            .arg(&set);
+        cmd
+    };
+    let mut child = verify()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let copy = scratch.join(format!(".opskit-restore-{pid}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pg_restore = loop {
+        let out = Command::new("pgrep")
+            .args(["-P", &pid.to_string(), "pg_restore"])
+            .output()
+            .unwrap();
+        let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !found.is_empty() && copy.exists() {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_restore never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-P", &pg_restore])
+        .status();
+    let _ = Command::new("kill").args(["-KILL", &pg_restore]).status();
+    assert!(copy.is_dir(), "the killed run's copy is left");
+    assert_eq!(
+        c.query(&db.name, "SELECT count(*) FROM events"),
+        ["300000"],
+        "the live database is untouched"
+    );
+    let half = c.query(
+        "postgres",
+        &format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'opskit\\_verify\\_{pid}\\_%'"
+        ),
+    );
+    assert_eq!(half.len(), 1, "the half-restored database: {half:?}");
+    c.client("postgres")
+        .batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", half[0]))
+        .unwrap();
+
+    let out = run(&mut verify());
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("the restore copy of an interrupted run"),
+        "{}",
+        out.stderr
+    );
+    assert!(!copy.exists());
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    let restore = out.check("restore");
+    assert!(
+        restore["detail"].as_str().unwrap().contains("--jobs 2"),
+        "{restore}"
+    );
 }

@@ -387,14 +387,10 @@ fn combine(
     if out.status.success() {
         return Ok(());
     }
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(str::to_string)
-        .collect();
     Err(Failed::Unpack(Error::check(format!(
         "pg_combinebackup of {} failed: {}; nothing was kept",
         names(chain).join(" + "),
-        pgtools::summarise(&lines)
+        pgtools::summarise_stderr(&out.stderr)
     ))))
 }
 

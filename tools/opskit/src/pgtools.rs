@@ -227,6 +227,15 @@ pub fn with_conflict_hint(msg: &str) -> String {
     }
 }
 
+/// [`summarise`] of a finished tool's stderr.
+pub fn summarise_stderr(stderr: &[u8]) -> String {
+    let lines: Vec<String> = String::from_utf8_lossy(stderr)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    summarise(&lines)
+}
+
 pub fn summarise(lines: &[String]) -> String {
     let mut parts: Vec<String> = Vec::new();
     for l in lines {

@@ -345,13 +345,9 @@ pub fn pg_verifybackup(
     if out.status.success() {
         return Ok(());
     }
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(str::to_string)
-        .collect();
     Err(format!(
         "pg_verifybackup: {}",
-        crate::pgtools::summarise(&lines)
+        crate::pgtools::summarise_stderr(&out.stderr)
     ))
 }
 

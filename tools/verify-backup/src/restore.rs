@@ -80,6 +80,7 @@ pub(crate) fn need_restrict(psql: &pgtools::PgTool) -> Result<()> {
 }
 
 use crate::checks::{Check, Name};
+use crate::seekable::Parallel;
 
 /// Where restore tests go.
 pub struct Target {
@@ -95,6 +96,9 @@ pub struct Target {
     /// `--files-into`: unpack the set's files archives here once the
     /// database restored and checked (before it is kept).
     pub files_into: Option<std::path::PathBuf>,
+    /// `--jobs` above 1: custom-format dumps restored in parallel from a
+    /// copy; `None` streams them.
+    pub parallel: Option<Parallel>,
 }
 
 /// The database restored into; dropped when this is dropped unless kept.
@@ -170,6 +174,22 @@ impl Target {
         } else {
             None
         };
+        let entry = m.files.iter().find(|f| f.name == db.file).ok_or_else(|| {
+            Error::check(format!(
+                "{}: the dump {} is not listed",
+                set.display(),
+                db.file
+            ))
+        })?;
+        // In parallel only from a copy pg_restore can seek in: refused
+        // before anything is written when its disk has no room for it.
+        let parallel = match (&psql, db.format, &self.parallel) {
+            (None, DumpFormat::Custom, Some(p)) => Some(p),
+            _ => None,
+        };
+        if let Some(p) = parallel {
+            crate::seekable::check_room(entry, p)?;
+        }
         let mut checks = Vec::new();
         if self.globals {
             checks.push(crate::keep::globals(self, set, m, ids, major, seen)?);
@@ -186,24 +206,18 @@ impl Target {
             DumpFormat::Plain => Input::Sql,
             DumpFormat::Custom => Input::Archive,
         };
-        let entry = m.files.iter().find(|f| f.name == db.file).ok_or_else(|| {
-            Error::check(format!(
-                "{}: the dump {} is not listed",
-                set.display(),
-                db.file
-            ))
-        })?;
         let source = Source {
             set,
             entry,
             seen: seen.get(&db.file),
         };
-        let restored = match &psql {
-            Some(psql) => {
+        let restored = match (&psql, parallel) {
+            (Some(psql), _) => {
                 let cmd = self.restore_command(&psql.path, DumpFormat::Plain, &name);
                 self.feed_script(&tool.path, cmd, &source, ids)
             }
-            None => {
+            (None, Some(p)) => self.restore_parallel(&tool.path, &name, &source, ids, p),
+            (None, None) => {
                 let cmd = self.restore_command(&tool.path, db.format, &name);
                 self.feed(cmd, tool_name, &source, ids, input).map(|_| ())
             }
@@ -219,7 +233,10 @@ impl Target {
             Ok(_) => checks.push(Check::pass(
                 Name::Restore,
                 Some(&db.file),
-                format!("restored in {secs:.3}s with {tool_name}"),
+                match parallel {
+                    Some(p) => format!("restored in {secs:.3}s with {tool_name} --jobs {}", p.jobs),
+                    None => format!("restored in {secs:.3}s with {tool_name}"),
+                },
             )),
             Err(msg) => {
                 checks.push(Check::fail(Name::Restore, Some(&db.file), msg));
@@ -408,6 +425,57 @@ impl Target {
         reader
             .finish(source.entry)
             .map_err(|e| format!("{}: changed while it was restored: {e}", path.display()))
+    }
+
+    /// `pg_restore --jobs` from a copy of the dump ([`crate::seekable`]),
+    /// removed again whatever happens; an interruption stops it.
+    fn restore_parallel(
+        &self,
+        tool: &Path,
+        name: &str,
+        source: &Source,
+        ids: Option<&Identities>,
+        p: &Parallel,
+    ) -> std::result::Result<(), String> {
+        let copy = crate::seekable::copy(source, ids, &p.dir, &self.interrupted)?;
+        let mut cmd = self.restore_command(tool, DumpFormat::Custom, name);
+        cmd.arg(format!("--jobs={}", p.jobs))
+            .arg(&copy.file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+        let mut guard = ChildGuard(Some(child));
+        let tail = StderrTail::start(guard.child(), "pg_restore");
+        loop {
+            if self.interrupted.load(Ordering::SeqCst) {
+                return Err("interrupted".into());
+            }
+            match guard.child().try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                Err(e) => return Err(format!("waiting for pg_restore: {e}")),
+            }
+        }
+        let status = guard
+            .wait()
+            .map_err(|e| format!("waiting for pg_restore: {e}"))?;
+        drop(copy);
+        if status.success() {
+            return Ok(());
+        }
+        let msg = pgtools::summarise(&tail.lines());
+        Err(format!(
+            "pg_restore --jobs {} failed: {}",
+            p.jobs,
+            if msg.is_empty() {
+                "no message".into()
+            } else {
+                msg
+            }
+        ))
     }
 
     /// Copy `src` into the tool's stdin until the end, an interruption or
