@@ -28,9 +28,8 @@ DATABASE_URL:
      nothing outside DIR); compares every table's row count with the set.
      With --jobs N (or OPSKIT_RESTORE_JOBS) above 1, a custom-format dump
      restores with N pg_restore jobs from a copy of it in
-     OPSKIT_SCRATCH_DIR (default: beside the server's data directory),
-     checked for room first and removed after; the default, 1, streams it
-     with no copy;
+     OPSKIT_SCRATCH_DIR (default: the temp directory), checked for room
+     first and removed after; the default, 1, streams it with no copy;
   5. only if all that worked: renames the current database (if any) aside
      to <db>_before_<time> -- it is not dropped -- and the new one to <db>;
   6. runs OPSKIT_APP_START, if set (also when the restore failed: nothing
@@ -74,7 +73,11 @@ while (($#)); do
         --no-globals) globals=0 ;;
         --no-health) health=0 ;;
         --from-offsite) from_offsite=1 ;;
-        --jobs) jobs=${2:?--jobs needs a number}; shift ;;
+        --jobs)
+            (($# >= 2)) || die "--jobs needs a number of pg_restore jobs" 64
+            jobs=$2
+            shift
+            ;;
         -h | --help) usage; exit 0 ;;
         -*) die "unknown argument '$1' (see --help)" 64 ;;
         *) set=$1 ;;
@@ -84,6 +87,12 @@ done
 
 load_env
 password_to_env DATABASE_URL
+# Checked before anything is stopped: verify-backup would refuse it only
+# after OPSKIT_APP_STOP.
+for j in "$jobs" "${OPSKIT_RESTORE_JOBS:-}"; do
+    [[ -z "$j" || ($j =~ ^[1-9][0-9]{0,2}$ && $j -le 256) ]] \
+        || die "--jobs / OPSKIT_RESTORE_JOBS must be a number from 1 to 256, not '$j'" 64
+done
 # An empty identity is no identity (the tools refuse an empty value).
 [[ -n "${OPSKIT_AGE_IDENTITY:-}" ]] || unset OPSKIT_AGE_IDENTITY
 : "${DATABASE_URL:?DATABASE_URL is not set (the database to restore)}"

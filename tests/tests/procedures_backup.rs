@@ -207,19 +207,13 @@ fn disaster_recovery_after_the_database_is_dropped() {
 
     // Restoring again over a live database keeps the old one aside; in
     // parallel (from a copy, removed after) this time.
+    let mut p = p;
+    let scratch = p.path("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    p.set("OPSKIT_SCRATCH_DIR", scratch.to_str().unwrap());
     let out = run(p.script("restore-system.sh").args(["--yes", "--jobs", "2"]));
     out.ok();
-    let beside = c.data().parent().unwrap().to_path_buf();
-    let left: Vec<_> = std::fs::read_dir(&beside)
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".opskit-restore-")
-        })
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
     let aside = c.query(
         "postgres",
         &format!(
@@ -234,7 +228,6 @@ fn disaster_recovery_after_the_database_is_dropped() {
         .unwrap();
 
     // A production database needs --yes-production.
-    let mut p = p;
     p.set("OPSKIT_PRODUCTION", "1");
     let out = run(p.script("restore-system.sh").arg("--yes"));
     assert_eq!(out.code, 64);
@@ -468,7 +461,19 @@ fn a_parallel_restore_killed_mid_way() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let copy = scratch.join(format!(".opskit-restore-{pid}"));
+    let copies = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&scratch)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".opskit-restore-")
+            })
+            .collect()
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let pg_restore = loop {
         let out = Command::new("pgrep")
@@ -476,7 +481,7 @@ fn a_parallel_restore_killed_mid_way() {
             .output()
             .unwrap();
         let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !found.is_empty() && copy.exists() {
+        if !found.is_empty() && !copies().is_empty() {
             break found;
         }
         assert!(
@@ -491,7 +496,7 @@ fn a_parallel_restore_killed_mid_way() {
         .args(["-KILL", "-P", &pg_restore])
         .status();
     let _ = Command::new("kill").args(["-KILL", &pg_restore]).status();
-    assert!(copy.is_dir(), "the killed run's copy is left");
+    assert_eq!(copies().len(), 1, "the killed run's copy is left");
     assert_eq!(
         c.query(&db.name, "SELECT count(*) FROM events"),
         ["300000"],
@@ -516,11 +521,19 @@ fn a_parallel_restore_killed_mid_way() {
         "{}",
         out.stderr
     );
-    assert!(!copy.exists());
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
     let restore = out.check("restore");
     assert!(
         restore["detail"].as_str().unwrap().contains("--jobs 2"),
         "{restore}"
     );
+
+    // A scratch directory others can write (and not sticky) could have the
+    // copy swapped under pg_restore: refused, nothing restored.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run(&mut verify());
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(out.stderr.contains("not sticky"), "{}", out.stderr);
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 }

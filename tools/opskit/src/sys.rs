@@ -103,6 +103,20 @@ pub fn statvfs(path: &std::path::Path) -> std::io::Result<FsSpace> {
     })
 }
 
+/// Ask process `pid` to stop (SIGTERM): a tool like pg_restore then stops
+/// its own workers and cancels their queries, which SIGKILL would not.
+#[allow(unsafe_code)]
+pub fn terminate(pid: u32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "pid out of range"))?;
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

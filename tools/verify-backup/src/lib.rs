@@ -54,8 +54,9 @@ use crate::checks::{Check, Depth, Name};
 ///
 /// With --jobs N (above 1) a custom-format dump restores with N pg_restore
 /// jobs from a copy of it, decrypted and decompressed into a
-/// 0700 directory in --scratch (default: beside the restore server's data
-/// directory when it is on this machine): pg_restore runs jobs only from a
+/// 0700 directory in --scratch (default: the temp directory; not the data
+/// directory's disk, which the restored database fills): pg_restore runs
+/// jobs only from a
 /// file it can seek in. The copy's size is checked against the free space
 /// first, and it is removed on every path (a run killed before that leaves
 /// it to the next run, which removes it). --jobs 1 (the default) streams
@@ -141,10 +142,9 @@ pub struct Args {
     pub replay: bool,
 
     /// Where --replay unpacks a base set (it needs the cluster's size
-    /// free; default: the temp directory), and where a restore with --jobs
-    /// above 1 puts its copy of the dump (the dump's size free; default:
-    /// beside the restore server's data directory when it is on this
-    /// machine, else the temp directory).
+    /// free), and where a restore with --jobs above 1 puts its copy of the
+    /// dump (the dump's size free). Owned by this user or root, writable
+    /// by nobody else unless sticky. Default: the temp directory.
     #[arg(long, value_name = "DIR", env = "OPSKIT_SCRATCH_DIR")]
     pub scratch: Option<PathBuf>,
 
@@ -274,10 +274,7 @@ fn restore_target(args: &Args) -> Result<Option<restore::Target>> {
     let jobs = args.jobs.map(usize::from).unwrap_or(1);
     let parallel = (jobs > 1).then(|| seekable::Parallel {
         jobs,
-        dir: args
-            .scratch
-            .clone()
-            .unwrap_or_else(|| seekable::beside_data(&spec)),
+        dir: args.scratch.clone().unwrap_or_else(std::env::temp_dir),
     });
     let t = restore::Target {
         spec,
@@ -289,7 +286,11 @@ fn restore_target(args: &Args) -> Result<Option<restore::Target>> {
         parallel,
     };
     t.check_reachable()?;
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, Arc::clone(&interrupted))
             .map_err(|e| Error::failure(format!("installing signal handler: {e}")))?;
     }

@@ -438,10 +438,17 @@ impl Target {
         p: &Parallel,
     ) -> std::result::Result<(), String> {
         let copy = crate::seekable::copy(source, ids, &p.dir, &self.interrupted)?;
+        // The copy this run wrote, as pg_restore's standard input: it and
+        // its workers open /dev/stdin, that very file, whatever is renamed
+        // in the scratch directory meanwhile.
+        let stdin = copy
+            .file
+            .try_clone()
+            .map_err(|e| format!("the restore copy: {e}"))?;
         let mut cmd = self.restore_command(tool, DumpFormat::Custom, name);
         cmd.arg(format!("--jobs={}", p.jobs))
-            .arg(&copy.file)
-            .stdin(Stdio::null())
+            .arg("/dev/stdin")
+            .stdin(Stdio::from(stdin))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let child = cmd
@@ -451,6 +458,15 @@ impl Target {
         let tail = StderrTail::start(guard.child(), "pg_restore");
         loop {
             if self.interrupted.load(Ordering::SeqCst) {
+                // pg_restore stops its workers and cancels their queries
+                // on SIGTERM; the guard kills what is left.
+                let _ = opskit::sys::terminate(guard.child().id());
+                for _ in 0..50 {
+                    if matches!(guard.child().try_wait(), Ok(Some(_))) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
                 return Err("interrupted".into());
             }
             match guard.child().try_wait() {

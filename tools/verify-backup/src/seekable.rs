@@ -1,13 +1,15 @@
 //! The copy a parallel restore reads: `pg_restore --jobs` works only from
 //! a file it can seek in, never from a pipe. The dump is decrypted and
 //! decompressed into a 0600 file in a 0700 directory of this run,
-//! `.opskit-restore-<pid>`, on the disk the operator chose, its sha256
-//! checked as it streams. The directory is removed on every path; one left
-//! by a run that was killed is removed by the next run.
+//! `.opskit-restore-<random>`, in a scratch directory the operator chose,
+//! its sha256 checked as it streams; pg_restore and its workers read that
+//! very file through their standard input (`/dev/stdin`), never a path
+//! someone could swap. The run holds a lock in its directory; a directory
+//! whose lock nobody holds is a killed run's, removed by the next run.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,6 +20,7 @@ use opskit::{Error, Result};
 use crate::restore::Source;
 
 const PREFIX: &str = ".opskit-restore-";
+const LOCK: &str = "lock";
 
 /// How a custom-format dump is restored: `jobs` at once from a copy in
 /// `dir`, or (1) streamed into `pg_restore` with no copy.
@@ -27,22 +30,12 @@ pub struct Parallel {
     pub dir: PathBuf,
 }
 
-/// The copy; its directory is removed when this is dropped.
+/// The copy, open; its directory is removed when this is dropped (first:
+/// fields drop in order), the lock released after.
 pub(crate) struct Copy {
-    dir: PathBuf,
-    pub file: PathBuf,
-}
-
-impl Drop for Copy {
-    fn drop(&mut self) {
-        match fs::remove_dir_all(&self.dir) {
-            Ok(()) => log::debug!("removed {}", self.dir.display()),
-            Err(e) => log::warn!(
-                "could not remove the restore copy {}: {e}; remove it by hand",
-                self.dir.display()
-            ),
-        }
-    }
+    _dir: tempfile::TempDir,
+    _lock: File,
+    pub file: File,
 }
 
 /// The bytes the copy of `entry` takes: what decrypting and decompressing
@@ -54,10 +47,43 @@ pub(crate) fn size(entry: &FileEntry) -> u64 {
         .unwrap_or(entry.bytes)
 }
 
-/// Refuse, before anything is written, a copy the disk of `dir` has no
-/// room for (with 1/64 to spare). Copies left by killed runs are removed
-/// first: they are what most often fills it.
+/// A scratch directory a run as root may write in: a real directory (not
+/// a symlink), owned by this user or root, and writable by nobody else
+/// unless sticky (`/tmp`), so nobody can rename what this run makes there.
+fn check_dir(dir: &Path) -> Result<()> {
+    let m = dir
+        .symlink_metadata()
+        .map_err(|e| Error::failure(format!("scratch directory {}: {e}", dir.display())))?;
+    let why = if !m.is_dir() {
+        Some("it is not a directory (or is a symlink)".to_string())
+    } else if m.uid() != 0 && m.uid() != opskit::sys::euid() {
+        Some(format!(
+            "it is owned by uid {}, who could swap what this run writes there",
+            m.uid()
+        ))
+    } else if m.permissions().mode() & 0o022 != 0 && m.permissions().mode() & 0o1000 == 0 {
+        Some(format!(
+            "others can write it (mode {:o}) and it is not sticky",
+            m.permissions().mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::usage(format!(
+            "scratch directory {}: {why}; choose another (--scratch DIR or OPSKIT_SCRATCH_DIR)",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuse, before anything is written, a scratch directory that is not
+/// safe, or whose disk has no room for the copy (with 1/64 to spare).
+/// Copies left by killed runs are removed first: they are what most often
+/// fills it.
 pub(crate) fn check_room(entry: &FileEntry, p: &Parallel) -> Result<()> {
+    check_dir(&p.dir)?;
     remove_leftovers(&p.dir);
     let need = size(entry);
     let avail = opskit::sys::statvfs(&p.dir)
@@ -76,22 +102,15 @@ pub(crate) fn check_room(entry: &FileEntry, p: &Parallel) -> Result<()> {
     Ok(())
 }
 
-/// Remove the copies in `dir` of runs whose process is gone (killed, the
-/// machine restarted). Only directories of this user are touched.
+/// Remove the copies in `dir` of runs that are gone (killed, the machine
+/// restarted): this user's directories whose lock nobody holds.
 pub(crate) fn remove_leftovers(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     let me = opskit::sys::euid();
     for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+        if !e.file_name().to_string_lossy().starts_with(PREFIX) {
             continue;
         }
         let path = e.path();
@@ -99,9 +118,12 @@ pub(crate) fn remove_leftovers(dir: &Path) {
             Ok(m) if m.is_dir() && m.uid() == me => {}
             _ => continue,
         }
+        if !abandoned(&path) {
+            continue;
+        }
         match fs::remove_dir_all(&path) {
             Ok(()) => log::info!(
-                "removed {}, the restore copy of an interrupted run (pid {pid})",
+                "removed {}, the restore copy of an interrupted run",
                 path.display()
             ),
             Err(e) => log::warn!("could not remove {}: {e}", path.display()),
@@ -109,8 +131,23 @@ pub(crate) fn remove_leftovers(dir: &Path) {
     }
 }
 
+/// Whether the run that made `dir` is gone: its lock is free, or (killed
+/// before it made one) the directory is over a minute old.
+fn abandoned(dir: &Path) -> bool {
+    match opskit::safefs::open_nofollow(&dir.join(LOCK), fs::OpenOptions::new().read(true)) {
+        Ok(f) => f.try_lock().is_ok(),
+        Err(_) => dir
+            .symlink_metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 60),
+    }
+}
+
 /// Decrypt and decompress `source` into a new copy in `dir`, its sha256
-/// checked as it streams; stops at an interruption.
+/// checked as it streams; stops at an interruption. The copy is returned
+/// open, for pg_restore to read as its standard input.
 pub(crate) fn copy(
     source: &Source,
     ids: Option<&Identities>,
@@ -118,22 +155,26 @@ pub(crate) fn copy(
     interrupted: &AtomicBool,
 ) -> std::result::Result<Copy, String> {
     let path = source.path();
-    let d = dir.join(format!("{PREFIX}{}", std::process::id()));
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&d)
-        .map_err(|e| format!("creating {}: {e}", d.display()))?;
-    let copy = Copy {
-        file: d.join(&source.entry.name),
-        dir: d,
+    let made = tempfile::Builder::new()
+        .prefix(PREFIX)
+        .permissions(fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+        .map_err(|e| format!("creating a directory in {}: {e}", dir.display()))?;
+    let new = |name: &str| {
+        let p = made.path().join(name);
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| format!("creating {}: {e}", p.display()))
     };
-    // O_EXCL: never through a link planted under that name.
-    let mut out = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&copy.file)
-        .map_err(|e| format!("creating {}: {e}", copy.file.display()))?;
+    let lock = new(LOCK)?;
+    lock.try_lock()
+        .map_err(|e| format!("locking {}: {e}", made.path().display()))?;
+    let mut out = new(&source.entry.name)?;
+    let copy_path = made.path().join(&source.entry.name);
     let mut reader = source.open(ids)?;
     {
         let mut src = opskit::codec::reader(source.entry.compression, &mut reader)
@@ -150,7 +191,7 @@ pub(crate) fn copy(
                 break;
             }
             out.write_all(&buf[..n])
-                .map_err(|e| format!("writing {}: {e}", copy.file.display()))?;
+                .map_err(|e| format!("writing {}: {e}", copy_path.display()))?;
         }
     }
     reader
@@ -160,35 +201,11 @@ pub(crate) fn copy(
         "copied {} ({}) to {} for pg_restore to read in parallel",
         source.entry.name,
         opskit::units::format_size(size(source.entry)),
-        copy.file.display()
+        copy_path.display()
     );
-    Ok(copy)
-}
-
-/// The default place of the copy: the directory holding the restore
-/// server's data directory, where the restored data goes anyway, when it
-/// is on this machine and this user can make a directory there; else the
-/// temp directory.
-pub(crate) fn beside_data(spec: &opskit::pgconn::ConnSpec) -> PathBuf {
-    let data = spec.connect().ok().and_then(|mut c| {
-        c.query_one("SHOW data_directory", &[])
-            .ok()
-            .map(|r| PathBuf::from(r.get::<_, String>(0)))
-    });
-    let beside = data.as_deref().and_then(Path::parent).filter(|p| {
-        let probe = p.join(format!("{PREFIX}{}", std::process::id()));
-        let made = fs::DirBuilder::new().mode(0o700).create(&probe).is_ok();
-        made && fs::remove_dir(&probe).is_ok()
-    });
-    match beside {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let tmp = std::env::temp_dir();
-            log::debug!(
-                "the restore server's data directory is not on this machine or not writable here: the copy for parallel restores goes to {} (--scratch)",
-                tmp.display()
-            );
-            tmp
-        }
-    }
+    Ok(Copy {
+        _dir: made,
+        _lock: lock,
+        file: out,
+    })
 }
