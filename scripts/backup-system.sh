@@ -189,12 +189,14 @@ if ((physical)) && [[ $full_every != 0 ]]; then
     streak=$(cat "$streak_file" 2>/dev/null || true)
     [[ $streak =~ ^[0-9]{1,6}$ ]] || streak=0
     if ((backup_rc == 0)); then
-        kind=$(jq -r 'select(.event == "backup") | .fallback_kind // empty' "$run/backup.ndjson" 2>/dev/null | tail -n1)
+        kind="" why=""
+        IFS=$'\t' read -r kind why < <(jq -r 'select(.event == "backup") | [.fallback_kind // "", .fallback // ""] | @tsv' \
+            "$run/backup.ndjson" 2>/dev/null | tail -n1) || true
         case $kind in
             "" | scheduled | server_version) streak=0 ;;
             *)
                 streak=$((10#$streak + 1))
-                log "warning: a full base set instead of an incremental one ($kind, night $streak in a row): $(jq -r 'select(.event == "backup") | .fallback' "$run/backup.ndjson" | tail -n1)"
+                log "warning: a full base set instead of an incremental one ($kind, night $streak in a row): $why"
                 ;;
         esac
         printf '%s\n' "$streak" >"$streak_file.tmp" && mv -f "$streak_file.tmp" "$streak_file"

@@ -476,6 +476,26 @@ impl Cluster {
 
     /// Run SQL in `db` and return the rows of the last statement as text
     /// (columns joined by `|`), via the client.
+    /// The names of the databases whose name starts with `prefix`, taken
+    /// literally (`_` and `%` are no wildcards here).
+    pub fn databases_starting_with(&self, prefix: &str) -> Vec<String> {
+        let mut pattern = String::new();
+        for c in prefix.chars() {
+            match c {
+                '\\' | '_' | '%' => pattern.push('\\'),
+                '\'' => pattern.push('\''),
+                _ => {}
+            }
+            pattern.push(c);
+        }
+        self.query(
+            "postgres",
+            &format!(
+                "SELECT datname FROM pg_database WHERE datname LIKE '{pattern}%' ORDER BY datname"
+            ),
+        )
+    }
+
     pub fn query(&self, db: &str, sql: &str) -> Vec<String> {
         let mut c = self.client(db);
         let msgs = c.simple_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));

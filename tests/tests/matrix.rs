@@ -96,13 +96,7 @@ fn dump_verify_restore_roundtrip(major: u32) {
     let original = schema_and_data(major, &tools, &db.name);
     let out = run(p.script("restore-system.sh").arg("--yes").arg(&set));
     ok(&out, "restore-system.sh --yes");
-    let aside = c.query(
-        "postgres",
-        &format!(
-            "SELECT datname FROM pg_database WHERE datname LIKE '{}\\_before\\_%'",
-            db.name
-        ),
-    );
+    let aside = c.databases_starting_with(&format!("{}_before_", db.name));
     assert_eq!(aside.len(), 1, "the original is kept aside: {aside:?}");
     assert_eq!(
         original,

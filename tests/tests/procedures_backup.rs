@@ -214,13 +214,7 @@ fn disaster_recovery_after_the_database_is_dropped() {
     let out = run(p.script("restore-system.sh").args(["--yes", "--jobs", "2"]));
     out.ok();
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
-    let aside = c.query(
-        "postgres",
-        &format!(
-            "SELECT datname FROM pg_database WHERE datname LIKE '{}_before_%'",
-            db.name
-        ),
-    );
+    let aside = c.databases_starting_with(&format!("{}_before_", db.name));
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(dump(c, &aside[0], &[]), original);
     c.client("postgres")
@@ -415,13 +409,7 @@ fn a_parallel_restore_needs_room_for_its_copy() {
     assert_eq!(dump(c, &db.name, &[]), original, "restored data differs");
     // The refused run made no database; the streamed one swapped its own
     // in and kept the old one aside.
-    let made = c.query(
-        "postgres",
-        &format!(
-            "SELECT datname FROM pg_database WHERE datname LIKE '{}\\_%'",
-            db.name
-        ),
-    );
+    let made = c.databases_starting_with(&format!("{}_", db.name));
     assert_eq!(made.len(), 1, "{made:?}");
     assert!(made[0].contains("_before_"), "{made:?}");
 }
@@ -502,12 +490,7 @@ fn a_parallel_restore_killed_mid_way() {
         ["300000"],
         "the live database is untouched"
     );
-    let half = c.query(
-        "postgres",
-        &format!(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'opskit\\_verify\\_{pid}\\_%'"
-        ),
-    );
+    let half = c.databases_starting_with(&format!("opskit_verify_{pid}_"));
     assert_eq!(half.len(), 1, "the half-restored database: {half:?}");
     c.client("postgres")
         .batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", half[0]))

@@ -53,14 +53,14 @@ use crate::checks::{Check, Depth, Name};
 ///                     row counts with the manifest, read every table, drop it
 ///
 /// With --jobs N (above 1) a custom-format dump restores with N pg_restore
-/// jobs from a copy of it, decrypted and decompressed into a
-/// 0700 directory in --scratch (default: the temp directory; not the data
+/// jobs from a copy of it, decrypted and decompressed into a 0700
+/// directory in --scratch (default: the temp directory; not the data
 /// directory's disk, which the restored database fills): pg_restore runs
-/// jobs only from a
-/// file it can seek in. The copy's size is checked against the free space
-/// first, and it is removed on every path (a run killed before that leaves
-/// it to the next run, which removes it). --jobs 1 (the default) streams
-/// the dump into one pg_restore with no copy.
+/// jobs only from a file it can seek in. The copy's size is checked
+/// against the free space first, and it is removed on every path (a run
+/// killed before that leaves it to the next run, which removes it).
+/// --jobs 1 (the default) streams the dump into one pg_restore with no
+/// copy.
 ///
 /// Base sets (pgbackup --physical): the structural depth reads the tar to
 /// its end and checks it against its backup_manifest; the restore depth
@@ -229,7 +229,8 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
     }
     let trust = args.trust.trust()?;
     let ids = args.identity.as_deref().map(Identities::load).transpose()?;
-    let target = restore_target(&args)?;
+    let scratch = args.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let target = restore_target(&args, &scratch)?;
     let mut tally = Tally {
         exit: Exit::Ok,
         counts: VerifyCounts {
@@ -246,7 +247,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
         bindir: args.pg_bindir.as_deref(),
         target: target.as_ref(),
         ids: ids.as_ref(),
-        scratch: &args.scratch.clone().unwrap_or_else(std::env::temp_dir),
+        scratch: &scratch,
         trust: &trust,
     };
     for job in jobs {
@@ -265,7 +266,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
 
 /// With `--restore-into`: the server to restore on, checked reachable,
 /// with SIGINT/SIGTERM turned into a flag the restore watches.
-fn restore_target(args: &Args) -> Result<Option<restore::Target>> {
+fn restore_target(args: &Args, scratch: &Path) -> Result<Option<restore::Target>> {
     let Some(url) = &args.restore_into else {
         return Ok(None);
     };
@@ -274,7 +275,7 @@ fn restore_target(args: &Args) -> Result<Option<restore::Target>> {
     let jobs = args.jobs.map(usize::from).unwrap_or(1);
     let parallel = (jobs > 1).then(|| seekable::Parallel {
         jobs,
-        dir: args.scratch.clone().unwrap_or_else(std::env::temp_dir),
+        dir: scratch.to_path_buf(),
     });
     let t = restore::Target {
         spec,

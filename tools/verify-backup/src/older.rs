@@ -145,13 +145,7 @@ impl Pipeline {
         let copied = self.copier.join();
         let ran = self.psql.wait();
         let (restore_lines, psql_lines) = (self.restore_err.lines(), self.psql_err.lines());
-        let failed = |tool: &str, lines: &[String]| {
-            let msg = pgtools::summarise(lines);
-            format!(
-                "{tool} failed: {}",
-                if msg.is_empty() { "no message" } else { &msg }
-            )
-        };
+        let failed = crate::restore::tool_failed;
         match restored {
             Ok(s) if s.success() => {}
             Ok(_) => return Err(failed("pg_restore", &restore_lines)),

@@ -67,6 +67,15 @@ impl Source<'_> {
     }
 }
 
+/// A restore tool's failure: its name and its stderr, summarised.
+pub(crate) fn tool_failed(tool: &str, lines: &[String]) -> String {
+    let msg = pgtools::summarise(lines);
+    format!(
+        "{tool} failed: {}",
+        if msg.is_empty() { "no message" } else { &msg }
+    )
+}
+
 /// SQL from a set goes only to a psql that knows `\restrict`.
 pub(crate) fn need_restrict(psql: &pgtools::PgTool) -> Result<()> {
     if psql_knows_restrict(&psql.version) {
@@ -233,10 +242,12 @@ impl Target {
             Ok(_) => checks.push(Check::pass(
                 Name::Restore,
                 Some(&db.file),
-                match parallel {
-                    Some(p) => format!("restored in {secs:.3}s with {tool_name} --jobs {}", p.jobs),
-                    None => format!("restored in {secs:.3}s with {tool_name}"),
-                },
+                format!(
+                    "restored in {secs:.3}s with {tool_name}{}",
+                    parallel
+                        .map(|p| format!(" --jobs {}", p.jobs))
+                        .unwrap_or_default()
+                ),
             )),
             Err(msg) => {
                 checks.push(Check::fail(Name::Restore, Some(&db.file), msg));
@@ -386,15 +397,7 @@ impl Target {
             return Err(b);
         }
         if !status.success() {
-            let msg = pgtools::summarise(&lines);
-            return Err(format!(
-                "{tool} failed: {}",
-                if msg.is_empty() {
-                    "no message".into()
-                } else {
-                    msg
-                }
-            ));
+            return Err(tool_failed(tool, &lines));
         }
         Ok(lines)
     }
@@ -482,15 +485,9 @@ impl Target {
         if status.success() {
             return Ok(());
         }
-        let msg = pgtools::summarise(&tail.lines());
-        Err(format!(
-            "pg_restore --jobs {} failed: {}",
-            p.jobs,
-            if msg.is_empty() {
-                "no message".into()
-            } else {
-                msg
-            }
+        Err(tool_failed(
+            &format!("pg_restore --jobs {}", p.jobs),
+            &tail.lines(),
         ))
     }
 

@@ -48,34 +48,34 @@ pub(crate) fn size(entry: &FileEntry) -> u64 {
 }
 
 /// A scratch directory a run as root may write in: a real directory (not
-/// a symlink), owned by this user or root, and writable by nobody else
-/// unless sticky (`/tmp`), so nobody can rename what this run makes there.
+/// a symlink) owned by this user or root, and writable by nobody else
+/// (`safefs::check_private`) unless sticky (`/tmp`), so that nobody can
+/// rename what this run makes there.
 fn check_dir(dir: &Path) -> Result<()> {
+    let refuse = |why: &str| {
+        Error::usage(format!(
+            "scratch directory {}: {why}; choose another (--scratch DIR or OPSKIT_SCRATCH_DIR)",
+            dir.display()
+        ))
+    };
     let m = dir
         .symlink_metadata()
         .map_err(|e| Error::failure(format!("scratch directory {}: {e}", dir.display())))?;
-    let why = if !m.is_dir() {
-        Some("it is not a directory (or is a symlink)".to_string())
-    } else if m.uid() != 0 && m.uid() != opskit::sys::euid() {
-        Some(format!(
-            "it is owned by uid {}, who could swap what this run writes there",
-            m.uid()
-        ))
-    } else if m.permissions().mode() & 0o022 != 0 && m.permissions().mode() & 0o1000 == 0 {
-        Some(format!(
-            "others can write it (mode {:o}) and it is not sticky",
-            m.permissions().mode() & 0o7777
-        ))
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(Error::usage(format!(
-            "scratch directory {}: {why}; choose another (--scratch DIR or OPSKIT_SCRATCH_DIR)",
-            dir.display()
-        ))),
-        None => Ok(()),
+    if !m.is_dir() {
+        return Err(refuse("it is not a directory (or is a symlink)"));
     }
+    let trusted_owner = m.uid() == 0 || m.uid() == opskit::sys::euid();
+    let sticky = m.permissions().mode() & 0o1000 != 0;
+    if trusted_owner && sticky {
+        return Ok(());
+    }
+    opskit::safefs::check_private(dir, &m).map_err(|e| {
+        if sticky {
+            refuse(&e.msg)
+        } else {
+            refuse(&format!("{}, and it is not sticky", e.msg))
+        }
+    })
 }
 
 /// Refuse, before anything is written, a scratch directory that is not
