@@ -9,6 +9,9 @@ use opskit_testkit::procs::{Procs, dump, example_app as app_db};
 use opskit_testkit::tools::{Output, run};
 use opskit_testkit::{Cluster, TestDb, bin, cluster};
 
+#[path = "procedures_backup/progress.rs"]
+mod progress;
+
 #[test]
 fn nightly_over_two_days() {
     let c = cluster();

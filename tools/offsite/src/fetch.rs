@@ -14,6 +14,7 @@ use opskit::backupset::{self, MANIFEST, SUMS};
 use opskit::cli::TrustArgs;
 use opskit::durable::{self, StagingDir, WritebackFile};
 use opskit::gz::HashWriter;
+use opskit::progress::Progress;
 use opskit::records::{OffsiteCounts, Pull, SetKind};
 use opskit::sign::SET_SIGNATURE;
 use opskit::{Done, Emitter, Error, Exit, IoContext, Result};
@@ -145,9 +146,19 @@ fn fill(store: &Store, name: &str, signed: &Signed, dir: &Path) -> Result<u64> {
         write_new(&dir.join(SET_SIGNATURE), sig)?;
     }
     let mut bytes = signed.bytes.len() as u64;
-    for f in &signed.manifest.files {
-        bytes += download_file(store, name, &f.name, f.bytes, &f.sha256, dir)?;
+    let files = &signed.manifest.files;
+    let total = files.iter().map(|f| f.bytes).sum();
+    let progress = Progress::start(format!("pulling {name}"), Some(total));
+    for f in files {
+        let body = Object {
+            set: name,
+            name: &f.name,
+            size: f.bytes,
+            sha: &f.sha256,
+        };
+        bytes += download_file(store, &body, dir, &progress)?;
     }
+    progress.finish();
     let sums = download_small(
         store,
         &store.remote.key(name, SUMS),
@@ -221,27 +232,29 @@ fn pick(sets: &RemoteSets, want: &str, store: &Store) -> Result<String> {
     }
 }
 
+/// One file of a remote set, as its manifest lists it.
+struct Object<'a> {
+    set: &'a str,
+    name: &'a str,
+    size: u64,
+    sha: &'a str,
+}
+
 /// Stream one object into `dir/name` (0600, fsynced), hashing it; its
 /// size and sha256 must be the manifest's.
-fn download_file(
-    store: &Store,
-    set: &str,
-    name: &str,
-    size: u64,
-    sha: &str,
-    dir: &Path,
-) -> Result<u64> {
-    let key = store.remote.key(set, name);
+fn download_file(store: &Store, o: &Object, dir: &Path, progress: &Progress) -> Result<u64> {
+    let key = store.remote.key(o.set, o.name);
     let url = format!("s3://{}/{key}", store.remote.bucket);
-    let (_, mut body) = store.get(&key)?;
-    let path = dir.join(name);
+    let (_, body) = store.get(&key)?;
+    let path = dir.join(o.name);
     let file = durable::create_new(&path, 0o600)?;
     let mut out = HashWriter::new(WritebackFile::new(file));
-    copy_at_most(&mut body, &mut out, size, &url, &path)?;
+    copy_at_most(progress.reader(body), &mut out, o.size, &url, &path)?;
     let (file, bytes, got) = out.finish();
-    if bytes != size || got != sha {
+    if bytes != o.size || got != o.sha {
         return Err(Error::failure(format!(
-            "{url} is damaged: {bytes} bytes, sha256 {got}; its manifest says {size} bytes, sha256 {sha}"
+            "{url} is damaged: {bytes} bytes, sha256 {got}; its manifest says {} bytes, sha256 {}",
+            o.size, o.sha
         )));
     }
     durable::sync_file(&file.into_inner(), &path)?;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use chrono::{Duration as Days, Utc};
 use clap::Args as ClapArgs;
 use opskit::backupset::{self, MANIFEST, Manifest, SUMS};
+use opskit::progress::Progress;
 use opskit::reader::{Line, LineError};
 use opskit::record::Fields;
 use opskit::records::{Backup, ErrorRecord, OffsiteCounts, Push, Verify};
@@ -174,7 +175,10 @@ fn push_set(
     }
     local.check_sizes(set)?;
     abort_stale_uploads(store, &rec.set, p.stale_after);
-    for (name, size, sha, data) in local.objects() {
+    let objects = local.objects();
+    let total = objects.iter().map(|o| o.1).sum();
+    let progress = Progress::start(format!("pushing {}", rec.set), Some(total));
+    for (name, size, sha, data) in objects {
         let key = store.remote.key(&rec.set, &name);
         let up = Upload {
             store,
@@ -185,6 +189,7 @@ fn push_set(
             sha: &sha,
             lock,
             jobs: p.jobs,
+            progress: &progress,
         };
         if up.run()? {
             rec.uploaded += 1;
@@ -193,6 +198,7 @@ fn push_set(
             rec.skipped += 1;
         }
     }
+    progress.finish();
     Ok(())
 }
 

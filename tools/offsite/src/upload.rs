@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use opskit::crypt::HashRead;
 use opskit::gz::HashWriter;
+use opskit::progress::Progress;
 use opskit::{Error, IoContext, Result};
 use opskit_s3::{Put, Store};
 
@@ -34,6 +35,9 @@ pub(crate) struct Upload<'a> {
     pub sha: &'a str,
     pub lock: Option<&'a str>,
     pub jobs: u8,
+    /// Counts the bytes read for sending (and the size of a file already
+    /// there).
+    pub progress: &'a Progress,
 }
 
 impl Upload<'_> {
@@ -52,6 +56,7 @@ impl Upload<'_> {
     fn upload(&self) -> Result<bool> {
         if let Some(obj) = self.store.head(self.key)? {
             self.same_as(obj.size, obj.sha256)?;
+            self.progress.add(self.size);
             return Ok(false);
         }
         let put = if self.size <= ONE_PUT {
@@ -122,10 +127,12 @@ impl Upload<'_> {
     /// following a symlink (reads at most one byte more than its size).
     fn source(&self) -> Result<Box<dyn Read + Send + '_>> {
         Ok(match self.data {
-            Some(d) => Box::new(d),
+            Some(d) => Box::new(self.progress.reader(d)),
             None => Box::new(
-                opskit::safefs::open_nofollow(self.path, OpenOptions::new().read(true))?
-                    .take(self.size + 1),
+                self.progress.reader(
+                    opskit::safefs::open_nofollow(self.path, OpenOptions::new().read(true))?
+                        .take(self.size + 1),
+                ),
             ),
         })
     }
@@ -270,6 +277,7 @@ mod tests {
             sha: &sha,
             lock: None,
             jobs: 1,
+            progress: &Progress::default(),
         };
         for (body, read) in [(&b"01234"[..], 5), (&b"0123456789abc"[..], 11)] {
             std::fs::write(&path, body).unwrap();

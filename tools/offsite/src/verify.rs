@@ -14,6 +14,7 @@ use clap::Args as ClapArgs;
 use opskit::backupset::{self, Manifest, SUMS};
 use opskit::cli::TrustArgs;
 use opskit::gz::HashWriter;
+use opskit::progress::Progress;
 use opskit::records::{OffsiteCounts, RemoteVerify};
 use opskit::sign::Trust;
 use opskit::{Done, Emitter, Error, Exit, Result};
@@ -177,6 +178,11 @@ fn check_files(
     rec: &mut RemoteVerify,
 ) {
     let at = |file: &str| store.remote.url(&format!("{name}/{file}"));
+    let total = chosen
+        .iter()
+        .filter_map(|&i| m.files.get(i))
+        .map(|f| f.bytes);
+    let progress = Progress::start(format!("reading back {name}"), Some(total.sum()));
     for (i, f) in m.files.iter().enumerate() {
         match listed.sizes.get(&f.name) {
             None => {
@@ -197,7 +203,7 @@ fn check_files(
             continue;
         }
         rec.checked += 1;
-        match hash_object(store, &store.remote.key(name, &f.name)) {
+        match hash_object(store, &store.remote.key(name, &f.name), &progress) {
             Ok((bytes, sha)) => {
                 rec.bytes += bytes;
                 if bytes != f.bytes || sha != f.sha256 {
@@ -212,11 +218,13 @@ fn check_files(
             Err(e) => rec.problems.push(e.msg),
         }
     }
+    progress.finish();
 }
 
 /// Read an object to its end: its size and sha256.
-fn hash_object(store: &Store, key: &str) -> Result<(u64, String)> {
-    let (_, mut body) = store.get(key)?;
+fn hash_object(store: &Store, key: &str, progress: &Progress) -> Result<(u64, String)> {
+    let (_, body) = store.get(key)?;
+    let mut body = progress.reader(body);
     let mut h = HashWriter::new(io::sink());
     io::copy(&mut body, &mut h).map_err(|e| {
         Error::failure(format!(

@@ -159,6 +159,7 @@ fn upload_all(
             sha: &sha,
             lock,
             jobs: 1,
+            progress: &Default::default(),
         };
         if up.run()? {
             rec.uploaded += 1;

@@ -20,7 +20,9 @@ pub struct Verbosity {
     /// More detail on stderr (-v debug, -vv trace); overrides OPSKIT_LOG.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Less on stderr (-q warnings only, -qq errors only).
+    /// Less on stderr (-q warnings only, -qq errors only; either hides
+    /// progress). Long runs show progress on stderr: a bar on a terminal,
+    /// else a line every OPSKIT_PROGRESS_EVERY (default 30s; 0 for none).
     #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,
 }

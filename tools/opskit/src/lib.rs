@@ -58,6 +58,7 @@ pub mod pgconn;
 pub mod pgtools;
 pub mod physical;
 pub mod pool;
+pub mod progress;
 pub mod reader;
 pub mod record;
 pub mod records;

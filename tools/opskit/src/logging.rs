@@ -24,7 +24,8 @@ pub fn level_for(verbosity: i8) -> LevelFilter {
 /// `explicit` says whether either flag was given at all.
 pub fn init(tool: &'static str, verbosity: i8, explicit: bool) {
     let mut b = env_logger::Builder::new();
-    b.target(env_logger::Target::Stderr);
+    // Stderr, above any progress bar rather than through it.
+    b.target(env_logger::Target::Pipe(Box::new(crate::progress::LogSink)));
     match std::env::var("OPSKIT_LOG") {
         Ok(spec) if !explicit && !spec.trim().is_empty() => {
             b.parse_filters(&spec);

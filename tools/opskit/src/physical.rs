@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::backupset::{FileEntry, Manifest};
 use crate::crypt::{Decrypting, Identities};
 use crate::gz::HashedReader;
+use crate::progress::Progress;
 use crate::{Error, IoContext, Result};
 
 /// The name of pg_basebackup's manifest inside the tar.
@@ -207,8 +208,14 @@ pub fn listed_bytes(r: impl Read) -> std::result::Result<u64, String> {
 }
 
 /// The plaintext of a set file, read on a thread of its own that hashes
-/// (and with an identity, decrypts) it.
-pub enum SetReader {
+/// (and with an identity, decrypts) it, its progress shown on stderr
+/// ([`Progress`]).
+pub struct SetReader {
+    stream: Stream,
+    progress: Progress,
+}
+
+enum Stream {
     Plain(HashedReader),
     Sealed(Decrypting),
 }
@@ -227,25 +234,30 @@ impl SetReader {
         f: &FileEntry,
         ids: Option<&Identities>,
     ) -> Result<SetReader> {
-        match (f.encrypted(), ids) {
-            (false, _) => Ok(SetReader::Plain(HashedReader::new(file))),
-            (true, Some(ids)) => Ok(SetReader::Sealed(Decrypting::spawn(file, ids.clone()))),
-            (true, None) => Err(Error::usage(format!(
-                "{} is encrypted: give the identity (--identity FILE or OPSKIT_AGE_IDENTITY)",
-                path.display()
-            ))),
-        }
+        let progress = Progress::start(format!("reading {}", short(path)), Some(f.bytes));
+        let file = progress.reader(file);
+        let stream = match (f.encrypted(), ids) {
+            (false, _) => Stream::Plain(HashedReader::new(file)),
+            (true, Some(ids)) => Stream::Sealed(Decrypting::spawn(file, ids.clone())),
+            (true, None) => {
+                return Err(Error::usage(format!(
+                    "{} is encrypted: give the identity (--identity FILE or OPSKIT_AGE_IDENTITY)",
+                    path.display()
+                )));
+            }
+        };
+        Ok(SetReader { stream, progress })
     }
 
     /// Read what is left and compare the file (and its plaintext) with
     /// the manifest.
     pub fn finish(self, f: &FileEntry) -> std::result::Result<(), String> {
-        let (got, want) = match self {
-            SetReader::Plain(h) => {
+        let (got, want) = match self.stream {
+            Stream::Plain(h) => {
                 let (_, sha) = h.finish().map_err(|e| e.to_string())?;
                 (sha, &f.sha256)
             }
-            SetReader::Sealed(d) => {
+            Stream::Sealed(d) => {
                 let done = d.finish();
                 let file = done.file.map_err(|e| e.to_string())?;
                 if file.sha256 != f.sha256 {
@@ -257,6 +269,7 @@ impl SetReader {
             }
         };
         if &got == want {
+            self.progress.finish();
             Ok(())
         } else {
             Err(format!("sha256 {got} is not the manifest's {want}"))
@@ -266,11 +279,22 @@ impl SetReader {
 
 impl Read for SetReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            SetReader::Plain(r) => r.read(buf),
-            SetReader::Sealed(r) => r.read(buf),
+        match &mut self.stream {
+            Stream::Plain(r) => r.read(buf),
+            Stream::Sealed(r) => r.read(buf),
         }
     }
+}
+
+/// A set file's path as progress names it: its set and its name.
+pub fn short(path: &Path) -> String {
+    let mut parts = path.iter().rev().take(2).collect::<Vec<_>>();
+    parts.reverse();
+    parts
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The base tar of a set.

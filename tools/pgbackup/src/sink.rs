@@ -4,14 +4,14 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use opskit::backupset::{FileEntry, FileKind};
 use opskit::codec::{Compression, Compressor};
 use opskit::crypt::{Recipients, Sealer};
 use opskit::durable::WritebackFile;
 use opskit::gz::HashWriter;
-use opskit::{IoContext, Result, durable, units};
+use opskit::progress::Progress;
+use opskit::{IoContext, Result, durable};
 
 /// How every file of a set is written: compressed, then (with recipients)
 /// encrypted.
@@ -50,7 +50,7 @@ pub struct Sink {
     compression: Compression,
     /// Bytes written to the sink (before compression).
     content: u64,
-    progress: Option<Progress>,
+    progress: Progress,
 }
 
 impl Sink {
@@ -72,15 +72,13 @@ impl Sink {
             inner,
             compression,
             content: 0,
-            progress: None,
+            progress: Progress::default(),
         })
     }
 
-    /// Report progress on stderr when it is a terminal.
+    /// Show how much has been written on stderr (see [`Progress`]).
     pub fn with_progress(mut self) -> Self {
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            self.progress = Some(Progress::new(&self.name));
-        }
+        self.progress = Progress::start(format!("writing {}", self.name), None);
         self
     }
 
@@ -97,9 +95,7 @@ impl Sink {
         let (file, bytes, sha256) = hw.finish();
         let file = file.into_inner();
         durable::sync_file(&file, &self.path)?;
-        if let Some(p) = self.progress {
-            p.done(content);
-        }
+        self.progress.finish();
         Ok(FileEntry {
             content_bytes: compression.as_ref().map(|_| content),
             name: self.name,
@@ -120,56 +116,10 @@ impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.content += n as u64;
-        if let Some(p) = &mut self.progress {
-            p.tick(self.content);
-        }
+        self.progress.add(n as u64);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// One status line on a terminal, redrawn at most once a second.
-struct Progress {
-    name: String,
-    start: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(name: &str) -> Self {
-        let now = Instant::now();
-        Progress {
-            name: name.to_string(),
-            start: now,
-            last: now,
-        }
-    }
-
-    fn tick(&mut self, bytes: u64) {
-        if self.last.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.start.elapsed().as_secs_f64().max(0.001);
-        eprint!(
-            "\r{}: {} read, {}/s, {:.0}s   ",
-            self.name,
-            units::format_size(bytes),
-            units::format_size((bytes as f64 / secs) as u64),
-            secs
-        );
-    }
-
-    fn done(&self, bytes: u64) {
-        if self.start.elapsed() >= Duration::from_secs(1) {
-            eprintln!(
-                "\r{}: {} in {:.1}s            ",
-                self.name,
-                units::format_size(bytes),
-                self.start.elapsed().as_secs_f64()
-            );
-        }
     }
 }

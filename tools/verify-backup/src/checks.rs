@@ -15,6 +15,7 @@ use opskit::backupset::{self, Codec, DumpFormat, FileEntry, FileKind, Manifest};
 use opskit::crypt::Identities;
 use opskit::gz::HashedReader;
 use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
+use opskit::progress::Progress;
 use opskit::safefs::FileId;
 
 pub use opskit::records::{Depth, SetCheck as Check, SetCheckName as Name};
@@ -133,9 +134,10 @@ pub fn file(
     depth: Depth,
     pg_restore: Option<&PgTool>,
     ids: Option<&Identities>,
+    progress: &Progress,
 ) -> (Vec<Check>, Option<FileId>) {
     let mut id = None;
-    let checks = file_checks(set, f, m, (depth, pg_restore, ids), &mut id);
+    let checks = file_checks(set, f, m, (depth, pg_restore, ids), &mut id, progress);
     (checks, id)
 }
 
@@ -145,6 +147,7 @@ fn file_checks(
     m: &Manifest,
     (depth, pg_restore, ids): (Depth, Option<&PgTool>, Option<&Identities>),
     id: &mut Option<FileId>,
+    progress: &Progress,
 ) -> Vec<Check> {
     let name = f.name.as_str();
     let path = set.join(name);
@@ -186,6 +189,7 @@ fn file_checks(
         }
     };
     *id = file.metadata().ok().map(|m| FileId::of(&m));
+    let file = progress.reader(file);
     if f.encrypted() {
         out.push(crate::sealed::header(&path, f, m));
         if let Some(ids) = ids.filter(|_| depth >= Depth::Structural) {

@@ -23,6 +23,7 @@ use opskit::cli::{ToolArgs, Verbosity};
 use opskit::crypt::Identities;
 use opskit::pgconn::ConnSpec;
 use opskit::pgtools::{self, PgTool};
+use opskit::progress::Progress;
 use opskit::record::Fields;
 use opskit::records::{Verify, VerifyCounts};
 use opskit::sign::{SET_SIGNATURE, Trust};
@@ -380,13 +381,19 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
                 .then(|| find_pg_restore(&m, how.bindir))
                 .flatten();
             let mut seen = restore::Seen::new();
+            let progress = Progress::start(
+                format!("verifying {}", rec.set),
+                Some(m.files.iter().map(|f| f.bytes).sum()),
+            );
             for f in &m.files {
-                let (checks, id) = checks::file(path, f, &m, depth, pg_restore.as_ref(), how.ids);
+                let (pg_restore, ids) = (pg_restore.as_ref(), how.ids);
+                let (checks, id) = checks::file(path, f, &m, depth, pg_restore, ids, &progress);
                 rec.checks.extend(checks);
                 if let Some(id) = id {
                     seen.insert(f.name.clone(), id);
                 }
             }
+            progress.finish();
             if let Some(info) = &m.physical {
                 rec.checks.push(wal_chain(path, info));
                 if info.incremental.is_some() {

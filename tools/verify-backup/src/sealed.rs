@@ -47,7 +47,7 @@ pub fn header(path: &Path, f: &FileEntry, m: &Manifest) -> Check {
 /// structure of the plaintext here as it streams, then compare the file
 /// and the plaintext with the manifest.
 pub fn read(
-    file: File,
+    file: impl Read + Send + 'static,
     f: &FileEntry,
     m: &Manifest,
     pg_restore: Option<&PgTool>,

@@ -1,0 +1,152 @@
+//! Progress of long runs on stderr: lines for the journal, a bar on a
+//! terminal, nothing for a short run or under `-q`; stdout unchanged.
+
+use std::process::Command;
+
+use opskit_testkit::signing::command;
+use opskit_testkit::tools::{Output, run};
+use opskit_testkit::{bin, cluster};
+
+/// Lines of `err` that are progress of `what`.
+fn lines<'a>(err: &'a str, what: &str) -> Vec<&'a str> {
+    err.lines().filter(|l| l.contains(what)).collect()
+}
+
+/// Off a terminal (systemd's journal) a long run logs where it is, with
+/// the share done and the time left when the manifest knows the total,
+/// and what it came to at the end; a run shorter than the interval (30 s
+/// by default) and a run under -q say nothing of it. Records on stdout
+/// are the same whatever stderr shows.
+#[test]
+fn long_runs_log_their_progress() {
+    let c = cluster();
+    let db = c.create_db();
+    c.client(&db.name)
+        .batch_execute(
+            "CREATE TABLE t AS SELECT g, md5(g::text) AS k, repeat(md5(g::text), 4) AS pad \
+             FROM generate_series(1, 200000) g",
+        )
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = |every: Option<&str>, extra: &[&str]| -> Output {
+        let mut cmd = command(bin("pgbackup"));
+        cmd.env_remove("OPSKIT_LOG")
+            .env_remove("OPSKIT_PROGRESS_EVERY")
+            .arg("--dest")
+            .arg(tmp.path())
+            .args(["--db", &db.url, "--compress", "gzip"])
+            .arg("--pg-bindir")
+            .arg(c.bindir())
+            .args(extra);
+        if let Some(e) = every {
+            cmd.env("OPSKIT_PROGRESS_EVERY", e);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out
+    };
+    let out = backup(Some("1ms"), &[]);
+    let shown = lines(&out.stderr, "pgbackup: writing ");
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.contains(" so far, ") && l.contains("/s, ")),
+        "no progress line: {}",
+        out.stderr
+    );
+    assert!(
+        shown.last().unwrap().contains(" in "),
+        "no closing line: {shown:?}"
+    );
+    let set = out.records()[0]["path"].as_str().unwrap().to_string();
+    let quiet = backup(None, &[]);
+    assert!(
+        lines(&quiet.stderr, "writing").is_empty(),
+        "{}",
+        quiet.stderr
+    );
+    let q = backup(Some("1ms"), &["-q"]);
+    assert!(q.stderr.is_empty(), "-q: {}", q.stderr);
+    assert_eq!(out.records().len(), quiet.records().len(), "stdout changed");
+
+    let verify = |every: &str| {
+        let mut cmd = command(bin("verify-backup"));
+        cmd.env_remove("OPSKIT_LOG")
+            .env("OPSKIT_PROGRESS_EVERY", every)
+            .arg(&set);
+        run(&mut cmd)
+    };
+    let out = verify("1ms");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let name = std::path::Path::new(&set)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let shown = lines(&out.stderr, &format!("verify-backup: verifying {name}: "));
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.contains(" of ") && l.contains("%), ") && l.contains(" left")),
+        "no line with the share and time left: {}",
+        out.stderr
+    );
+    let off = verify("0");
+    assert!(lines(&off.stderr, "verifying").is_empty(), "{}", off.stderr);
+    assert_eq!(out.stdout.lines().count(), off.stdout.lines().count());
+}
+
+/// On a terminal the same run draws a bar (share, bytes, rate, time left)
+/// and clears it; the records still go to stdout alone.
+#[test]
+fn a_terminal_gets_a_bar() {
+    let c = cluster();
+    let db = c.create_db();
+    c.client(&db.name)
+        .batch_execute(
+            "CREATE TABLE t AS SELECT g, repeat(md5(g::text), 8) AS pad \
+             FROM generate_series(1, 300000) g",
+        )
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(command(bin("pgbackup"))
+        .arg("--dest")
+        .arg(tmp.path())
+        .args(["--db", &db.url, "--compress", "none"])
+        .arg("--pg-bindir")
+        .arg(c.bindir()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let set = out.records()[0]["path"].as_str().unwrap().to_string();
+    let name = std::path::Path::new(&set)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let records = tmp.path().join("records");
+    // script(1) gives the tool a terminal on stdin and stderr; stdout goes
+    // to a file, as in `verify-backup SET > records`.
+    let line = format!(
+        "{} {} > {}",
+        bin("verify-backup").display(),
+        opskit::sys::shell_quote(&set),
+        records.display()
+    );
+    let mut cmd = Command::new("script");
+    opskit_testkit::signing::signed(&mut cmd);
+    let term =
+        run(cmd
+            .env_remove("OPSKIT_LOG")
+            .env("TERM", "xterm")
+            .args(["-qec", &line, "/dev/null"]));
+    assert_eq!(term.code, 0, "{}{}", term.stdout, term.stderr);
+    assert!(
+        term.stdout.contains(&format!("verifying {}", &name[..8]))
+            && term.stdout.contains("% of ")
+            && term.stdout.contains("/s, "),
+        "no bar drawn: {:?}",
+        term.stdout
+    );
+    let recs = std::fs::read_to_string(&records).unwrap();
+    assert!(recs.lines().all(|l| l.starts_with('{')), "{recs}");
+    assert!(recs.contains("\"event\":\"verify\""), "{recs}");
+}

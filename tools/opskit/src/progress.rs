@@ -1,0 +1,346 @@
+//! How far along a long run is, on stderr.
+//!
+//! On a terminal it is a progress bar (bytes done, rate and, when the total
+//! is known, the time left), drawn by `indicatif`. Anywhere else (systemd's
+//! journal, a cron mail, a pipe) it is a plain log line at most every
+//! `OPSKIT_PROGRESS_EVERY` (30 s by default; `0` turns the lines off), so
+//! the journal shows that a three-hour restore is moving and how fast.
+//! `-q` turns both off. Records on stdout are never touched.
+//!
+//! A [`Progress`] is cheap to clone and shared by the threads of one run;
+//! [`Progress::reader`] and [`Progress::writer`] count what passes through.
+//! Log lines written while a bar is drawn go above it
+//! ([`crate::logging`] writes through [`LogSink`]).
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::units::{format_duration, format_size};
+
+/// How often a run not on a terminal logs its progress (`0` for never).
+pub const EVERY_ENV: &str = "OPSKIT_PROGRESS_EVERY";
+const DEFAULT_EVERY: Duration = Duration::from_secs(30);
+
+/// A bar's summary line is kept only for runs at least this long.
+const SUMMARY_AFTER: Duration = Duration::from_secs(2);
+
+/// Every bar of this process, drawn together (parallel transfers).
+fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+/// The progress of one operation, or nothing when it is not shown.
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<Inner>>);
+
+struct Inner {
+    what: String,
+    total: Option<u64>,
+    start: Instant,
+    done: AtomicU64,
+    show: Show,
+}
+
+enum Show {
+    Bar(ProgressBar),
+    Lines {
+        every: Duration,
+        next: Mutex<Instant>,
+        logged: std::sync::atomic::AtomicBool,
+    },
+}
+
+impl Progress {
+    /// Start showing `what` (e.g. "pulling db-2026…"), `total` bytes when
+    /// known. Shows nothing under `-q` or with `OPSKIT_PROGRESS_EVERY=0`
+    /// off a terminal.
+    pub fn start(what: impl Into<String>, total: Option<u64>) -> Progress {
+        if log::max_level() < log::LevelFilter::Info {
+            return Progress(None);
+        }
+        let show = if io::stderr().is_terminal() {
+            Show::Bar(bar(total))
+        } else {
+            match every() {
+                Some(every) => Show::Lines {
+                    every,
+                    next: Mutex::new(Instant::now() + every),
+                    logged: Default::default(),
+                },
+                None => return Progress(None),
+            }
+        };
+        let what = what.into();
+        if let Show::Bar(b) = &show {
+            b.set_message(what.clone());
+        }
+        Progress(Some(Arc::new(Inner {
+            what,
+            total,
+            start: Instant::now(),
+            done: AtomicU64::new(0),
+            show,
+        })))
+    }
+
+    /// Count `n` more bytes done.
+    pub fn add(&self, n: u64) {
+        let Some(i) = &self.0 else { return };
+        let done = i.done.fetch_add(n, Ordering::Relaxed) + n;
+        match &i.show {
+            Show::Bar(b) => b.inc(n),
+            Show::Lines {
+                every,
+                next,
+                logged,
+            } => {
+                let now = Instant::now();
+                let Ok(mut next) = next.try_lock() else {
+                    return;
+                };
+                if now < *next {
+                    return;
+                }
+                *next = now + *every;
+                drop(next);
+                logged.store(true, Ordering::Relaxed);
+                log::info!("{}", i.line(done, now));
+            }
+        }
+    }
+
+    /// The run is done: the bar goes, and a line says what it came to when
+    /// it was long enough to have shown progress.
+    pub fn finish(&self) {
+        let Some(i) = &self.0 else { return };
+        let done = i.done.load(Ordering::Relaxed);
+        let took = i.start.elapsed();
+        let say = match &i.show {
+            Show::Bar(b) => {
+                b.finish_and_clear();
+                bars().remove(b);
+                took >= SUMMARY_AFTER
+            }
+            Show::Lines { logged, .. } => logged.load(Ordering::Relaxed),
+        };
+        if say {
+            log::info!(
+                "{}: {} in {} ({}/s)",
+                i.what,
+                format_size(done),
+                format_duration(Duration::from_secs(took.as_secs().max(1))),
+                format_size(rate(done, took)),
+            );
+        }
+    }
+
+    /// `r`, counting what is read from it.
+    pub fn reader<R>(&self, inner: R) -> Counted<R> {
+        Counted {
+            inner,
+            progress: self.clone(),
+        }
+    }
+
+    /// `w`, counting what is written to it.
+    pub fn writer<W>(&self, inner: W) -> Counted<W> {
+        self.reader(inner)
+    }
+}
+
+impl Inner {
+    /// The journal's line: "pulling X: 1.2 GiB of 4.0 GiB (30%), 85.0 MiB/s,
+    /// about 33s left".
+    fn line(&self, done: u64, now: Instant) -> String {
+        let took = now.duration_since(self.start);
+        let per_s = rate(done, took);
+        match self.total.filter(|t| *t > 0) {
+            Some(total) => {
+                let left = total.saturating_sub(done);
+                let eta = match done {
+                    0 => "time left unknown".to_string(),
+                    d => {
+                        let secs = took.as_secs_f64() * left as f64 / d as f64;
+                        let secs = Duration::from_secs((secs.round() as u64).max(1));
+                        format!("about {} left", format_duration(secs))
+                    }
+                };
+                format!(
+                    "{}: {} of {} ({}%), {}/s, {eta}",
+                    self.what,
+                    format_size(done),
+                    format_size(total),
+                    (done.min(total) * 100 / total),
+                    format_size(per_s),
+                )
+            }
+            None => format!(
+                "{}: {} so far, {}/s, {} running",
+                self.what,
+                format_size(done),
+                format_size(per_s),
+                format_duration(Duration::from_secs(took.as_secs().max(1))),
+            ),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A run that failed: the bar goes without a summary.
+        if let Show::Bar(b) = &self.show
+            && !b.is_finished()
+        {
+            b.finish_and_clear();
+            bars().remove(b);
+        }
+    }
+}
+
+fn rate(bytes: u64, took: Duration) -> u64 {
+    (bytes as f64 / took.as_secs_f64().max(0.001)) as u64
+}
+
+fn bar(total: Option<u64>) -> ProgressBar {
+    let (b, template) = match total {
+        Some(t) => (
+            ProgressBar::new(t),
+            "{wide_msg} [{bar:16}] {percent:>3}% of {binary_total_bytes}, {binary_bytes_per_sec}, {eta} left",
+        ),
+        None => (
+            ProgressBar::no_length(),
+            "{spinner} {wide_msg} {binary_bytes}, {binary_bytes_per_sec}, {elapsed}",
+        ),
+    };
+    let style = ProgressStyle::with_template(template)
+        .expect("a valid template")
+        .progress_chars("=> ");
+    b.set_style(style);
+    let b = bars().add(b);
+    b.enable_steady_tick(Duration::from_millis(500));
+    b
+}
+
+/// `OPSKIT_PROGRESS_EVERY`, or the default; `0` (or `off`) is never. A
+/// value that is not a duration is said once and the default used.
+fn every() -> Option<Duration> {
+    let Ok(v) = std::env::var(EVERY_ENV) else {
+        return Some(DEFAULT_EVERY);
+    };
+    match v.trim() {
+        "" => Some(DEFAULT_EVERY),
+        "0" | "off" => None,
+        s => match crate::units::parse_duration(s) {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(e) => {
+                static SAID: OnceLock<()> = OnceLock::new();
+                SAID.get_or_init(|| log::warn!("{EVERY_ENV}: {}; using 30s", e.msg));
+                Some(DEFAULT_EVERY)
+            }
+        },
+    }
+}
+
+/// A reader or writer whose bytes count towards a [`Progress`].
+pub struct Counted<T> {
+    inner: T,
+    progress: Progress,
+}
+
+impl<T> Counted<T> {
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Stderr for the logger: a line is written above the bars, not through
+/// them.
+pub struct LogSink;
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|_| buf.len())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        bars().suspend(|| io::stderr().write_all(buf))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(total: Option<u64>) -> Inner {
+        Inner {
+            what: "pulling x".into(),
+            total,
+            start: Instant::now(),
+            done: AtomicU64::new(0),
+            show: Show::Lines {
+                every: Duration::from_secs(30),
+                next: Mutex::new(Instant::now()),
+                logged: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_known_total_gives_share_rate_and_time_left() {
+        let i = lines(Some(4 << 30));
+        let at = i.start + Duration::from_secs(10);
+        assert_eq!(
+            i.line(1 << 30, at),
+            "pulling x: 1.0 GiB of 4.0 GiB (25%), 102.4 MiB/s, about 30s left"
+        );
+    }
+
+    #[test]
+    fn an_unknown_total_gives_what_is_done() {
+        let i = lines(None);
+        let at = i.start + Duration::from_secs(90);
+        assert_eq!(
+            i.line(900 << 20, at),
+            "pulling x: 900.0 MiB so far, 10.0 MiB/s, 1m30s running"
+        );
+    }
+
+    #[test]
+    fn counting_passes_bytes_through() {
+        let p = Progress::default();
+        let mut r = p.reader(&b"hello"[..]);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"hello");
+    }
+}
