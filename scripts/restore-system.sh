@@ -26,10 +26,12 @@ DATABASE_URL:
      set is run as a command); with --files-into DIR unpacks the set's files
      archives into DIR (no owners, no setuid/setgid bits, no devices,
      nothing outside DIR); compares every table's row count with the set.
-     With --jobs N (or OPSKIT_RESTORE_JOBS) above 1, a custom-format dump
-     restores with N pg_restore jobs from a copy of it in
-     OPSKIT_SCRATCH_DIR (default: the temp directory), checked for room
-     first and removed after; the default, 1, streams it with no copy;
+     A custom-format dump restores with --jobs N (or OPSKIT_RESTORE_JOBS;
+     default: the machine's cores, at most 8) pg_restore jobs from a copy
+     of it in OPSKIT_SCRATCH_DIR (default: $TMPDIR, else /var/tmp),
+     checked for room first and removed after (by default a copy that does
+     not fit means streaming instead; asked for, it is refused); --jobs 1
+     streams it with no copy;
   5. only if all that worked: renames the current database (if any) aside
      to <db>_before_<time> -- it is not dropped -- and the new one to <db>;
   6. runs OPSKIT_APP_START, if set (also when the restore failed: nothing

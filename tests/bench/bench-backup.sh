@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # pgbackup and verify-backup against the commands they replace, side by
-# side in one run, on a generated table of realistic rows (about 700 MB; not
-# pgbench's blank padding, which compresses 50:1 and hides the cost of
-# compression).
+# side in one run, on a database with an application's shape: sixteen
+# tables of realistic rows, a few large and many small, each with a
+# primary key and two indexes (bench_many_tables), BENCH_MIB in all. The
+# default is 1 GiB; BENCH_MIB=10240 RUNS=1 is the large-database run of
+# docs/backup-restore.md (about 40 GB free under BENCH_DIR, an hour).
 #
 # Prints: name<TAB>ours_s<TAB>ref_s<TAB>ratio<TAB>target  (medians of RUNS)
-# Env: BENCH_ROWS (default 3000000), RUNS (default 3), BENCH_DIR.
+# Env: BENCH_MIB (default 1024), RUNS (default 3), BENCH_DIR.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -14,7 +16,7 @@ source "$here/lib.sh"
 # shellcheck source=scripts/lib/throwaway-pg.sh
 source "$repo/scripts/lib/throwaway-pg.sh"
 
-rows=${BENCH_ROWS:-3000000}
+mib=${BENCH_MIB:-1024}
 runs=${RUNS:-3}
 work=${BENCH_DIR:-$(mktemp -d /var/tmp/opskit-bench.XXXXXX)}
 pgbackup="$repo/target/release/pgbackup"
@@ -27,11 +29,7 @@ cleanup() { pg_throwaway_stop; rm -rf "$work"; }
 pg_throwaway_start "$work/pg"
 trap cleanup EXIT
 db=bench
-bench_database "$db" "$rows"
-# A key and two indexes: what a restore builds after the rows, and what
-# pg_restore --jobs builds side by side.
-"$PG_BINDIR/psql" -Xq -d "$db" -v ON_ERROR_STOP=1 \
-    -c "ALTER TABLE events ADD PRIMARY KEY (id)" -c "CREATE INDEX ON events (k)" -c "CREATE INDEX ON events (ts)"
+bench_many_tables "$db" "$mib"
 out="$work/out"
 
 export PATH="$PG_BINDIR:$PATH"
@@ -54,6 +52,19 @@ for ((i = 1; i <= runs; i++)); do
     fresh_time_cmd pgbackup_age "$pgbackup" -q --dest "$out" --db "postgresql:///$db" --compress zstd \
         --encrypt-to "$recipient"
 done
+
+# Base sets: pgbackup --physical (zstd level 1, hashed, signed, the WAL
+# it needs fetched) against pg_basebackup's tar through zstd at the same
+# level on both cores.
+for ((i = 1; i <= runs; i++)); do
+    echo "base run $i/$runs" >&2
+    fresh_time_cmd physical "$pgbackup" -q --physical --dest "$out" --db "postgresql:///$db"
+    base_bytes=$(du -sb "$out"/bench-* | cut -f1)
+    fresh_time_cmd basebackup_zstd bash -o pipefail -c \
+        "pg_basebackup -Ft -X fetch -c fast -D - -d 'dbname=$db' | zstd -q -1 -T2 >'$out/base.tar.zst'"
+    bb_bytes=$(stat -c %s "$out/base.tar.zst")
+done
+rm -rf "$out"
 
 # kept_set DIR CODEC [ARGS]: one set made for the verify runs; prints its path.
 kept_set() {
@@ -90,12 +101,12 @@ for ((i = 1; i <= runs; i++)); do
     fresh_time_cmd verify_age "$verify" -q --identity "$work/bench.key" "$aset_dir"
     fresh_time_cmd sha_age_zstd bash -o pipefail -c "sha256sum '$afile' && age -d -i '$work/bench.key' '$afile' | zstd -tq"
 done
-# Restores of the set: verify-backup --restore-into with --jobs 2 (a copy
-# in scratch, then pg_restore -j 2) and --jobs 1 (streamed), each whole
-# (the set read and checked, the restore, every table counted) and its
-# restore alone (the record's restore check: the copy and pg_restore);
-# against pg_restore -j 2 from a plain -Fc file on the same disk and
-# today's one-liner stream.
+# Restores of the zstd set (pgbackup's default): verify-backup
+# --restore-into with --jobs 2 (a copy in scratch, then pg_restore -j 2)
+# and --jobs 1 (streamed), each whole (the set read and checked, the
+# restore, every table counted) and its restore alone (the record's
+# restore check: the copy and pg_restore); against pg_restore -j 2 from a
+# plain -Fc file on the same disk and the one-liner stream.
 pg_dump -Fc -d "$db" -f "$work/plain.dump"
 restore_only() { # NAME: the restore check's seconds of the last run's records
     times[$1]+="$(sed -n 's/.*"detail":"restored in \([0-9.]*\)s.*/\1/p' "$work/restore.ndjson" | head -n1) "
@@ -104,11 +115,11 @@ for ((i = 1; i <= runs; i++)); do
     echo "restore run $i/$runs" >&2
     for j in 2 1; do
         time_cmd "restore_test_j$j" bash -c '"$@" >"'"$work"'/restore.ndjson"' _ \
-            "$verify" --scratch "$work" --jobs "$j" "$set_dir" --restore-into "postgresql:///postgres"
+            "$verify" --scratch "$work" --jobs "$j" "$zset_dir" --restore-into "postgresql:///postgres"
         restore_only "restore_only_j$j"
     done
     time_cmd pg_restore_j2 bash -c "dropdb --if-exists r && createdb r && pg_restore -j 2 --no-owner --exit-on-error -d r '$work/plain.dump'"
-    time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && gunzip -c '$dumpfile' | pg_restore --no-owner --exit-on-error -d r"
+    time_cmd plain_restore bash -o pipefail -c "dropdb --if-exists r && createdb r && zstd -dcq '$zfile' | pg_restore --no-owner --exit-on-error -d r"
 done
 
 row "pgbackup --compress gzip vs pg_dump -Fc (wall)" pgbackup pg_dump_fc "<= 0.60"
@@ -120,6 +131,9 @@ row "pgbackup --compress zstd vs pg_dump -Fc (wall)" pgbackup_zstd pg_dump_fc "<
 row "pgbackup --compress zstd vs pg_dump -Fc -Z0 -f" pgbackup_zstd pg_dump_z0 "<= 1.10"
 printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup zstd dump bytes vs pg_dump -Fc bytes" "$zstd_bytes" "$fc_bytes" \
     "$(awk -v a="$zstd_bytes" -v b="$fc_bytes" 'BEGIN {printf "%.3f", a / b}')" "<= 0.90"
+row "pgbackup --physical vs pg_basebackup -Ft | zstd -1 (wall)" physical basebackup_zstd "<= 1.10"
+printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup --physical set bytes vs pg_basebackup | zstd -1" "$base_bytes" "$bb_bytes" \
+    "$(awk -v a="$base_bytes" -v b="$bb_bytes" 'BEGIN {printf "%.3f", a / b}')" "<= 1.05"
 row "verify-backup vs sha256sum && gzip -t" verify sha_gzip "<= 0.50"
 row "verify-backup zstd set vs sha256sum && zstd -t" verify_zstd sha_zstd "<= 0.60"
 row "verify-backup vs gzip -t alone" verify gzip_t "<= 1.20"
@@ -128,8 +142,8 @@ row "verify-backup --identity encrypted vs unencrypted" verify_age verify_zstd2 
 row "verify-backup --identity vs sha256sum && age -d|zstd -t" verify_age sha_age_zstd "(report)"
 row "restore alone: --jobs 2 (copy + pg_restore -j 2) vs pg_restore -j 2 -Fc file" restore_only_j2 pg_restore_j2 "<= 1.05"
 row "restore alone: --jobs 2 vs --jobs 1 (streamed)" restore_only_j2 restore_only_j1 "(report)"
-row "verify --restore-into --jobs 2 (whole) vs gunzip|pg_restore" restore_test_j2 plain_restore "(report)"
-row "verify --restore-into --jobs 1 (whole) vs gunzip|pg_restore" restore_test_j1 plain_restore "(report)"
+row "verify --restore-into --jobs 2 (whole) vs zstd -dc|pg_restore" restore_test_j2 plain_restore "(report)"
+row "verify --restore-into --jobs 1 (whole) vs zstd -dc|pg_restore" restore_test_j1 plain_restore "(report)"
 printf '%s\t%s\t%s\t%s\t%s\n' "verify-backup peak RSS MiB" "$((rss[verify] / 1024))" "-" "-" "< 64"
 printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup peak RSS MiB (gzip, -Z0)" \
     "$((rss[pgbackup] / 1024))" "$((rss[pgbackup_z0] / 1024))" "-" "< 64"
@@ -137,3 +151,5 @@ printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup / verify-backup peak RSS MiB, zstd" \
     "$((rss[pgbackup_zstd] / 1024))" "$((rss[verify_zstd] / 1024))" "-" "< 64"
 printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup / verify-backup peak RSS MiB, zstd+age" \
     "$((rss[pgbackup_age] / 1024))" "$((rss[verify_age] / 1024))" "-" "< 64"
+printf '%s\t%s\t%s\t%s\t%s\n' "pgbackup --physical / verify-backup --jobs 2 restore peak RSS MiB" \
+    "$((rss[physical] / 1024))" "$((rss[restore_test_j2] / 1024))" "-" "< 64"

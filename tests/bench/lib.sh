@@ -47,24 +47,52 @@ bench_signing() {
     export OPSKIT_SIGNING_PUBKEYS
 }
 
-# bench_database DB ROWS: create DB on the throwaway cluster ($PG_BINDIR)
-# with the benchmark's table of realistic rows (md5 text, timestamps,
-# jsonb; not pgbench's blank padding, which compresses 50:1), analysed.
-bench_database() {
-    "$PG_BINDIR/createdb" "$1"
-    echo "generating $2 rows ..." >&2
-    "$PG_BINDIR/psql" -Xq -d "$1" -v ON_ERROR_STOP=1 <<SQL
-create table events as
+# bench_rows_sql TABLE ROWS: the SQL that makes TABLE of ROWS realistic
+# rows (md5 text, timestamps, jsonb; not pgbench's blank padding, which
+# compresses 50:1).
+bench_rows_sql() {
+    cat <<SQL
+create table $1 as
 select g id, md5(g::text) k, now() - (g || ' s')::interval ts,
        jsonb_build_object('user', g % 1000, 'action', (array['login','logout','view','buy'])[1 + g % 4],
                           'ip', '10.0.' || (g % 255) || '.' || (g % 7)) payload,
        repeat(md5((g * 7)::text), 3) note
 from generate_series(1, $2) g;
-vacuum analyze events;
 SQL
+}
+
+# bench_database DB ROWS: create DB on the throwaway cluster ($PG_BINDIR)
+# with the benchmark's table `events` of ROWS realistic rows, analysed.
+bench_database() {
+    "$PG_BINDIR/createdb" "$1"
+    echo "generating $2 rows ..." >&2
+    { bench_rows_sql events "$2"; echo "vacuum analyze events;"; } |
+        "$PG_BINDIR/psql" -Xq -d "$1" -v ON_ERROR_STOP=1
     echo "table: $("$PG_BINDIR/psql" -XAtc "select pg_size_pretty(pg_total_relation_size('events'))" -d "$1")" >&2
 }
 
+# bench_many_tables DB MIB: DB with an application's shape of data, about
+# MIB MiB with its indexes: sixteen tables t0..t15 of bench_database's
+# rows, a few large and many small, each with a primary key and two
+# indexes (what a restore builds after the rows, and what pg_restore
+# --jobs spreads over its workers). Made on two connections; analysed.
+bench_many_tables() {
+    "$PG_BINDIR/createdb" "$1"
+    echo "generating about $2 MiB in 16 tables ..." >&2
+    local shares=(22 16 12 10 8 7 6 5 4 3 2 2 1 1 0.5 0.5) lane pids=()
+    for lane in 0 1; do
+        (
+            for ((i = lane; i < ${#shares[@]}; i += 2)); do
+                # About 330 bytes a row with its three indexes.
+                bench_rows_sql "t$i" "$(awk -v m="$2" -v s="${shares[$i]}" 'BEGIN {printf "%d", m * 1048576 * s / 100 / 330}')"
+                echo "alter table t$i add primary key (id); create index on t$i (k); create index on t$i (ts); vacuum analyze t$i;"
+            done | "$PG_BINDIR/psql" -Xq -d "$1" -v ON_ERROR_STOP=1
+        ) &
+        pids+=("$!")
+    done
+    for lane in "${pids[@]}"; do wait "$lane"; done
+    echo "database: $("$PG_BINDIR/psql" -XAtc "select pg_size_pretty(pg_database_size(current_database()))" -d "$1")" >&2
+}
 # bench_pgbackrest_conf WORK DATA: WORK/pgbackrest.conf for pgBackRest
 # (stanza `bench`) on the throwaway cluster whose data directory is DATA,
 # its repository, lock and spool under WORK (pgbr, pgbr-lock, pgbr-spool):
@@ -89,3 +117,4 @@ pg1-user=opskit
 CONF
     chmod 644 "$1/pgbackrest.conf"
 }
+

@@ -402,8 +402,14 @@ fn a_restore_needs_its_room(d: &Drill, set: &Path) {
 }
 
 fn offsite(args: &[&str]) -> Output {
+    offsite_every(args, "30s")
+}
+
+/// `offsite` logging its progress every `every` (off a terminal).
+fn offsite_every(args: &[&str], every: &str) -> Output {
     let mut cmd = opskit_testkit::signing::command(opskit_testkit::bin("offsite"));
     cmd.env_remove("OPSKIT_LOG")
+        .env("OPSKIT_PROGRESS_EVERY", every)
         .env_remove("OPSKIT_BACKUP_ROOT")
         .env_remove("OPSKIT_OFFSITE_URL")
         .envs(opskit_testkit::s3::s3().env())
@@ -463,8 +469,19 @@ fn the_bucket_holds_chains_whole(chain: &[&Path]) {
         out.stderr
     );
     assert!(!dest.join(name(chain[0])).exists(), "nothing written");
-    let out = offsite(&["pull", &whole, &newest, "--dest", dest.to_str().unwrap()]);
+    let pull = ["pull", &whole, &newest, "--dest", dest.to_str().unwrap()];
+    let out = offsite_every(&pull, "1ms");
     ok(&out, "pull the chain");
+    // The full set's pull (megabytes) says how far along it is, from its
+    // manifest's total.
+    let at = format!("offsite: pulling {}: ", name(chain[0]));
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with(&at) && l.contains("%), ")),
+        "no progress of {at}: {}",
+        out.stderr
+    );
     let pulled: Vec<String> = out
         .events("pull")
         .iter()

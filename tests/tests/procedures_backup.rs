@@ -370,7 +370,8 @@ fn a_set_that_failed_its_latest_verification_is_not_restored() {
 /// A restore with --jobs 2 reads a copy of the dump: on a scratch disk too
 /// small for it, restore-system.sh is refused before anything is written,
 /// naming the space needed; nothing is swapped and no new database is
-/// left. --jobs 1 streams the dump and needs no copy.
+/// left. --jobs 1 streams the dump and needs no copy; so does the default
+/// (the machine's cores) when the copy does not fit, saying so.
 #[test]
 fn a_parallel_restore_needs_room_for_its_copy() {
     if !opskit_testkit::sh::is_root() {
@@ -397,6 +398,11 @@ fn a_parallel_restore_needs_room_for_its_copy() {
     let streamed = run(p
         .script("restore-system.sh")
         .args(["--yes", "--no-health", "--jobs", "1"]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let by_default = run(p
+        .script("restore-system.sh")
+        .env_remove("OPSKIT_RESTORE_JOBS")
+        .args(["--yes", "--no-health"]));
     let left: Vec<_> = std::fs::read_dir(&small).unwrap().flatten().collect();
     let _ = Command::new("umount").arg(&small).status();
     assert_eq!(refused.code, 2, "{}", refused.stderr);
@@ -408,13 +414,24 @@ fn a_parallel_restore_needs_room_for_its_copy() {
         refused.stderr
     );
     streamed.ok();
+    by_default.ok();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(
+            by_default.stderr.contains("needs")
+                && by_default
+                    .stderr
+                    .contains("streaming it with one job instead"),
+            "{}",
+            by_default.stderr
+        );
+    }
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(dump(c, &db.name, &[]), original, "restored data differs");
-    // The refused run made no database; the streamed one swapped its own
-    // in and kept the old one aside.
+    // The refused run made no database; each of the other two swapped its
+    // own in and kept the one before aside.
     let made = c.databases_starting_with(&format!("{}_", db.name));
-    assert_eq!(made.len(), 1, "{made:?}");
-    assert!(made[0].contains("_before_"), "{made:?}");
+    assert_eq!(made.len(), 2, "{made:?}");
+    assert!(made.iter().all(|m| m.contains("_before_")), "{made:?}");
 }
 
 /// kill -9 during a parallel restore: its copy of the dump is left and

@@ -53,15 +53,17 @@ use crate::checks::{Check, Depth, Name};
 ///   --restore-into    restore into a scratch database on that server, compare
 ///                     row counts with the manifest, read every table, drop it
 ///
-/// With --jobs N (above 1) a custom-format dump restores with N pg_restore
-/// jobs from a copy of it, decrypted and decompressed into a 0700
-/// directory in --scratch (default: the temp directory; not the data
-/// directory's disk, which the restored database fills): pg_restore runs
-/// jobs only from a file it can seek in. The copy's size is checked
-/// against the free space first, and it is removed on every path (a run
-/// killed before that leaves it to the next run, which removes it).
-/// --jobs 1 (the default) streams the dump into one pg_restore with no
-/// copy.
+/// A custom-format dump restores with --jobs N pg_restore jobs (default:
+/// the machine's cores, at most 8) from a copy of it, decrypted and
+/// decompressed into a 0700 directory in --scratch (default: $TMPDIR, else
+/// /var/tmp: on disk, not a RAM-backed /tmp, and not the data directory's
+/// disk, which the restored database fills): pg_restore runs jobs only
+/// from a file it can seek in. The copy's size is checked against the free
+/// space first: asked for with --jobs, a copy that does not fit is
+/// refused; by default the dump is streamed instead, saying so. The copy
+/// is removed on every path (a run killed before that leaves it to the
+/// next run, which removes it). --jobs 1 streams the dump into one
+/// pg_restore with no copy (faster for one large table and few indexes).
 ///
 /// Base sets (pgbackup --physical): the structural depth reads the tar to
 /// its end and checks it against its backup_manifest; the restore depth
@@ -145,14 +147,15 @@ pub struct Args {
     /// Where --replay unpacks a base set (it needs the cluster's size
     /// free), and where a restore with --jobs above 1 puts its copy of the
     /// dump (the dump's size free). Owned by this user or root, writable
-    /// by nobody else unless sticky. Default: the temp directory.
+    /// by nobody else unless sticky. Default: $TMPDIR, else /var/tmp.
     #[arg(long, value_name = "DIR", env = "OPSKIT_SCRATCH_DIR")]
     pub scratch: Option<PathBuf>,
 
     /// With --restore-into: restore a custom-format dump with N pg_restore
     /// jobs, from a copy of it in --scratch (worth it for many tables and
-    /// indexes; the copy costs a pass over the dump); 1 (the default)
-    /// streams it with no copy.
+    /// indexes; the copy costs a pass over the dump). Default: the
+    /// machine's cores (at most 8), streamed when the copy does not fit;
+    /// 1 streams it with no copy.
     #[arg(long, value_name = "N", env = "OPSKIT_RESTORE_JOBS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
 
@@ -230,7 +233,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
     }
     let trust = args.trust.trust()?;
     let ids = args.identity.as_deref().map(Identities::load).transpose()?;
-    let scratch = args.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = args.scratch.clone().unwrap_or_else(default_scratch);
     let target = restore_target(&args, &scratch)?;
     let mut tally = Tally {
         exit: Exit::Ok,
@@ -265,6 +268,16 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
     Ok(Done::new(tally.exit, tally.counts))
 }
 
+/// Where restores unpack and copy when not told: `$TMPDIR`, else
+/// `/var/tmp` (large temporary files belong on disk; `/tmp` is often RAM).
+fn default_scratch() -> PathBuf {
+    match std::env::var_os("TMPDIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ if Path::new("/var/tmp").is_dir() => PathBuf::from("/var/tmp"),
+        _ => std::env::temp_dir(),
+    }
+}
+
 /// With `--restore-into`: the server to restore on, checked reachable,
 /// with SIGINT/SIGTERM turned into a flag the restore watches.
 fn restore_target(args: &Args, scratch: &Path) -> Result<Option<restore::Target>> {
@@ -273,10 +286,11 @@ fn restore_target(args: &Args, scratch: &Path) -> Result<Option<restore::Target>
     };
     let interrupted = Arc::new(AtomicBool::new(false));
     let spec = ConnSpec::resolve(Some(url))?;
-    let jobs = args.jobs.map(usize::from).unwrap_or(1);
+    let jobs = args.jobs.map_or_else(seekable::default_jobs, usize::from);
     let parallel = (jobs > 1).then(|| seekable::Parallel {
         jobs,
         dir: scratch.to_path_buf(),
+        asked: args.jobs.is_some(),
     });
     let t = restore::Target {
         spec,

@@ -193,12 +193,21 @@ impl Target {
         // In parallel only from a copy pg_restore can seek in: refused
         // before anything is written when its disk has no room for it.
         let parallel = match (&psql, db.format, &self.parallel) {
-            (None, DumpFormat::Custom, Some(p)) => Some(p),
+            (None, DumpFormat::Custom, Some(p)) => match crate::seekable::check_room(entry, p) {
+                Ok(()) => Some(p),
+                Err(e) if !p.asked => {
+                    log::warn!("{}; streaming it with one job instead", e.msg);
+                    None
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        e.exit,
+                        format!("{}; nothing was restored", e.msg),
+                    ));
+                }
+            },
             _ => None,
         };
-        if let Some(p) = parallel {
-            crate::seekable::check_room(entry, p)?;
-        }
         let mut checks = Vec::new();
         if self.globals {
             checks.push(crate::keep::globals(self, set, m, ids, major, seen)?);

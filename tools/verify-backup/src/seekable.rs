@@ -28,6 +28,16 @@ const LOCK: &str = "lock";
 pub struct Parallel {
     pub jobs: usize,
     pub dir: PathBuf,
+    /// Asked for (--jobs, OPSKIT_RESTORE_JOBS): a scratch directory that
+    /// is unsafe or too small is refused. The default (the machine's
+    /// cores) streams instead, saying why.
+    pub asked: bool,
+}
+
+/// How many jobs a restore runs when not told: the machine's cores (at
+/// most 8; pg_restore's workers each hold a connection).
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 /// The copy, open; its directory is removed when this is dropped (first:
@@ -91,7 +101,7 @@ pub(crate) fn check_room(entry: &FileEntry, p: &Parallel) -> Result<()> {
         .avail;
     if avail < need.saturating_add(need / 64) {
         return Err(Error::failure(format!(
-            "{}: a restore with --jobs {} reads a copy of the dump, which needs {} free in {} and {} are: free some, put the copy on another disk (--scratch DIR or OPSKIT_SCRATCH_DIR), or restore with --jobs 1 (streamed, no copy); nothing was restored",
+            "{}: a restore with --jobs {} reads a copy of the dump, which needs {} free in {} and {} are: free some, put the copy on another disk (--scratch DIR or OPSKIT_SCRATCH_DIR), or restore with --jobs 1 (streamed, no copy)",
             entry.name,
             p.jobs,
             opskit::units::format_size(need),
