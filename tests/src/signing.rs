@@ -86,9 +86,12 @@ pub fn keys() -> &'static Keys {
     })
 }
 
-/// Make `cmd` sign with and trust this test binary's keys.
+/// Make `cmd` sign with and trust this test binary's keys. Progress lines
+/// are off (a developer's exported OPSKIT_PROGRESS_EVERY, or a slow run,
+/// would add lines to a stderr a test reads); the tests of progress turn
+/// them on.
 pub fn signed(cmd: &mut Command) -> &mut Command {
-    cmd.envs(keys().env())
+    cmd.envs(keys().env()).env("OPSKIT_PROGRESS_EVERY", "0")
 }
 
 /// `Command::new(program)` that signs with and trusts this test binary's

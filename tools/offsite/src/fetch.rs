@@ -147,7 +147,7 @@ fn fill(store: &Store, name: &str, signed: &Signed, dir: &Path) -> Result<u64> {
     }
     let mut bytes = signed.bytes.len() as u64;
     let files = &signed.manifest.files;
-    let total = files.iter().map(|f| f.bytes).sum();
+    let total = files.iter().map(|f| f.bytes).fold(0, u64::saturating_add);
     let progress = Progress::start(format!("pulling {name}"), Some(total));
     for f in files {
         let body = Object {

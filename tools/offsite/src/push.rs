@@ -176,7 +176,7 @@ fn push_set(
     local.check_sizes(set)?;
     abort_stale_uploads(store, &rec.set, p.stale_after);
     let objects = local.objects();
-    let total = objects.iter().map(|o| o.1).sum();
+    let total = objects.iter().map(|o| o.1).fold(0, u64::saturating_add);
     let progress = Progress::start(format!("pushing {}", rec.set), Some(total));
     for (name, size, sha, data) in objects {
         let key = store.remote.key(&rec.set, &name);

@@ -182,7 +182,10 @@ fn check_files(
         .iter()
         .filter_map(|&i| m.files.get(i))
         .map(|f| f.bytes);
-    let progress = Progress::start(format!("reading back {name}"), Some(total.sum()));
+    let progress = Progress::start(
+        format!("reading back {name}"),
+        Some(total.fold(0, u64::saturating_add)),
+    );
     for (i, f) in m.files.iter().enumerate() {
         match listed.sizes.get(&f.name) {
             None => {

@@ -13,7 +13,7 @@
 //! ([`crate::logging`] writes through [`LogSink`]).
 
 use std::io::{self, IsTerminal, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -28,10 +28,89 @@ const DEFAULT_EVERY: Duration = Duration::from_secs(30);
 /// A bar's summary line is kept only for runs at least this long.
 const SUMMARY_AFTER: Duration = Duration::from_secs(2);
 
-/// Every bar of this process, drawn together (parallel transfers).
+/// Every bar of this process, drawn together (parallel transfers) on
+/// [`Tty`], four times a second.
 fn bars() -> &'static MultiProgress {
     static BARS: OnceLock<MultiProgress> = OnceLock::new();
-    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+    BARS.get_or_init(|| {
+        MultiProgress::with_draw_target(ProgressDrawTarget::term_like_with_hz(
+            Box::new(Tty::default()),
+            4,
+        ))
+    })
+}
+
+/// Bars drawn now: log lines go through [`bars`] only while there are.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether stderr is a terminal a bar can be drawn on (not `TERM=dumb`,
+/// as under Emacs or some `kubectl exec`: those get lines).
+fn on_terminal() -> bool {
+    let dumb = std::env::var("TERM").map_or(true, |t| t.is_empty() || t == "dumb");
+    io::stderr().is_terminal() && !dumb
+}
+
+/// Stderr for bars. A write that fails (the terminal hung up: an SSH
+/// session lost during a restore) is swallowed and ends drawing: a run
+/// goes on, and logging never panics, whatever became of its terminal.
+#[derive(Debug, Default)]
+struct Tty {
+    gone: AtomicBool,
+}
+
+impl Tty {
+    fn term(&self, f: impl FnOnce(&console::Term) -> io::Result<()>) -> io::Result<()> {
+        if !self.gone.load(Ordering::Relaxed) && f(&console::Term::stderr()).is_err() {
+            self.gone.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl indicatif::TermLike for Tty {
+    fn width(&self) -> u16 {
+        console::Term::stderr().size_checked().map_or(80, |s| s.1)
+    }
+    fn height(&self) -> u16 {
+        console::Term::stderr().size_checked().map_or(24, |s| s.0)
+    }
+    fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+        self.term(|t| t.move_cursor_up(n))
+    }
+    fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+        self.term(|t| t.move_cursor_down(n))
+    }
+    fn move_cursor_right(&self, n: usize) -> io::Result<()> {
+        self.term(|t| t.move_cursor_right(n))
+    }
+    fn move_cursor_left(&self, n: usize) -> io::Result<()> {
+        self.term(|t| t.move_cursor_left(n))
+    }
+    fn write_line(&self, s: &str) -> io::Result<()> {
+        self.term(|t| t.write_line(s))
+    }
+    fn write_str(&self, s: &str) -> io::Result<()> {
+        self.term(|t| t.write_str(s))
+    }
+    fn clear_line(&self) -> io::Result<()> {
+        self.term(|t| t.clear_line())
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.term(|t| t.flush())
+    }
+}
+
+/// `what` as it may be shown: a name from a manifest or a bucket could
+/// hold escape sequences for the operator's terminal, or a line break to
+/// forge a line of the journal.
+fn printable(what: String) -> String {
+    if what.chars().any(char::is_control) {
+        what.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    } else {
+        what
+    }
 }
 
 /// The progress of one operation, or nothing when it is not shown.
@@ -51,7 +130,7 @@ enum Show {
     Lines {
         every: Duration,
         next: Mutex<Instant>,
-        logged: std::sync::atomic::AtomicBool,
+        logged: AtomicBool,
     },
 }
 
@@ -60,10 +139,10 @@ impl Progress {
     /// known. Shows nothing under `-q` or with `OPSKIT_PROGRESS_EVERY=0`
     /// off a terminal.
     pub fn start(what: impl Into<String>, total: Option<u64>) -> Progress {
-        if log::max_level() < log::LevelFilter::Info {
+        if !log::log_enabled!(log::Level::Info) {
             return Progress(None);
         }
-        let show = if io::stderr().is_terminal() {
+        let show = if on_terminal() {
             Show::Bar(bar(total))
         } else {
             match every() {
@@ -75,7 +154,7 @@ impl Progress {
                 None => return Progress(None),
             }
         };
-        let what = what.into();
+        let what = printable(what.into());
         if let Show::Bar(b) = &show {
             b.set_message(what.clone());
         }
@@ -122,8 +201,7 @@ impl Progress {
         let took = i.start.elapsed();
         let say = match &i.show {
             Show::Bar(b) => {
-                b.finish_and_clear();
-                bars().remove(b);
+                clear(b);
                 took >= SUMMARY_AFTER
             }
             Show::Lines { logged, .. } => logged.load(Ordering::Relaxed),
@@ -193,12 +271,18 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // A run that failed: the bar goes without a summary.
-        if let Show::Bar(b) = &self.show
-            && !b.is_finished()
-        {
-            b.finish_and_clear();
-            bars().remove(b);
+        if let Show::Bar(b) = &self.show {
+            clear(b);
         }
+    }
+}
+
+/// Take `b` off the terminal (once).
+fn clear(b: &ProgressBar) {
+    if !b.is_finished() {
+        b.finish_and_clear();
+        bars().remove(b);
+        LIVE.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -221,6 +305,7 @@ fn bar(total: Option<u64>) -> ProgressBar {
         .expect("a valid template")
         .progress_chars("=> ");
     b.set_style(style);
+    LIVE.fetch_add(1, Ordering::Relaxed);
     let b = bars().add(b);
     b.enable_steady_tick(Duration::from_millis(500));
     b
@@ -290,6 +375,9 @@ impl Write for LogSink {
         self.write_all(buf).map(|_| buf.len())
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if LIVE.load(Ordering::Relaxed) == 0 {
+            return io::stderr().write_all(buf);
+        }
         bars().suspend(|| io::stderr().write_all(buf))
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -333,6 +421,15 @@ mod tests {
             i.line(900 << 20, at),
             "pulling x: 900.0 MiB so far, 10.0 MiB/s, 1m30s running"
         );
+    }
+
+    #[test]
+    fn names_cannot_drive_the_terminal() {
+        assert_eq!(
+            printable("reading x\u{1b}]0;pwned\u{7}/base.tar\n".into()),
+            "reading x?]0;pwned?/base.tar?"
+        );
+        assert_eq!(printable("pulling app-1".into()), "pulling app-1");
     }
 
     #[test]

@@ -397,7 +397,7 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
             let mut seen = restore::Seen::new();
             let progress = Progress::start(
                 format!("verifying {}", rec.set),
-                Some(m.files.iter().map(|f| f.bytes).sum()),
+                Some(m.files.iter().map(|f| f.bytes).fold(0, u64::saturating_add)),
             );
             for f in &m.files {
                 let (pg_restore, ids) = (pg_restore.as_ref(), how.ids);
@@ -415,7 +415,7 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
                 }
             }
             rec.created_at = Some(m.started_at);
-            rec.bytes = Some(m.files.iter().map(|f| f.bytes).sum());
+            rec.bytes = Some(m.files.iter().map(|f| f.bytes).fold(0, u64::saturating_add));
             if depth == Depth::Restore {
                 restore_test(how, path, &m, &mut rec, &seen)?;
             }

@@ -89,7 +89,7 @@ pub(crate) fn need_restrict(psql: &pgtools::PgTool) -> Result<()> {
 }
 
 use crate::checks::{Check, Name};
-use crate::seekable::Parallel;
+use crate::seekable::{CopyFailed, Parallel};
 
 /// Where restore tests go.
 pub struct Target {
@@ -232,12 +232,12 @@ impl Target {
         let restored = match (&psql, parallel) {
             (Some(psql), _) => {
                 let cmd = self.restore_command(&psql.path, DumpFormat::Plain, &name);
-                self.feed_script(&tool.path, cmd, &source, ids)
+                self.feed_script(&tool.path, cmd, &source, ids).map(|_| 1)
             }
             (None, Some(p)) => self.restore_parallel(&tool.path, &name, &source, ids, p),
             (None, None) => {
                 let cmd = self.restore_command(&tool.path, db.format, &name);
-                self.feed(cmd, tool_name, &source, ids, input).map(|_| ())
+                self.feed(cmd, tool_name, &source, ids, input).map(|_| 1)
             }
         };
         let secs = opskit::record::secs(start.elapsed());
@@ -248,14 +248,16 @@ impl Target {
             )));
         }
         match restored {
-            Ok(_) => checks.push(Check::pass(
+            Ok(jobs) => checks.push(Check::pass(
                 Name::Restore,
                 Some(&db.file),
                 format!(
                     "restored in {secs:.3}s with {tool_name}{}",
-                    parallel
-                        .map(|p| format!(" --jobs {}", p.jobs))
-                        .unwrap_or_default()
+                    if jobs > 1 {
+                        format!(" --jobs {jobs}")
+                    } else {
+                        String::new()
+                    }
                 ),
             )),
             Err(msg) => {
@@ -448,8 +450,19 @@ impl Target {
         source: &Source,
         ids: Option<&Identities>,
         p: &Parallel,
-    ) -> std::result::Result<(), String> {
-        let copy = crate::seekable::copy(source, ids, &p.dir, &self.interrupted)?;
+    ) -> std::result::Result<usize, String> {
+        let copy = match crate::seekable::copy(source, ids, &p.dir, &self.interrupted) {
+            Ok(copy) => copy,
+            // Not asked for, and nothing restored yet: stream instead.
+            Err(CopyFailed::Scratch(msg)) if !p.asked => {
+                log::warn!("{msg}; streaming the dump with one job instead");
+                let cmd = self.restore_command(tool, DumpFormat::Custom, name);
+                return self
+                    .feed(cmd, "pg_restore", source, ids, Input::Archive)
+                    .map(|_| 1);
+            }
+            Err(e) => return Err(e.into()),
+        };
         // The copy this run wrote, as pg_restore's standard input: it and
         // its workers open /dev/stdin, that very file, whatever is renamed
         // in the scratch directory meanwhile.
@@ -492,7 +505,7 @@ impl Target {
             .map_err(|e| format!("waiting for pg_restore: {e}"))?;
         drop(copy);
         if status.success() {
-            return Ok(());
+            return Ok(p.jobs);
         }
         Err(tool_failed(
             &format!("pg_restore --jobs {}", p.jobs),

@@ -92,21 +92,39 @@ fn check_dir(dir: &Path) -> Result<()> {
 /// safe, or whose disk has no room for the copy (with 1/64 to spare).
 /// Copies left by killed runs are removed first: they are what most often
 /// fills it.
+///
+/// Not asked for (the default), the copy must leave as much again free:
+/// the scratch directory may be on the database's disk, which the
+/// restored database fills too.
 pub(crate) fn check_room(entry: &FileEntry, p: &Parallel) -> Result<()> {
     check_dir(&p.dir)?;
     remove_leftovers(&p.dir);
-    let need = size(entry);
+    let copy = size(entry);
+    let need = if p.asked {
+        copy.saturating_add(copy / 64)
+    } else {
+        copy.saturating_mul(2)
+    };
     let avail = opskit::sys::statvfs(&p.dir)
         .map_err(|e| Error::failure(format!("{}: {e}", p.dir.display())))?
         .avail;
-    if avail < need.saturating_add(need / 64) {
+    if avail < need {
+        let room = opskit::units::format_size;
         return Err(Error::failure(format!(
-            "{}: a restore with --jobs {} reads a copy of the dump, which needs {} free in {} and {} are: free some, put the copy on another disk (--scratch DIR or OPSKIT_SCRATCH_DIR), or restore with --jobs 1 (streamed, no copy)",
+            "{}: a restore with --jobs {} reads a copy of the dump, which needs {} free in {}{} and {} are: free some, put the copy on another disk (--scratch DIR or OPSKIT_SCRATCH_DIR), or restore with --jobs 1 (streamed, no copy)",
             entry.name,
             p.jobs,
-            opskit::units::format_size(need),
+            room(copy),
             p.dir.display(),
-            opskit::units::format_size(avail)
+            if p.asked {
+                String::new()
+            } else {
+                format!(
+                    " (by default, {} with as much again for the restored database)",
+                    room(need)
+                )
+            },
+            room(avail)
         )));
     }
     Ok(())
@@ -158,18 +176,35 @@ fn abandoned(dir: &Path) -> bool {
 /// Decrypt and decompress `source` into a new copy in `dir`, its sha256
 /// checked as it streams; stops at an interruption. The copy is returned
 /// open, for pg_restore to read as its standard input.
+/// Why the copy was not made: the scratch directory failed it (no room
+/// after all, read-only, gone), or the set did (damaged, changed,
+/// interrupted).
+pub(crate) enum CopyFailed {
+    Scratch(String),
+    Set(String),
+}
+
+impl From<CopyFailed> for String {
+    fn from(f: CopyFailed) -> String {
+        match f {
+            CopyFailed::Scratch(m) | CopyFailed::Set(m) => m,
+        }
+    }
+}
+
 pub(crate) fn copy(
     source: &Source,
     ids: Option<&Identities>,
     dir: &Path,
     interrupted: &AtomicBool,
-) -> std::result::Result<Copy, String> {
+) -> std::result::Result<Copy, CopyFailed> {
     let path = source.path();
+    let scratch = CopyFailed::Scratch;
     let made = tempfile::Builder::new()
         .prefix(PREFIX)
         .permissions(fs::Permissions::from_mode(0o700))
         .tempdir_in(dir)
-        .map_err(|e| format!("creating a directory in {}: {e}", dir.display()))?;
+        .map_err(|e| scratch(format!("creating a directory in {}: {e}", dir.display())))?;
     let new = |name: &str| {
         let p = made.path().join(name);
         fs::OpenOptions::new()
@@ -178,35 +213,36 @@ pub(crate) fn copy(
             .create_new(true)
             .mode(0o600)
             .open(&p)
-            .map_err(|e| format!("creating {}: {e}", p.display()))
+            .map_err(|e| scratch(format!("creating {}: {e}", p.display())))
     };
     let lock = new(LOCK)?;
     lock.try_lock()
-        .map_err(|e| format!("locking {}: {e}", made.path().display()))?;
+        .map_err(|e| scratch(format!("locking {}: {e}", made.path().display())))?;
     let mut out = new(&source.entry.name)?;
     let copy_path = made.path().join(&source.entry.name);
-    let mut reader = source.open(ids)?;
+    let mut reader = source.open(ids).map_err(CopyFailed::Set)?;
     {
         let mut src = opskit::codec::reader(source.entry.compression, &mut reader)
-            .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))?;
+            .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))
+            .map_err(CopyFailed::Set)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             if interrupted.load(Ordering::SeqCst) {
-                return Err("interrupted".into());
+                return Err(CopyFailed::Set("interrupted".into()));
             }
             let n = src
                 .read(&mut buf)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                .map_err(|e| CopyFailed::Set(format!("reading {}: {e}", path.display())))?;
             if n == 0 {
                 break;
             }
             out.write_all(&buf[..n])
-                .map_err(|e| format!("writing {}: {e}", copy_path.display()))?;
+                .map_err(|e| scratch(format!("writing {}: {e}", copy_path.display())))?;
         }
     }
     reader
         .finish(source.entry)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| CopyFailed::Set(format!("{}: {e}", path.display())))?;
     log::info!(
         "copied {} ({}) to {} for pg_restore to read in parallel",
         source.entry.name,
