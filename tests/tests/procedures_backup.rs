@@ -539,4 +539,24 @@ fn a_parallel_restore_killed_mid_way() {
     assert_eq!(out.code, 64, "{}", out.stderr);
     assert!(out.stderr.contains("not sticky"), "{}", out.stderr);
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    // Not asked for (the default jobs), the same directory means
+    // streaming: restored, nothing written there.
+    let mut by_default = opskit_testkit::signing::command(bin("verify-backup"));
+    by_default
+        .env_remove("OPSKIT_LOG")
+        .env_remove("OPSKIT_RESTORE_JOBS")
+        .args(["--restore-into", &c.url("postgres")])
+        .arg("--scratch")
+        .arg(&scratch)
+        .arg(&set);
+    let out = run(&mut by_default);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(
+            out.stderr.contains("not sticky") && out.stderr.contains("streaming it with one job"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 }

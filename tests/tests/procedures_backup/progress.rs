@@ -156,3 +156,79 @@ fn a_terminal_gets_a_bar() {
     assert!(recs.lines().all(|l| l.starts_with('{')), "{recs}");
     assert!(recs.contains("\"event\":\"verify\""), "{recs}");
 }
+
+/// The terminal goes away mid-restore (an SSH session lost, `script`
+/// killed here): the run ends on its own terms, neither crashed by its
+/// log lines and bars meeting a dead terminal nor leaving its scratch
+/// database; its records still reach stdout.
+#[test]
+fn a_terminal_that_hangs_up_mid_restore() {
+    let c = cluster();
+    let db = c.create_db();
+    c.client(&db.name)
+        .batch_execute(
+            "CREATE TABLE t AS SELECT g, repeat(md5(g::text), 8) AS pad \
+             FROM generate_series(1, 400000) g; CREATE INDEX ON t (pad)",
+        )
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(command(bin("pgbackup"))
+        .arg("--dest")
+        .arg(tmp.path())
+        .args(["--db", &db.url])
+        .arg("--pg-bindir")
+        .arg(c.bindir()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let set = out.records()[0]["path"].as_str().unwrap().to_string();
+    let (records, code) = (tmp.path().join("records"), tmp.path().join("code"));
+    let q = |p: &std::path::Path| opskit::sys::shell_quote(&p.to_string_lossy());
+    // The shell outlives the hangup to say how verify-backup ended.
+    let line = format!(
+        "trap '' HUP; stty rows 50 cols 200; {} -v --restore-into {} --jobs 1 {} > {}; echo $? > {}",
+        q(&bin("verify-backup")),
+        opskit::sys::shell_quote(&c.url("postgres")),
+        opskit::sys::shell_quote(&set),
+        q(&records),
+        q(&code),
+    );
+    let mut cmd = Command::new("script");
+    opskit_testkit::signing::signed(&mut cmd);
+    let mut term = cmd
+        .env_remove("OPSKIT_LOG")
+        .env("TERM", "xterm")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c.databases_starting_with("opskit_verify_").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    term.kill().unwrap();
+    term.wait().unwrap();
+    while !code.exists() || std::fs::read_to_string(&code).unwrap().trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(60),
+            "verify-backup never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = std::fs::read_to_string(&code).unwrap();
+    let recs = std::fs::read_to_string(&records).unwrap();
+    assert!(
+        matches!(status.trim(), "0" | "2"),
+        "verify-backup ended with {status}: {recs}"
+    );
+    assert!(recs.contains("\"event\":\"summary\""), "{recs}");
+    assert!(
+        c.databases_starting_with("opskit_verify_").is_empty(),
+        "scratch database left"
+    );
+}

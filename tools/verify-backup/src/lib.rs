@@ -59,8 +59,10 @@ use crate::checks::{Check, Depth, Name};
 /// /var/tmp: on disk, not a RAM-backed /tmp, and not the data directory's
 /// disk, which the restored database fills): pg_restore runs jobs only
 /// from a file it can seek in. The copy's size is checked against the free
-/// space first: asked for with --jobs, a copy that does not fit is
-/// refused; by default the dump is streamed instead, saying so. The copy
+/// space first: asked for with --jobs, a copy that does not fit (or an
+/// unsafe scratch directory) is refused; by default the dump is streamed
+/// instead, saying why, and the copy must leave as much again free for the
+/// restored database. The copy
 /// is removed on every path (a run killed before that leaves it to the
 /// next run, which removes it). --jobs 1 streams the dump into one
 /// pg_restore with no copy (faster for one large table and few indexes).
@@ -154,8 +156,9 @@ pub struct Args {
     /// With --restore-into: restore a custom-format dump with N pg_restore
     /// jobs, from a copy of it in --scratch (worth it for many tables and
     /// indexes; the copy costs a pass over the dump). Default: the
-    /// machine's cores (at most 8), streamed when the copy does not fit;
-    /// 1 streams it with no copy.
+    /// machine's cores (at most 8; each job is a connection), streamed
+    /// when the copy does not fit or the scratch directory is unsafe; 1
+    /// streams it with no copy.
     #[arg(long, value_name = "N", env = "OPSKIT_RESTORE_JOBS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
 
