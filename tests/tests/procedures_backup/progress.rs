@@ -102,27 +102,46 @@ fn long_runs_log_their_progress() {
     assert_eq!(out.stdout.lines().count(), off.stdout.lines().count());
 }
 
-/// On a terminal the same run draws a bar (share, bytes, rate, time left)
-/// and clears it; the records still go to stdout alone.
-#[test]
-fn a_terminal_gets_a_bar() {
+/// A set (in `dest`) of a new database of `rows` padded rows, `more` SQL
+/// run after them: its path.
+fn a_set(rows: u32, more: &str, dest: &std::path::Path) -> String {
     let c = cluster();
     let db = c.create_db();
     c.client(&db.name)
-        .batch_execute(
+        .batch_execute(&format!(
             "CREATE TABLE t AS SELECT g, repeat(md5(g::text), 8) AS pad \
-             FROM generate_series(1, 300000) g",
-        )
+             FROM generate_series(1, {rows}) g; {more}"
+        ))
         .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
     let out = run(command(bin("pgbackup"))
         .arg("--dest")
-        .arg(tmp.path())
+        .arg(dest)
         .args(["--db", &db.url, "--compress", "none"])
         .arg("--pg-bindir")
         .arg(c.bindir()));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let set = out.records()[0]["path"].as_str().unwrap().to_string();
+    out.records()[0]["path"].as_str().unwrap().to_string()
+}
+
+/// `line` run by a shell on a terminal of its own (script(1)), 200
+/// columns wide, the tools signing and trusting this binary's keys.
+fn on_a_terminal(line: &str) -> Command {
+    let mut cmd = Command::new("script");
+    opskit_testkit::signing::signed(&mut cmd);
+    cmd.env_remove("OPSKIT_LOG").env("TERM", "xterm").args([
+        "-qec",
+        &format!("stty rows 50 cols 200; {line}"),
+        "/dev/null",
+    ]);
+    cmd
+}
+
+/// On a terminal the same run draws a bar (share, bytes, rate, time left)
+/// and clears it; the records still go to stdout alone.
+#[test]
+fn a_terminal_gets_a_bar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = a_set(300_000, "", tmp.path());
     let name = std::path::Path::new(&set)
         .file_name()
         .unwrap()
@@ -132,18 +151,12 @@ fn a_terminal_gets_a_bar() {
     // script(1) gives the tool a terminal on stdin and stderr; stdout goes
     // to a file, as in `verify-backup SET > records`.
     let line = format!(
-        "stty rows 50 cols 200; {} {} > {}",
+        "{} {} > {}",
         bin("verify-backup").display(),
         opskit::sys::shell_quote(&set),
         records.display()
     );
-    let mut cmd = Command::new("script");
-    opskit_testkit::signing::signed(&mut cmd);
-    let term =
-        run(cmd
-            .env_remove("OPSKIT_LOG")
-            .env("TERM", "xterm")
-            .args(["-qec", &line, "/dev/null"]));
+    let term = run(&mut on_a_terminal(&line));
     assert_eq!(term.code, 0, "{}{}", term.stdout, term.stderr);
     assert!(
         term.stdout.contains(&format!("verifying {name} "))
@@ -164,39 +177,20 @@ fn a_terminal_gets_a_bar() {
 #[test]
 fn a_terminal_that_hangs_up_mid_restore() {
     let c = cluster();
-    let db = c.create_db();
-    c.client(&db.name)
-        .batch_execute(
-            "CREATE TABLE t AS SELECT g, repeat(md5(g::text), 8) AS pad \
-             FROM generate_series(1, 400000) g; CREATE INDEX ON t (pad)",
-        )
-        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let out = run(command(bin("pgbackup"))
-        .arg("--dest")
-        .arg(tmp.path())
-        .args(["--db", &db.url])
-        .arg("--pg-bindir")
-        .arg(c.bindir()));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let set = out.records()[0]["path"].as_str().unwrap().to_string();
+    let set = a_set(400_000, "CREATE INDEX ON t (pad)", tmp.path());
     let (records, code) = (tmp.path().join("records"), tmp.path().join("code"));
     let q = |p: &std::path::Path| opskit::sys::shell_quote(&p.to_string_lossy());
     // The shell outlives the hangup to say how verify-backup ended.
     let line = format!(
-        "trap '' HUP; stty rows 50 cols 200; {} -v --restore-into {} --jobs 1 {} > {}; echo $? > {}",
+        "trap '' HUP; {} -v --restore-into {} --jobs 1 {} > {}; echo $? > {}",
         q(&bin("verify-backup")),
         opskit::sys::shell_quote(&c.url("postgres")),
         opskit::sys::shell_quote(&set),
         q(&records),
         q(&code),
     );
-    let mut cmd = Command::new("script");
-    opskit_testkit::signing::signed(&mut cmd);
-    let mut term = cmd
-        .env_remove("OPSKIT_LOG")
-        .env("TERM", "xterm")
-        .args(["-qec", &line, "/dev/null"])
+    let mut term = on_a_terminal(&line)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
