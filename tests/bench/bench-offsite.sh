@@ -7,7 +7,8 @@
 #
 # Prints: name<TAB>ours_s<TAB>ref_s<TAB>ratio<TAB>target  (medians of RUNS)
 # Env: BENCH_ROWS (default 3000000), BENCH_FILES_MIB (default 256; about
-#      900 makes a 1 GB set, 10000 a 10 GB one), RUNS (default 3),
+#      900 makes a 1 GB set, 10000 a 10 GB one: four times its size free
+#      under BENCH_DIR with RUNS=1), RUNS (default 3),
 #      BENCH_MOTO (default 1; 0 skips moto, which holds every object in
 #      memory: needed for sets of many GB), BENCH_DIR.
 set -euo pipefail
@@ -67,6 +68,7 @@ head -c "$((files_mib << 20))" /dev/urandom >"$work/uploads/blob.bin"
 age-keygen -o "$work/bench.key" 2>/dev/null
 "$bin/pgbackup" -q --dest "$work/root" --db "postgresql:///$db" --files "$work/uploads" \
     --encrypt-to "$(age-keygen -y "$work/bench.key")" >/dev/null
+rm -rf "$work/uploads" # in the set now; its room goes to the copies
 set_dir=$(find "$work/root" -mindepth 1 -maxdepth 1 -name 'bench-*' | head -n1)
 set_name=$(basename "$set_dir")
 "$bin/verify-backup" -q --quick --record "$set_dir" >/dev/null

@@ -100,6 +100,22 @@ fn long_runs_log_their_progress() {
     let off = verify("0");
     assert!(lines(&off.stderr, "verifying").is_empty(), "{}", off.stderr);
     assert_eq!(out.stdout.lines().count(), off.stdout.lines().count());
+
+    // A parallel restore: the copy is read and written, then pg_restore
+    // --jobs runs with nothing to count but its time.
+    let mut cmd = command(bin("verify-backup"));
+    cmd.env_remove("OPSKIT_LOG")
+        .env("OPSKIT_PROGRESS_EVERY", "1ms")
+        .args(["--restore-into", &c.url("postgres"), "--jobs", "2", &set]);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.lines().any(|l| {
+            l.starts_with("verify-backup: pg_restore --jobs 2 into ") && l.ends_with(" running")
+        }),
+        "no line of pg_restore's time: {}",
+        out.stderr
+    );
 }
 
 /// A set (in `dest`) of a new database of `rows` padded rows, `more` SQL

@@ -178,9 +178,11 @@ fn check_files(
     rec: &mut RemoteVerify,
 ) {
     let at = |file: &str| store.remote.url(&format!("{name}/{file}"));
+    // What will be read back: the chosen files the listing shows whole.
     let total = chosen
         .iter()
         .filter_map(|&i| m.files.get(i))
+        .filter(|f| listed.sizes.get(&f.name) == Some(&f.bytes))
         .map(|f| f.bytes);
     let progress = Progress::start(
         format!("reading back {name}"),

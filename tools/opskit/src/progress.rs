@@ -119,6 +119,8 @@ pub struct Progress(Option<Arc<Inner>>);
 
 struct Inner {
     what: String,
+    /// Measured in bytes (else by time alone).
+    bytes: bool,
     total: Option<u64>,
     start: Instant,
     done: AtomicU64,
@@ -139,11 +141,28 @@ impl Progress {
     /// known. Shows nothing under `-q` or with `OPSKIT_PROGRESS_EVERY=0`
     /// off a terminal.
     pub fn start(what: impl Into<String>, total: Option<u64>) -> Progress {
+        Self::show(what.into(), Some(total))
+    }
+
+    /// Start showing `what`, a step whose only measure is its time (a
+    /// `pg_restore -j` under way): [`Progress::tick`] it now and then.
+    pub fn running(what: impl Into<String>) -> Progress {
+        Self::show(what.into(), None)
+    }
+
+    /// Say where it is, if it is time to (a step measured by time).
+    pub fn tick(&self) {
+        self.add(0);
+    }
+
+    /// `bytes`: the total, if known, of a step measured in bytes; `None`
+    /// for one measured by time.
+    fn show(what: String, bytes: Option<Option<u64>>) -> Progress {
         if !log::log_enabled!(log::Level::Info) {
             return Progress(None);
         }
         let show = if on_terminal() {
-            Show::Bar(bar(total))
+            Show::Bar(bar(bytes))
         } else {
             match every() {
                 Some(every) => Show::Lines {
@@ -154,13 +173,14 @@ impl Progress {
                 None => return Progress(None),
             }
         };
-        let what = printable(what.into());
+        let what = printable(what);
         if let Show::Bar(b) = &show {
             b.set_message(what.clone());
         }
         Progress(Some(Arc::new(Inner {
             what,
-            total,
+            bytes: bytes.is_some(),
+            total: bytes.flatten(),
             start: Instant::now(),
             done: AtomicU64::new(0),
             show,
@@ -206,14 +226,16 @@ impl Progress {
             }
             Show::Lines { logged, .. } => logged.load(Ordering::Relaxed),
         };
-        if say {
-            log::info!(
-                "{}: {} in {} ({}/s)",
+        let secs = format_duration(Duration::from_secs(took.as_secs().max(1)));
+        match (say, i.bytes) {
+            (false, _) => {}
+            (true, true) => log::info!(
+                "{}: {} in {secs} ({}/s)",
                 i.what,
                 format_size(done),
-                format_duration(Duration::from_secs(took.as_secs().max(1))),
                 format_size(rate(done, took)),
-            );
+            ),
+            (true, false) => log::info!("{}: done in {secs}", i.what),
         }
     }
 
@@ -237,6 +259,10 @@ impl Inner {
     fn line(&self, done: u64, now: Instant) -> String {
         let took = now.duration_since(self.start);
         let per_s = rate(done, took);
+        if !self.bytes {
+            let secs = Duration::from_secs(took.as_secs().max(1));
+            return format!("{}: {} running", self.what, format_duration(secs));
+        }
         match self.total.filter(|t| *t > 0) {
             Some(total) => {
                 let left = total.saturating_sub(done);
@@ -290,13 +316,14 @@ fn rate(bytes: u64, took: Duration) -> u64 {
     (bytes as f64 / took.as_secs_f64().max(0.001)) as u64
 }
 
-fn bar(total: Option<u64>) -> ProgressBar {
-    let (b, template) = match total {
-        Some(t) => (
+fn bar(bytes: Option<Option<u64>>) -> ProgressBar {
+    let (b, template) = match bytes {
+        None => (ProgressBar::no_length(), "{spinner} {wide_msg} {elapsed}"),
+        Some(Some(t)) => (
             ProgressBar::new(t),
             "{wide_msg} [{bar:16}] {percent:>3}% of {binary_total_bytes}, {binary_bytes_per_sec}, {eta} left",
         ),
-        None => (
+        Some(None) => (
             ProgressBar::no_length(),
             "{spinner} {wide_msg} {binary_bytes}, {binary_bytes_per_sec}, {elapsed}",
         ),
@@ -392,6 +419,7 @@ mod tests {
     fn lines(total: Option<u64>) -> Inner {
         Inner {
             what: "pulling x".into(),
+            bytes: true,
             total,
             start: Instant::now(),
             done: AtomicU64::new(0),
@@ -421,6 +449,14 @@ mod tests {
             i.line(900 << 20, at),
             "pulling x: 900.0 MiB so far, 10.0 MiB/s, 1m30s running"
         );
+    }
+
+    #[test]
+    fn a_step_measured_by_time_says_how_long_it_runs() {
+        let mut i = lines(None);
+        i.bytes = false;
+        let at = i.start + Duration::from_secs(250);
+        assert_eq!(i.line(0, at), "pulling x: 4m10s running");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use opskit::crypt::Identities;
 use opskit::pgcatalog::{quote_ident, table_row_counts};
 use opskit::pgconn::{ConnSpec, describe_pg_error};
 use opskit::pgtools::{self, ChildGuard, StderrTail};
+use opskit::progress::Progress;
 use opskit::restrict::{Restricted, psql_knows_restrict};
 use opskit::{Error, Result};
 
@@ -481,7 +482,9 @@ impl Target {
             .map_err(|e| format!("cannot run pg_restore: {e}"))?;
         let mut guard = ChildGuard(Some(child));
         let tail = StderrTail::start(guard.child(), "pg_restore");
+        let progress = Progress::running(format!("pg_restore --jobs {} into {name}", p.jobs));
         loop {
+            progress.tick();
             if self.interrupted.load(Ordering::SeqCst) {
                 // pg_restore stops its workers and cancels their queries
                 // on SIGTERM; the guard kills what is left.
@@ -505,6 +508,7 @@ impl Target {
             .map_err(|e| format!("waiting for pg_restore: {e}"))?;
         drop(copy);
         if status.success() {
+            progress.finish();
             return Ok(p.jobs);
         }
         Err(tool_failed(
