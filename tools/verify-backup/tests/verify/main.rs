@@ -375,9 +375,11 @@ fn a_restore_that_fails_leaves_no_scratch_database() {
         .expect("the scratch database is named on stderr");
     let failed = failed_checks(&out);
     assert!(
-        failed
-            .iter()
-            .any(|f| f.starts_with("restore db.dump.gz pg_restore failed") && f.contains(&role)),
+        failed.iter().any(
+            |f| f.starts_with("restore db.dump.gz pg_restore") // --jobs N by default
+                && f.contains(" failed: ")
+                && f.contains(&role)
+        ),
         "{failed:?}"
     );
     assert!(
