@@ -196,14 +196,18 @@ fn a_terminal_that_hangs_up_mid_restore() {
     let tmp = tempfile::tempdir().unwrap();
     let set = a_set(400_000, "CREATE INDEX ON t (pad)", tmp.path());
     let (records, code) = (tmp.path().join("records"), tmp.path().join("code"));
+    let pid = tmp.path().join("pid");
     let q = |p: &std::path::Path| opskit::sys::shell_quote(&p.to_string_lossy());
-    // The shell outlives the hangup to say how verify-backup ended.
+    // The shell outlives the hangup to say how verify-backup ended, and
+    // says its pid: its scratch database is opskit_verify_<pid>_… (other
+    // tests of this binary restore at the same time).
     let line = format!(
-        "trap '' HUP; {} -v --restore-into {} --jobs 1 {} > {}; echo $? > {}",
+        "trap '' HUP; {} -v --restore-into {} --jobs 1 {} > {} & echo $! > {}; wait $!; echo $? > {}",
         q(&bin("verify-backup")),
         opskit::sys::shell_quote(&c.url("postgres")),
         opskit::sys::shell_quote(&set),
         q(&records),
+        q(&pid),
         q(&code),
     );
     let mut term = on_a_terminal(&line)
@@ -213,7 +217,16 @@ fn a_terminal_that_hangs_up_mid_restore() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while c.databases_starting_with("opskit_verify_").is_empty() {
+    let scratch = loop {
+        match std::fs::read_to_string(&pid) {
+            Ok(p) if p.ends_with('\n') => break format!("opskit_verify_{}_", p.trim()),
+            _ => {
+                assert!(std::time::Instant::now() < deadline, "no pid");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    };
+    while c.databases_starting_with(&scratch).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the restore never started"
@@ -238,7 +251,7 @@ fn a_terminal_that_hangs_up_mid_restore() {
     );
     assert!(recs.contains("\"event\":\"summary\""), "{recs}");
     assert!(
-        c.databases_starting_with("opskit_verify_").is_empty(),
+        c.databases_starting_with(&scratch).is_empty(),
         "scratch database left"
     );
 }
