@@ -146,10 +146,9 @@ fn fill(store: &Store, name: &str, signed: &Signed, dir: &Path) -> Result<u64> {
         write_new(&dir.join(SET_SIGNATURE), sig)?;
     }
     let mut bytes = signed.bytes.len() as u64;
-    let files = &signed.manifest.files;
-    let total = files.iter().map(|f| f.bytes).fold(0, u64::saturating_add);
+    let total = signed.manifest.bytes();
     let progress = Progress::start(format!("pulling {name}"), Some(total));
-    for f in files {
+    for f in &signed.manifest.files {
         let body = Object {
             set: name,
             name: &f.name,

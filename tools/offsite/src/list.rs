@@ -115,7 +115,7 @@ fn local_sets(root: &Path) -> HashMap<String, (u64, bool)> {
     let mut out = HashMap::new();
     for s in opskit::root::sets(root).unwrap_or_default() {
         if let Ok(m) = s.manifest() {
-            let bytes = m.files.iter().map(|f| f.bytes).sum();
+            let bytes = m.bytes();
             out.insert(s.name, (bytes, m.encryption.is_some()));
         }
     }

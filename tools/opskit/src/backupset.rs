@@ -294,6 +294,15 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The bytes of every file the set lists (saturating: a forged size
+    /// cannot wrap the sum).
+    pub fn bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|f| f.bytes)
+            .fold(0, u64::saturating_add)
+    }
+
     /// Whether the set is of `kind`: a dump holds a database dump (what
     /// restore-system.sh restores), a base set a base backup.
     pub fn is_of(&self, kind: crate::records::SetKind) -> bool {

@@ -234,17 +234,17 @@ impl SetReader {
         f: &FileEntry,
         ids: Option<&Identities>,
     ) -> Result<SetReader> {
+        if f.encrypted() && ids.is_none() {
+            return Err(Error::usage(format!(
+                "{} is encrypted: give the identity (--identity FILE or OPSKIT_AGE_IDENTITY)",
+                path.display()
+            )));
+        }
         let progress = Progress::start(format!("reading {}", short(path)), Some(f.bytes));
         let file = progress.reader(file);
-        let stream = match (f.encrypted(), ids) {
-            (false, _) => Stream::Plain(HashedReader::new(file)),
-            (true, Some(ids)) => Stream::Sealed(Decrypting::spawn(file, ids.clone())),
-            (true, None) => {
-                return Err(Error::usage(format!(
-                    "{} is encrypted: give the identity (--identity FILE or OPSKIT_AGE_IDENTITY)",
-                    path.display()
-                )));
-            }
+        let stream = match ids.filter(|_| f.encrypted()) {
+            None => Stream::Plain(HashedReader::new(file)),
+            Some(ids) => Stream::Sealed(Decrypting::spawn(file, ids.clone())),
         };
         Ok(SetReader { stream, progress })
     }
@@ -287,7 +287,7 @@ impl Read for SetReader {
 }
 
 /// A set file's path as progress names it: its set and its name.
-pub fn short(path: &Path) -> String {
+fn short(path: &Path) -> String {
     let mut parts = path.iter().rev().take(2).collect::<Vec<_>>();
     parts.reverse();
     parts

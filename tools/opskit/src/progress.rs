@@ -8,7 +8,8 @@
 //! `-q` turns both off. Records on stdout are never touched.
 //!
 //! A [`Progress`] is cheap to clone and shared by the threads of one run;
-//! [`Progress::reader`] and [`Progress::writer`] count what passes through.
+//! [`Progress::reader`] counts what is read through it, [`Progress::add`]
+//! what a writer reports.
 //! Log lines written while a bar is drawn go above it
 //! ([`crate::logging`] writes through [`LogSink`]).
 
@@ -117,11 +118,17 @@ fn printable(what: String) -> String {
 #[derive(Clone, Default)]
 pub struct Progress(Option<Arc<Inner>>);
 
+/// What a step is measured in: bytes (of a total, when known), or its
+/// time alone.
+#[derive(Clone, Copy)]
+enum Measure {
+    Bytes(Option<u64>),
+    Time,
+}
+
 struct Inner {
     what: String,
-    /// Measured in bytes (else by time alone).
-    bytes: bool,
-    total: Option<u64>,
+    measure: Measure,
     start: Instant,
     done: AtomicU64,
     show: Show,
@@ -141,13 +148,13 @@ impl Progress {
     /// known. Shows nothing under `-q` or with `OPSKIT_PROGRESS_EVERY=0`
     /// off a terminal.
     pub fn start(what: impl Into<String>, total: Option<u64>) -> Progress {
-        Self::show(what.into(), Some(total))
+        Self::show(what.into(), Measure::Bytes(total))
     }
 
     /// Start showing `what`, a step whose only measure is its time (a
     /// `pg_restore -j` under way): [`Progress::tick`] it now and then.
     pub fn running(what: impl Into<String>) -> Progress {
-        Self::show(what.into(), None)
+        Self::show(what.into(), Measure::Time)
     }
 
     /// Say where it is, if it is time to (a step measured by time).
@@ -155,14 +162,12 @@ impl Progress {
         self.add(0);
     }
 
-    /// `bytes`: the total, if known, of a step measured in bytes; `None`
-    /// for one measured by time.
-    fn show(what: String, bytes: Option<Option<u64>>) -> Progress {
+    fn show(what: String, measure: Measure) -> Progress {
         if !log::log_enabled!(log::Level::Info) {
             return Progress(None);
         }
         let show = if on_terminal() {
-            Show::Bar(bar(bytes))
+            Show::Bar(bar(measure))
         } else {
             match every() {
                 Some(every) => Show::Lines {
@@ -179,8 +184,7 @@ impl Progress {
         }
         Progress(Some(Arc::new(Inner {
             what,
-            bytes: bytes.is_some(),
-            total: bytes.flatten(),
+            measure,
             start: Instant::now(),
             done: AtomicU64::new(0),
             show,
@@ -227,15 +231,15 @@ impl Progress {
             Show::Lines { logged, .. } => logged.load(Ordering::Relaxed),
         };
         let secs = format_duration(Duration::from_secs(took.as_secs().max(1)));
-        match (say, i.bytes) {
+        match (say, i.measure) {
             (false, _) => {}
-            (true, true) => log::info!(
+            (true, Measure::Bytes(_)) => log::info!(
                 "{}: {} in {secs} ({}/s)",
                 i.what,
                 format_size(done),
                 format_size(rate(done, took)),
             ),
-            (true, false) => log::info!("{}: done in {secs}", i.what),
+            (true, Measure::Time) => log::info!("{}: done in {secs}", i.what),
         }
     }
 
@@ -246,11 +250,6 @@ impl Progress {
             progress: self.clone(),
         }
     }
-
-    /// `w`, counting what is written to it.
-    pub fn writer<W>(&self, inner: W) -> Counted<W> {
-        self.reader(inner)
-    }
 }
 
 impl Inner {
@@ -259,12 +258,10 @@ impl Inner {
     fn line(&self, done: u64, now: Instant) -> String {
         let took = now.duration_since(self.start);
         let per_s = rate(done, took);
-        if !self.bytes {
-            let secs = Duration::from_secs(took.as_secs().max(1));
-            return format!("{}: {} running", self.what, format_duration(secs));
-        }
-        match self.total.filter(|t| *t > 0) {
-            Some(total) => {
+        let running = format_duration(Duration::from_secs(took.as_secs().max(1)));
+        match self.measure {
+            Measure::Time => format!("{}: {running} running", self.what),
+            Measure::Bytes(Some(total)) if total > 0 => {
                 let left = total.saturating_sub(done);
                 let eta = match done {
                     0 => "time left unknown".to_string(),
@@ -283,12 +280,11 @@ impl Inner {
                     format_size(per_s),
                 )
             }
-            None => format!(
-                "{}: {} so far, {}/s, {} running",
+            Measure::Bytes(_) => format!(
+                "{}: {} so far, {}/s, {running} running",
                 self.what,
                 format_size(done),
                 format_size(per_s),
-                format_duration(Duration::from_secs(took.as_secs().max(1))),
             ),
         }
     }
@@ -316,14 +312,14 @@ fn rate(bytes: u64, took: Duration) -> u64 {
     (bytes as f64 / took.as_secs_f64().max(0.001)) as u64
 }
 
-fn bar(bytes: Option<Option<u64>>) -> ProgressBar {
-    let (b, template) = match bytes {
-        None => (ProgressBar::no_length(), "{spinner} {wide_msg} {elapsed}"),
-        Some(Some(t)) => (
+fn bar(measure: Measure) -> ProgressBar {
+    let (b, template) = match measure {
+        Measure::Time => (ProgressBar::no_length(), "{spinner} {wide_msg} {elapsed}"),
+        Measure::Bytes(Some(t)) => (
             ProgressBar::new(t),
             "{wide_msg} [{bar:16}] {percent:>3}% of {binary_total_bytes}, {binary_bytes_per_sec}, {eta} left",
         ),
-        Some(None) => (
+        Measure::Bytes(None) => (
             ProgressBar::no_length(),
             "{spinner} {wide_msg} {binary_bytes}, {binary_bytes_per_sec}, {elapsed}",
         ),
@@ -359,19 +355,10 @@ fn every() -> Option<Duration> {
     }
 }
 
-/// A reader or writer whose bytes count towards a [`Progress`].
+/// A reader whose bytes count towards a [`Progress`].
 pub struct Counted<T> {
     inner: T,
     progress: Progress,
-}
-
-impl<T> Counted<T> {
-    pub fn into_inner(self) -> T {
-        self.inner
-    }
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
 }
 
 impl<R: Read> Read for Counted<R> {
@@ -379,17 +366,6 @@ impl<R: Read> Read for Counted<R> {
         let n = self.inner.read(buf)?;
         self.progress.add(n as u64);
         Ok(n)
-    }
-}
-
-impl<W: Write> Write for Counted<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.progress.add(n as u64);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -416,11 +392,10 @@ impl Write for LogSink {
 mod tests {
     use super::*;
 
-    fn lines(total: Option<u64>) -> Inner {
+    fn lines(measure: Measure) -> Inner {
         Inner {
             what: "pulling x".into(),
-            bytes: true,
-            total,
+            measure,
             start: Instant::now(),
             done: AtomicU64::new(0),
             show: Show::Lines {
@@ -433,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_known_total_gives_share_rate_and_time_left() {
-        let i = lines(Some(4 << 30));
+        let i = lines(Measure::Bytes(Some(4 << 30)));
         let at = i.start + Duration::from_secs(10);
         assert_eq!(
             i.line(1 << 30, at),
@@ -443,7 +418,7 @@ mod tests {
 
     #[test]
     fn an_unknown_total_gives_what_is_done() {
-        let i = lines(None);
+        let i = lines(Measure::Bytes(None));
         let at = i.start + Duration::from_secs(90);
         assert_eq!(
             i.line(900 << 20, at),
@@ -453,8 +428,7 @@ mod tests {
 
     #[test]
     fn a_step_measured_by_time_says_how_long_it_runs() {
-        let mut i = lines(None);
-        i.bytes = false;
+        let i = lines(Measure::Time);
         let at = i.start + Duration::from_secs(250);
         assert_eq!(i.line(0, at), "pulling x: 4m10s running");
     }

@@ -398,10 +398,7 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
                 .then(|| find_pg_restore(&m, how.bindir))
                 .flatten();
             let mut seen = restore::Seen::new();
-            let progress = Progress::start(
-                format!("verifying {}", rec.set),
-                Some(m.files.iter().map(|f| f.bytes).fold(0, u64::saturating_add)),
-            );
+            let progress = Progress::start(format!("verifying {}", rec.set), Some(m.bytes()));
             for f in &m.files {
                 let (pg_restore, ids) = (pg_restore.as_ref(), how.ids);
                 let (checks, id) = checks::file(path, f, &m, depth, pg_restore, ids, &progress);
@@ -418,7 +415,7 @@ fn verify_set(path: &Path, how: &How) -> Result<Verify> {
                 }
             }
             rec.created_at = Some(m.started_at);
-            rec.bytes = Some(m.files.iter().map(|f| f.bytes).fold(0, u64::saturating_add));
+            rec.bytes = Some(m.bytes());
             if depth == Depth::Restore {
                 restore_test(how, path, &m, &mut rec, &seen)?;
             }

@@ -173,9 +173,6 @@ fn abandoned(dir: &Path) -> bool {
     }
 }
 
-/// Decrypt and decompress `source` into a new copy in `dir`, its sha256
-/// checked as it streams; stops at an interruption. The copy is returned
-/// open, for pg_restore to read as its standard input.
 /// Why the copy was not made: the scratch directory failed it (no room
 /// after all, read-only, gone), or the set did (damaged, changed,
 /// interrupted).
@@ -192,6 +189,9 @@ impl From<CopyFailed> for String {
     }
 }
 
+/// Decrypt and decompress `source` into a new copy in `dir`, its sha256
+/// checked as it streams; stops at an interruption. The copy is returned
+/// open, for pg_restore to read as its standard input.
 pub(crate) fn copy(
     source: &Source,
     ids: Option<&Identities>,

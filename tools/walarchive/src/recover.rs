@@ -127,7 +127,7 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
         files,
         duration_s: opskit::record::secs(start.elapsed()),
     })?;
-    let bytes = m.files.iter().map(|f| f.bytes).sum();
+    let bytes = m.bytes();
     Ok(Done::new(Exit::Ok, WalCounts { files: 1, bytes }))
 }
 

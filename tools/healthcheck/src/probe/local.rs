@@ -101,11 +101,7 @@ fn sets_in(root: &Path) -> Result<Sets, String> {
             let m = s
                 .manifest()
                 .map_err(|e| format!("newest set {} has no usable manifest: {}", s.name, e.msg))?;
-            Some((
-                s.name.clone(),
-                s.time,
-                m.files.iter().map(|f| f.bytes).sum(),
-            ))
+            Some((s.name.clone(), s.time, m.bytes()))
         }
     };
     Ok((sets, newest))
