@@ -1,6 +1,7 @@
 //! verify-backup: prove a backup set is whole and that it restores.
 
 pub(crate) mod checks;
+pub mod dumpindex;
 mod jobs;
 pub(crate) mod keep;
 mod newest;

@@ -8,7 +8,7 @@
 //! whose lock nobody holds is a killed run's, removed by the next run.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,7 @@ use opskit::backupset::FileEntry;
 use opskit::crypt::Identities;
 use opskit::{Error, Result};
 
+use crate::dumpindex::{self, Unindexed};
 use crate::restore::Source;
 
 const PREFIX: &str = ".opskit-restore-";
@@ -218,31 +219,53 @@ pub(crate) fn copy(
     let lock = new(LOCK)?;
     lock.try_lock()
         .map_err(|e| scratch(format!("locking {}: {e}", made.path().display())))?;
-    let mut out = new(&source.entry.name)?;
+    let out = new(&source.entry.name)?;
     let copy_path = made.path().join(&source.entry.name);
     let mut reader = source.open(ids).map_err(CopyFailed::Set)?;
-    {
-        let mut src = opskit::codec::reader(source.entry.compression, &mut reader)
+    let read_failed = |e: io::Error| CopyFailed::Set(format!("reading {}: {e}", path.display()));
+    let scanned = {
+        let src = opskit::codec::reader(source.entry.compression, &mut reader)
             .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))
             .map_err(CopyFailed::Set)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            if interrupted.load(Ordering::SeqCst) {
-                return Err(CopyFailed::Set("interrupted".into()));
-            }
-            let n = src
-                .read(&mut buf)
-                .map_err(|e| CopyFailed::Set(format!("reading {}: {e}", path.display())))?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])
-                .map_err(|e| scratch(format!("writing {}: {e}", copy_path.display())))?;
+        let mut tee = Tee {
+            src,
+            out: &out,
+            copy_path: &copy_path,
+            interrupted,
+            failed: None,
+        };
+        let mut buffered = BufReader::with_capacity(1 << 20, &mut tee);
+        let scanned = dumpindex::scan(&mut buffered);
+        // The rest, where the scan stopped early.
+        let drained = io::copy(&mut buffered, &mut io::sink());
+        drop(buffered);
+        if let Some(f) = tee.failed {
+            return Err(f);
         }
-    }
+        drained.map_err(read_failed)?;
+        match scanned {
+            Err(Unindexed::Io(e)) => return Err(read_failed(e)),
+            other => other,
+        }
+    };
     reader
         .finish(source.entry)
         .map_err(|e| CopyFailed::Set(format!("{}: {e}", path.display())))?;
+    // The set checked whole: its offsets into the copy's table of contents.
+    match scanned.map(|index| dumpindex::apply(&out, &index)) {
+        Ok(Ok(n)) => log::debug!(
+            "{}: data offsets of {n} entries written",
+            copy_path.display()
+        ),
+        Ok(Err(e)) => log::info!(
+            "{}: data offsets not written ({e}); pg_restore scans for them",
+            copy_path.display()
+        ),
+        Err(why) => log::info!(
+            "{}: data offsets not learned ({why:?}); pg_restore scans for them",
+            copy_path.display()
+        ),
+    }
     log::info!(
         "copied {} ({}) to {} for pg_restore to read in parallel",
         source.entry.name,
@@ -254,4 +277,30 @@ pub(crate) fn copy(
         _lock: lock,
         file: out,
     })
+}
+
+/// The copy's reader: what it reads is written to the copy first; an
+/// interruption or a failed write stops it, saying why in `failed`.
+struct Tee<'a, R> {
+    src: R,
+    out: &'a File,
+    copy_path: &'a Path,
+    interrupted: &'a AtomicBool,
+    failed: Option<CopyFailed>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            self.failed = Some(CopyFailed::Set("interrupted".into()));
+            return Err(io::Error::other("interrupted"));
+        }
+        let n = self.src.read(buf)?;
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            let msg = format!("writing {}: {e}", self.copy_path.display());
+            self.failed = Some(CopyFailed::Scratch(msg));
+            return Err(e);
+        }
+        Ok(n)
+    }
 }

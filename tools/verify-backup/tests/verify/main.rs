@@ -13,6 +13,7 @@ use opskit_testkit::{Cluster, cluster};
 mod common;
 use common::*;
 
+mod dumpindex;
 mod hostile;
 
 #[test]
