@@ -2,7 +2,9 @@
 //! a file it can seek in, never from a pipe. The dump is decrypted and
 //! decompressed into a 0600 file in a 0700 directory of this run,
 //! `.opskit-restore-<random>`, in a scratch directory the operator chose,
-//! its sha256 checked as it streams; pg_restore and its workers read that
+//! its sha256 checked as it streams, its data offsets learned on the way
+//! past and written into its table of contents once the set checks out
+//! ([`crate::dumpindex`]); pg_restore and its workers read that
 //! very file through their standard input (`/dev/stdin`), never a path
 //! someone could swap. The run holds a lock in its directory; a directory
 //! whose lock nobody holds is a killed run's, removed by the next run.
