@@ -13,13 +13,17 @@
 //! ([`apply`]), in the fields pg_dump itself would have filled, of the
 //! same size.
 //!
-//! The format is PostgreSQL's (`pg_backup_archiver.c`, `WriteHead`,
-//! `WriteToc`; `pg_backup_custom.c`, `_WriteBlockHeader`), archive
-//! versions 1.12 to 1.16 (pg_dump 9.6 to 18). Anything else, or anything
-//! that does not add up (an unknown block, a block for an entry that has
-//! no data, an entry whose data never comes), leaves the copy as it was:
-//! pg_restore reads it as before, only slower. The scan reads what
-//! passes and keeps one small record per table, whatever the dump's size.
+//! The format is PostgreSQL's (`pg_backup_archiver.c`: `WriteHead`,
+//! `WriteToc`; `pg_backup_custom.c`: `_WriteExtraToc`, `_StartData`,
+//! `_StartLOs`, `_readBlockHeader`), archive versions 1.12 to 1.16
+//! (pg_dump 9.0 to 18; 1.14 is 12 to 15, 1.15 is 16, 1.16 is 17 and 18).
+//! Anything else, or anything that does not add up (an entry whose
+//! "has data" disagrees with its offset flag, a with-oids field that is
+//! not `true` or `false`, an unknown block, a block for an entry that has
+//! no data, an entry whose data never comes, bytes after the last block
+//! that are not one), leaves the copy as it was: pg_restore reads it as
+//! before, only slower. The scan reads what passes and keeps one small
+//! record per table, whatever the dump's size.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -74,6 +78,15 @@ impl From<io::Error> for Unindexed {
     }
 }
 
+impl std::fmt::Display for Unindexed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unindexed::Io(e) => write!(f, "{e}"),
+            Unindexed::Format(m) => f.write_str(m),
+        }
+    }
+}
+
 type Scan<T> = std::result::Result<T, Unindexed>;
 
 fn bad<T>(msg: impl Into<String>) -> Scan<T> {
@@ -122,9 +135,15 @@ impl<R: BufRead> Cursor<R> {
 
     /// pg_dump's integer: a sign byte, then 4 bytes (`int` on every build
     /// pg_dump runs on), lowest first.
+    /// pg_dump never writes one above `i32::MAX` (pg_restore would read
+    /// it as negative): such a dump is not indexed.
     fn int(&mut self) -> Scan<i64> {
         let [sign, b @ ..] = self.bytes::<5>()?;
-        let v = i64::from(u32::from_le_bytes(b));
+        let v = u32::from_le_bytes(b);
+        if v > i32::MAX as u32 {
+            return bad(format!("an integer out of range at byte {}", self.pos - 5));
+        }
+        let v = i64::from(v);
         Ok(if sign != 0 { -v } else { v })
     }
 
@@ -151,6 +170,24 @@ impl<R: BufRead> Cursor<R> {
         }
         self.skip(len as u64)?;
         Ok(true)
+    }
+
+    /// Read a short string that must be one of `allowed`.
+    fn string_of(&mut self, allowed: &[&str]) -> Scan<()> {
+        let at = self.pos;
+        let len = self.int()?;
+        let fits = allowed.iter().any(|a| a.len() as i64 == len);
+        if fits {
+            let mut b = [0u8; 8];
+            let b = &mut b[..len as usize];
+            for x in b.iter_mut() {
+                *x = self.byte()?;
+            }
+            if allowed.iter().any(|a| a.as_bytes() == b) {
+                return Ok(());
+            }
+        }
+        bad(format!("an unexpected field at byte {at}"))
     }
 
     /// Pass over a block's chunks, up to the zero length that ends them.
@@ -188,7 +225,7 @@ fn header<R: BufRead>(c: &mut Cursor<R>) -> Scan<(u8, u8)> {
         return bad("not a pg_dump archive");
     }
     let [major, minor, rev, int_size, off_size, format] = c.bytes::<6>()?;
-    if major != 1 || !(12..=16).contains(&minor) {
+    if major != 1 || !(12..=16).contains(&minor) || rev != 0 {
         return bad(format!("archive version {major}.{minor}.{rev}"));
     }
     if int_size != 4 || off_size != OFF_SIZE || format != FORMAT_CUSTOM {
@@ -221,15 +258,15 @@ fn toc<R: BufRead>(
     let mut by_id = HashMap::new();
     for _ in 0..count.max(0) {
         let dump_id = i32::try_from(c.int()?)
-            .map_err(|_| Unindexed::Format("a dump id out of range".into()))?;
-        c.int()?; // had a dumper
+            .ok()
+            .filter(|&id| id > 0)
+            .ok_or_else(|| Unindexed::Format(format!("a bad dump id at byte {}", c.pos)))?;
+        let has_data = c.int()? != 0;
         c.string()?; // table oid
         c.string()?; // oid
         c.string()?; // tag
         c.string()?; // desc
-        if minor >= 11 {
-            c.int()?; // section
-        }
+        c.int()?; // section
         c.string()?; // definition
         c.string()?; // drop statement
         c.string()?; // copy statement
@@ -242,15 +279,19 @@ fn toc<R: BufRead>(
             c.int()?; // relkind
         }
         c.string()?; // owner
-        c.string()?; // with oids
+        c.string_of(&["false", "true"])?; // with oids
         while c.string()? {} // dependencies, up to a NULL
         let field = c.pos;
         let flag = c.byte()?;
         let recorded = u64::from_le_bytes(c.bytes::<8>()?);
-        match flag {
-            NO_DATA => continue,
-            OFFSET_NOT_SET | OFFSET_SET => {}
-            f => return bad(format!("data offset flag {f} at byte {field}")),
+        match (flag, has_data) {
+            (NO_DATA, false) => continue,
+            (OFFSET_NOT_SET | OFFSET_SET, true) => {}
+            (f, _) => {
+                return bad(format!(
+                    "data offset flag {f} at byte {field} (entry {dump_id}, has data: {has_data})"
+                ));
+            }
         }
         if out.len() == MAX_ENTRIES {
             return bad(format!("more than {MAX_ENTRIES} entries with data"));
@@ -308,10 +349,12 @@ fn blocks<R: BufRead>(
     }
 }
 
-/// Write each entry's data offset into `file`, a copy of the dump that was
-/// scanned, where pg_dump writes it to a file; returns how many were
-/// written. Fields are checked first: a field that does not hold what the
-/// scan saw there is left alone, and so is the whole file.
+/// Write each entry's data offset into `file`, the copy of the dump that
+/// was scanned, where pg_dump writes it to a file; returns how many were
+/// written. Every field is read back first: if one does not hold what
+/// the scan read there (the copy changed), nothing is written. The
+/// offsets go in before their flags, so that a write that fails part
+/// way leaves entries either set right or still "not set".
 pub fn apply(file: &File, index: &Index) -> io::Result<usize> {
     let mut todo = Vec::new();
     for e in &index.entries {
@@ -332,7 +375,10 @@ pub fn apply(file: &File, index: &Index) -> io::Result<usize> {
         todo.push((e.field, now));
     }
     for (at, bytes) in &todo {
-        file.write_all_at(bytes, *at)?;
+        file.write_all_at(&bytes[1..], at + 1)?;
+    }
+    for (at, bytes) in &todo {
+        file.write_all_at(&bytes[..1], *at)?;
     }
     Ok(todo.len())
 }
@@ -356,11 +402,23 @@ mod tests {
         }
     }
 
+    type Block<'a> = (u8, i64, &'a [&'a [u8]]);
+
     /// An archive 1.16 with `entries` (dump id, offset flag) and then
     /// `blocks` (type, dump id, chunks).
-    fn archive(entries: &[(i64, u8)], blocks: &[(u8, i64, &[&[u8]])]) -> Vec<u8> {
+    fn archive(entries: &[(i64, u8)], blocks: &[Block]) -> Vec<u8> {
+        archive_of(16, entries, blocks)
+    }
+
+    /// The same, of archive version 1.`minor`.
+    fn archive_of(minor: u8, entries: &[(i64, u8)], blocks: &[Block]) -> Vec<u8> {
         let mut v = b"PGDMP".to_vec();
-        v.extend_from_slice(&[1, 16, 0, 4, 8, 1, 0]);
+        v.extend_from_slice(&[1, minor, 0, 4, 8, 1]);
+        if minor >= 15 {
+            v.push(0);
+        } else {
+            int(&mut v, 0);
+        }
         for t in [1, 2, 3, 4, 5, 126, 0] {
             int(&mut v, t);
         }
@@ -375,17 +433,16 @@ mod tests {
                 string(&mut v, Some(s));
             }
             int(&mut v, 2);
-            for s in [
-                Some(""),
-                Some(""),
-                Some("COPY t FROM stdin;\n"),
-                Some("public"),
-                None,
-                None,
-            ] {
+            let copy = "COPY t FROM stdin;\n";
+            for s in [Some(""), Some(""), Some(copy), Some("public"), None] {
                 string(&mut v, s);
             }
-            int(&mut v, 0);
+            if minor >= 14 {
+                string(&mut v, Some("heap"));
+            }
+            if minor >= 16 {
+                int(&mut v, i64::from(b'r'));
+            }
             for s in [Some("app"), Some("false"), Some("3"), None] {
                 string(&mut v, s);
             }
@@ -431,6 +488,41 @@ mod tests {
     }
 
     #[test]
+    fn every_version_and_any_read_size_give_the_same_blocks() {
+        let rows: &[&[u8]] = &[b"1\tx\n", b"2\ty\n"];
+        for minor in 12..=16 {
+            let a = archive_of(
+                minor,
+                &[(2, NO_DATA), (5, OFFSET_NOT_SET), (6, OFFSET_NOT_SET)],
+                &[(BLK_DATA, 5, rows), (BLK_DATA, 6, &[])],
+            );
+            let whole = scan(&a[..]).unwrap();
+            assert_eq!(whole.version, (minor, 0));
+            assert!(whole.entries.iter().all(|e| e.block.is_some()));
+            for cap in [1, 3, 7] {
+                let bit = scan(io::BufReader::with_capacity(cap, &a[..])).unwrap();
+                assert_eq!(bit.entries, whole.entries, "1.{minor}, reads of {cap}");
+            }
+        }
+        // Large objects: an oid, its chunks, ..., an oid of 0.
+        let mut a = archive(&[(4, OFFSET_NOT_SET)], &[]);
+        let start = a.len();
+        a.push(BLK_BLOBS);
+        int(&mut a, 4);
+        for oid in [16400, 16401] {
+            int(&mut a, oid);
+            for c in [&b"\x00\x00\x40\x00"[..], b"\xde\xad"] {
+                int(&mut a, c.len() as i64);
+                a.extend_from_slice(c);
+            }
+            int(&mut a, 0);
+        }
+        int(&mut a, 0);
+        let index = scan(&a[..]).unwrap();
+        assert_eq!(index.entries[0].block, Some(start as u64));
+    }
+
+    #[test]
     fn a_dump_that_does_not_add_up_is_not_indexed() {
         let one: &[&[u8]] = &[b"row\n"];
         let cases = [
@@ -454,6 +546,7 @@ mod tests {
                 "a block of type 9",
             ),
             (archive(&[(7, 4)], &[]), "data offset flag 4"),
+            (archive(&[(0, NO_DATA)], &[]), "a bad dump id"),
         ];
         for (bytes, why) in cases {
             let m = format_error(&bytes);
@@ -462,11 +555,28 @@ mod tests {
         let mut cut = archive(&[(7, OFFSET_NOT_SET)], &[(BLK_DATA, 7, one)]);
         cut.truncate(cut.len() - 6);
         assert!(format_error(&cut).contains("ends early"));
+        // An entry whose "has data" disagrees with its flag, as when a
+        // field of another version is read in the wrong place.
+        let a = archive(&[(7, OFFSET_NOT_SET)], &[(BLK_DATA, 7, one)]);
+        let has_data = 5 + 7 + 7 * 5 + (5 + 3) + (5 + 4) * 2 + 5 + 5;
+        assert_eq!(a[has_data..has_data + 5], [0, 1, 0, 0, 0]);
+        let mut b = a.clone();
+        b[has_data + 1] = 0;
+        assert!(format_error(&b).contains("has data: false"));
+        // A with-oids field that is neither true nor false.
+        let at = a.windows(5).position(|w| w == b"false").unwrap();
+        let mut b = a.clone();
+        b[at] = b'F';
+        assert!(format_error(&b).contains("an unexpected field"));
+        // A length pg_restore would read as negative.
+        let mut b = a.clone();
+        b[at - 4..at].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        assert!(format_error(&b).contains("out of range"));
         let mut newer = archive(&[], &[]);
         newer[6] = 17;
         assert!(format_error(&newer).contains("archive version 1.17.0"));
         assert!(format_error(b"PK\x03\x04\x14\x00\x00\x00").contains("not a pg_dump archive"));
-        // A table of contents claiming 2^31 entries costs what it holds.
+        // A table of contents claiming 2^31 - 1 entries costs what it holds.
         let mut huge = archive(&[], &[]);
         let at = huge.len() - 5;
         huge[at..].copy_from_slice(&[0, 0xff, 0xff, 0xff, 0x7f]);

@@ -238,16 +238,19 @@ pub(crate) fn copy(
         };
         let mut buffered = BufReader::with_capacity(1 << 20, &mut tee);
         let scanned = dumpindex::scan(&mut buffered);
-        // The rest, where the scan stopped early.
-        let drained = io::copy(&mut buffered, &mut io::sink());
+        // The rest, where the scan stopped at what it does not index; a
+        // failed read stops the copy there.
+        let drained = match &scanned {
+            Err(Unindexed::Io(_)) => Ok(0),
+            _ => io::copy(&mut buffered, &mut io::sink()),
+        };
         drop(buffered);
         if let Some(f) = tee.failed {
             return Err(f);
         }
-        drained.map_err(read_failed)?;
-        match scanned {
-            Err(Unindexed::Io(e)) => return Err(read_failed(e)),
-            other => other,
+        match (scanned, drained) {
+            (Err(Unindexed::Io(e)), _) | (_, Err(e)) => return Err(read_failed(e)),
+            (scanned, Ok(_)) => scanned,
         }
     };
     reader
@@ -259,12 +262,12 @@ pub(crate) fn copy(
             "{}: data offsets of {n} entries written",
             copy_path.display()
         ),
-        Ok(Err(e)) => log::info!(
+        Ok(Err(e)) => log::warn!(
             "{}: data offsets not written ({e}); pg_restore scans for them",
             copy_path.display()
         ),
         Err(why) => log::info!(
-            "{}: data offsets not learned ({why:?}); pg_restore scans for them",
+            "{}: data offsets not learned ({why}); pg_restore scans for them",
             copy_path.display()
         ),
     }
