@@ -434,6 +434,69 @@ fn a_parallel_restore_needs_room_for_its_copy() {
     assert!(made.iter().all(|m| m.contains("_before_")), "{made:?}");
 }
 
+/// The copy of a parallel restore that cannot be written part way, after
+/// the room check passed (a file size limit stands in for a disk another
+/// writer fills meanwhile): asked for `--jobs 2`, the restore fails naming
+/// the write, restores nothing and leaves no copy; by default it streams
+/// the dump instead and says why.
+#[test]
+fn a_parallel_restore_whose_copy_fails_part_way() {
+    let c = cluster();
+    let db = c.create_db();
+    c.query(
+        &db.name,
+        "CREATE TABLE t AS SELECT g, md5(g::text) AS v FROM generate_series(1, 20000) g",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(opskit_testkit::signing::command(bin("pgbackup"))
+        .arg("--dest")
+        .arg(tmp.path())
+        .args(["--db", &db.url])
+        .arg("--pg-bindir")
+        .arg(c.bindir()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let set = out.records()[0]["path"].as_str().unwrap().to_string();
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    // Writes past 64 KiB fail (EFBIG) rather than kill: SIGXFSZ ignored.
+    let limited = |jobs: &[&str]| {
+        run(opskit_testkit::signing::command("bash")
+            .env_remove("OPSKIT_RESTORE_JOBS")
+            .env_remove("OPSKIT_LOG")
+            .args(["-c", "trap '' XFSZ; ulimit -f 64; exec \"$@\"", "bash"])
+            .arg(bin("verify-backup"))
+            .arg("--scratch")
+            .arg(&scratch)
+            .arg("--pg-bindir")
+            .arg(c.bindir())
+            .args(["--restore-into", &c.url("postgres")])
+            .args(jobs)
+            .arg(&set))
+    };
+    let asked = limited(&["--jobs", "2"]);
+    assert_ne!(asked.code, 0, "{}", asked.stderr);
+    assert!(
+        asked.stderr.contains("writing ") && asked.stderr.contains("File too large"),
+        "{}",
+        asked.stderr
+    );
+    assert!(asked.events("verify").iter().all(|v| v["ok"] != true));
+    let by_default = limited(&[]);
+    assert_eq!(by_default.code, 0, "{}", by_default.stderr);
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(
+            by_default.stderr.contains("File too large")
+                && by_default
+                    .stderr
+                    .contains("streaming the dump with one job instead"),
+            "{}",
+            by_default.stderr
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// kill -9 during a parallel restore: its copy of the dump is left and
 /// the half-restored database is the scratch one (the live database is
 /// untouched); the next run removes the copy, says so, and restores.

@@ -14,6 +14,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
 use opskit::backupset::FileEntry;
 use opskit::crypt::Identities;
@@ -225,28 +226,53 @@ pub(crate) fn copy(
     let copy_path = made.path().join(&source.entry.name);
     let mut reader = source.open(ids).map_err(CopyFailed::Set)?;
     let read_failed = |e: io::Error| CopyFailed::Set(format!("reading {}: {e}", path.display()));
+    let started = std::time::Instant::now();
     let scanned = {
         let src = opskit::codec::reader(source.entry.compression, &mut reader)
             .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))
             .map_err(CopyFailed::Set)?;
-        let mut tee = Tee {
-            src,
-            out: &out,
-            copy_path: &copy_path,
-            interrupted,
-            failed: None,
-        };
-        let mut buffered = BufReader::with_capacity(1 << 20, &mut tee);
-        let scanned = dumpindex::scan(&mut buffered);
-        // The rest, where the scan stopped at what it does not index; a
-        // failed read stops the copy there.
-        let drained = match &scanned {
-            Err(Unindexed::Io(_)) => Ok(0),
-            _ => io::copy(&mut buffered, &mut io::sink()),
-        };
-        drop(buffered);
-        if let Some(f) = tee.failed {
-            return Err(f);
+        let (scanned, drained, stopped, written) = std::thread::scope(|s| {
+            // The copy is written on a thread of its own while this one
+            // reads, decrypts, decompresses and scans: two cores, and
+            // pg_restore has not started yet.
+            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+            let (back, spare) = mpsc::channel::<Vec<u8>>();
+            let out = &out;
+            let writer = s.spawn(move || -> io::Result<()> {
+                for buf in rx {
+                    (&*out).write_all(&buf)?;
+                    let _ = back.send(buf);
+                }
+                Ok(())
+            });
+            let mut tee = Tee {
+                src,
+                tx,
+                spare,
+                interrupted,
+                stopped: false,
+            };
+            let mut buffered = BufReader::with_capacity(1 << 20, &mut tee);
+            let scanned = dumpindex::scan(&mut buffered);
+            // The rest, where the scan stopped at what it does not index;
+            // a failed read stops the copy there.
+            let drained = match &scanned {
+                Err(Unindexed::Io(_)) => Ok(0),
+                _ => io::copy(&mut buffered, &mut io::sink()),
+            };
+            drop(buffered);
+            let stopped = tee.stopped;
+            drop(tee);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the writing thread panicked")));
+            (scanned, drained, stopped, written)
+        });
+        if let Err(e) = written {
+            return Err(scratch(format!("writing {}: {e}", copy_path.display())));
+        }
+        if stopped {
+            return Err(CopyFailed::Set("interrupted".into()));
         }
         match (scanned, drained) {
             (Err(Unindexed::Io(e)), _) | (_, Err(e)) => return Err(read_failed(e)),
@@ -272,10 +298,11 @@ pub(crate) fn copy(
         ),
     }
     log::info!(
-        "copied {} ({}) to {} for pg_restore to read in parallel",
+        "copied {} ({}) to {} in {:.1}s for pg_restore to read in parallel",
         source.entry.name,
         opskit::units::format_size(size(source.entry)),
-        copy_path.display()
+        copy_path.display(),
+        started.elapsed().as_secs_f64()
     );
     Ok(Copy {
         _dir: made,
@@ -284,27 +311,32 @@ pub(crate) fn copy(
     })
 }
 
-/// The copy's reader: what it reads is written to the copy first; an
-/// interruption or a failed write stops it, saying why in `failed`.
+/// The copy's reader: what it reads is handed to the writing thread; an
+/// interruption, or that thread gone (its write failed), stops it.
 struct Tee<'a, R> {
     src: R,
-    out: &'a File,
-    copy_path: &'a Path,
+    tx: mpsc::SyncSender<Vec<u8>>,
+    spare: mpsc::Receiver<Vec<u8>>,
     interrupted: &'a AtomicBool,
-    failed: Option<CopyFailed>,
+    /// Stopped by the interruption.
+    stopped: bool,
 }
 
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.interrupted.load(Ordering::SeqCst) {
-            self.failed = Some(CopyFailed::Set("interrupted".into()));
+            self.stopped = true;
             return Err(io::Error::other("interrupted"));
         }
         let n = self.src.read(buf)?;
-        if let Err(e) = self.out.write_all(&buf[..n]) {
-            let msg = format!("writing {}: {e}", self.copy_path.display());
-            self.failed = Some(CopyFailed::Scratch(msg));
-            return Err(e);
+        if n > 0 {
+            let mut copy = self.spare.try_recv().unwrap_or_default();
+            copy.clear();
+            copy.extend_from_slice(&buf[..n]);
+            // The writer is gone only when a write failed: it says why.
+            if self.tx.send(copy).is_err() {
+                return Err(io::Error::other("the copy could not be written"));
+            }
         }
         Ok(n)
     }
