@@ -20,7 +20,7 @@ use opskit::backupset::FileEntry;
 use opskit::crypt::Identities;
 use opskit::{Error, Result};
 
-use crate::dumpindex::{self, Unindexed};
+use crate::dumpindex::{self, Index, Unindexed};
 use crate::restore::Source;
 
 const PREFIX: &str = ".opskit-restore-";
@@ -225,59 +225,12 @@ pub(crate) fn copy(
     let out = new(&source.entry.name)?;
     let copy_path = made.path().join(&source.entry.name);
     let mut reader = source.open(ids).map_err(CopyFailed::Set)?;
-    let read_failed = |e: io::Error| CopyFailed::Set(format!("reading {}: {e}", path.display()));
     let started = std::time::Instant::now();
     let scanned = {
         let src = opskit::codec::reader(source.entry.compression, &mut reader)
             .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))
             .map_err(CopyFailed::Set)?;
-        let (scanned, drained, stopped, written) = std::thread::scope(|s| {
-            // The copy is written on a thread of its own while this one
-            // reads, decrypts, decompresses and scans: two cores, and
-            // pg_restore has not started yet.
-            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
-            let (back, spare) = mpsc::channel::<Vec<u8>>();
-            let out = &out;
-            let writer = s.spawn(move || -> io::Result<()> {
-                for buf in rx {
-                    (&*out).write_all(&buf)?;
-                    let _ = back.send(buf);
-                }
-                Ok(())
-            });
-            let mut tee = Tee {
-                src,
-                tx,
-                spare,
-                interrupted,
-                stopped: false,
-            };
-            let mut buffered = BufReader::with_capacity(1 << 20, &mut tee);
-            let scanned = dumpindex::scan(&mut buffered);
-            // The rest, where the scan stopped at what it does not index;
-            // a failed read stops the copy there.
-            let drained = match &scanned {
-                Err(Unindexed::Io(_)) => Ok(0),
-                _ => io::copy(&mut buffered, &mut io::sink()),
-            };
-            drop(buffered);
-            let stopped = tee.stopped;
-            drop(tee);
-            let written = writer
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the writing thread panicked")));
-            (scanned, drained, stopped, written)
-        });
-        if let Err(e) = written {
-            return Err(scratch(format!("writing {}: {e}", copy_path.display())));
-        }
-        if stopped {
-            return Err(CopyFailed::Set("interrupted".into()));
-        }
-        match (scanned, drained) {
-            (Err(Unindexed::Io(e)), _) | (_, Err(e)) => return Err(read_failed(e)),
-            (scanned, Ok(_)) => scanned,
-        }
+        write_scanned(src, &out, interrupted, (&path, &copy_path))?
     };
     reader
         .finish(source.entry)
@@ -309,6 +262,67 @@ pub(crate) fn copy(
         _lock: lock,
         file: out,
     })
+}
+
+/// Write `src` into `out` on a thread of its own while this one reads,
+/// decrypts, decompresses and scans it for its data offsets (two cores,
+/// and pg_restore has not started yet); stops at an interruption, a
+/// failed read or a failed write. `names`: the set's file and the copy,
+/// for messages. Returns what the scan learned.
+fn write_scanned(
+    src: impl Read,
+    out: &File,
+    interrupted: &AtomicBool,
+    (path, copy_path): (&Path, &Path),
+) -> std::result::Result<std::result::Result<Index, Unindexed>, CopyFailed> {
+    let (scanned, drained, stopped, written) = std::thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+        let (back, spare) = mpsc::channel::<Vec<u8>>();
+        let writer = s.spawn(move || -> io::Result<()> {
+            for buf in rx {
+                (&*out).write_all(&buf)?;
+                let _ = back.send(buf);
+            }
+            Ok(())
+        });
+        let mut tee = Tee {
+            src,
+            tx,
+            spare,
+            interrupted,
+            stopped: false,
+        };
+        let mut buffered = BufReader::with_capacity(1 << 20, &mut tee);
+        let scanned = dumpindex::scan(&mut buffered);
+        // The rest, where the scan stopped at what it does not index; a
+        // failed read stops the copy there.
+        let drained = match &scanned {
+            Err(Unindexed::Io(_)) => Ok(0),
+            _ => io::copy(&mut buffered, &mut io::sink()),
+        };
+        drop(buffered);
+        let stopped = tee.stopped;
+        drop(tee);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the writing thread panicked")));
+        (scanned, drained, stopped, written)
+    });
+    if let Err(e) = written {
+        return Err(CopyFailed::Scratch(format!(
+            "writing {}: {e}",
+            copy_path.display()
+        )));
+    }
+    if stopped {
+        return Err(CopyFailed::Set("interrupted".into()));
+    }
+    match (scanned, drained) {
+        (Err(Unindexed::Io(e)), _) | (_, Err(e)) => {
+            Err(CopyFailed::Set(format!("reading {}: {e}", path.display())))
+        }
+        (scanned, Ok(_)) => Ok(scanned),
+    }
 }
 
 /// The copy's reader: what it reads is handed to the writing thread; an
