@@ -126,11 +126,54 @@ recovery_failed() {
 # command, loads a library or connects out is forced on the command line
 # (walarchive's start_options), and it listens on its own socket only.
 start_options=$(jq -r .start_options <<<"$rec")
-pg_ctl -D "$into" -l "$into.log" -w -t 3600 \
-    -o "$start_options -c port=$port -c unix_socket_directories='$into'" \
-    start >/dev/null || recovery_failed "did not start"
+raised=""
+start_side() {
+    pg_ctl -D "$into" -l "$into.log" -w -t 3600 \
+        -o "$start_options$raised -c port=$port -c unix_socket_directories='$into'" \
+        start >/dev/null
+}
+# The settings a recovery needs at least production's values of
+# (max_connections and four more), as production last ran with them: the
+# recovery writes each change it replays into the control file. One that
+# production raised after the base set (restarted with max_connections =
+# 500) pauses the recovery (14+; "recovery has paused", for ever) or stops
+# it ("insufficient parameter settings"): the cluster is restarted with
+# production's values, and recovery goes on from where it was. Needs the
+# server's pg_controldata; without it the pause is named, not waited out.
+control_settings() {
+    local pgcd
+    pgcd="$(dirname "$(command -v pg_ctl)")/pg_controldata"
+    [[ -x "$pgcd" ]] || return 0
+    LC_ALL=C "$pgcd" -D "$into" | awk -F': *' '
+        $1 == "max_connections setting" { printf " -c max_connections=%d", $2 }
+        $1 == "max_worker_processes setting" { printf " -c max_worker_processes=%d", $2 }
+        $1 == "max_wal_senders setting" { printf " -c max_wal_senders=%d", $2 }
+        $1 == "max_prepared_xacts setting" { printf " -c max_prepared_transactions=%d", $2 }
+        $1 == "max_locks_per_xact setting" { printf " -c max_locks_per_transaction=%d", $2 }'
+}
+restart_with_production_settings() { # WHY: the pause or the stop
+    local want
+    want=$(control_settings)
+    if ((restarts++ >= 3)) || [[ -z "$want" || "$want" == "$raised" ]]; then
+        pg_ctl -D "$into" stop -m fast -w >/dev/null 2>&1 || true
+        recovery_failed "$1 its recovery, and a restart with production's settings does not help"
+    fi
+    log "recovery $1: production ran with higher settings than the base set's when it wrote that WAL; restarting the recovered cluster with production's${want//-c /}"
+    if pg_ctl -D "$into" status >/dev/null; then
+        pg_ctl -D "$into" stop -m fast -w >/dev/null
+    fi
+    raised=$want
+    start_side || recovery_failed "did not start again with${raised//-c /}"
+}
+start_side || recovery_failed "did not start"
+restarts=0
 while [[ $(psql_side -c 'SELECT pg_is_in_recovery()' 2>/dev/null) != f ]]; do
-    pg_ctl -D "$into" status >/dev/null || recovery_failed "stopped during recovery"
+    if ! pg_ctl -D "$into" status >/dev/null; then
+        grep -q 'insufficient parameter settings' "$into.log" || recovery_failed "stopped during recovery"
+        restart_with_production_settings "stopped"
+    elif [[ $(psql_side -c 'SELECT pg_is_wal_replay_paused()' 2>/dev/null) == t ]]; then
+        restart_with_production_settings "paused"
+    fi
     sleep 0.5
 done
 took=$(elapsed "$t0")

@@ -28,7 +28,7 @@ fn the_newest_recoverable_point_is_the_last_archived_commit_to_the_microsecond()
          INSERT INTO orders (note) SELECT 'before the base backup' FROM generate_series(1, 100)",
     );
     // Before the base set, which then carries max_prepared_transactions
-    // (a recovered cluster with a lower one than its WAL pauses).
+    // (a setting raised after the set is the last step's own case).
     forged_commit_in_a_prepared_transactions_name(&d);
     let set = d.take_base(c).display().to_string();
 
@@ -154,6 +154,71 @@ fn the_newest_recoverable_point_is_the_last_archived_commit_to_the_microsecond()
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
 
     bucket_window(&d, &set, &at);
+    recovered_past_a_raised_setting(&d);
+}
+
+/// Production restarted with a setting raised after the base set (here
+/// max_prepared_transactions 5 -> 7; max_connections in life): a recovery
+/// with the set's own value pauses once it replays that change ("recovery
+/// has paused", for ever, on 14+). restore-pitr.sh restarts the recovered
+/// cluster with production's values and reaches the newest point; it
+/// waited for ever before.
+fn recovered_past_a_raised_setting(d: &Drill) {
+    let c = d.c;
+    c.query("postgres", "ALTER SYSTEM SET max_prepared_transactions = 7");
+    c.restart();
+    c.query(
+        &d.db,
+        "INSERT INTO orders (note) VALUES ('after the restart')",
+    );
+    let last_id = c.query(&d.db, "SELECT max(id) FROM orders")[0].clone();
+    d.archive_now();
+    let side = d.dir.join("side-raised");
+    let port = opskit_testkit::pg::free_port();
+    let script = d.dir.join("scripts").join("restore-pitr.sh");
+    // A bound, so that a recovery that waits for ever fails the test.
+    let out = run(d
+        .cmd(std::path::Path::new("timeout"))
+        .args(["120"])
+        .arg(&script)
+        .args(["--to-latest", "--port", &port.to_string(), "--into"])
+        .arg(&side));
+    let side_up = side.join("postmaster.pid").exists();
+    let (count_max, settings) = if out.code == 0 {
+        let (_, max) = d.side_orders(&side, port);
+        let mut cl = postgres::Config::new()
+            .host_path(&side)
+            .port(port)
+            .user(opskit_testkit::pg::SUPERUSER)
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+            .unwrap();
+        let v: String = cl
+            .query_one("SHOW max_prepared_transactions", &[])
+            .unwrap()
+            .get(0);
+        (max, v)
+    } else {
+        (0, String::new())
+    };
+    if side_up {
+        d.stop_side(&side);
+    }
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("recovery paused: production ran with higher settings")
+            && out.stderr.contains("max_prepared_transactions=7"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        count_max.to_string(),
+        last_id,
+        "the row written after the restart"
+    );
+    assert_eq!(settings, "7");
+    fs::remove_dir_all(&side).unwrap();
 }
 
 /// Any database user may name a prepared transaction, and pg_waldump
