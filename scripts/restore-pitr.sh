@@ -115,7 +115,7 @@ psql_side() { PGOPTIONS=$side_options psql -X -q -A -t -h "$into" -p "$port" -U 
 # Why recovery stopped, from the server log; exits 2 (production untouched).
 recovery_failed() {
     log "the recovered cluster $1; its log ($into.log) ends:"
-    grep -E 'FATAL|PANIC|recovery' "$into.log" | tail -n 5 >&2
+    grep -E 'FATAL|PANIC|recovery|lower setting' "$into.log" | tail -n 5 >&2
     if grep -q 'recovery ended before configured recovery target was reached' "$into.log"; then
         rm -rf "$into"
         die "the archive ends before $target_desc: no transaction after that time is archived yet (wait for the next WAL file, or recover --to-latest); production was not touched" 2
@@ -126,53 +126,80 @@ recovery_failed() {
 # command, loads a library or connects out is forced on the command line
 # (walarchive's start_options), and it listens on its own socket only.
 start_options=$(jq -r .start_options <<<"$rec")
-raised=""
+raised="" log_from=0 restarts=0 told_paused=0
 start_side() {
+    log_from=$(stat -c %s "$into.log" 2>/dev/null || echo 0)
     pg_ctl -D "$into" -l "$into.log" -w -t 3600 \
         -o "$start_options$raised -c port=$port -c unix_socket_directories='$into'" \
         start >/dev/null
 }
+# What the server logged since it was last started.
+new_log() { tail -c +"$((log_from + 1))" "$into.log" 2>/dev/null || true; }
 # The settings a recovery needs at least production's values of
-# (max_connections and four more), as production last ran with them: the
-# recovery writes each change it replays into the control file. One that
-# production raised after the base set (restarted with max_connections =
-# 500) pauses the recovery (14+; "recovery has paused", for ever) or stops
-# it ("insufficient parameter settings"): the cluster is restarted with
-# production's values, and recovery goes on from where it was. Needs the
-# server's pg_controldata; without it the pause is named, not waited out.
+# (max_connections and four more), as -c options, from the control file,
+# where the recovery writes each change it replays. One that production
+# raised after the base set (restarted with max_connections = 500) stops
+# the recovery ("insufficient parameter settings") or, once the copy takes
+# read-only queries, pauses it for ever (14+): the copy is restarted with
+# these, and recovery goes on from where it was.
+pg_controldata_path() { echo "$(dirname "$(readlink -f "$(command -v pg_ctl)")")/pg_controldata"; }
 control_settings() {
-    local pgcd
-    pgcd="$(dirname "$(command -v pg_ctl)")/pg_controldata"
-    [[ -x "$pgcd" ]] || return 0
-    LC_ALL=C "$pgcd" -D "$into" | awk -F': *' '
+    LC_ALL=C "$(pg_controldata_path)" -D "$into" | awk -F': *' '
         $1 == "max_connections setting" { printf " -c max_connections=%d", $2 }
         $1 == "max_worker_processes setting" { printf " -c max_worker_processes=%d", $2 }
         $1 == "max_wal_senders setting" { printf " -c max_wal_senders=%d", $2 }
         $1 == "max_prepared_xacts setting" { printf " -c max_prepared_transactions=%d", $2 }
         $1 == "max_locks_per_xact setting" { printf " -c max_locks_per_transaction=%d", $2 }'
 }
-restart_with_production_settings() { # WHY: the pause or the stop
-    local want
-    want=$(control_settings)
+# Does the running copy have less of any than the control file asks?
+below_control() { # WANT
+    local opt name value have
+    for opt in $1; do
+        [[ "$opt" == *=* ]] || continue
+        name=${opt%%=*} value=${opt#*=} have=""
+        have=$(psql_side -c "SELECT current_setting('$name')" 2>/dev/null) || return 0
+        [[ "$have" =~ ^[0-9]+$ ]] || return 0
+        ((have < value)) && return 0
+    done
+    return 1
+}
+stop_side() { pg_ctl -D "$into" stop -m fast -w -t 3600 >/dev/null 2>&1 || true; }
+restart_with_production_settings() { # WHAT happened: paused, stopped
+    local want=""
+    if [[ ! -x "$(pg_controldata_path)" ]]; then
+        stop_side
+        recovery_failed "$1 its recovery: production's settings are higher than the base set's, and without $(pg_controldata_path) they cannot be read"
+    fi
+    want=$(control_settings) || want=""
     if ((restarts++ >= 3)) || [[ -z "$want" || "$want" == "$raised" ]]; then
-        pg_ctl -D "$into" stop -m fast -w >/dev/null 2>&1 || true
-        recovery_failed "$1 its recovery, and a restart with production's settings does not help"
+        stop_side
+        recovery_failed "$1 its recovery for its settings, and a restart with production's${want//-c /} did not help"
     fi
     log "recovery $1: production ran with higher settings than the base set's when it wrote that WAL; restarting the recovered cluster with production's${want//-c /}"
     if pg_ctl -D "$into" status >/dev/null; then
-        pg_ctl -D "$into" stop -m fast -w >/dev/null
+        pg_ctl -D "$into" stop -m fast -w -t 3600 >/dev/null || recovery_failed "did not stop for the restart"
     fi
     raised=$want
-    start_side || recovery_failed "did not start again with${raised//-c /}"
+    start_side || stopped_side "did not start again"
 }
-start_side || recovery_failed "did not start"
-restarts=0
+# The copy is down: for its settings, restart it; otherwise fail (exit 2).
+stopped_side() { # WHAT: did not start, stopped during recovery
+    new_log | grep -q 'insufficient parameter settings' || recovery_failed "$1"
+    restart_with_production_settings "stopped"
+}
+start_side || stopped_side "did not start"
 while [[ $(psql_side -c 'SELECT pg_is_in_recovery()' 2>/dev/null) != f ]]; do
     if ! pg_ctl -D "$into" status >/dev/null; then
-        grep -q 'insufficient parameter settings' "$into.log" || recovery_failed "stopped during recovery"
-        restart_with_production_settings "stopped"
+        stopped_side "stopped during recovery"
     elif [[ $(psql_side -c 'SELECT pg_is_wal_replay_paused()' 2>/dev/null) == t ]]; then
-        restart_with_production_settings "paused"
+        want=$(control_settings 2>/dev/null) || want=""
+        if { [[ -n "$want" ]] && below_control "$want"; } \
+            || { [[ -z "$want" ]] && new_log | grep -q 'insufficient parameter settings'; }; then
+            restart_with_production_settings "paused"
+        elif ((!told_paused++)); then
+            # Paused by hand (pg_wal_replay_pause()): waited for.
+            log "recovery is paused, not for its settings: SELECT pg_wal_replay_resume() on the copy goes on"
+        fi
     fi
     sleep 0.5
 done

@@ -162,18 +162,33 @@ fn the_newest_recoverable_point_is_the_last_archived_commit_to_the_microsecond()
 /// with the set's own value pauses once it replays that change ("recovery
 /// has paused", for ever, on 14+). restore-pitr.sh restarts the recovered
 /// cluster with production's values and reaches the newest point; it
-/// waited for ever before.
+/// waited for ever before. Then a base set whose configuration says less
+/// than production runs with (lowered, not yet restarted): the recovery
+/// stops at its start, and is restarted the same way.
 fn recovered_past_a_raised_setting(d: &Drill) {
     let c = d.c;
     c.query("postgres", "ALTER SYSTEM SET max_prepared_transactions = 7");
     c.restart();
+    recover_with_production_settings(d, "paused");
+    c.query("postgres", "ALTER SYSTEM SET max_prepared_transactions = 3");
+    let set = d.take_base(c);
+    let out = run(d.tool("verify-backup").arg("--record").arg(&set));
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    recover_with_production_settings(d, "stopped");
+}
+
+/// restore-pitr.sh --to-latest after a new row: the recovery `what`
+/// (paused, stopped) for max_prepared_transactions, and went on with
+/// production's 7.
+fn recover_with_production_settings(d: &Drill, what: &str) {
+    let c = d.c;
     c.query(
         &d.db,
-        "INSERT INTO orders (note) VALUES ('after the restart')",
+        &format!("INSERT INTO orders (note) VALUES ('{what}')"),
     );
     let last_id = c.query(&d.db, "SELECT max(id) FROM orders")[0].clone();
     d.archive_now();
-    let side = d.dir.join("side-raised");
+    let side = Side(d.dir.join(format!("side-{what}")));
     let port = opskit_testkit::pg::free_port();
     let script = d.dir.join("scripts").join("restore-pitr.sh");
     // A bound, so that a recovery that waits for ever fails the test.
@@ -182,43 +197,49 @@ fn recovered_past_a_raised_setting(d: &Drill) {
         .args(["120"])
         .arg(&script)
         .args(["--to-latest", "--port", &port.to_string(), "--into"])
-        .arg(&side));
-    let side_up = side.join("postmaster.pid").exists();
-    let (count_max, settings) = if out.code == 0 {
-        let (_, max) = d.side_orders(&side, port);
-        let mut cl = postgres::Config::new()
-            .host_path(&side)
-            .port(port)
-            .user(opskit_testkit::pg::SUPERUSER)
-            .dbname("postgres")
-            .connect(postgres::NoTls)
-            .unwrap();
-        let v: String = cl
-            .query_one("SHOW max_prepared_transactions", &[])
-            .unwrap()
-            .get(0);
-        (max, v)
-    } else {
-        (0, String::new())
-    };
-    if side_up {
-        d.stop_side(&side);
-    }
+        .arg(&side.0));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(
-        out.stderr
-            .contains("recovery paused: production ran with higher settings")
-            && out.stderr.contains("max_prepared_transactions=7"),
+        out.stderr.contains(&format!(
+            "recovery {what}: production ran with higher settings"
+        )) && out.stderr.contains("max_prepared_transactions=7"),
         "{}",
         out.stderr
     );
-    assert_eq!(
-        count_max.to_string(),
-        last_id,
-        "the row written after the restart"
-    );
-    assert_eq!(settings, "7");
-    fs::remove_dir_all(&side).unwrap();
+    let (_, max) = d.side_orders(&side.0, port);
+    assert_eq!(max.to_string(), last_id, "the newest row");
+    let mut cl = postgres::Config::new()
+        .host_path(&side.0)
+        .port(port)
+        .user(opskit_testkit::pg::SUPERUSER)
+        .dbname("postgres")
+        .connect(postgres::NoTls)
+        .unwrap();
+    let v: String = cl
+        .query_one("SHOW max_prepared_transactions", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "7");
+}
+
+/// A recovered cluster's data directory: stopped and removed when the
+/// test is done with it, whatever failed.
+struct Side(std::path::PathBuf);
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        if self.0.join("postmaster.pid").exists() {
+            let c = archiving_cluster();
+            let mut pg_ctl = Command::new(c.bindir().join("pg_ctl"));
+            let _ = c
+                .as_server_user(&mut pg_ctl)
+                .arg("-D")
+                .arg(&self.0)
+                .args(["stop", "-m", "immediate", "-w"])
+                .status();
+        }
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Any database user may name a prepared transaction, and pg_waldump
