@@ -200,10 +200,22 @@ fn a_parallel_restore_killed_mid_way() {
     };
     child.kill().unwrap();
     child.wait().unwrap();
+    // pg_restore goes with it (SIGTERM on its parent's death), rather than
+    // load a database nobody checks from a copy nobody removes.
+    let alive = || std::path::Path::new(&format!("/proc/{pg_restore}")).exists();
+    let gone_by = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while alive() && std::time::Instant::now() < gone_by {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let outlived = alive();
     let _ = Command::new("pkill")
         .args(["-KILL", "-P", &pg_restore])
         .status();
     let _ = Command::new("kill").args(["-KILL", &pg_restore]).status();
+    assert!(
+        !outlived,
+        "pg_restore outlived the verify-backup that ran it"
+    );
     assert_eq!(copies().len(), 1, "the killed run's copy is left");
     assert_eq!(
         c.query(&db.name, "SELECT count(*) FROM events"),

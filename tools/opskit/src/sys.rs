@@ -117,6 +117,32 @@ pub fn terminate(pid: u32) -> std::io::Result<()> {
     }
 }
 
+/// Have the child `cmd` starts receive SIGTERM when this process dies,
+/// even by SIGKILL (Linux's `PR_SET_PDEATHSIG`): a `pg_restore` reading a
+/// file, not a pipe, would otherwise go on loading a database nobody
+/// checks, and hold the space of a copy already deleted. The signal
+/// follows the thread that spawns the child: spawn it from the thread
+/// that waits for it.
+#[allow(unsafe_code)]
+pub fn end_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: between fork and exec the closure makes only
+    // async-signal-safe calls (prctl, getppid) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Gone already, before prctl: the signal would never come.
+            if u32::try_from(libc::getppid()) != Ok(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

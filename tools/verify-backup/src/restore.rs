@@ -301,6 +301,9 @@ impl Target {
     fn restore_command(&self, tool: &Path, format: DumpFormat, name: &str) -> Command {
         let mut cmd = Command::new(tool);
         self.spec.with_dbname(name).configure_child(&mut cmd);
+        // Killed (kill -9, the OOM killer), this run takes the restore
+        // with it: pg_restore stops its workers on SIGTERM.
+        opskit::sys::end_with_parent(&mut cmd);
         if format == DumpFormat::Plain {
             cmd.args([
                 "-X",
