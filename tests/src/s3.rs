@@ -399,6 +399,30 @@ impl S3Server {
         .unwrap()
     }
 
+    /// The object `key` of `bucket`, as anyone with the keys reads it.
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        use rusty_s3::S3Action;
+        let creds = rusty_s3::Credentials::new(KEY, SECRET);
+        let url = self
+            .bucket_of(bucket)
+            .get_object(Some(&creds), key)
+            .sign(Duration::from_secs(600));
+        let mut resp = self.agent().get(url.as_str()).call().unwrap();
+        resp.body_mut().read_to_vec().unwrap()
+    }
+
+    /// Write `body` as object `key` of `bucket`, as stolen keys would.
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        use rusty_s3::S3Action;
+        let creds = rusty_s3::Credentials::new(KEY, SECRET);
+        let url = self
+            .bucket_of(bucket)
+            .put_object(Some(&creds), key)
+            .sign(Duration::from_secs(600));
+        let resp = self.agent().put(url.as_str()).send(body).unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "PUT {key}");
+    }
+
     /// Try to delete every version of `key` for good, as stolen
     /// credentials would: the HTTP statuses of the versioned deletes.
     pub fn delete_versions(&self, bucket: &str, key: &str) -> Vec<u16> {

@@ -291,7 +291,8 @@ fn forged_commit_in_a_prepared_transactions_name(d: &Drill) {
 /// The bucket's window, beside the root's: the base set pushed there and
 /// the WAL copied by push-wal reach the same newest point.
 fn bucket_window(d: &Drill, set: &str, at: &str) {
-    let url = format!("s3://{}/app", s3().bucket("window"));
+    let bucket = s3().bucket("window");
+    let url = format!("s3://{bucket}/app");
     let offsite = |args: &[&str]| {
         let mut cmd = Command::new(opskit_testkit::bin("offsite"));
         s3().configure(&mut cmd);
@@ -327,4 +328,66 @@ fn bucket_window(d: &Drill, set: &str, at: &str) {
         "{}",
         table.stdout
     );
+    forged_in_the_bucket(&bucket, &w[1], set, |args| {
+        let mut all = vec!["window", url.as_str(), "--root", root.as_str()];
+        all.extend_from_slice(args);
+        offsite(&all)
+    });
+}
+
+/// Whoever holds the bucket's keys (they live on the server) writes a
+/// checksum file whose last transaction is in 2099, and then a set's
+/// manifest changed after it was signed: `offsite window` showed both as
+/// the truth (a window to 2099, a set that may be gone). Each is now named
+/// and not believed; `--allow-unsigned` takes an unsigned one only where
+/// no key is given.
+fn forged_in_the_bucket(
+    bucket: &str,
+    remote: &serde_json::Value,
+    set: &str,
+    window: impl Fn(&[&str]) -> opskit_testkit::Output,
+) {
+    let seg = remote["pitr"][0]["newest_segment"].as_str().unwrap();
+    let key = format!("app/wal/{}/{seg}.sha256", &seg[..8]);
+    let real = s3().get(bucket, &key);
+    let line = String::from_utf8_lossy(&real)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let mut words: Vec<&str> = line.split(' ').take(3).collect();
+    words.push("xact=2099-01-01T00:00:00.000000Z@0/FFFFFF0");
+    s3().put(bucket, &key, format!("{}\n", words.join(" ")).as_bytes());
+    let out = window(&[]);
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains("2099"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(&format!("{seg}.sha256: not signed"))
+            && out.stderr.contains("its last transaction is not known"),
+        "{}",
+        out.stderr
+    );
+    s3().put(bucket, &key, &real);
+
+    let name = std::path::Path::new(set)
+        .file_name()
+        .unwrap()
+        .to_string_lossy();
+    let key = format!("app/{name}/MANIFEST.json");
+    let real = s3().get(bucket, &key);
+    let forged = String::from_utf8_lossy(&real).replacen("\"set\"", "\"set\" ", 1);
+    assert_ne!(forged.as_bytes(), &real[..]);
+    s3().put(bucket, &key, forged.as_bytes());
+    let out = window(&[]);
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let w = out.events("window");
+    assert_eq!(w[1]["base_sets"], 0, "{}", w[1]);
+    assert!(
+        out.stderr.contains(&format!("{name}: ")) && out.stderr.contains("left out of the window"),
+        "{}",
+        out.stderr
+    );
+    s3().put(bucket, &key, &real);
+    let out = window(&[]);
+    assert_eq!(out.events("window")[1]["base_sets"], 1, "{}", out.stderr);
 }

@@ -130,8 +130,8 @@ fn newest_in(src: &dyn WalSource, have: &Have, info: &PhysicalInfo) -> Result<Ne
         sidecar: None,
         timeline: info.timeline,
     };
-    // A manifest (from a bucket, unsigned here) naming no segment size
-    // PostgreSQL allows names no segment either.
+    // A manifest naming no segment size PostgreSQL allows names no
+    // segment either.
     let start = match segment_of(&info.start_wal, seg_size) {
         Some((_, start)) if walstore::valid_segment_size(seg_size) => start,
         _ => return Ok(out),
