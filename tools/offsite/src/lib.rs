@@ -123,7 +123,7 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Delete remote sets by prune's policy and safety rules, and the
     /// remote WAL no kept base set needs.
-    Prune(remote_prune::PruneArgs),
+    Prune(Box<remote_prune::PruneArgs>),
     /// Copy the root's WAL archive (walarchive) to PREFIX/wal/: what is
     /// not there yet, each file's checksum file last. Run it every minute
     /// (opskit-wal-offsite.timer).

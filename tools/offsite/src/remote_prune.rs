@@ -4,12 +4,19 @@
 //! copy never fills a slot). A set is deleted manifest first, so an
 //! interrupted prune leaves an incomplete set (removed by a later run),
 //! never a set that looks whole and is not.
+//!
+//! What a set needs (its chain, the WAL from its start) is read from its
+//! manifest only when a trusted key signed it: a manifest forged or
+//! damaged in the bucket (a later start) would otherwise have the WAL a
+//! kept set needs deleted. One that fails is named; then no remote WAL is
+//! deleted, as for a manifest that cannot be read.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::Args as ClapArgs;
 use opskit::backupset::{self, MANIFEST, Manifest};
+use opskit::cli::TrustArgs;
 use opskit::records::{OffsiteCounts, Prune, PruneAction};
 use opskit::retention::{self, PolicyArgs, Status};
 use opskit::{Done, Emitter, Exit, Result, units};
@@ -32,10 +39,14 @@ pub struct PruneArgs {
     /// Decide and report, delete nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 pub fn run(args: &crate::Args, p: &PruneArgs, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
     let rules = p.rules.checked()?;
+    let trust = p.trust.trust()?;
     let store = args.store(p.bucket.as_deref())?;
     let sets = remote_sets(&store)?;
     let now = Utc::now();
@@ -45,7 +56,9 @@ pub fn run(args: &crate::Args, p: &PruneArgs, em: &mut Emitter) -> Result<Done<O
     // the WAL the kept ones need below.
     let manifests: Vec<Result<Manifest>> = complete
         .iter()
-        .map(|(name, _)| crate::remote::manifest(&store, name))
+        .map(|(name, info)| {
+            crate::remote::load(&store, name, info, &trust).map(|signed| signed.manifest)
+        })
         .collect();
     let entries: Vec<retention::Entry> = complete
         .iter()
