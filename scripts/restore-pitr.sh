@@ -115,8 +115,8 @@ psql_side() { PGOPTIONS=$side_options psql -X -q -A -t -h "$into" -p "$port" -U 
 # Why recovery stopped, from the server log; exits 2 (production untouched).
 recovery_failed() {
     log "the recovered cluster $1; its log ($into.log) ends:"
-    grep -E 'FATAL|PANIC|recovery|lower setting' "$into.log" | tail -n 5 >&2
-    if grep -q 'recovery ended before configured recovery target was reached' "$into.log"; then
+    new_log | grep -E 'FATAL|PANIC|recovery|lower setting' | tail -n 5 >&2
+    if new_log | grep -q 'recovery ended before configured recovery target was reached'; then
         rm -rf "$into"
         die "the archive ends before $target_desc: no transaction after that time is archived yet (wait for the next WAL file, or recover --to-latest); production was not touched" 2
     fi
@@ -157,8 +157,8 @@ below_control() { # WANT
     for opt in $1; do
         [[ "$opt" == *=* ]] || continue
         name=${opt%%=*} value=${opt#*=} have=""
-        have=$(psql_side -c "SELECT current_setting('$name')" 2>/dev/null) || return 0
-        [[ "$have" =~ ^[0-9]+$ ]] || return 0
+        have=$(psql_side -c "SELECT current_setting('$name')" 2>/dev/null) || return 1
+        [[ "$have" =~ ^[0-9]+$ ]] || return 1
         ((have < value)) && return 0
     done
     return 1
@@ -171,7 +171,7 @@ restart_with_production_settings() { # WHAT happened: paused, stopped
         recovery_failed "$1 its recovery: production's settings are higher than the base set's, and without $(pg_controldata_path) they cannot be read"
     fi
     want=$(control_settings) || want=""
-    if ((restarts++ >= 3)) || [[ -z "$want" || "$want" == "$raised" ]]; then
+    if ((restarts++ >= 10)) || [[ -z "$want" || "$want" == "$raised" ]]; then
         stop_side
         recovery_failed "$1 its recovery for its settings, and a restart with production's${want//-c /} did not help"
     fi
@@ -184,6 +184,8 @@ restart_with_production_settings() { # WHAT happened: paused, stopped
 }
 # The copy is down: for its settings, restart it; otherwise fail (exit 2).
 stopped_side() { # WHAT: did not start, stopped during recovery
+    # pg_ctl gave up waiting (-t) on a server still starting: stopped.
+    pg_ctl -D "$into" status >/dev/null 2>&1 && stop_side
     new_log | grep -q 'insufficient parameter settings' || recovery_failed "$1"
     restart_with_production_settings "stopped"
 }

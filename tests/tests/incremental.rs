@@ -488,6 +488,26 @@ fn the_bucket_holds_chains_whole(chain: &[&Path]) {
         .map(|r| r["set"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(pulled, chain.iter().map(|p| name(p)).collect::<Vec<_>>());
+    // The newest set's signature broken in the bucket (a key rotated out
+    // does the same): the ancestors its manifest names are still kept,
+    // and it is named.
+    let bucket = whole["s3://".len()..].split('/').next().unwrap();
+    let key = format!("app/{newest}/MANIFEST.json.minisig");
+    let signature = s3.get(bucket, &key);
+    s3.put(bucket, &key, b"untrusted comment: not a signature\n");
+    let out = offsite(&["prune", &whole, "--keep-last", "1", "--min-keep", "1", "-n"]);
+    ok(&out, "offsite prune -n, a signature broken");
+    for r in out.events("prune") {
+        if chain.iter().any(|p| r["name"] == name(p).as_str()) {
+            assert_eq!(r["action"], "keep", "{r}\n{}", out.stderr);
+        }
+    }
+    assert!(
+        out.stderr.contains(&newest) && out.stderr.contains("the remote WAL is left whole"),
+        "{}",
+        out.stderr
+    );
+    s3.put(bucket, &key, &signature);
     let out = offsite(&["prune", &whole, "--keep-last", "1", "--min-keep", "1"]);
     ok(&out, "offsite prune");
     for r in out.events("prune") {

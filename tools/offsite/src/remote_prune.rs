@@ -5,11 +5,12 @@
 //! interrupted prune leaves an incomplete set (removed by a later run),
 //! never a set that looks whole and is not.
 //!
-//! What a set needs (its chain, the WAL from its start) is read from its
-//! manifest only when a trusted key signed it: a manifest forged or
-//! damaged in the bucket (a later start) would otherwise have the WAL a
-//! kept set needs deleted. One that fails is named; then no remote WAL is
-//! deleted, as for a manifest that cannot be read.
+//! The WAL a set needs (from its start) is read from its manifest only
+//! when a trusted key signed it: a manifest forged or damaged in the
+//! bucket (a later start) would otherwise have the WAL a kept set needs
+//! deleted. One that fails is named; then no remote WAL is deleted, as for
+//! a manifest that cannot be read. The ancestors it names are kept either
+//! way: keeping more is safe.
 
 use std::time::Duration;
 
@@ -64,9 +65,16 @@ pub fn run(args: &crate::Args, p: &PruneArgs, em: &mut Emitter) -> Result<Done<O
         .iter()
         .zip(&manifests)
         .map(|((name, s), m)| {
-            // Unreadable: a corrupt or unverified set, whose ancestors are
-            // decided on their own.
-            let needs = m.as_ref().map(opskit::chain::needs).unwrap_or_default();
+            // A manifest whose signature fails (a key rotated out, a
+            // damaged signature) still names the ancestors it needs: kept
+            // with it, as keeping more is safe. Unreadable: a corrupt set,
+            // whose ancestors are decided on their own.
+            let needs = match m {
+                Ok(m) => opskit::chain::needs(m),
+                Err(_) => crate::remote::manifest(&store, name)
+                    .map(|m| opskit::chain::needs(&m))
+                    .unwrap_or_default(),
+            };
             retention::Entry::set(name, s.time, status_of(name)).needing(needs)
         })
         .collect();
