@@ -127,28 +127,7 @@ fn push_wal_copies_the_archive_and_prune_keeps_what_base_sets_need() {
     for s in [&first, &second] {
         ok(&run(&mut offsite(&["push", &url, s.to_str().unwrap()])));
     }
-    // The kept set's manifest, forged in the bucket to start later: the
-    // WAL it needs is not deleted for it (it was), and the forgery is named.
-    let name = second.file_name().unwrap().to_str().unwrap();
-    let bucket = url["s3://".len()..].split('/').next().unwrap();
-    let key = format!("app/{name}/MANIFEST.json");
-    let real = server().get(bucket, &key);
-    let forged = String::from_utf8_lossy(&real).replace(&start, &seg(&start, 1));
-    assert_ne!(forged.as_bytes(), &real[..]);
-    server().put(bucket, &key, forged.as_bytes());
-    let out =
-        run(offsite(&["prune", "--url", &url, "--keep-last", "1", "--root"]).arg(&local.root));
-    ok(&out);
-    let remote = remote_wal(&url);
-    for n in &names {
-        assert!(remote.contains(&format!("{n}.sha256")), "{n}: {remote:?}");
-    }
-    assert!(
-        out.stderr.contains(name) && out.stderr.contains("the remote WAL is left whole"),
-        "{}",
-        out.stderr
-    );
-    server().put(bucket, &key, &real);
+    a_forged_start_costs_no_wal(&url, &local, &second, &start, &names);
     let out =
         run(offsite(&["prune", "--url", &url, "--keep-last", "1", "--root"]).arg(&local.root));
     ok(&out);
@@ -183,6 +162,36 @@ fn push_wal_copies_the_archive_and_prune_keeps_what_base_sets_need() {
     let out = run(offsite(&["push-wal", &url, "--root"]).arg(&root));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("not encrypted"), "{}", out.stderr);
+}
+
+/// The kept set's manifest, forged in the bucket to start later: the WAL
+/// it needs is not deleted for it (it was), and the forgery is named.
+fn a_forged_start_costs_no_wal(
+    url: &str,
+    local: &Local,
+    set: &std::path::Path,
+    start: &str,
+    names: &[String],
+) {
+    let name = set.file_name().unwrap().to_str().unwrap();
+    let bucket = url["s3://".len()..].split('/').next().unwrap();
+    let key = format!("app/{name}/MANIFEST.json");
+    let real = server().get(bucket, &key);
+    let forged = String::from_utf8_lossy(&real).replace(start, &seg(start, 1));
+    assert_ne!(forged.as_bytes(), &real[..]);
+    server().put(bucket, &key, forged.as_bytes());
+    let out = run(offsite(&["prune", "--url", url, "--keep-last", "1", "--root"]).arg(&local.root));
+    ok(&out);
+    let remote = remote_wal(url);
+    for n in names {
+        assert!(remote.contains(&format!("{n}.sha256")), "{n}: {remote:?}");
+    }
+    assert!(
+        out.stderr.contains(name) && out.stderr.contains("the remote WAL is left whole"),
+        "{}",
+        out.stderr
+    );
+    server().put(bucket, &key, &real);
 }
 
 /// A dump set, then a newer base set in the bucket: `pull latest --kind
