@@ -190,7 +190,12 @@ stopped_side() { # WHAT: did not start, stopped during recovery
     restart_with_production_settings "stopped"
 }
 start_side || stopped_side "did not start"
-while [[ $(psql_side -c 'SELECT pg_is_in_recovery()' 2>/dev/null) != f ]]; do
+while state=$(psql_side -c 'SELECT pg_is_in_recovery()' 2>&1); [[ $state != f ]]; do
+    # Refused, not starting up: waiting would be for ever.
+    if [[ $state == *"authentication failed"* || $state == *"no pg_hba.conf entry"* ]]; then
+        stop_side
+        recovery_failed "refuses this script's connection as $superuser (${state%%$'\n'*})"
+    fi
     if ! pg_ctl -D "$into" status >/dev/null; then
         stopped_side "stopped during recovery"
     elif [[ $(psql_side -c 'SELECT pg_is_wal_replay_paused()' 2>/dev/null) == t ]]; then

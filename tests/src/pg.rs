@@ -53,6 +53,10 @@ pub(crate) struct Setup {
     /// A standby of this primary: its data directory is copied with
     /// `pg_basebackup` instead of made by `initdb` ([`pair`]).
     pub(crate) standby_of: Option<pair::Upstream>,
+    /// Debian's layout: `postgresql.conf` (with these lines added),
+    /// `pg_hba.conf` and `pg_ident.conf` in `etc/` beside the data
+    /// directory, none in it ([`crate::wal::outside_conf_cluster`]).
+    pub(crate) conf_outside: Option<String>,
 }
 
 /// A running throwaway cluster.
@@ -241,6 +245,7 @@ impl Cluster {
         }
         c.spawn_watchdog()?;
         c.write_files()?;
+        c.move_conf_outside()?;
         let mut last = String::new();
         for _ in 0..5 {
             c.port = free_port();
@@ -315,6 +320,42 @@ impl Cluster {
         Ok(())
     }
 
+    /// The configuration's own directory, in Debian's layout.
+    fn etc(&self) -> PathBuf {
+        self.root.join("etc")
+    }
+
+    fn move_conf_outside(&self) -> Result<(), String> {
+        let Some(lines) = &self.setup.conf_outside else {
+            return Ok(());
+        };
+        let etc = self.etc();
+        fs::create_dir(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
+        let names = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
+        for name in names {
+            fs::rename(self.data().join(name), etc.join(name))
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
+        let conf = etc.join("postgresql.conf");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .map_err(|e| format!("{}: {e}", conf.display()))?;
+        write!(
+            f,
+            "\nhba_file = '{}'\nident_file = '{}'\n{lines}",
+            etc.join("pg_hba.conf").display(),
+            etc.join("pg_ident.conf").display()
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some((uid, gid)) = self.run_as {
+            for p in std::iter::once(etc.clone()).chain(names.iter().map(|n| etc.join(n))) {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     fn write_conf(&self) -> Result<(), String> {
         let listen = match self.setup.listen {
             "" => "127.0.0.1",
@@ -368,6 +409,12 @@ impl Cluster {
         cmd.arg("-D").arg(self.data()).args(args);
         if let Some(l) = log {
             cmd.arg(self.root.join(l));
+        }
+        if args.first() == Some(&"start") && self.setup.conf_outside.is_some() {
+            cmd.arg("-o").arg(format!(
+                "-c config_file={}",
+                self.etc().join("postgresql.conf").display()
+            ));
         }
         let out = cmd
             .stdin(Stdio::null())

@@ -98,10 +98,13 @@ pub fn pg_ctl_options(settings: &[(String, String)]) -> String {
 
 /// Create `recovery.signal`, remove a `standby.signal` the set brought (a
 /// standby's backup: it would make the cluster a standby of production),
-/// and append `settings` to `postgresql.auto.conf` (later lines win; the
-/// command line wins over them all).
-pub fn write_recovery(data: &Path, settings: &[(&str, String)]) -> Result<()> {
+/// write stand-ins of the configuration files a set may lack
+/// ([`stand_ins`], `superuser` its bootstrap superuser), and append
+/// `settings` to `postgresql.auto.conf` (later lines win; the command line
+/// wins over them all).
+pub fn write_recovery(data: &Path, superuser: &str, settings: &[(&str, String)]) -> Result<()> {
     use std::io::Write;
+    stand_in_config(data, superuser)?;
     let standby = data.join("standby.signal");
     match fs::remove_file(&standby) {
         Ok(()) => log::info!("removed {} (from a standby's backup)", standby.display()),
@@ -118,6 +121,104 @@ pub fn write_recovery(data: &Path, settings: &[(&str, String)]) -> Result<()> {
         crate::safefs::open_nofollow(&path, fs::OpenOptions::new().append(true).create(true))?;
     f.write_all(conf.as_bytes()).at("writing", &path)?;
     f.sync_all().at("syncing", &path)
+}
+
+/// The files a server reads from its data directory unless told
+/// otherwise, which a cluster whose configuration lives elsewhere (Debian
+/// and Ubuntu keep it in /etc/postgresql/VERSION/NAME) leaves out of its
+/// base backups: without `postgresql.conf` the server does not start.
+/// Each one missing is written, empty of settings, so the server starts
+/// on its defaults, `postgresql.auto.conf` and the command line. The
+/// stand-in `pg_hba.conf` lets in, over the socket only, the operating
+/// system user this runs as (the server's), as itself or as the set's
+/// bootstrap superuser `superuser`, and root as that superuser (peer, and
+/// its map in `pg_ident.conf`).
+fn stand_ins(superuser: &str) -> [(&'static str, String); 3] {
+    let me = crate::sys::user_name(crate::sys::euid()).unwrap_or_else(|| "postgres".into());
+    // A role name as pg_ident.conf reads one: quoted, quotes doubled.
+    let role = match superuser {
+        "" => format!("\"{me}\""),
+        s => format!("\"{}\"", s.replace('"', "\"\"")),
+    };
+    let head = "# Written by opskit: the base set had none (its server's configuration\n\
+                # lives outside its data directory).\n";
+    [
+        (
+            "postgresql.conf",
+            format!("{head}# Defaults, postgresql.auto.conf and the command line apply.\n"),
+        ),
+        (
+            "pg_hba.conf",
+            format!("{head}local all all peer map=opskit\n"),
+        ),
+        (
+            "pg_ident.conf",
+            // root may become any user anyway.
+            format!("{head}opskit {me} {role}\nopskit {me} \"{me}\"\nopskit root {role}\n"),
+        ),
+    ]
+}
+
+/// Write the stand-ins of [`stand_ins`] missing from `data`, never over
+/// anything there (a link included).
+fn stand_in_config(data: &Path, superuser: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    for (name, text) in stand_ins(superuser) {
+        let path = data.join(name);
+        let mut f = match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(crate::Error::io("creating", &path, &e)),
+        };
+        f.write_all(text.as_bytes()).at("writing", &path)?;
+        f.sync_all().at("syncing", &path)?;
+        log::info!(
+            "{}: the set has none (its server's configuration lives elsewhere); a stand-in was written",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The settings a recovery needs at least the primary's values of
+/// (`max_connections` and four more), as the control file of `data`
+/// records them, read with `pg_controldata` (the server's, beside its
+/// `pg_ctl`). A copy started with less stops at once ("insufficient
+/// parameter settings"): a configuration left on the primary's machine
+/// (the stand-ins above give the defaults) must not be what decides.
+/// Empty when `pg_controldata` is not there or fails.
+pub fn control_settings(pg_controldata: &Path, data: &Path) -> Vec<(&'static str, String)> {
+    const FIELDS: [(&str, &str); 5] = [
+        ("max_connections setting", "max_connections"),
+        ("max_worker_processes setting", "max_worker_processes"),
+        ("max_wal_senders setting", "max_wal_senders"),
+        ("max_prepared_xacts setting", "max_prepared_transactions"),
+        ("max_locks_per_xact setting", "max_locks_per_transaction"),
+    ];
+    let out = match std::process::Command::new(pg_controldata)
+        .arg("-D")
+        .arg(data)
+        .env("LC_ALL", "C")
+        .output()
+    {
+        Ok(o) if o.status.success() => o.stdout,
+        _ => return Vec::new(),
+    };
+    let text = String::from_utf8_lossy(&out);
+    text.lines()
+        .filter_map(|l| {
+            let (label, value) = l.split_once(':')?;
+            let (_, name) = FIELDS.iter().find(|(f, _)| *f == label.trim())?;
+            let n: u32 = value.trim().parse().ok()?;
+            Some((*name, n.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -147,8 +248,54 @@ mod tests {
     fn a_standby_signal_is_removed() {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("standby.signal"), "").unwrap();
-        write_recovery(d.path(), &[("recovery_target", "immediate".into())]).unwrap();
+        write_recovery(
+            d.path(),
+            "postgres",
+            &[("recovery_target", "immediate".into())],
+        )
+        .unwrap();
         assert!(!d.path().join("standby.signal").exists());
         assert!(d.path().join("recovery.signal").exists());
+    }
+
+    /// A set without the configuration files (Debian's layout) gets
+    /// stand-ins, 0600; a set with its own keeps them, and a planted link
+    /// is not written through.
+    #[test]
+    fn missing_configuration_files_get_stand_ins_and_nothing_else_is_touched() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("postgresql.conf"), "port = 5555\n").unwrap();
+        let target = d.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, data.join("pg_ident.conf")).unwrap();
+        write_recovery(&data, "app \"admin\"", &[]).unwrap();
+        assert_eq!(
+            fs::read_to_string(data.join("postgresql.conf")).unwrap(),
+            "port = 5555\n"
+        );
+        assert!(!target.exists(), "written through a link");
+        let hba = data.join("pg_hba.conf");
+        assert!(
+            fs::read_to_string(&hba)
+                .unwrap()
+                .ends_with("local all all peer map=opskit\n")
+        );
+        assert_eq!(
+            fs::metadata(&hba).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        let fresh = d.path().join("fresh");
+        fs::create_dir(&fresh).unwrap();
+        write_recovery(&fresh, "app \"admin\"", &[]).unwrap();
+        let ident = fs::read_to_string(fresh.join("pg_ident.conf")).unwrap();
+        assert!(ident.contains(" \"app \"\"admin\"\"\"\n"), "{ident}");
+        assert!(
+            fs::read_to_string(fresh.join("postgresql.conf"))
+                .unwrap()
+                .starts_with('#')
+        );
     }
 }

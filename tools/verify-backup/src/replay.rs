@@ -140,7 +140,8 @@ pub fn test(
             return Ok((checks, None));
         }
     }
-    let settings = write_recovery(&scratch, set, info, trust)?;
+    let controldata = pg_ctl.path.with_file_name("pg_controldata");
+    let settings = write_recovery(&scratch, set, info, trust, &controldata)?;
     scratch.pg_ctl = Some(pg_ctl.path.clone());
     match start_and_promote(&scratch, &pg_ctl, info, ids, &settings) {
         Ok(detail) => checks.push(Check::pass(Name::Replay, None, detail)),
@@ -168,6 +169,7 @@ fn write_recovery(
     set: &Path,
     info: &PhysicalInfo,
     trust: &opskit::sign::Trust,
+    controldata: &Path,
 ) -> Result<Vec<(String, String)>> {
     let root = set.parent().unwrap_or(Path::new("."));
     let walarchive = std::env::current_exe()
@@ -193,12 +195,15 @@ fn write_recovery(
         ("recovery_target_action", "promote".into()),
         ("restore_command", restore_command),
     ];
-    opskit::recovery::write_recovery(&scratch.data(), &recovery)?;
+    opskit::recovery::write_recovery(&scratch.data(), &info.superuser, &recovery)?;
     let hba = scratch.dir.join("hba.conf");
     opskit::durable::write_file(&hba, 0o600, b"local all all trust\n")?;
     let ident = scratch.dir.join("ident.conf");
     opskit::durable::write_file(&ident, 0o600, b"")?;
-    let mut ours = recovery.to_vec();
+    // At least the primary's max_connections and the like: the set's
+    // own configuration may have stayed on its machine.
+    let mut ours = opskit::recovery::control_settings(controldata, &scratch.data());
+    ours.extend(recovery.iter().cloned());
     ours.extend([
         // The set's postgresql.conf could name another data directory
         // (production's) or a pid file anywhere.

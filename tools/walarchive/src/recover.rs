@@ -94,14 +94,25 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
         ("recovery_target_timeline", "latest".to_string()),
     ];
     settings.extend(stop);
-    if let Err(e) = opskit::recovery::write_recovery(req.pgdata, &settings) {
+    if let Err(e) = opskit::recovery::write_recovery(req.pgdata, &info.superuser, &settings) {
         let _ = std::fs::remove_dir_all(req.pgdata);
         return Err(e);
     }
     // On the command line only: the set's postgresql.conf could name
     // another data directory (production's) or a pid file anywhere.
     let pgdata = req.pgdata.canonicalize().at("resolving", req.pgdata)?;
-    let mut ours = settings.clone();
+    // At least the primary's max_connections and the like: the set's own
+    // configuration may have stayed on its machine.
+    let mut ours = pgtools::find_exact(
+        "pg_controldata",
+        major,
+        &info.server_version,
+        req.bindir,
+        "postgresql",
+    )
+    .map(|t| opskit::recovery::control_settings(&t.path, req.pgdata))
+    .unwrap_or_default();
+    ours.extend(settings.iter().cloned());
     ours.push(("data_directory", pgdata.display().to_string()));
     ours.push((
         "external_pid_file",
