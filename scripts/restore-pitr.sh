@@ -232,12 +232,25 @@ if ((!swap)); then
     exit "$rc"
 fi
 ((rc)) && die "not swapped in: the recovered cluster failed the health gate; it is still up in $into" 1
+# Files walarchive wrote in place of those the set did not have (its
+# server's configuration lives outside the data directory, as Debian's in
+# /etc/postgresql): production must start with that configuration, not
+# these defaults (no archiving, no TLS).
+stand_ins=()
+for f in postgresql.conf pg_hba.conf pg_ident.conf; do
+    head -n 1 "$into/$f" 2>/dev/null | grep -q '^# Written by opskit: the base set had none' && stand_ins+=("$f")
+done
+if ((${#stand_ins[@]})) && [[ -z "${OPSKIT_PG_START:-}" ]]; then
+    die "not swapped in: the base set has no ${stand_ins[*]} of its own (the server's configuration lives elsewhere, e.g. /etc/postgresql), and pg_ctl would start production without it: set OPSKIT_PG_START (e.g. systemctl start postgresql@15-main); the recovered cluster is still up in $into" 64
+fi
 confirm "Replace the cluster in $pgdata with the one recovered to $target_desc? The current data directory is kept as $pgdata.before-$stamp." \
     || die "not confirmed; production was not touched; the recovered cluster is still up in $into" 64
 
 pg_ctl -D "$into" stop -m fast -w >/dev/null
 # The recovery settings have done their work (recovery.signal is gone).
 sed -i '/^# written by opskit for recovery$/,$d' "$into/postgresql.auto.conf"
+# Production reads its own configuration (OPSKIT_PG_START), as before.
+for f in "${stand_ins[@]}"; do rm -f "${into:?}/$f"; done
 log "stopping the production cluster"
 if [[ -n "${OPSKIT_PG_STOP:-}" ]]; then
     bash -c "$OPSKIT_PG_STOP"

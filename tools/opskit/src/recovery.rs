@@ -134,12 +134,28 @@ pub fn write_recovery(data: &Path, superuser: &str, settings: &[(&str, String)])
 /// bootstrap superuser `superuser`, and root as that superuser (peer, and
 /// its map in `pg_ident.conf`).
 fn stand_ins(superuser: &str) -> [(&'static str, String); 3] {
-    let me = crate::sys::user_name(crate::sys::euid()).unwrap_or_else(|| "postgres".into());
-    // A role name as pg_ident.conf reads one: quoted, quotes doubled.
-    let role = match superuser {
-        "" => format!("\"{me}\""),
-        s => format!("\"{}\"", s.replace('"', "\"\"")),
+    // A name pg_ident.conf reads as one: quoted, quotes doubled; one with
+    // a control character (a newline would start a line of its own) is
+    // left out.
+    let quoted = |n: &str| {
+        (!n.is_empty() && !n.chars().any(char::is_control))
+            .then(|| format!("\"{}\"", n.replace('"', "\"\"")))
     };
+    let me = crate::sys::user_name(crate::sys::euid());
+    if me.is_none() {
+        log::warn!(
+            "uid {} has no name in /etc/passwd: the stand-in pg_ident.conf maps root only",
+            crate::sys::euid()
+        );
+    }
+    let me = me.as_deref().and_then(quoted);
+    let role = quoted(superuser).or_else(|| me.clone());
+    let mut ident = String::new();
+    for (user, as_role) in [(&me, &role), (&me, &me), (&Some("root".into()), &role)] {
+        if let (Some(u), Some(r)) = (user, as_role) {
+            ident.push_str(&format!("opskit {u} {r}\n"));
+        }
+    }
     let head = "# Written by opskit: the base set had none (its server's configuration\n\
                 # lives outside its data directory).\n";
     [
@@ -151,11 +167,8 @@ fn stand_ins(superuser: &str) -> [(&'static str, String); 3] {
             "pg_hba.conf",
             format!("{head}local all all peer map=opskit\n"),
         ),
-        (
-            "pg_ident.conf",
-            // root may become any user anyway.
-            format!("{head}opskit {me} {role}\nopskit {me} \"{me}\"\nopskit root {role}\n"),
-        ),
+        // root may become any user anyway.
+        ("pg_ident.conf", format!("{head}{ident}")),
     ]
 }
 

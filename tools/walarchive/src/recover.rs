@@ -111,7 +111,13 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
         "postgresql",
     )
     .map(|t| opskit::recovery::control_settings(&t.path, req.pgdata))
-    .unwrap_or_default();
+    .unwrap_or_else(|e| {
+        log::warn!(
+            "{}; the copy starts with the set's own max_connections and the like",
+            e.msg
+        );
+        Vec::new()
+    });
     ours.extend(settings.iter().cloned());
     ours.push(("data_directory", pgdata.display().to_string()));
     ours.push((
