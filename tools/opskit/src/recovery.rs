@@ -310,5 +310,12 @@ mod tests {
                 .unwrap()
                 .starts_with('#')
         );
+
+        // A newline in the set's superuser would start a line of its own.
+        let hostile = d.path().join("hostile");
+        fs::create_dir(&hostile).unwrap();
+        write_recovery(&hostile, "x\nopskit nobody x", &[]).unwrap();
+        let ident = fs::read_to_string(hostile.join("pg_ident.conf")).unwrap();
+        assert!(!ident.contains("nobody"), "{ident}");
     }
 }
