@@ -200,8 +200,9 @@ fn write_recovery(
     opskit::durable::write_file(&hba, 0o600, b"local all all trust\n")?;
     let ident = scratch.dir.join("ident.conf");
     opskit::durable::write_file(&ident, 0o600, b"")?;
-    // At least the primary's max_connections and the like: the set's
-    // own configuration may have stayed on its machine.
+    // The primary's max_connections and the like, as its control file
+    // has them (forced, not raised to): the set's own configuration may
+    // have stayed on its machine.
     let mut ours = opskit::recovery::control_settings(controldata, &scratch.data());
     ours.extend(recovery.iter().cloned());
     ours.extend([

@@ -101,8 +101,9 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
     // On the command line only: the set's postgresql.conf could name
     // another data directory (production's) or a pid file anywhere.
     let pgdata = req.pgdata.canonicalize().at("resolving", req.pgdata)?;
-    // At least the primary's max_connections and the like: the set's own
-    // configuration may have stayed on its machine.
+    // The primary's max_connections and the like, as its control file has
+    // them (forced, not raised to): the set's own configuration may have
+    // stayed on its machine.
     let mut ours = pgtools::find_exact(
         "pg_controldata",
         major,
