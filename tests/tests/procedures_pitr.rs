@@ -387,3 +387,86 @@ fn rpo(d: &Drill) {
     d.stop_side(&side);
     fs::remove_dir_all(&side).unwrap();
 }
+
+/// The weekly restore test killed (SIGKILL, the OOM killer) while its
+/// scratch cluster replays: the cluster ends with it (pg_ctl had detached
+/// it, and it ran on for ever with the database's size of scratch), and
+/// the next run removes the killed run's directory before its own.
+#[test]
+fn a_killed_restore_test_leaves_no_cluster_and_the_next_run_removes_its_directory() {
+    let d = Drill::on(archiving_cluster());
+    let c = d.c;
+    c.query(
+        &d.db,
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text); \
+         INSERT INTO orders (note) SELECT 'x' FROM generate_series(1, 1000)",
+    );
+    let set = d.take_base(c);
+    let scratch = d.dir.join("scratch");
+    let replay = || {
+        let mut cmd = d.tool("verify-backup");
+        cmd.args(["--record", "--replay", "--scratch"])
+            .arg(&scratch)
+            .arg(&set);
+        cmd
+    };
+    let mut child = replay()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its cluster up: the postmaster's pid in the scratch data directory.
+    let started = std::time::Instant::now();
+    let (dir, pid) = loop {
+        let found = fs::read_dir(&scratch).ok().and_then(|entries| {
+            entries.flatten().find_map(|e| {
+                let pid = fs::read_to_string(e.path().join("data/postmaster.pid")).ok()?;
+                Some((e.path(), pid.lines().next()?.trim().parse::<u32>().ok()?))
+            })
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "verify-backup ended before its cluster started"
+        );
+        assert!(started.elapsed() < Duration::from_secs(120), "no cluster");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let proc = Path::new("/proc").join(pid.to_string());
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        fs::read_link(proc.join("cwd")).map_or(true, |cwd| cwd != dir.join("data"))
+    });
+    if !gone {
+        let _ = Command::new(c.bindir().join("pg_ctl"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["stop", "-m", "immediate"])
+            .status();
+    }
+    assert!(gone, "the killed run's cluster (pid {pid}) still runs");
+    assert!(
+        dir.exists(),
+        "a SIGKILL leaves the directory: the next run's"
+    );
+    let out = run(&mut replay());
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(!dir.exists(), "the killed run's directory is left");
+    assert!(
+        out.stderr.contains(&format!(
+            "removed {}, the scratch cluster of a run that was killed",
+            dir.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "the second run removed its own"
+    );
+}

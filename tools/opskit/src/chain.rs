@@ -369,6 +369,9 @@ fn combine(
     tools: &Tools,
 ) -> std::result::Result<(), Failed> {
     let mut cmd = std::process::Command::new(&tools.combine.path);
+    // Killed (kill -9, the OOM killer), the restore takes pg_combinebackup
+    // with it: it would go on writing a data directory nobody finishes.
+    crate::sys::end_with_parent(&mut cmd, crate::sys::SIGTERM);
     cmd.arg("--output").arg(dest);
     // Every set was proven (its sha256, pg_verifybackup); a manifest of
     // the result would only be read back. The server fsyncs its data

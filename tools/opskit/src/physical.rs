@@ -358,6 +358,8 @@ pub fn pg_verifybackup(
     parse_wal: bool,
 ) -> std::result::Result<(), String> {
     let mut cmd = std::process::Command::new(&tool.path);
+    // Killed, the restore takes it with it.
+    crate::sys::end_with_parent(&mut cmd, crate::sys::SIGTERM);
     cmd.arg("--quiet");
     if !parse_wal {
         cmd.arg("--no-parse-wal");

@@ -105,33 +105,42 @@ pub fn statvfs(path: &std::path::Path) -> std::io::Result<FsSpace> {
 
 /// Ask process `pid` to stop (SIGTERM): a tool like pg_restore then stops
 /// its own workers and cancels their queries, which SIGKILL would not.
-#[allow(unsafe_code)]
 pub fn terminate(pid: u32) -> std::io::Result<()> {
+    send(pid, libc::SIGTERM)
+}
+
+/// The signals the tools send their children.
+pub use libc::{SIGQUIT, SIGTERM};
+
+/// Send signal `sig` to process `pid`.
+#[allow(unsafe_code)]
+pub fn send(pid: u32, sig: libc::c_int) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "pid out of range"))?;
     // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+    if unsafe { libc::kill(pid, sig) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
     }
 }
 
-/// Have the child `cmd` starts receive SIGTERM when this process dies,
-/// even by SIGKILL (Linux's `PR_SET_PDEATHSIG`): a `pg_restore` reading a
-/// file, not a pipe, would otherwise go on loading a database nobody
-/// checks, and hold the space of a copy already deleted. The signal
-/// follows the thread that spawns the child: spawn it from the thread
-/// that waits for it.
+/// Have the child `cmd` starts receive `sig` (SIGTERM for a tool, SIGQUIT
+/// for a postmaster: its immediate shutdown) when this process dies, even
+/// by SIGKILL (Linux's `PR_SET_PDEATHSIG`): a `pg_restore` or
+/// `pg_combinebackup` writing files, not a pipe, would otherwise go on
+/// writing what nobody reads, and hold the space of a copy already
+/// deleted. The signal follows the thread that spawns the child: spawn it
+/// from the thread that waits for it.
 #[allow(unsafe_code)]
-pub fn end_with_parent(cmd: &mut std::process::Command) {
+pub fn end_with_parent(cmd: &mut std::process::Command, sig: libc::c_int) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();
     // SAFETY: between fork and exec the closure makes only
     // async-signal-safe calls (prctl, getppid) and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // Gone already, before prctl: the signal would never come.

@@ -4,6 +4,7 @@ pub(crate) mod checks;
 pub mod dumpindex;
 mod jobs;
 pub(crate) mod keep;
+mod leftovers;
 mod newest;
 mod older;
 pub(crate) mod replay;
@@ -73,8 +74,10 @@ use crate::checks::{Check, Depth, Name};
 /// (--replay, or --restore-into) unpacks it into a scratch directory, runs
 /// pg_verifybackup, starts a scratch cluster that replays WAL (the set's,
 /// then the root's archive through walarchive fetch) to a consistent point,
-/// reads every table of every database and removes it all. Run it as the
-/// postgres user: PostgreSQL does not run as root.
+/// reads every table of every database and removes it all. The cluster
+/// ends with the run, however the run ends; a killed run's directory is
+/// removed by the next. Run it as the postgres user: PostgreSQL does not
+/// run as root.
 ///
 /// Encrypted sets (pgbackup --encrypt-to): with --identity the structural
 /// and restore depths decrypt as they stream (every age chunk authenticated,

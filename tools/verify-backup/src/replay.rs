@@ -4,11 +4,13 @@
 //! the first consistent point (the WAL in the set, then the archive through
 //! `walarchive fetch` when the backup root has one) and is promoted, read
 //! every table of every database, then stop it and remove it all, also when
-//! a step fails.
+//! a step fails. The cluster is this run's child and ends with it, however
+//! the run ends (SIGQUIT, its immediate shutdown); the directory of a run
+//! that was killed is removed by the next ([`crate::leftovers`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opskit::backupset::{Manifest, PhysicalInfo};
@@ -20,14 +22,19 @@ use opskit::{Error, Result, physical};
 
 use crate::checks::{Check, Name};
 
-/// How long the scratch cluster may take to reach consistency.
-const REPLAY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the scratch cluster may take to start, replay and promote.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(1200);
 
-/// A scratch directory with a data directory and a socket directory; the
-/// cluster in it is stopped and everything removed when dropped.
+/// What each run's directory in the scratch directory is called.
+const PREFIX: &str = "opskit-replay-";
+
+/// A scratch directory with a data directory and a socket directory, its
+/// lock held; the cluster in it is stopped and everything removed when
+/// dropped.
 struct Scratch {
     dir: PathBuf,
-    pg_ctl: Option<PathBuf>,
+    server: Option<Child>,
+    _lock: fs::File,
 }
 
 impl Scratch {
@@ -58,12 +65,12 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if let Some(pg_ctl) = &self.pg_ctl {
-            let _ = Command::new(pg_ctl)
-                .arg("-D")
-                .arg(self.data())
-                .args(["stop", "-m", "immediate", "-w", "-s"])
-                .output();
+        if let Some(mut server) = self.server.take() {
+            // Immediate shutdown: nothing in it is kept.
+            if matches!(server.try_wait(), Ok(None)) {
+                let _ = opskit::sys::send(server.id(), opskit::sys::SIGQUIT);
+            }
+            let _ = server.wait();
         }
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             log::error!("could not remove {}: {e}", self.dir.display());
@@ -96,18 +103,35 @@ pub fn test(
     let v = &info.server_version;
     let verifybackup =
         pgtools::find_exact("pg_verifybackup", major, v, bindir, "postgresql-client")?;
-    let pg_ctl = pgtools::find_exact("pg_ctl", major, v, bindir, "postgresql")?;
+    let postgres = pgtools::find_exact("postgres", major, v, bindir, "postgresql")?;
     let start = Instant::now();
+    fs::create_dir_all(scratch_root).map_err(|e| Error::io("creating", scratch_root, &e))?;
+    crate::leftovers::remove(
+        scratch_root,
+        PREFIX,
+        "the scratch cluster of a run that was killed",
+        server_running,
+    );
     let dir = scratch_root.join(format!(
-        "opskit-replay-{}-{}",
+        "{PREFIX}{}-{}",
         std::process::id(),
         chrono::Utc::now().format("%H%M%S%3f")
     ));
-    fs::create_dir_all(scratch_root).map_err(|e| Error::io("creating", scratch_root, &e))?;
     std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
         .create(&dir)
         .map_err(|e| Error::io("creating", &dir, &e))?;
-    let mut scratch = Scratch { dir, pg_ctl: None };
+    let lock = match crate::leftovers::lock(&dir) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(Error::io("locking", &dir, &e));
+        }
+    };
+    let mut scratch = Scratch {
+        dir,
+        server: None,
+        _lock: lock,
+    };
     fs::create_dir(scratch.sock()).map_err(|e| Error::io("creating", &scratch.sock(), &e))?;
 
     let mut checks = Vec::new();
@@ -140,10 +164,9 @@ pub fn test(
             return Ok((checks, None));
         }
     }
-    let controldata = pg_ctl.path.with_file_name("pg_controldata");
+    let controldata = postgres.path.with_file_name("pg_controldata");
     let settings = write_recovery(&scratch, set, info, trust, &controldata)?;
-    scratch.pg_ctl = Some(pg_ctl.path.clone());
-    match start_and_promote(&scratch, &pg_ctl, info, ids, &settings) {
+    match start_and_promote(&mut scratch, &postgres, info, ids, &settings) {
         Ok(detail) => checks.push(Check::pass(Name::Replay, None, detail)),
         Err(e) => {
             checks.push(Check::fail(
@@ -157,6 +180,22 @@ pub fn test(
     let secs = opskit::record::secs(start.elapsed());
     checks.push(read_everything(&scratch, info));
     Ok((checks, Some(secs)))
+}
+
+/// Why the leftover directory `dir` is kept: the postmaster its
+/// `postmaster.pid` names still runs in it (its working directory is the
+/// data directory; a pid reused since by another process is not one).
+fn server_running(dir: &Path) -> Option<String> {
+    let data = dir.join("data");
+    let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    (cwd == fs::canonicalize(&data).ok()?).then(|| {
+        format!(
+            "its server (pid {pid}) still runs: pg_ctl -D {} stop -m immediate, and the next run removes it",
+            data.display()
+        )
+    })
 }
 
 /// recovery.signal, and the settings that make the scratch cluster recover
@@ -244,36 +283,42 @@ fn spec(scratch: &Scratch, info: &PhysicalInfo, db: &str) -> Result<ConnSpec> {
 }
 
 /// Start the scratch cluster (no archiving, no TCP, trust on its private
-/// socket only) and wait until recovery has ended.
+/// socket only) as this run's child, and wait until recovery has ended.
 fn start_and_promote(
-    scratch: &Scratch,
-    pg_ctl: &PgTool,
+    scratch: &mut Scratch,
+    postgres: &PgTool,
     info: &PhysicalInfo,
     ids: Option<&Identities>,
     settings: &[(String, String)],
 ) -> std::result::Result<String, String> {
-    let opts = opskit::recovery::pg_ctl_options(settings);
-    let mut cmd = Command::new(&pg_ctl.path);
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(scratch.log())
+        .map_err(|e| format!("creating {}: {e}", scratch.log().display()))?;
+    let mut cmd = Command::new(&postgres.path);
     if let Some(ids) = ids {
         // For `walarchive fetch` of an encrypted archive.
         cmd.env("OPSKIT_AGE_IDENTITY", ids.path());
     }
-    let out = cmd
-        .arg("-D")
-        .arg(scratch.data())
-        .arg("-l")
-        .arg(scratch.log())
-        .args(["-o", &opts, "-w", "-t"])
-        .arg(REPLAY_TIMEOUT.as_secs().to_string())
-        .arg("start")
-        .output()
-        .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
-    if !out.status.success() {
-        return Err("the scratch cluster did not start".into());
+    cmd.arg("-D").arg(scratch.data());
+    for (k, v) in settings {
+        cmd.arg("-c").arg(format!("{k}={v}"));
     }
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    cmd.stdin(Stdio::null()).stdout(log).stderr(err);
+    // Killed, the run takes its cluster with it (pg_ctl would detach it).
+    opskit::sys::end_with_parent(&mut cmd, opskit::sys::SIGQUIT);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", postgres.path.display()))?;
+    scratch.server = Some(child);
     let deadline = Instant::now() + REPLAY_TIMEOUT;
     let spec = spec(scratch, info, "postgres").map_err(|e| e.msg)?;
     loop {
+        if let Ok(Some(status)) = scratch.server.as_mut().map_or(Ok(None), Child::try_wait) {
+            return Err(format!("the scratch cluster stopped ({status})"));
+        }
         let state = spec.connect().map_err(|e| e.msg).and_then(|mut c| {
             c.query_one(
                 "SELECT pg_is_in_recovery(), timeline_id FROM pg_control_checkpoint()",
@@ -296,7 +341,7 @@ fn start_and_promote(
             Ok((true, _)) | Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Ok((true, _)) => return Err("still recovering after 10 minutes".into()),
+            Ok((true, _)) => return Err("still recovering after 20 minutes".into()),
             Err(e) => return Err(e),
         }
     }

@@ -303,7 +303,7 @@ impl Target {
         self.spec.with_dbname(name).configure_child(&mut cmd);
         // Killed (kill -9, the OOM killer), this run takes the restore
         // with it: pg_restore stops its workers on SIGTERM.
-        opskit::sys::end_with_parent(&mut cmd);
+        opskit::sys::end_with_parent(&mut cmd, opskit::sys::SIGTERM);
         if format == DumpFormat::Plain {
             cmd.args([
                 "-X",

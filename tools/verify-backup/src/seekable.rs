@@ -24,7 +24,6 @@ use crate::dumpindex::{self, Index, Unindexed};
 use crate::restore::Source;
 
 const PREFIX: &str = ".opskit-restore-";
-const LOCK: &str = "lock";
 
 /// How a custom-format dump is restored: `jobs` at once from a copy in
 /// `dir`, or (1) streamed into `pg_restore` with no copy.
@@ -102,7 +101,12 @@ fn check_dir(dir: &Path) -> Result<()> {
 /// restored database fills too.
 pub(crate) fn check_room(entry: &FileEntry, p: &Parallel) -> Result<()> {
     check_dir(&p.dir)?;
-    remove_leftovers(&p.dir);
+    crate::leftovers::remove(
+        &p.dir,
+        PREFIX,
+        "the restore copy of an interrupted run",
+        |_| None,
+    );
     let copy = size(entry);
     let need = if p.asked {
         copy.saturating_add(copy / 64)
@@ -132,49 +136,6 @@ pub(crate) fn check_room(entry: &FileEntry, p: &Parallel) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Remove the copies in `dir` of runs that are gone (killed, the machine
-/// restarted): this user's directories whose lock nobody holds.
-pub(crate) fn remove_leftovers(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let me = opskit::sys::euid();
-    for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(PREFIX) {
-            continue;
-        }
-        let path = e.path();
-        match path.symlink_metadata() {
-            Ok(m) if m.is_dir() && m.uid() == me => {}
-            _ => continue,
-        }
-        if !abandoned(&path) {
-            continue;
-        }
-        match fs::remove_dir_all(&path) {
-            Ok(()) => log::info!(
-                "removed {}, the restore copy of an interrupted run",
-                path.display()
-            ),
-            Err(e) => log::warn!("could not remove {}: {e}", path.display()),
-        }
-    }
-}
-
-/// Whether the run that made `dir` is gone: its lock is free, or (killed
-/// before it made one) the directory is over a minute old.
-fn abandoned(dir: &Path) -> bool {
-    match opskit::safefs::open_nofollow(&dir.join(LOCK), fs::OpenOptions::new().read(true)) {
-        Ok(f) => f.try_lock().is_ok(),
-        Err(_) => dir
-            .symlink_metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() > 60),
-    }
 }
 
 /// Why the copy was not made: the scratch directory failed it (no room
@@ -219,8 +180,7 @@ pub(crate) fn copy(
             .open(&p)
             .map_err(|e| scratch(format!("creating {}: {e}", p.display())))
     };
-    let lock = new(LOCK)?;
-    lock.try_lock()
+    let lock = crate::leftovers::lock(made.path())
         .map_err(|e| scratch(format!("locking {}: {e}", made.path().display())))?;
     let out = new(&source.entry.name)?;
     let copy_path = made.path().join(&source.entry.name);
