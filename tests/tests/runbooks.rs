@@ -277,7 +277,7 @@ fn the_runbooks_opskit_commands_run() {
             examples_dir().join("migrations").display().to_string(),
         ),
         (
-            "/var/lib/opskit/logrotate.state",
+            "/var/lib/opskit-logrotate/logrotate.state",
             p.path("lr.state").display().to_string(),
         ),
         (

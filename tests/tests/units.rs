@@ -164,6 +164,40 @@ fn units_verify_and_calendars_parse() {
     assert_eq!(calendars, 6);
 }
 
+/// systemd gives a unit's `StateDirectory=` to the unit's user as it
+/// starts (chown -R). A directory two users' units share changes hands:
+/// what the opskit user wrote there became root's when the root
+/// logrotate unit started, and logrotate-lite replayed a journal from it
+/// (run as root: its compress commands, its renames). Every directory is
+/// one user's.
+#[test]
+fn no_state_directory_changes_hands_between_users() {
+    let mut owner: std::collections::BTreeMap<String, (String, PathBuf)> = Default::default();
+    for e in std::fs::read_dir(repo().join("systemd")).unwrap().flatten() {
+        let p = e.path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let user = directives(&text, "User")
+            .last()
+            .unwrap_or(&"root")
+            .to_string();
+        for dirs in directives(&text, "StateDirectory") {
+            for d in dirs.split_whitespace() {
+                let had = owner.insert(d.to_string(), (user.clone(), p.clone()));
+                if let Some((other, unit)) = had {
+                    assert_eq!(
+                        other,
+                        user,
+                        "/var/lib/{d} is the StateDirectory of {} ({other}) and {} ({user})",
+                        unit.display(),
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(owner["opskit-logrotate"].0, "root");
+}
+
 #[test]
 fn every_service_is_hardened_to_ok_exposure() {
     let dir = repo().join("systemd");

@@ -8,8 +8,10 @@
 //!
 //! The journal's plans are carried out as root (their paths renamed and
 //! removed, their compress commands run): it is never opened through a
-//! symlink, and replayed only when root or the running user wrote it and
-//! nobody else can change it.
+//! symlink, replayed only when root or the running user owns it and nobody
+//! else can change it, and then only as far as the configuration vouches
+//! for each plan (`crate::replay`): ownership alone proves little where
+//! systemd chowns a shared state directory.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

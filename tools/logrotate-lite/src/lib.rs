@@ -8,6 +8,7 @@ mod decide;
 mod exec;
 mod journal;
 mod plan;
+mod replay;
 mod report;
 mod run;
 mod state;

@@ -182,12 +182,7 @@ impl<'a> Planner<'a> {
         now: NaiveDateTime,
         mtime_of: &'a dyn Fn(&Path) -> Option<i64>,
     ) -> Self {
-        let logdir = log.parent().unwrap_or(Path::new("/"));
-        let dir = match &o.olddir {
-            Some(d) if d.starts_with('/') => PathBuf::from(d),
-            Some(d) => logdir.join(d),
-            None => logdir.to_path_buf(),
-        };
+        let dir = o.rotated_dir(log);
         let mut base = log
             .file_name()
             .unwrap_or_default()

@@ -217,6 +217,73 @@ fn a_journal_someone_else_could_write_is_not_replayed() {
     }
 }
 
+/// A journal root owns, 0600, that root did not write: systemd gives a
+/// `StateDirectory=` two units share to each unit's user as it starts
+/// (chown -R), so a journal the opskit user wrote became root's before
+/// the logrotate unit ran. Its plans are carried out only as far as the
+/// configuration vouches for them: a command that is not the block's, a
+/// step outside the log's directory, or a log no block names, is not
+/// run, and the log is rotated as usual.
+#[test]
+fn a_root_owned_journal_runs_only_what_the_configuration_says() {
+    let s = site("{D}/*.log {\n rotate 1\n compress\n}\n");
+    let b = s.logs.join("b.log");
+    std::fs::write(&b, "b line\n").unwrap();
+    let outside = s.root.join("outside");
+    std::fs::write(&outside, "keep me\n").unwrap();
+    let pwned = s.root.join("PWNED");
+    let src = s.logs.join("app.log.1");
+    std::fs::write(&src, "old\n").unwrap();
+    let plan = |log: &Path, main: serde_json::Value| {
+        serde_json::json!({
+            "at": "2026-01-01T00:00:00",
+            "plan": {"log": log, "main": main, "after": [], "warnings": [], "blocked": null}
+        })
+    };
+    let lines = [
+        plan(
+            &s.log,
+            serde_json::json!([{"Compress": {
+                "src": src,
+                "dst": s.logs.join("app.log.1.gz"),
+                "level": 6,
+                "command": ["/bin/sh", "-c", format!("touch {}", pwned.display())],
+            }}]),
+        ),
+        plan(
+            &b,
+            serde_json::json!([{"Remove": {"path": outside, "why": "old"}}]),
+        ),
+        plan(
+            &s.root.join("other.log"),
+            serde_json::json!([{"Remove": {"path": s.root.join("other.log.1"), "why": "old"}}]),
+        ),
+    ];
+    let journal = s.root.join("status.opskit-journal");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&journal, text).unwrap();
+    std::fs::set_permissions(
+        &journal,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let ran = run(lite().arg("-f").arg("-s").arg(&s.state).arg(&s.conf));
+    assert!(!pwned.exists(), "the journal's command ran\n{}", ran.stderr);
+    assert!(
+        outside.exists(),
+        "a file outside the log's directory was removed"
+    );
+    for why in [
+        "a step runs a command that is not",
+        &format!("a step names {}, outside", outside.display()),
+        "its log is in no block of the configuration",
+    ] {
+        assert!(ran.stderr.contains(why), "{why}: {}", ran.stderr);
+    }
+    // Rotated as usual, by the configuration.
+    assert!(s.logs.join("app.log.1.gz").exists(), "{}", ran.stderr);
+}
+
 /// Attack 3: a log's name reaches a script only as `$1`, never inside
 /// the script's text, in every kind of script.
 #[test]

@@ -162,6 +162,17 @@ impl Opts {
         Some(std::iter::once(cmd.to_string()).chain(opts).collect())
     }
 
+    /// Where `log`'s rotations go: `olddir` (absolute, or relative to the
+    /// log's directory), or beside the log.
+    pub fn rotated_dir(&self, log: &std::path::Path) -> std::path::PathBuf {
+        let logdir = log.parent().unwrap_or(std::path::Path::new("/"));
+        match &self.olddir {
+            Some(d) if d.starts_with('/') => std::path::PathBuf::from(d),
+            Some(d) => logdir.join(d),
+            None => logdir.to_path_buf(),
+        }
+    }
+
     /// `shred -u [-n N] -`, when `shred` is on.
     pub fn shred_command(&self) -> Option<Vec<String>> {
         self.shred.then(|| {
