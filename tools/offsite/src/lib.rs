@@ -17,6 +17,7 @@ mod remote_prune;
 mod upload;
 mod verify;
 mod wal;
+mod walmark;
 mod window;
 
 use std::path::PathBuf;

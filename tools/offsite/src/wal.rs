@@ -39,6 +39,13 @@ pub struct PushWalArgs {
     /// Object Lock for the uploaded objects, as for sets (COMPLIANCE).
     #[arg(long, value_name = "N")]
     pub retain_days: Option<u32>,
+
+    /// Where push-wal keeps the newest file it confirmed in the bucket
+    /// (systemd's StateDirectory= sets it). With it, a checksum file found
+    /// in the bucket for a newer file is compared with the local one, not
+    /// taken for the upload: a forged one fails the push, named.
+    #[arg(long, value_name = "DIR", env = "STATE_DIRECTORY")]
+    pub state_dir: Option<PathBuf>,
 }
 
 pub fn push(args: &crate::Args, p: &PushWalArgs, em: &mut Emitter) -> Result<Done<OffsiteCounts>> {
@@ -70,11 +77,22 @@ pub fn push(args: &crate::Args, p: &PushWalArgs, em: &mut Emitter) -> Result<Don
         error: None,
         duration_s: 0.0,
     };
+    let mut marks = crate::walmark::Marks::load(p.state_dir.as_deref())?;
     let mut result = Ok(());
     for w in &local {
         let files = w.files();
         let sidecar_key = key_of(&store, w, &files[0]);
+        let tli = tli_of(w);
         if remote.contains_key(&sidecar_key) {
+            let checked = match marks.known(&rec.url, &tli, &w.name) {
+                crate::walmark::Known::Unchecked => same_sidecar(&store, &sidecar_key, &files[0]),
+                _ => Ok(()),
+            };
+            if let Err(e) = checked {
+                result = Err(e);
+                break;
+            }
+            marks.confirm(&rec.url, &tli, &w.name);
             rec.skipped += 1;
             continue;
         }
@@ -98,6 +116,11 @@ pub fn push(args: &crate::Args, p: &PushWalArgs, em: &mut Emitter) -> Result<Don
             result = Err(e);
             break;
         }
+        marks.confirm(&rec.url, &tli, &w.name);
+    }
+    // Only after a whole run: a failed one confirms nothing past its error.
+    if result.is_ok() {
+        result = marks.save();
     }
     rec.duration_s = opskit::record::secs(start.elapsed());
     let exit = match &result {
@@ -119,13 +142,40 @@ pub fn push(args: &crate::Args, p: &PushWalArgs, em: &mut Emitter) -> Result<Don
     Ok(Done::new(exit, counts))
 }
 
-/// `PREFIX/wal/<timeline>/<file>`.
-fn key_of(store: &Store, w: &walstore::ArchivedWal, file: &std::path::Path) -> String {
-    let tli = w
-        .dir
+/// The timeline directory's name of `w`.
+fn tli_of(w: &walstore::ArchivedWal) -> String {
+    w.dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The checksum file at `key` in the bucket is `local`'s, byte for byte
+/// (its signature included), or the push fails naming it.
+fn same_sidecar(store: &Store, key: &str, local: &std::path::Path) -> Result<()> {
+    let url = format!("s3://{}/{key}", store.remote.bucket);
+    let mut here = Vec::new();
+    opskit::safefs::open_nofollow(local, std::fs::OpenOptions::new().read(true))?
+        .take(1 << 20)
+        .read_to_end(&mut here)
+        .at("reading", local)?;
+    let (_, body) = store.get(key)?;
+    let mut there = Vec::new();
+    body.take(1 << 20)
+        .read_to_end(&mut there)
+        .map_err(|e| Error::failure(format!("reading {url}: {e}")))?;
+    if there == here {
+        return Ok(());
+    }
+    Err(Error::failure(format!(
+        "{url} is not the checksum file this server archived (someone with the bucket's keys wrote it, or another server archives into this prefix): it is not overwritten, and the WAL from {} on is not pushed until it is removed",
+        local.display()
+    )))
+}
+
+/// `PREFIX/wal/<timeline>/<file>`.
+fn key_of(store: &Store, w: &walstore::ArchivedWal, file: &std::path::Path) -> String {
+    let tli = tli_of(w);
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

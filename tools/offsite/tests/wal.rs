@@ -237,3 +237,51 @@ fn pull_latest_of_a_kind_passes_over_newer_sets_of_the_other_kind() {
         out.stderr
     );
 }
+
+/// Whoever holds the bucket's keys plants a checksum file under the name
+/// of a segment the server has not archived yet: push-wal took its
+/// presence for the upload, and that segment (the next one any recovery
+/// from the bucket needs) never went up, every run saying ok. With a
+/// state directory (the unit's), a checksum file found in the bucket for
+/// a file newer than those it confirmed is compared with the local one
+/// first: a forged one fails the push, named.
+#[test]
+fn a_planted_checksum_file_never_stands_for_a_segment() {
+    let local = Local::new(0);
+    let bucket = server().bucket("planted");
+    let url = format!("s3://{bucket}/app");
+    let state = local.tmp.path().join("state");
+    fs::create_dir(&state).unwrap();
+    let push = || {
+        run(offsite(&["push-wal", &url, "--state-dir"])
+            .arg(&state)
+            .arg("--root")
+            .arg(&local.root))
+    };
+    let first = "000000010000000000000020";
+    archive(&local.root, first, Some(&local.key.public));
+    ok(&push());
+    let next = seg(first, 1);
+    let key = format!("app/wal/00000001/{next}.sha256");
+    server().put(&bucket, &key, b"forged\n");
+    archive(&local.root, &next, Some(&local.key.public));
+    let out = push();
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "s3://{bucket}/{key} is not the checksum file this server archived"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !remote_wal(&url).contains(&format!("{next}.zst.age")),
+        "nothing of it went up"
+    );
+    // The forged object removed, the segment goes up and the run is ok.
+    common::rclone(&["deletefile", &format!("s3:{bucket}/{key}")]);
+    let out = push();
+    ok(&out);
+    assert_eq!(out.events("push")[0]["uploaded"], 2, "{}", out.stdout);
+    sidecars_went_up_as_they_are(&local.root, &url);
+}
