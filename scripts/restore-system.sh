@@ -14,7 +14,8 @@ Usage: restore-system.sh [--yes] [--yes-production] [--files-into DIR]
                          (point-in-time recovery: restore-pitr.sh --help)
 
 Restores SET (a set directory, or a set name under OPSKIT_BACKUP_ROOT;
-default: the newest set that passed verification) as the database of
+default: the newest set of this database's series, OPSKIT_BACKUP_NAME or
+else the database's name, that passed verification) as the database of
 DATABASE_URL:
 
   1. checks the set's signature (OPSKIT_SIGNING_PUBKEYS) and checksums;
@@ -43,8 +44,9 @@ Dropping the old database is a separate, explicit step once you are sure:
   psql -d postgres -c 'DROP DATABASE "<db>_before_<time>"'
 
 With --from-offsite, when OPSKIT_BACKUP_ROOT holds no verified dump set
-(the disk was lost, or this is a new machine), the newest dump set in
-OPSKIT_OFFSITE_URL (never a newer base set) is first pulled into it (offsite pull: staged, every
+(the disk was lost, or this is a new machine), the newest dump set of
+the series in OPSKIT_OFFSITE_URL (never a newer base set, nor another
+database's set) is first pulled into it (offsite pull: staged, every
 file's sha256 checked) and verified (verify-backup --record, in full when
 OPSKIT_AGE_IDENTITY is set).
 
@@ -105,13 +107,23 @@ if [[ "${OPSKIT_PRODUCTION:-0}" =~ ^(1|yes|true)$ && $yes_production != 1 ]]; th
     die "this env file marks $(spec_redact "$DATABASE_URL") as production: pass --yes-production to restore over it" 64
 fi
 
-if ((from_offsite)) && [[ -z "$set" ]] && ! { [[ -n "$root" ]] && newest_verified "$root" >/dev/null 2>&1; }; then
+# The newest set is this database's: a root or a bucket may hold several
+# series, and another database's newer set is never taken for this one.
+series=$(backup_series)
+if ((from_offsite)) && [[ -z "$set" ]] && ! { [[ -n "$root" ]] && newest_verified "$root" "$series" >/dev/null 2>&1; }; then
     [[ -n "${OPSKIT_OFFSITE_URL:-}" ]] || die "--from-offsite needs OPSKIT_OFFSITE_URL (s3://BUCKET/PREFIX)" 64
     [[ -n "$root" ]] || die "--from-offsite needs OPSKIT_BACKUP_ROOT (where the set is put)" 64
     mkdir -p "$root"
     chmod 700 "$root"
-    log "no verified dump set under $root: pulling the newest dump set from $OPSKIT_OFFSITE_URL"
-    pulled=$("$(tool offsite)" pull latest --kind dump --dest "$root" | jq -r 'select(.event == "pull") | .path') \
+    log "no verified dump set of $series under $root: pulling the newest dump set of $series from $OPSKIT_OFFSITE_URL"
+    # As the root's owner: root never writes into another user's directory
+    # (offsite pull refuses to: that user could redirect it with a link).
+    as_owner=()
+    owner=$(stat -c %U "$root")
+    if [[ $EUID -eq 0 && $owner != root ]]; then
+        as_owner=(runuser -u "$owner" --)
+    fi
+    pulled=$("${as_owner[@]}" "$(tool offsite)" pull latest --kind dump --series "$series" --dest "$root" | jq -r 'select(.event == "pull") | .path') \
         || die "pulling from $OPSKIT_OFFSITE_URL failed; nothing was changed" 2
     [[ -n "$pulled" ]] || die "pulling from $OPSKIT_OFFSITE_URL gave no set; nothing was changed" 2
     verify_args=(--record)
@@ -122,7 +134,8 @@ if ((from_offsite)) && [[ -z "$set" ]] && ! { [[ -n "$root" ]] && newest_verifie
 fi
 if [[ -z "$set" ]]; then
     [[ -n "$root" ]] || die "no SET given and OPSKIT_BACKUP_ROOT is not set" 64
-    set=$(newest_verified "$root") || die "no set under $root has passed verification (see verify-backup --record); name one" 2
+    set=$(newest_verified "$root" "$series") \
+        || die "no dump set of $series (OPSKIT_BACKUP_NAME, else the database's name) under $root has passed verification (see verify-backup --record); name one" 2
 elif [[ ! -d "$set" && -n "$root" ]]; then
     set="$root/$set"
 fi

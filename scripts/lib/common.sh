@@ -560,13 +560,19 @@ _percent_decode() {
     printf -v "$1" '%b' "${__pd_text//%/\\x}"
 }
 
-# newest_verified ROOT: the newest dump set under ROOT whose latest
-# verification passed, as verify-backup answers it (a set that passed and
-# then failed a later verification is not taken; one rule for every tool).
+# newest_verified ROOT SERIES: the newest dump set of SERIES under ROOT
+# whose latest verification passed, as verify-backup answers it (a set
+# that passed and then failed a later verification is not taken; one rule
+# for every tool).
 newest_verified() {
-    "$(tool verify-backup)" -q --newest-verified "$1" \
+    "$(tool verify-backup)" -q --newest-verified "$1" --series "$2" \
         | jq -r 'select(.event == "newest_verified") | .path' | grep .
 }
+
+# backup_series: the series this env file's dump sets are (the name
+# before their time): OPSKIT_BACKUP_NAME, else the database's name, as
+# backup-system.sh names them.
+backup_series() { printf '%s\n' "${OPSKIT_BACKUP_NAME:-$(url_db "$DATABASE_URL")}"; }
 
 # spec_redact URL: the URL with its password shown as ***.
 spec_redact() { sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#' <<<"$1"; }

@@ -1,7 +1,8 @@
 //! Attacks on the restore procedures (`scripts/`), without a database:
 //! the tools they call are stubs that record what they were given.
 //!
-//! - the result log of a backup root: a set name in it is never a path;
+//! - the result log of a backup root: a set name in it is never a path,
+//!   and another database's newer set (another series) is never taken;
 //! - the failure paths of restore-system.sh after the application was
 //!   stopped, and the history file push after restore-pitr.sh --swap.
 //!
@@ -14,15 +15,18 @@ use std::process::Command;
 use opskit_testkit::sh::{env_file, is_root, procedure, set_mode, source, stub, write_mode};
 use opskit_testkit::tools::Output;
 
-// 1. The verdict log names sets, never paths.
+// 1. The verdict log names sets, never paths; a root holds several
+// series, and restore-system.sh takes its database's (billing's newer set
+// was taken for app's before).
 
 #[test]
-fn the_newest_verified_set_is_never_a_path_from_the_log() {
+fn the_newest_verified_set_is_never_a_path_from_the_log_nor_another_series() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     let root = p.join("backups");
     for set in [
         "backups/app-20260101T000000Z",
+        "backups/billing-20970101T000000Z",
         "outside-20990101T000000Z",
         "backups/sub/deeper-20980101T000000Z",
     ] {
@@ -33,6 +37,7 @@ fn the_newest_verified_set_is_never_a_path_from_the_log() {
     }
     let lines = [
         r#"{"event":"verify","ok":true,"set":"app-20260101T000000Z"}"#,
+        r#"{"event":"verify","ok":true,"set":"billing-20970101T000000Z"}"#,
         r#"{"event":"verify","ok":true,"set":"../outside-20990101T000000Z"}"#,
         r#"{"event":"verify","ok":true,"set":"sub/deeper-20980101T000000Z"}"#,
         &format!(
@@ -48,7 +53,7 @@ fn the_newest_verified_set_is_never_a_path_from_the_log() {
     let out = source(
         p,
         &[("OPSKIT_BIN", bins)],
-        &format!("newest_verified {}", root.display()),
+        &format!("newest_verified {} app", root.display()),
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(

@@ -39,7 +39,7 @@ fn repo() -> PathBuf {
 }
 
 /// Commands of the `sh` blocks: continuation lines joined, pipelines and
-/// `&&` lists split, `sudo` and VAR=value prefixes dropped.
+/// `&&` lists split, `sudo [-u USER]` and VAR=value prefixes dropped.
 fn commands(text: &str) -> Vec<String> {
     let mut out = vec![];
     let mut in_sh = false;
@@ -58,10 +58,16 @@ fn commands(text: &str) -> Vec<String> {
             continue;
         }
         for part in split_outside_quotes(&pending) {
-            let words: Vec<&str> = part
-                .split_whitespace()
-                .skip_while(|w| *w == "sudo" || (w.contains('=') && !w.starts_with('-')))
-                .collect();
+            let mut words: Vec<&str> = part.split_whitespace().collect();
+            // `sudo [-u USER]` and VAR=value prefixes.
+            loop {
+                let skip = match words.as_slice() {
+                    ["sudo", "-u", _, ..] => 3,
+                    [w, ..] if *w == "sudo" || (w.contains('=') && !w.starts_with('-')) => 1,
+                    _ => break,
+                };
+                words.drain(..skip);
+            }
             if !words.is_empty() {
                 out.push(words.join(" "));
             }
@@ -219,6 +225,10 @@ fn the_checker_catches_drift() {
     assert_eq!(
         commands("```sh\nsudo X=1 make build && \\\n  healthcheck --wait 2m | jq .\n```\n"),
         ["make build", "healthcheck --wait 2m", "jq ."]
+    );
+    assert_eq!(
+        commands("```sh\nsudo -u opskit offsite pull s3://b/app latest\n```\n"),
+        ["offsite pull s3://b/app latest"]
     );
 }
 

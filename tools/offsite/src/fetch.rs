@@ -38,6 +38,13 @@ pub struct PullArgs {
     #[arg(long, value_enum, value_name = "KIND")]
     pub kind: Option<SetKind>,
 
+    /// With `latest`: only sets of this series, the name before the set's
+    /// time (pgbackup --name; by default the database's name). A prefix
+    /// may hold several series: without it, another database's newer set
+    /// would be taken.
+    #[arg(long, value_name = "NAME")]
+    pub series: Option<String>,
+
     /// The local backup root to put it in (default: --root or OPSKIT_BACKUP_ROOT).
     #[arg(long, value_name = "DIR")]
     pub dest: Option<PathBuf>,
@@ -67,11 +74,17 @@ pub fn pull(args: &crate::Args, p: &PullArgs, em: &mut Emitter) -> Result<Done<O
     let store = args.store(url)?;
     let sets = remote_sets(&store)?;
     // Checked before anything is written locally.
+    if set != "latest" && p.series.is_some() {
+        return Err(Error::usage(
+            "--series goes with `latest`, not a set's name",
+        ));
+    }
+    let series = p.series.as_deref();
     let (name, signed) = match (set, p.kind) {
-        ("latest", Some(kind)) => latest_of(&store, &sets, kind, &trust)?,
+        ("latest", Some(kind)) => latest_of(&store, &sets, kind, series, &trust)?,
         (_, Some(_)) => return Err(Error::usage("--kind goes with `latest`, not a set's name")),
         (want, None) => {
-            let name = pick(&sets, want, &store)?;
+            let name = pick(&sets, want, series, &store)?;
             let signed = remote::load(&store, &name, &sets[&name], &trust)?;
             (name, signed)
         }
@@ -100,6 +113,22 @@ pub fn pull(args: &crate::Args, p: &PullArgs, em: &mut Emitter) -> Result<Done<O
             .mode(0o700)
             .create(&dest)
             .at("creating backup root", &dest)?;
+    }
+    // The set is staged in dest and its parent by path: nobody else may
+    // rename or replace what is there (pull as the root's owner).
+    for dir in [Some(dest.as_path()), dest.parent()].into_iter().flatten() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        opskit::safefs::check_dir_private(dir).map_err(|e| {
+            Error::usage(format!(
+                "not pulling into {}: {}; run offsite pull as the root's owner (sudo -u OWNER offsite pull …)",
+                dest.display(),
+                e.msg
+            ))
+        })?;
     }
     let mut counts = OffsiteCounts {
         sets: todo.len() as u64,
@@ -187,10 +216,13 @@ fn latest_of(
     store: &Store,
     sets: &RemoteSets,
     kind: SetKind,
+    series: Option<&str>,
     trust: &opskit::sign::Trust,
 ) -> Result<(String, Signed)> {
-    let mut complete: Vec<(&String, &opskit_s3::sets::RemoteInfo)> =
-        sets.iter().filter(|(_, s)| s.complete).collect();
+    let mut complete: Vec<(&String, &opskit_s3::sets::RemoteInfo)> = sets
+        .iter()
+        .filter(|(n, s)| s.complete && of_series(n, series))
+        .collect();
     complete.sort_by(|(a, x), (b, y)| y.time.cmp(&x.time).then_with(|| b.cmp(a)));
     for (name, info) in complete {
         let signed = remote::load(store, name, info, trust)?;
@@ -200,19 +232,28 @@ fn latest_of(
         log::debug!("{name} is not a {kind:?} set");
     }
     Err(Error::failure(format!(
-        "no complete {} set under {}",
+        "no complete {} set{} under {}",
         match kind {
             SetKind::Dump => "dump",
             SetKind::Base => "base",
         },
+        series.map(|s| format!(" of {s}")).unwrap_or_default(),
         store.remote.url("")
     )))
 }
 
-/// The set `want` names: `latest` or a complete remote set's name.
-fn pick(sets: &RemoteSets, want: &str, store: &Store) -> Result<String> {
+/// Whether the set `name` is of `series` (any, when None).
+fn of_series(name: &str, series: Option<&str>) -> bool {
+    series.is_none_or(|want| {
+        opskit::backupset::parse_set_dir_name(name).is_some_and(|(s, _)| s == want)
+    })
+}
+
+/// The set `want` names: `latest` (of `series`) or a complete remote
+/// set's name.
+fn pick(sets: &RemoteSets, want: &str, series: Option<&str>, store: &Store) -> Result<String> {
     if want == "latest" {
-        return newest(sets, |_, s| s.complete)
+        return newest(sets, |n, s| s.complete && of_series(n, series))
             .map(|(n, _)| n.to_string())
             .ok_or_else(|| {
                 Error::failure(format!("no complete set under {}", store.remote.url("")))

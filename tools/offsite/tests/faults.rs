@@ -461,6 +461,40 @@ fn a_symlink_planted_at_the_verdict_log_is_not_written_through() {
     assert_eq!(fs::read_to_string(&outside).unwrap(), "keep\n");
 }
 
+/// Root pulling into a root another user owns (`/var/backups/opskit` is
+/// the opskit user's; restore-system.sh --from-offsite and the runbook ran
+/// the pull as root): that user could rename the staging directory away
+/// and put a link in its place, and root would write the set's files
+/// wherever it points (/etc/cron.d). Refused before anything is written;
+/// pulled as the owner, or into root's own directory, it is fine.
+#[test]
+fn root_never_pulls_into_a_directory_another_user_owns() {
+    if opskit::sys::euid() != 0 {
+        eprintln!("needs root: skipped");
+        return;
+    }
+    let local = Local::new(0);
+    let set = local.set(false);
+    let url = format!("s3://{}/app", server().bucket("owned"));
+    ok(&run(&mut offsite(&["push", &url, set.to_str().unwrap()])));
+    let dest = local.tmp.path().join("theirs");
+    fs::create_dir(&dest).unwrap();
+    std::os::unix::fs::chown(&dest, Some(65534), Some(65534)).unwrap();
+    let pull = || run(offsite(&["pull", "latest", "--url", &url, "--dest"]).arg(&dest));
+    let out = pull();
+    assert_eq!(out.code, 64, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("not pulling into {}", dest.display()))
+            && out.stderr.contains("owned by uid 65534"),
+        "{}",
+        out.stderr
+    );
+    assert_empty(&dest);
+    std::os::unix::fs::chown(&dest, Some(0), Some(0)).unwrap();
+    ok(&pull());
+}
+
 /// Input that is not records: one line on stderr per bad line for the
 /// first few (it used to print nothing and exit 2), then a count.
 #[test]

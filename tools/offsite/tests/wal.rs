@@ -236,6 +236,20 @@ fn pull_latest_of_a_kind_passes_over_newer_sets_of_the_other_kind() {
         "{}",
         out.stderr
     );
+    // A prefix holding several series: `latest` of one series is never
+    // another's newer set (restore-system.sh restored it as this one).
+    let series = |p: &Path| name(p).rsplit_once('-').unwrap().0.to_string();
+    assert_ne!(series(&dump), series(&base), "two series");
+    let (out, _) = pull(&["latest", "--series", &series(&dump)], "series");
+    ok(&out);
+    assert_eq!(out.events("pull")[0]["set"], name(&dump), "{}", out.stdout);
+    let (out, _) = pull(&["latest", "--kind", "dump", "--series", "billing"], "none");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no complete dump set of billing"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Whoever holds the bucket's keys plants a checksum file under the name

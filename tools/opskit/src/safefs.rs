@@ -153,6 +153,34 @@ pub fn check_private(path: &Path, meta: &Metadata) -> Result<()> {
     Ok(())
 }
 
+/// Refuse a directory in which someone other than root or the running
+/// user could rename, replace or plant what this process creates: it must
+/// be a real directory (not a link) owned by one of them, and not writable
+/// by group or others unless it is sticky (as /tmp). Root writing into a
+/// directory another user owns would otherwise write wherever that user
+/// points a link put in place of its staging directory.
+pub fn check_dir_private(dir: &Path) -> Result<()> {
+    let m = dir.symlink_metadata().at("checking", dir)?;
+    if !m.is_dir() {
+        return Err(Error::usage(format!(
+            "{} is not a directory (or is a symbolic link): refused",
+            dir.display()
+        )));
+    }
+    let trusted_owner = m.uid() == 0 || m.uid() == crate::sys::euid();
+    let sticky = m.permissions().mode() & 0o1000 != 0;
+    if trusted_owner && sticky {
+        return Ok(());
+    }
+    check_private(dir, &m).map_err(|e| {
+        if sticky {
+            e
+        } else {
+            Error::usage(format!("{}, and it is not sticky", e.msg))
+        }
+    })
+}
+
 /// What a file's content is known by: its inode, size and change times. A
 /// rename over it, or any write to it, changes one of them (the change
 /// time cannot be set back by its owner).

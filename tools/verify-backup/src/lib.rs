@@ -118,6 +118,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "dump", requires = "newest_verified")]
     pub kind: opskit::records::SetKind,
 
+    /// With --newest-verified: only sets of this series, the name before
+    /// the set's time (pgbackup --name; by default the database's name).
+    /// A root may hold several series: restore-system.sh passes
+    /// OPSKIT_BACKUP_NAME, else its database's name, so that another
+    /// database's newer set is never taken for this one.
+    #[arg(long, value_name = "NAME", requires = "newest_verified")]
+    pub series: Option<String>,
+
     /// Only the manifest, sizes, checksums and permissions.
     #[arg(long, conflicts_with = "restore_into")]
     pub quick: bool,
@@ -236,7 +244,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
         Depth::Structural
     };
     if let Some(root) = &args.newest_verified {
-        return newest::run(root, args.kind, em);
+        return newest::run(root, args.kind, args.series.as_deref(), em);
     }
     let trust = args.trust.trust()?;
     let ids = args.identity.as_deref().map(Identities::load).transpose()?;

@@ -12,19 +12,27 @@ use opskit::{Done, Emitter, Error, Exit, Result};
 
 use crate::checks::Depth;
 
-/// Report the newest set of `kind` under `root` whose latest verification
-/// passed (exit 1 when there is none).
-pub fn run(root: &Path, kind: SetKind, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
+/// Report the newest set of `kind` (and of `series`, when given) under
+/// `root` whose latest verification passed (exit 1 when there is none).
+pub fn run(
+    root: &Path,
+    kind: SetKind,
+    series: Option<&str>,
+    em: &mut Emitter,
+) -> Result<Done<VerifyCounts>> {
     let sets = opskit::root::sets(root)?;
     let verdicts = VerdictLog::local(root).latest()?;
-    let of_kind = |s: &opskit::root::Set| s.manifest().is_ok_and(|m| m.is_of(kind));
-    let Some(set) = newest_passed(&sets, &verdicts, of_kind) else {
+    let wanted = |s: &opskit::root::Set| {
+        series.is_none_or(|want| s.series == want) && s.manifest().is_ok_and(|m| m.is_of(kind))
+    };
+    let Some(set) = newest_passed(&sets, &verdicts, wanted) else {
         return Err(Error::check(format!(
-            "no {} set under {} has passed its latest verification (see verify-backup --record)",
+            "no {} set{} under {} has passed its latest verification (see verify-backup --record)",
             match kind {
                 SetKind::Dump => "dump",
                 SetKind::Base => "base",
             },
+            series.map(|s| format!(" of {s}")).unwrap_or_default(),
             root.display()
         )));
     };

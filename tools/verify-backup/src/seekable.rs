@@ -11,7 +11,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -65,29 +65,11 @@ pub(crate) fn size(entry: &FileEntry) -> u64 {
 /// (`safefs::check_private`) unless sticky (`/tmp`), so that nobody can
 /// rename what this run makes there.
 fn check_dir(dir: &Path) -> Result<()> {
-    let refuse = |why: &str| {
+    opskit::safefs::check_dir_private(dir).map_err(|e| {
         Error::usage(format!(
-            "scratch directory {}: {why}; choose another (--scratch DIR or OPSKIT_SCRATCH_DIR)",
-            dir.display()
+            "scratch directory {}; choose another (--scratch DIR or OPSKIT_SCRATCH_DIR)",
+            e.msg
         ))
-    };
-    let m = dir
-        .symlink_metadata()
-        .map_err(|e| Error::failure(format!("scratch directory {}: {e}", dir.display())))?;
-    if !m.is_dir() {
-        return Err(refuse("it is not a directory (or is a symlink)"));
-    }
-    let trusted_owner = m.uid() == 0 || m.uid() == opskit::sys::euid();
-    let sticky = m.permissions().mode() & 0o1000 != 0;
-    if trusted_owner && sticky {
-        return Ok(());
-    }
-    opskit::safefs::check_private(dir, &m).map_err(|e| {
-        if sticky {
-            refuse(&e.msg)
-        } else {
-            refuse(&format!("{}, and it is not sticky", e.msg))
-        }
     })
 }
 
