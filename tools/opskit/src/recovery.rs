@@ -49,6 +49,10 @@ pub fn forced_settings(major: u32, ours: &[(&str, String)]) -> Vec<(String, Stri
         ("log_destination", "stderr"),
         // No network.
         ("listen_addresses", ""),
+        // It starts beside production, or on a smaller machine: never
+        // refused for want of the huge pages production holds (a set with
+        // huge_pages = on would not start).
+        ("huge_pages", "try"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -249,6 +253,7 @@ mod tests {
             "walarchive fetch %f %p"
         );
         assert_eq!(get(&s, "recovery_end_command").unwrap(), "");
+        assert_eq!(get(&s, "huge_pages").unwrap(), "try");
         assert!(get(&s, "archive_library").is_none());
         let s18 = forced_settings(18, &[]);
         assert_eq!(get(&s18, "archive_library").unwrap(), "");

@@ -253,6 +253,9 @@ fn write_recovery(
             scratch.dir.join("external.pid").display().to_string(),
         ),
         ("port", "5432".to_string()),
+        // A test, often on the production server itself: not a second
+        // copy of production's shared memory.
+        ("shared_buffers", "128MB".to_string()),
         (
             "unix_socket_directories",
             scratch.sock().display().to_string(),
