@@ -157,6 +157,16 @@ impl Drill {
         cmd
     }
 
+    /// `verify-backup --record --replay` of `set` with its scratch
+    /// clusters under `scratch` (the weekly restore test of base sets).
+    pub fn replay(&self, set: &Path, scratch: &Path) -> Command {
+        let mut cmd = self.tool("verify-backup");
+        cmd.args(["--record", "--replay", "--scratch"])
+            .arg(scratch)
+            .arg(set);
+        cmd
+    }
+
     pub fn tool(&self, name: &str) -> Command {
         self.cmd(&self.dir.join("bin").join(name))
     }

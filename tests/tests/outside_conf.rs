@@ -25,11 +25,7 @@ fn a_base_set_of_a_cluster_configured_outside_its_data_directory_replays_and_rec
          INSERT INTO orders (note) SELECT 'before' FROM generate_series(1, 300)",
     );
     let set = d.take_base(c);
-    let out = run(d
-        .tool("verify-backup")
-        .args(["--record", "--replay", "--scratch"])
-        .arg(d.dir.join("scratch"))
-        .arg(&set));
+    let out = run(&mut d.replay(&set, &d.dir.join("scratch")));
     assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("postgresql.conf: the set has none"),

@@ -403,13 +403,7 @@ fn a_killed_restore_test_leaves_no_cluster_and_the_next_run_removes_its_director
     );
     let set = d.take_base(c);
     let scratch = d.dir.join("scratch");
-    let replay = || {
-        let mut cmd = d.tool("verify-backup");
-        cmd.args(["--record", "--replay", "--scratch"])
-            .arg(&scratch)
-            .arg(&set);
-        cmd
-    };
+    let replay = || d.replay(&set, &scratch);
     let mut child = replay()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -506,10 +500,6 @@ fn a_set_asking_for_huge_pages_and_more_memory_than_there_is_still_replays() {
         c.query("postgres", "ALTER SYSTEM SET shared_buffers = '4TB'");
         d.take_base(c)
     };
-    let out = run(d
-        .tool("verify-backup")
-        .args(["--record", "--replay", "--scratch"])
-        .arg(d.dir.join("scratch"))
-        .arg(&set));
+    let out = run(&mut d.replay(&set, &d.dir.join("scratch")));
     assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
 }

@@ -69,11 +69,7 @@ fn a_base_set_read_from_the_standby_replays_without_reaching_the_primary() {
     // and ends in seconds (it used to wait for WAL for 10 minutes).
     let before = server_log(primary).len();
     let started = Instant::now();
-    let out = run(d
-        .tool("verify-backup")
-        .args(["--record", "--replay", "--scratch"])
-        .arg(d.dir.join("scratch"))
-        .arg(&set));
+    let out = run(&mut d.replay(&set, &d.dir.join("scratch")));
     ok(&out, "verify-backup --replay");
     assert_eq!(out.check("replay")["ok"], true, "{}", out.stdout);
     assert!(started.elapsed() < Duration::from_secs(120));
