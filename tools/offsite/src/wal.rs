@@ -118,9 +118,10 @@ pub fn push(args: &crate::Args, p: &PushWalArgs, em: &mut Emitter) -> Result<Don
         }
         marks.confirm(&rec.url, &tli, &w.name);
     }
-    // Only after a whole run: a failed one confirms nothing past its error.
-    if result.is_ok() {
-        result = marks.save();
+    // What was confirmed, also by a run that failed: files go in order, and
+    // a failure stops the run, so nothing past it is confirmed.
+    if let Err(e) = marks.save() {
+        result = result.and(Err(e));
     }
     rec.duration_s = opskit::record::secs(start.elapsed());
     let exit = match &result {

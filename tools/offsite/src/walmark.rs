@@ -21,7 +21,11 @@ const MAX: u64 = 1 << 20;
 
 pub struct Marks {
     path: Option<PathBuf>,
-    /// (URL, timeline) → newest name confirmed.
+    /// (URL, timeline) → newest name confirmed, as the run found them:
+    /// what it checks against (a file confirmed during the run does not
+    /// make the next one unchecked).
+    loaded: BTreeMap<(String, String), String>,
+    /// The same, as the run confirms files.
     marks: BTreeMap<(String, String), String>,
 }
 
@@ -31,8 +35,9 @@ pub enum Known {
     Confirmed,
     /// Newer: compare it before it counts.
     Unchecked,
-    /// No mark yet for this bucket and timeline (the first run with a
-    /// state directory, or none): taken as it is, as before.
+    /// No mark yet for this bucket (the first run with a state directory,
+    /// or none): taken as it is, as before. A new timeline of a bucket
+    /// with marks is compared: its history file's name is known ahead.
     NoMark,
 }
 
@@ -42,6 +47,7 @@ impl Marks {
         let Some(dir) = dir else {
             return Ok(Marks {
                 path: None,
+                loaded: BTreeMap::new(),
                 marks: BTreeMap::new(),
             });
         };
@@ -63,14 +69,16 @@ impl Marks {
         }
         Ok(Marks {
             path: Some(path),
+            loaded: marks.clone(),
             marks,
         })
     }
 
     pub fn known(&self, url: &str, tli: &str, name: &str) -> Known {
-        match self.marks.get(&(url.to_string(), tli.to_string())) {
+        match self.loaded.get(&(url.to_string(), tli.to_string())) {
             Some(m) if name <= m.as_str() => Known::Confirmed,
             Some(_) => Known::Unchecked,
+            None if self.loaded.keys().any(|(u, _)| u == url) => Known::Unchecked,
             None => Known::NoMark,
         }
     }

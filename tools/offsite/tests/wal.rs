@@ -298,4 +298,61 @@ fn a_planted_checksum_file_never_stands_for_a_segment() {
     ok(&out);
     assert_eq!(out.events("push")[0]["uploaded"], 2, "{}", out.stdout);
     sidecars_went_up_as_they_are(&local.root, &url);
+    // A new timeline (a promotion): its history file's name is known
+    // ahead, and a checksum file planted for it is compared too.
+    archive(&local.root, "00000002.history", Some(&local.key.public));
+    let tli = fs::read_dir(local.root.join("wal"))
+        .unwrap()
+        .flatten()
+        .find(|d| d.path().join("00000002.history.sha256").exists())
+        .unwrap()
+        .file_name();
+    let key = format!("app/wal/{}/00000002.history.sha256", tli.to_string_lossy());
+    server().put(&bucket, &key, b"forged\n");
+    let out = push();
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains(&key), "{}", out.stderr);
+}
+
+/// The first run with a state directory onto a bucket that already holds
+/// the archive (an upgrade): what is there is taken as it is, in one run
+/// with no download per file (thousands would outlast the unit's 50 s,
+/// and each killed run would start again), and the runs after it push
+/// what is new.
+#[test]
+fn the_first_run_with_a_state_directory_takes_the_bucket_as_it_is() {
+    let local = Local::new(0);
+    let bucket = server().bucket("upgrade");
+    let url = format!("s3://{bucket}/app");
+    let first = "000000010000000000000030";
+    let names: Vec<String> = (0..5).map(|i| seg(first, i)).collect();
+    for n in &names {
+        archive(&local.root, n, Some(&local.key.public));
+    }
+    ok(&run(offsite(&["push-wal", &url, "--root"]).arg(&local.root)));
+    // Taken as it is means not read: even a checksum file that differs
+    // (the first run trusts the bucket, as every run did before).
+    server().put(
+        &bucket,
+        &format!("app/wal/00000001/{}.sha256", names[2]),
+        b"not read\n",
+    );
+    let state = local.tmp.path().join("state");
+    fs::create_dir(&state).unwrap();
+    let push = || {
+        run(offsite(&["push-wal", &url, "-v", "--state-dir"])
+            .arg(&state)
+            .arg("--root")
+            .arg(&local.root))
+    };
+    let out = push();
+    ok(&out);
+    assert_eq!(out.events("push")[0]["skipped"], 5, "{}", out.stdout);
+    let marks = fs::read_to_string(state.join("push-wal.confirmed")).unwrap();
+    assert!(marks.contains(&names[4]), "{marks}");
+    let next = seg(first, 5);
+    archive(&local.root, &next, Some(&local.key.public));
+    let out = push();
+    ok(&out);
+    assert_eq!(out.events("push")[0]["uploaded"], 2, "{}", out.stdout);
 }
