@@ -2,12 +2,17 @@
 //!
 //! The journal is carried out as root, so it is believed only as far as
 //! the configuration vouches for it: a plan is finished only when its log
-//! is one a block of the configuration names, every file a step touches is
-//! in that log's directory or the block's old directory, and every command
-//! it runs (compresscmd, shred) is the block's own. Anything else is not
-//! carried out and is reported; the log is then rotated as usual.
+//! is one a block of the configuration names (no `.` or `..` in it), every
+//! file a step touches is one of that log's rotations (named after it) in
+//! its directory or the block's old directory, every command it runs
+//! (compresscmd, shred) is the block's own, it truncates only under
+//! `copytruncate` and creates the log only under `create`, with its mode
+//! and owner. Anything else is not carried out and is reported; the log is
+//! then rotated as usual. (A `create` without a mode or owner takes the
+//! old log's, which the journal holds: then any mode without setuid,
+//! setgid, sticky or world-write is taken.)
 
-use std::path::Path;
+use std::path::{Component, Path};
 
 use opskit::records::{Rotate, RotateAction};
 use opskit::{Emitter, Error};
@@ -101,7 +106,8 @@ fn block_of<'a>(cfg: &'a Config, log: &Path) -> Option<&'a Block> {
     let how = glob::MatchOptions {
         case_sensitive: true,
         require_literal_separator: true,
-        require_literal_leading_dot: false,
+        // A `*` never matches `..`, nor a hidden name.
+        require_literal_leading_dot: true,
     };
     cfg.blocks.iter().find(|b| {
         !b.exclude.iter().any(|x| x == log)
@@ -116,44 +122,99 @@ fn block_of<'a>(cfg: &'a Config, log: &Path) -> Option<&'a Block> {
 /// module's comment.
 fn vouch(u: &Unfinished, cfg: &Config) -> Result<(), String> {
     let log = &u.plan.log;
+    if !plain(log) {
+        return Err(format!("its log {} has a . or .. in it", log.display()));
+    }
     let b = block_of(cfg, log).ok_or("its log is in no block of the configuration")?;
     let o = &b.opts;
     let logdir = log.parent().unwrap_or(Path::new("/"));
     let dirs = [logdir.to_path_buf(), o.rotated_dir(log)];
+    // Every file a step touches is one of the log's own: named as it is.
+    let name = log.file_name().unwrap_or_default().to_string_lossy();
+    let stem = name
+        .split('.')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&name);
     for st in u.plan.main.iter().chain(&u.plan.after) {
-        let (paths, command_differs) = match st {
-            Step::Compress {
-                src, dst, command, ..
-            } => (
-                vec![src, dst],
-                command.is_some() && *command != o.compress_command(),
-            ),
-            Step::Remove { path, shred, .. } => {
-                (vec![path], shred.is_some() && *shred != o.shred_command())
-            }
-            Step::Rename { from, to } | Step::Copy { from, to, .. } => (vec![from, to], false),
-            Step::Create { path, .. } => (vec![path], false),
-            Step::Script { arg, .. } => (arg.iter().collect(), false),
-            Step::Mail { file, .. } => (vec![file], false),
-        };
-        if command_differs {
-            return Err(format!(
-                "a step runs a command that is not {}'s compresscmd or shred",
-                b.at
-            ));
+        if let Some(why) = unlike_the_block(st, log, b) {
+            return Err(why);
         }
-        if let Some(p) = paths
-            .into_iter()
-            .find(|p| !p.parent().is_some_and(|d| dirs.iter().any(|x| x == d)))
-        {
+        let outside = step_paths(st).into_iter().find(|p| {
+            !plain(p)
+                || !p.parent().is_some_and(|d| dirs.iter().any(|x| x == d))
+                || !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(stem))
+        });
+        if let Some(p) = outside {
             return Err(format!(
-                "a step names {}, outside {} and its old directory",
+                "a step names {}, not a rotation of {} in its directory or old directory",
                 p.display(),
-                logdir.display()
+                log.display()
             ));
         }
     }
     Ok(())
+}
+
+/// Whether `p` is absolute and has no `.` or `..` in it.
+fn plain(p: &Path) -> bool {
+    p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+/// The files step `st` touches.
+fn step_paths(st: &Step) -> Vec<&std::path::PathBuf> {
+    match st {
+        Step::Compress { src, dst, .. } => vec![src, dst],
+        Step::Remove { path, .. } | Step::Create { path, .. } => vec![path],
+        Step::Rename { from, to } | Step::Copy { from, to, .. } => vec![from, to],
+        Step::Script { arg, .. } => arg.iter().collect(),
+        Step::Mail { file, .. } => vec![file],
+    }
+}
+
+/// How step `st` differs from what block `b` would plan for `log`: a
+/// command that is not its own, a truncation or a new log it does not
+/// configure, a mode or owner it does not give.
+fn unlike_the_block(st: &Step, log: &Path, b: &Block) -> Option<String> {
+    let o = &b.opts;
+    let why = match st {
+        Step::Compress { command, .. } if command.is_some() && *command != o.compress_command() => {
+            "runs a compress command that is not its compresscmd"
+        }
+        Step::Remove { shred, .. } if shred.is_some() && *shred != o.shred_command() => {
+            "runs a shred command it does not configure"
+        }
+        Step::Copy { from, truncate, .. } if *truncate && (!o.copytruncate || from != log) => {
+            "truncates a file it does not copytruncate"
+        }
+        Step::Create {
+            path,
+            mode,
+            owner,
+            group,
+        } => {
+            let Some(c) = o.create.as_ref() else {
+                return Some(format!("a step creates a log without create ({})", b.at));
+            };
+            let mode_ok = match c.mode {
+                Some(m) => *mode == Some(m),
+                None => mode.is_none_or(|m| m & 0o7002 == 0),
+            };
+            let named_ok =
+                |want: &Option<String>, got: &Option<String>| want.is_none() || want == got;
+            if path != log || !mode_ok || !named_ok(&c.owner, owner) || !named_ok(&c.group, group) {
+                "creates a log with another name, mode or owner than its create"
+            } else {
+                return None;
+            }
+        }
+        _ => return None,
+    };
+    Some(format!("a step {why} ({})", b.at))
 }
 
 /// Whether `name` is a temp file left by a run that is no longer alive.

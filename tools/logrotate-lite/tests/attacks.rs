@@ -226,7 +226,7 @@ fn a_journal_someone_else_could_write_is_not_replayed() {
 /// run, and the log is rotated as usual.
 #[test]
 fn a_root_owned_journal_runs_only_what_the_configuration_says() {
-    let s = site("{D}/*.log {\n rotate 1\n compress\n}\n");
+    let s = site("{D}/*.log {\n rotate 1\n compress\n notifempty\n}\n");
     let b = s.logs.join("b.log");
     std::fs::write(&b, "b line\n").unwrap();
     let outside = s.root.join("outside");
@@ -234,6 +234,15 @@ fn a_root_owned_journal_runs_only_what_the_configuration_says() {
     let pwned = s.root.join("PWNED");
     let src = s.logs.join("app.log.1");
     std::fs::write(&src, "old\n").unwrap();
+    // Files of the log directory that are not a log's rotations.
+    let keep = s.logs.join("keep.log");
+    std::fs::write(&keep, "").unwrap(); // empty: not rotated
+    let config = s.logs.join("settings.ini");
+    std::fs::write(&config, "keep\n").unwrap();
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&p.metadata().unwrap().permissions()) & 0o7777
+    };
+    let keep_mode = mode(&keep);
     let plan = |log: &Path, main: serde_json::Value| {
         serde_json::json!({
             "at": "2026-01-01T00:00:00",
@@ -258,6 +267,21 @@ fn a_root_owned_journal_runs_only_what_the_configuration_says() {
             &s.root.join("other.log"),
             serde_json::json!([{"Remove": {"path": s.root.join("other.log.1"), "why": "old"}}]),
         ),
+        // A block without `create`, a setuid world-writable root's log.
+        plan(
+            &keep,
+            serde_json::json!([{"Create": {"path": keep, "mode": 0o6777, "owner": "0", "group": "0"}}]),
+        ),
+        // A rotation step on a file of the directory that is not the log's.
+        plan(
+            &s.logs.join("c.log"),
+            serde_json::json!([{"Remove": {"path": config, "why": "old"}}]),
+        ),
+        // `..` in the log's path.
+        plan(
+            &s.logs.join("../logs/d.log"),
+            serde_json::json!([{"Remove": {"path": s.logs.join("d.log.1"), "why": "old"}}]),
+        ),
     ];
     let journal = s.root.join("status.opskit-journal");
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
@@ -273,10 +297,19 @@ fn a_root_owned_journal_runs_only_what_the_configuration_says() {
         outside.exists(),
         "a file outside the log's directory was removed"
     );
+    assert!(config.exists(), "a file not the log's was removed");
+    assert_eq!(
+        mode(&keep),
+        keep_mode,
+        "a mode from the journal was applied"
+    );
     for why in [
-        "a step runs a command that is not",
-        &format!("a step names {}, outside", outside.display()),
+        "a step runs a compress command that is not its compresscmd",
+        &format!("a step names {}, not a rotation of", outside.display()),
         "its log is in no block of the configuration",
+        "a step creates a log without create",
+        &format!("a step names {}, not a rotation of", config.display()),
+        "has a . or .. in it",
     ] {
         assert!(ran.stderr.contains(why), "{why}: {}", ran.stderr);
     }
