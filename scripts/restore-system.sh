@@ -47,7 +47,8 @@ With --from-offsite, when OPSKIT_BACKUP_ROOT holds no verified dump set
 (the disk was lost, or this is a new machine), the newest dump set of
 the series in OPSKIT_OFFSITE_URL (never a newer base set, nor another
 database's set) is first pulled into it (offsite pull: staged, every
-file's sha256 checked) and verified (verify-backup --record, in full when
+file's sha256 checked; as the root's owner, with the env file's AWS_* or
+that user's ~/.aws) and verified (verify-backup --record, in full when
 OPSKIT_AGE_IDENTITY is set).
 
 An encrypted set (pgbackup --encrypt-to) is decrypted with the identity
@@ -119,7 +120,7 @@ if ((from_offsite)) && [[ -z "$set" ]] && ! { [[ -n "$root" ]] && newest_verifie
     # As the root's owner: root never writes into another user's directory
     # (offsite pull refuses to: that user could redirect it with a link).
     as_owner=()
-    owner=$(stat -c %U "$root")
+    owner=$(stat -L -c %U "$root")
     if [[ $EUID -eq 0 && $owner != root ]]; then
         as_owner=(runuser -u "$owner" --)
     fi

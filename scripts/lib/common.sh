@@ -571,7 +571,7 @@ newest_verified() {
 
 # backup_series: the series this env file's dump sets are (the name
 # before their time): OPSKIT_BACKUP_NAME, else the database's name, as
-# backup-system.sh names them.
+# backup-system.sh names them (the tools clean it as pgbackup does).
 backup_series() { printf '%s\n' "${OPSKIT_BACKUP_NAME:-$(url_db "$DATABASE_URL")}"; }
 
 # spec_redact URL: the URL with its password shown as ***.

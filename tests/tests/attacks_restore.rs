@@ -27,6 +27,7 @@ fn the_newest_verified_set_is_never_a_path_from_the_log_nor_another_series() {
     for set in [
         "backups/app-20260101T000000Z",
         "backups/billing-20970101T000000Z",
+        "backups/my_app-20250101T000000Z",
         "outside-20990101T000000Z",
         "backups/sub/deeper-20980101T000000Z",
     ] {
@@ -38,6 +39,7 @@ fn the_newest_verified_set_is_never_a_path_from_the_log_nor_another_series() {
     let lines = [
         r#"{"event":"verify","ok":true,"set":"app-20260101T000000Z"}"#,
         r#"{"event":"verify","ok":true,"set":"billing-20970101T000000Z"}"#,
+        r#"{"event":"verify","ok":true,"set":"my_app-20250101T000000Z"}"#,
         r#"{"event":"verify","ok":true,"set":"../outside-20990101T000000Z"}"#,
         r#"{"event":"verify","ok":true,"set":"sub/deeper-20980101T000000Z"}"#,
         &format!(
@@ -59,6 +61,19 @@ fn the_newest_verified_set_is_never_a_path_from_the_log_nor_another_series() {
     assert_eq!(
         out.stdout.trim_end(),
         root.join("app-20260101T000000Z").display().to_string(),
+        "stderr:\n{}",
+        out.stderr
+    );
+    // A database named `my app`: its sets are `my_app-…`, as pgbackup
+    // names them.
+    let out = source(
+        p,
+        &[("OPSKIT_BIN", bins)],
+        &format!("newest_verified {} 'my app'", root.display()),
+    );
+    assert_eq!(
+        out.stdout.trim_end(),
+        root.join("my_app-20250101T000000Z").display().to_string(),
         "stderr:\n{}",
         out.stderr
     );

@@ -447,6 +447,9 @@ fn a_killed_restore_test_leaves_no_cluster_and_the_next_run_removes_its_director
         dir.exists(),
         "a SIGKILL leaves the directory: the next run's"
     );
+    // A lock is taken for a killed run's once it is a second old (a run
+    // creates it, then locks it).
+    std::thread::sleep(Duration::from_millis(1100));
     let out = run(&mut replay());
     assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
     assert!(!dir.exists(), "the killed run's directory is left");

@@ -79,7 +79,12 @@ pub fn pull(args: &crate::Args, p: &PullArgs, em: &mut Emitter) -> Result<Done<O
             "--series goes with `latest`, not a set's name",
         ));
     }
-    let series = p.series.as_deref();
+    // Named as pgbackup names sets (`my app` is series `my_app`).
+    let series = p
+        .series
+        .as_deref()
+        .map(|s| opskit::backupset::sanitize_name(s, "db"));
+    let series = series.as_deref();
     let (name, signed) = match (set, p.kind) {
         ("latest", Some(kind)) => latest_of(&store, &sets, kind, series, &trust)?,
         (_, Some(_)) => return Err(Error::usage("--kind goes with `latest`, not a set's name")),
@@ -107,29 +112,31 @@ pub fn pull(args: &crate::Args, p: &PullArgs, em: &mut Emitter) -> Result<Done<O
         todo.push((anc.clone(), remote::load(&store, &anc, info, &trust)?));
     }
     todo.push((name, signed));
+    // The set is staged in dest by path: nobody else may rename or
+    // replace what is there, nor anything on the way to it (checked before
+    // anything is made, and once dest is there).
+    let private = |dir: &Path| {
+        opskit::safefs::check_path_private(dir).map_err(|e| {
+            Error::usage(format!(
+                "not pulling into {}: {}; run offsite pull as the root's owner (sudo -u OWNER offsite pull …)",
+                dest.display(),
+                e.msg
+            ))
+        })
+    };
     if !dest.exists() {
+        let made = dest.ancestors().skip(1).find(|a| a.exists());
+        private(
+            made.filter(|a| !a.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dest)
             .at("creating backup root", &dest)?;
     }
-    // The set is staged in dest and its parent by path: nobody else may
-    // rename or replace what is there (pull as the root's owner).
-    for dir in [Some(dest.as_path()), dest.parent()].into_iter().flatten() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        opskit::safefs::check_dir_private(dir).map_err(|e| {
-            Error::usage(format!(
-                "not pulling into {}: {}; run offsite pull as the root's owner (sudo -u OWNER offsite pull …)",
-                dest.display(),
-                e.msg
-            ))
-        })?;
-    }
+    private(&dest)?;
     let mut counts = OffsiteCounts {
         sets: todo.len() as u64,
         done: 0,

@@ -491,8 +491,25 @@ fn root_never_pulls_into_a_directory_another_user_owns() {
         out.stderr
     );
     assert_empty(&dest);
+    // Root's own directory, but inside one another user owns: that user
+    // can swap it on the way.
+    let theirs = local.tmp.path().join("their-parent");
+    let inner = theirs.join("mine");
+    fs::create_dir_all(&inner).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let out = run(offsite(&["pull", "latest", "--url", &url, "--dest"]).arg(&inner));
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(out.stderr.contains("owned by uid 65534"), "{}", out.stderr);
+    assert_empty(&inner);
     std::os::unix::fs::chown(&dest, Some(0), Some(0)).unwrap();
     ok(&pull());
+    // A root that is a link (to another disk), where only root can
+    // repoint it: fine.
+    let link = local.tmp.path().join("link");
+    std::os::unix::fs::symlink(&dest, &link).unwrap();
+    let out = run(offsite(&["pull", "latest", "--url", &url, "--dest"]).arg(&link));
+    assert_eq!(out.code, 2, "already pulled: {}", out.stderr);
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
 }
 
 /// Input that is not records: one line on stderr per bad line for the

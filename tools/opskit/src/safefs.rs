@@ -14,10 +14,10 @@
 //! * [`check_private`]: a configuration file only its owner (root or the
 //!   running user) can write.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, IoContext, Result};
 
@@ -179,6 +179,52 @@ pub fn check_dir_private(dir: &Path) -> Result<()> {
             Error::usage(format!("{}, and it is not sticky", e.msg))
         }
     })
+}
+
+/// [`check_dir_private`] for every directory `path` passes through, from
+/// `/` down to `path` itself, following links as the kernel does: a link
+/// is only as safe as the directory it lives in, and whoever can write
+/// `/var/backups` can repoint `/var/backups/opskit`.
+pub fn check_path_private(path: &Path) -> Result<()> {
+    let abs = std::path::absolute(path).at("resolving", path)?;
+    let mut cur = PathBuf::from("/");
+    check_dir_private(&cur)?;
+    // The names still to walk, the next last.
+    let names = |p: &Path| -> Vec<std::ffi::OsString> {
+        p.components()
+            .rev()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.to_os_string()),
+                std::path::Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut todo = names(&abs);
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            cur.pop();
+            continue;
+        }
+        let next = cur.join(&name);
+        let m = next.symlink_metadata().at("checking", &next)?;
+        if m.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return Err(Error::usage(format!("{}: too many links", path.display())));
+            }
+            let target = fs::read_link(&next).at("reading the link", &next)?;
+            if target.is_absolute() {
+                cur = PathBuf::from("/");
+            }
+            todo.extend(names(&target));
+            continue;
+        }
+        cur = next;
+        check_dir_private(&cur)?;
+    }
+    Ok(())
 }
 
 /// What a file's content is known by: its inode, size and change times. A

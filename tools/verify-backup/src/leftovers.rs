@@ -62,16 +62,19 @@ pub(crate) fn remove(
     }
 }
 
-/// Whether the run that made `dir` is gone: its lock is free, or (killed
+/// Whether the run that made `dir` is gone: its lock is free (and was
+/// made over a second ago: a run creates it, then locks it), or (killed
 /// before it made one) the directory is over a minute old.
 fn abandoned(dir: &Path) -> bool {
-    match opskit::safefs::open_nofollow(&dir.join(LOCK), fs::OpenOptions::new().read(true)) {
-        Ok(f) => f.try_lock().is_ok(),
-        Err(_) => dir
-            .symlink_metadata()
+    let older_than = |p: &Path, secs: u64| {
+        p.symlink_metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() > 60),
+            .is_some_and(|age| age.as_secs_f64() > secs as f64)
+    };
+    match opskit::safefs::open_nofollow(&dir.join(LOCK), fs::OpenOptions::new().read(true)) {
+        Ok(f) => older_than(&dir.join(LOCK), 1) && f.try_lock().is_ok(),
+        Err(_) => older_than(dir, 60),
     }
 }

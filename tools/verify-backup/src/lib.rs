@@ -244,7 +244,12 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<VerifyCounts>> {
         Depth::Structural
     };
     if let Some(root) = &args.newest_verified {
-        return newest::run(root, args.kind, args.series.as_deref(), em);
+        // Named as pgbackup names sets (`my app` is series `my_app`).
+        let series = args
+            .series
+            .as_deref()
+            .map(|s| opskit::backupset::sanitize_name(s, "db"));
+        return newest::run(root, args.kind, series.as_deref(), em);
     }
     let trust = args.trust.trust()?;
     let ids = args.identity.as_deref().map(Identities::load).transpose()?;

@@ -110,7 +110,7 @@ pub fn test(
         scratch_root,
         PREFIX,
         "the scratch cluster of a run that was killed",
-        server_running,
+        still_in_use,
     );
     let dir = scratch_root.join(format!(
         "{PREFIX}{}-{}",
@@ -182,10 +182,16 @@ pub fn test(
     Ok((checks, Some(secs)))
 }
 
-/// Why the leftover directory `dir` is kept: the postmaster its
+/// Why the leftover directory `dir` is kept: the run its name gives the
+/// pid of is alive (a version that held no lock), or the postmaster its
 /// `postmaster.pid` names still runs in it (its working directory is the
 /// data directory; a pid reused since by another process is not one).
-fn server_running(dir: &Path) -> Option<String> {
+fn still_in_use(dir: &Path) -> Option<String> {
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    let run: Option<u32> = name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok();
+    if let Some(pid) = run.filter(|p| Path::new(&format!("/proc/{p}")).exists()) {
+        return Some(format!("the run that made it (pid {pid}) is alive"));
+    }
     let data = dir.join("data");
     let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
@@ -310,8 +316,10 @@ fn start_and_promote(
     }
     let err = log.try_clone().map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null()).stdout(log).stderr(err);
-    // Killed, the run takes its cluster with it (pg_ctl would detach it).
+    // Killed, the run takes its cluster with it (pg_ctl would detach it);
+    // a Ctrl-C at the terminal is the run's to handle, not the cluster's.
     opskit::sys::end_with_parent(&mut cmd, opskit::sys::SIGQUIT);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", postgres.path.display()))?;
