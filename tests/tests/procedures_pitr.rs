@@ -230,6 +230,10 @@ fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
     );
     d.archive_now();
     retention(&d, &set, &tli);
+    // The restore test's faults, on the same drill (drills on one server
+    // run one at a time: each points its archive_command at its own root).
+    a_killed_restore_test_leaves_no_cluster_and_the_next_run_removes_its_directory(&d);
+    a_set_asking_for_huge_pages_and_more_memory_than_there_is_still_replays(&d);
 }
 
 /// A second base set on the new timeline; prune keeps it alone and deletes
@@ -392,17 +396,10 @@ fn rpo(d: &Drill) {
 /// scratch cluster replays: the cluster ends with it (pg_ctl had detached
 /// it, and it ran on for ever with the database's size of scratch), and
 /// the next run removes the killed run's directory before its own.
-#[test]
-fn a_killed_restore_test_leaves_no_cluster_and_the_next_run_removes_its_directory() {
-    let d = Drill::on(archiving_cluster());
+fn a_killed_restore_test_leaves_no_cluster_and_the_next_run_removes_its_directory(d: &Drill) {
     let c = d.c;
-    c.query(
-        &d.db,
-        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text); \
-         INSERT INTO orders (note) SELECT 'x' FROM generate_series(1, 1000)",
-    );
     let set = d.take_base(c);
-    let scratch = d.dir.join("scratch");
+    let scratch = d.dir.join("scratch-killed");
     let replay = || d.replay(&set, &scratch);
     let mut child = replay()
         .stdout(std::process::Stdio::null())
@@ -487,15 +484,8 @@ impl Drop for AlterSystem {
 /// machine has) still replays, with 128 MB and huge pages when there are
 /// some. Before, the scratch cluster did not start ("could not map
 /// anonymous shared memory").
-#[test]
-fn a_set_asking_for_huge_pages_and_more_memory_than_there_is_still_replays() {
-    let d = Drill::on(archiving_cluster());
+fn a_set_asking_for_huge_pages_and_more_memory_than_there_is_still_replays(d: &Drill) {
     let c = d.c;
-    c.query(
-        &d.db,
-        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text); \
-         INSERT INTO orders (note) SELECT 'x' FROM generate_series(1, 100)",
-    );
     // Written to postgresql.auto.conf, not applied: the set has them.
     let set = {
         let _back = AlterSystem(c, &["huge_pages", "shared_buffers"]);
@@ -503,6 +493,6 @@ fn a_set_asking_for_huge_pages_and_more_memory_than_there_is_still_replays() {
         c.query("postgres", "ALTER SYSTEM SET shared_buffers = '4TB'");
         d.take_base(c)
     };
-    let out = run(&mut d.replay(&set, &d.dir.join("scratch")));
+    let out = run(&mut d.replay(&set, &d.dir.join("scratch-huge")));
     assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
 }
