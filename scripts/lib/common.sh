@@ -572,7 +572,11 @@ newest_verified() {
 # backup_series: the series this env file's dump sets are (the name
 # before their time): OPSKIT_BACKUP_NAME, else the database's name, as
 # backup-system.sh names them (the tools clean it as pgbackup does).
-backup_series() { printf '%s\n' "${OPSKIT_BACKUP_NAME:-$(url_db "$DATABASE_URL")}"; }
+backup_series() {
+    local db
+    _percent_decode db "$(url_db "$DATABASE_URL")"
+    printf '%s\n' "${OPSKIT_BACKUP_NAME:-$db}"
+}
 
 # spec_redact URL: the URL with its password shown as ***.
 spec_redact() { sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#' <<<"$1"; }

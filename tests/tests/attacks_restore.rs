@@ -64,12 +64,15 @@ fn the_newest_verified_set_is_never_a_path_from_the_log_nor_another_series() {
         "stderr:\n{}",
         out.stderr
     );
-    // A database named `my app`: its sets are `my_app-…`, as pgbackup
-    // names them.
+    // A database named `my app` (`my%20app` in the URL): its sets are
+    // `my_app-…`, as pgbackup names them.
     let out = source(
         p,
-        &[("OPSKIT_BIN", bins)],
-        &format!("newest_verified {} 'my app'", root.display()),
+        &[
+            ("OPSKIT_BIN", bins),
+            ("DATABASE_URL", "postgresql://db.example/my%20app"),
+        ],
+        &format!("newest_verified {} \"$(backup_series)\"", root.display()),
     );
     assert_eq!(
         out.stdout.trim_end(),

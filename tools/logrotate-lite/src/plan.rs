@@ -183,23 +183,7 @@ impl<'a> Planner<'a> {
         mtime_of: &'a dyn Fn(&Path) -> Option<i64>,
     ) -> Self {
         let dir = o.rotated_dir(log);
-        let mut base = log
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        // `extension` stays at the end of rotated names; `addextension`
-        // too, and is added to a name that lacks it (b -> b.1.log).
-        let mut fileext = String::new();
-        let ext = o.extension.as_deref().or(o.addextension.as_deref());
-        if let Some(ext) = ext.filter(|e| !e.is_empty()) {
-            if base.ends_with(ext) {
-                base.truncate(base.len() - ext.len());
-                fileext = ext.to_string();
-            } else if o.addextension.is_some() {
-                fileext = ext.to_string();
-            }
-        }
+        let (base, fileext) = o.rotation_base(log);
         let compext = if o.compress {
             o.compress_ext()
         } else {

@@ -3,14 +3,19 @@
 //! The journal is carried out as root, so it is believed only as far as
 //! the configuration vouches for it: a plan is finished only when its log
 //! is one a block of the configuration names (no `.` or `..` in it), every
-//! file a step touches is one of that log's rotations (named after it) in
-//! its directory or the block's old directory, every command it runs
-//! (compresscmd, shred) is the block's own, it truncates only under
-//! `copytruncate` and creates the log only under `create`, with its mode
-//! and owner. Anything else is not carried out and is reported; the log is
-//! then rotated as usual. (A `create` without a mode or owner takes the
-//! old log's, which the journal holds: then any mode without setuid,
-//! setgid, sticky or world-write is taken.)
+//! file a step touches is named after that log (its name less its
+//! `extension`, as rotations are) in its directory or the block's old
+//! directory, every command it runs (compresscmd, shred) is the block's
+//! own, it truncates only under `copytruncate` and creates the log only
+//! under `create`, with the mode and owner `create` gives. Anything else is
+//! not carried out and is reported; the log is then rotated as usual.
+//!
+//! What it does not prove: a journal may name any log the block's glob
+//! matches, and a `create` without a mode or owner takes the old log's,
+//! which only the journal holds (any mode without setuid, setgid or sticky
+//! bits is then taken). The journal is trusted only when root or the
+//! running user owns it and nobody else can write it; this narrows what a
+//! journal could do if that ever failed again.
 
 use std::path::{Component, Path};
 
@@ -106,8 +111,9 @@ fn block_of<'a>(cfg: &'a Config, log: &Path) -> Option<&'a Block> {
     let how = glob::MatchOptions {
         case_sensitive: true,
         require_literal_separator: true,
-        // A `*` never matches `..`, nor a hidden name.
-        require_literal_leading_dot: true,
+        // As the logs were found (glob's defaults); a log with `.` or `..`
+        // in its path is refused before.
+        require_literal_leading_dot: false,
     };
     cfg.blocks.iter().find(|b| {
         !b.exclude.iter().any(|x| x == log)
@@ -129,23 +135,18 @@ fn vouch(u: &Unfinished, cfg: &Config) -> Result<(), String> {
     let o = &b.opts;
     let logdir = log.parent().unwrap_or(Path::new("/"));
     let dirs = [logdir.to_path_buf(), o.rotated_dir(log)];
-    // Every file a step touches is one of the log's own: named as it is.
-    let name = log.file_name().unwrap_or_default().to_string_lossy();
-    let stem = name
-        .split('.')
-        .next()
-        .filter(|s| !s.is_empty())
-        .unwrap_or(&name);
+    // Every file a step touches is one of the log's own: named after it
+    // as the planner names rotations (the log's name, less its extension).
+    let (base, _) = o.rotation_base(log);
     for st in u.plan.main.iter().chain(&u.plan.after) {
         if let Some(why) = unlike_the_block(st, log, b) {
             return Err(why);
         }
         let outside = step_paths(st).into_iter().find(|p| {
-            !plain(p)
-                || !p.parent().is_some_and(|d| dirs.iter().any(|x| x == d))
+            !p.parent().is_some_and(|d| dirs.iter().any(|x| x == d))
                 || !p
                     .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(stem))
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&base))
         });
         if let Some(p) = outside {
             return Err(format!(
@@ -202,7 +203,7 @@ fn unlike_the_block(st: &Step, log: &Path, b: &Block) -> Option<String> {
             };
             let mode_ok = match c.mode {
                 Some(m) => *mode == Some(m),
-                None => mode.is_none_or(|m| m & 0o7002 == 0),
+                None => mode.is_none_or(|m| m & 0o7000 == 0),
             };
             let named_ok =
                 |want: &Option<String>, got: &Option<String>| want.is_none() || want == got;

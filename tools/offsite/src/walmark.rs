@@ -75,8 +75,12 @@ impl Marks {
     }
 
     pub fn known(&self, url: &str, tli: &str, name: &str) -> Known {
+        // Only a segment is archived in the order of its name: a history
+        // file or a backup label (`X.OFFSET.backup`, archived after the
+        // segments past X) is always compared, one small file each.
+        let segment = name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit());
         match self.loaded.get(&(url.to_string(), tli.to_string())) {
-            Some(m) if name <= m.as_str() => Known::Confirmed,
+            Some(m) if segment && name <= m.as_str() => Known::Confirmed,
             Some(_) => Known::Unchecked,
             None if self.loaded.keys().any(|(u, _)| u == url) => Known::Unchecked,
             None => Known::NoMark,

@@ -182,14 +182,19 @@ pub fn test(
     Ok((checks, Some(secs)))
 }
 
-/// Why the leftover directory `dir` is kept: the run its name gives the
-/// pid of is alive (a version that held no lock), or the postmaster its
+/// Why the leftover directory `dir` is kept: it has no lock and the run
+/// its name gives the pid of is alive (a version that held none), or the
+/// postmaster its
 /// `postmaster.pid` names still runs in it (its working directory is the
 /// data directory; a pid reused since by another process is not one).
 fn still_in_use(dir: &Path) -> Option<String> {
+    // Without a lock (a version that held none), the run its name gives
+    // the pid of may still be at work. (A free lock proves it is not.)
     let name = dir.file_name()?.to_string_lossy().into_owned();
     let run: Option<u32> = name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok();
-    if let Some(pid) = run.filter(|p| Path::new(&format!("/proc/{p}")).exists()) {
+    if let Some(pid) =
+        run.filter(|p| !dir.join("lock").exists() && Path::new(&format!("/proc/{p}")).exists())
+    {
         return Some(format!("the run that made it (pid {pid}) is alive"));
     }
     let data = dir.join("data");

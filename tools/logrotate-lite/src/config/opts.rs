@@ -173,6 +173,28 @@ impl Opts {
         }
     }
 
+    /// The name every rotation of `log` starts with (its name without its
+    /// `extension`), and the extension rotated names keep at their end
+    /// (`addextension` too, added to a name that lacks it: b -> b.1.log).
+    pub fn rotation_base(&self, log: &std::path::Path) -> (String, String) {
+        let mut base = log
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mut fileext = String::new();
+        let ext = self.extension.as_deref().or(self.addextension.as_deref());
+        if let Some(ext) = ext.filter(|e| !e.is_empty()) {
+            if base.ends_with(ext) {
+                base.truncate(base.len() - ext.len());
+                fileext = ext.to_string();
+            } else if self.addextension.is_some() {
+                fileext = ext.to_string();
+            }
+        }
+        (base, fileext)
+    }
+
     /// `shred -u [-n N] -`, when `shred` is on.
     pub fn shred_command(&self) -> Option<Vec<String>> {
         self.shred.then(|| {
