@@ -117,10 +117,20 @@ pub fn pull(args: &crate::Args, p: &PullArgs, em: &mut Emitter) -> Result<Done<O
     // anything is made, and once dest is there).
     let private = |dir: &Path| {
         opskit::safefs::check_path_private(dir).map_err(|e| {
+            // The advice that applies: the owner's own run is refused only
+            // for a directory on the way that others can write.
+            let mine = dir
+                .metadata()
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == opskit::sys::euid());
             Error::usage(format!(
-                "not pulling into {}: {}; run offsite pull as the root's owner (sudo -u OWNER offsite pull …)",
+                "not pulling into {}: {}; {}",
                 dest.display(),
-                e.msg
+                e.msg,
+                if mine {
+                    "every directory on the way to it must be root's or this user's, and writable by its owner only (or sticky)"
+                } else {
+                    "run offsite pull as the root's owner (sudo -u OWNER offsite pull …)"
+                }
             ))
         })
     };

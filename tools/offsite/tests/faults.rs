@@ -499,7 +499,12 @@ fn root_never_pulls_into_a_directory_another_user_owns() {
     std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
     let out = run(offsite(&["pull", "latest", "--url", &url, "--dest"]).arg(&inner));
     assert_eq!(out.code, 64, "{}", out.stderr);
-    assert!(out.stderr.contains("owned by uid 65534"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("owned by uid 65534")
+            && out.stderr.contains("must be root's or this user's"),
+        "{}",
+        out.stderr
+    );
     assert_empty(&inner);
     std::os::unix::fs::chown(&dest, Some(0), Some(0)).unwrap();
     ok(&pull());
