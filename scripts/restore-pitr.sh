@@ -142,14 +142,10 @@ new_log() { tail -c +"$((log_from + 1))" "$into.log" 2>/dev/null || true; }
 # the recovery ("insufficient parameter settings") or, once the copy takes
 # read-only queries, pauses it for ever (14+): the copy is restarted with
 # these, and recovery goes on from where it was.
-pg_controldata_path() { echo "$(dirname "$(readlink -f "$(command -v pg_ctl)")")/pg_controldata"; }
 control_settings() {
-    LC_ALL=C "$(pg_controldata_path)" -D "$into" | awk -F': *' '
-        $1 == "max_connections setting" { printf " -c max_connections=%d", $2 }
-        $1 == "max_worker_processes setting" { printf " -c max_worker_processes=%d", $2 }
-        $1 == "max_wal_senders setting" { printf " -c max_wal_senders=%d", $2 }
-        $1 == "max_prepared_xacts setting" { printf " -c max_prepared_transactions=%d", $2 }
-        $1 == "max_locks_per_xact setting" { printf " -c max_locks_per_transaction=%d", $2 }'
+    local opts=()
+    [[ -n "${OPSKIT_PG_BINDIR:-}" ]] && opts+=(--pg-bindir "$OPSKIT_PG_BINDIR")
+    "$(tool walarchive)" -q control-settings --pgdata "$into" "${opts[@]}" | jq -r 'select(.event == "control_settings") | " " + .options'
 }
 # Does the running copy have less of any than the control file asks?
 below_control() { # WANT
@@ -166,11 +162,10 @@ below_control() { # WANT
 stop_side() { pg_ctl -D "$into" stop -m fast -w -t 3600 >/dev/null 2>&1 || true; }
 restart_with_production_settings() { # WHAT happened: paused, stopped
     local want=""
-    if [[ ! -x "$(pg_controldata_path)" ]]; then
+    if ! want=$(control_settings) || [[ -z "$want" ]]; then
         stop_side
-        recovery_failed "$1 its recovery: production's settings are higher than the base set's, and without $(pg_controldata_path) they cannot be read"
+        recovery_failed "$1 its recovery: production's settings are higher than the base set's, and its control file could not be read (above)"
     fi
-    want=$(control_settings) || want=""
     if ((restarts++ >= 10)) || [[ -z "$want" || "$want" == "$raised" ]]; then
         stop_side
         recovery_failed "$1 its recovery for its settings, and a restart with production's${want//-c /} did not help"

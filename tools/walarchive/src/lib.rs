@@ -131,6 +131,21 @@ pub enum Command {
         #[command(flatten)]
         trust: opskit::cli::TrustArgs,
     },
+    /// The settings a copy recovering in DIR needs at least the primary's
+    /// values of (max_connections, max_worker_processes, max_wal_senders,
+    /// max_prepared_transactions, max_locks_per_transaction), as its
+    /// control file has them (the recovery writes each change it replays
+    /// there), read with pg_controldata: a `control_settings` record whose
+    /// `options` restore-pitr.sh restarts a copy that paused for them with.
+    ControlSettings {
+        /// The data directory (of a stopped or running cluster).
+        #[arg(long, value_name = "DIR")]
+        pgdata: PathBuf,
+        /// Directory of pg_controldata (default: the one matching the
+        /// data directory's PG_VERSION).
+        #[arg(long, value_name = "DIR", env = "OPSKIT_PG_BINDIR")]
+        pg_bindir: Option<PathBuf>,
+    },
     /// The points in time the root recovers to: dump sets, and the
     /// continuous ranges of point-in-time recovery from each verified base
     /// set to the last transaction archived with no segment missing.
@@ -148,6 +163,10 @@ impl ToolArgs for Args {
 }
 
 pub fn run(args: Args, em: &mut Emitter) -> Result<Done<WalCounts>> {
+    // The one command that reads no archive.
+    if let Command::ControlSettings { pgdata, pg_bindir } = &args.command {
+        return recover::control(pgdata, pg_bindir.as_deref(), em);
+    }
     let root = args.root.clone().ok_or_else(|| {
         opskit::Error::usage("no archive: give --root DIR or set OPSKIT_BACKUP_ROOT")
     })?;
@@ -218,6 +237,7 @@ pub fn run(args: Args, em: &mut Emitter) -> Result<Done<WalCounts>> {
             };
             recover::restore(&req, em)
         }
+        Command::ControlSettings { .. } => unreachable!("handled above"),
         Command::Window { table } => {
             let w = opskit::window::local(&root)?;
             if *table {

@@ -157,6 +157,44 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
 /// point itself is the last archived transaction: recovery to a time stops
 /// only before a later one, which the archive does not hold, so it stops
 /// after that record's position instead.
+/// `walarchive control-settings`: the settings of `pgdata`'s control file
+/// a recovering copy needs at least ([`opskit::recovery::control_settings`]),
+/// read with the `pg_controldata` of its major version.
+pub fn control(pgdata: &Path, bindir: Option<&Path>, em: &mut Emitter) -> Result<Done<WalCounts>> {
+    let file = pgdata.join("PG_VERSION");
+    let version = String::from_utf8_lossy(&opskit::safefs::read_regular(&file, 64)?)
+        .trim()
+        .to_string();
+    let major: u32 = version.parse().map_err(|_| {
+        Error::failure(format!(
+            "{}: {version:?} is not a PostgreSQL major version",
+            file.display()
+        ))
+    })?;
+    let tool = pgtools::find_exact("pg_controldata", major, &version, bindir, "postgresql")?;
+    let found = opskit::recovery::control_settings(&tool.path, pgdata);
+    if found.is_empty() {
+        return Err(Error::failure(format!(
+            "{} -D {} gave none of max_connections and the like",
+            tool.path.display(),
+            pgdata.display()
+        )));
+    }
+    em.emit(&opskit::records::ControlSettings {
+        pgdata: pgdata.display().to_string(),
+        settings: found
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect(),
+        options: found
+            .iter()
+            .map(|(k, v)| format!("-c {k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    })?;
+    Ok(Done::new(Exit::Ok, WalCounts { files: 0, bytes: 0 }))
+}
+
 fn stop_setting(
     req: &Request,
     info: &opskit::backupset::PhysicalInfo,

@@ -177,6 +177,7 @@ pub fn catalog() -> Vec<Kind> {
         kind::<Summary<OffsiteCounts>>().by("offsite"),
         kind::<Wal>(),
         kind::<Recovery>(),
+        kind::<ControlSettings>(),
         kind::<RecoveryWindow>(),
         kind::<Pitr>(),
         kind::<Summary<WalCounts>>().by("walarchive"),

@@ -74,6 +74,25 @@ impl Record for Recovery {
     const EVENT: &'static str = "recovery";
 }
 
+/// `control_settings`: `walarchive control-settings`, the settings a
+/// cluster recovering in a data directory needs at least the primary's
+/// values of, as its control file has them (`pg_controldata`): the
+/// recovery writes each change it replays there. restore-pitr.sh restarts
+/// a copy that paused or stopped for them with these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ControlSettings {
+    /// The data directory read.
+    pub pgdata: String,
+    /// max_connections and four more, by name.
+    pub settings: std::collections::BTreeMap<String, u64>,
+    /// The same as `-c name=value` options for `pg_ctl -o`.
+    pub options: String,
+}
+
+impl Record for ControlSettings {
+    const EVENT: &'static str = "control_settings";
+}
+
 /// `window`: `walarchive window`, the points in time one place (the
 /// backup root, or the bucket) recovers to (`opskit::window`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
