@@ -154,17 +154,11 @@ fn tli_of(w: &walstore::ArchivedWal) -> String {
 /// The checksum file at `key` in the bucket is `local`'s, byte for byte
 /// (its signature included), or the push fails naming it.
 fn same_sidecar(store: &Store, key: &str, local: &std::path::Path) -> Result<()> {
+    const MAX: u64 = 1 << 20;
     let url = format!("s3://{}/{key}", store.remote.bucket);
-    let mut here = Vec::new();
-    opskit::safefs::open_nofollow(local, std::fs::OpenOptions::new().read(true))?
-        .take(1 << 20)
-        .read_to_end(&mut here)
-        .at("reading", local)?;
+    let here = opskit::safefs::read_regular(local, MAX)?;
     let (_, body) = store.get(key)?;
-    let mut there = Vec::new();
-    body.take(1 << 20)
-        .read_to_end(&mut there)
-        .map_err(|e| Error::failure(format!("reading {url}: {e}")))?;
+    let there = opskit::safefs::read_bounded(body, std::path::Path::new(&url), MAX)?;
     if there == here {
         return Ok(());
     }

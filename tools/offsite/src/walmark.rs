@@ -56,8 +56,7 @@ impl Marks {
         let absent = matches!(path.symlink_metadata(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound);
         if !absent {
-            let f = opskit::safefs::open_nofollow(&path, std::fs::OpenOptions::new().read(true))?;
-            let bytes = opskit::safefs::read_bounded(f, &path, MAX)?;
+            let bytes = opskit::safefs::read_regular(&path, MAX)?;
             for line in String::from_utf8_lossy(&bytes).lines() {
                 let mut it = line.split('\t');
                 if let (Some(url), Some(tli), Some(name), None) =

@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// The lock file's name in each directory.
-const LOCK: &str = "lock";
+pub(crate) const LOCK: &str = "lock";
 
 /// Create the lock of the new directory `dir` and hold it: the
 /// directory is this run's until the returned file is closed (also when

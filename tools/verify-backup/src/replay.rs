@@ -9,6 +9,7 @@
 //! that was killed is removed by the next ([`crate::leftovers`]).
 
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -192,9 +193,9 @@ fn still_in_use(dir: &Path) -> Option<String> {
     // the pid of may still be at work. (A free lock proves it is not.)
     let name = dir.file_name()?.to_string_lossy().into_owned();
     let run: Option<u32> = name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok();
-    if let Some(pid) =
-        run.filter(|p| !dir.join("lock").exists() && Path::new(&format!("/proc/{p}")).exists())
-    {
+    if let Some(pid) = run.filter(|p| {
+        !dir.join(crate::leftovers::LOCK).exists() && Path::new(&format!("/proc/{p}")).exists()
+    }) {
         return Some(format!("the run that made it (pid {pid}) is alive"));
     }
     let data = dir.join("data");
@@ -306,8 +307,9 @@ fn start_and_promote(
     settings: &[(String, String)],
 ) -> std::result::Result<String, String> {
     let log = fs::OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .append(true)
+        .mode(0o600)
         .open(scratch.log())
         .map_err(|e| format!("creating {}: {e}", scratch.log().display()))?;
     let mut cmd = Command::new(&postgres.path);
