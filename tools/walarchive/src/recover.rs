@@ -104,21 +104,14 @@ pub fn restore(req: &Request, em: &mut Emitter) -> Result<Done<WalCounts>> {
     // The primary's max_connections and the like, as its control file has
     // them (forced, not raised to): the set's own configuration may have
     // stayed on its machine.
-    let mut ours = pgtools::find_exact(
-        "pg_controldata",
-        major,
-        &info.server_version,
-        req.bindir,
-        "postgresql",
-    )
-    .map(|t| opskit::recovery::control_settings(&t.path, req.pgdata))
-    .unwrap_or_else(|e| {
-        log::warn!(
-            "{}; the copy starts with the set's own max_connections and the like",
-            e.msg
-        );
-        Vec::new()
-    });
+    let mut ours = read_control(req.pgdata, major, &info.server_version, req.bindir)
+        .unwrap_or_else(|e| {
+            log::warn!(
+                "{}; the copy starts with the set's own max_connections and the like",
+                e.msg
+            );
+            Vec::new()
+        });
     ours.extend(settings.iter().cloned());
     ours.push(("data_directory", pgdata.display().to_string()));
     ours.push((
@@ -171,12 +164,10 @@ pub fn control(pgdata: &Path, bindir: Option<&Path>, em: &mut Emitter) -> Result
             file.display()
         ))
     })?;
-    let tool = pgtools::find_exact("pg_controldata", major, &version, bindir, "postgresql")?;
-    let found = opskit::recovery::control_settings(&tool.path, pgdata);
+    let found = read_control(pgdata, major, &version, bindir)?;
     if found.is_empty() {
         return Err(Error::failure(format!(
-            "{} -D {} gave none of max_connections and the like",
-            tool.path.display(),
+            "pg_controldata -D {} gave none of max_connections and the like",
             pgdata.display()
         )));
     }
@@ -193,6 +184,19 @@ pub fn control(pgdata: &Path, bindir: Option<&Path>, em: &mut Emitter) -> Result
             .join(" "),
     })?;
     Ok(Done::new(Exit::Ok, WalCounts { files: 0, bytes: 0 }))
+}
+
+/// The settings of `pgdata`'s control file a recovery needs at least
+/// ([`opskit::recovery::control_settings`]), read with the `pg_controldata`
+/// of PostgreSQL `major` (`version` names it in the error when missing).
+fn read_control(
+    pgdata: &Path,
+    major: u32,
+    version: &str,
+    bindir: Option<&Path>,
+) -> Result<Vec<(&'static str, String)>> {
+    let tool = pgtools::find_exact("pg_controldata", major, version, bindir, "postgresql")?;
+    Ok(opskit::recovery::control_settings(&tool.path, pgdata))
 }
 
 fn stop_setting(
