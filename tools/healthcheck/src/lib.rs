@@ -65,8 +65,10 @@ use crate::spec::{Check, Def, Defaults, HttpOpts, OneOrMany};
 ///   crit < 7; postgres warn cert_days_left < 14, streaming == false,
 ///   replication_lag_s > 5m, inactive_slots > 0, slot_retained_pct > 25,
 ///   crit cert_days_left < 7, archive_failing == true, replication_lag_s >
-///   30m, lost_slots > 0, slot_retained_pct > 50; backup and offsite expect sets > 0, crit age_s > 26h; wal expect segments > 0, crit gaps > 0; migrations warn
-///   pending > 0, crit dirty > 0.
+///   30m, lost_slots > 0, slot_retained_pct > 50; backup and offsite
+///   expect sets > 0, crit age_s > 26h (offsite: warn dated_ahead > 0); wal
+///   expect segments > 0, crit gaps > 0; migrations warn pending > 0, crit
+///   dirty > 0.
 ///
 /// Examples:
 ///   healthcheck http://localhost:8000/health --expect 'json.status == ok'

@@ -107,6 +107,7 @@ const OFFSITE: &[(&str, Unit)] = &[
     ("incomplete", Number),
     ("verified", Text),
     ("verified_age_s", Seconds),
+    ("dated_ahead", Number),
 ];
 const WAL: &[(&str, Unit)] = &[
     ("files", Number),
@@ -199,7 +200,7 @@ impl KindSpec for Kind {
                 &["days_left < 7"],
             ],
             Kind::Backup => [&["sets > 0"], &[], &["age_s > 26h"]],
-            Kind::Offsite => [&["sets > 0"], &[], &["age_s > 26h"]],
+            Kind::Offsite => [&["sets > 0"], &["dated_ahead > 0"], &["age_s > 26h"]],
             // The newest recoverable point older than archive_timeout + 5
             // min: transactions committed since are not in the archive.
             Kind::Wal => [&["segments > 0"], &["window_overdue_s > 0"], &["gaps > 0"]],

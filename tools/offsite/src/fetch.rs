@@ -19,22 +19,24 @@ use opskit::records::{OffsiteCounts, Pull, SetKind};
 use opskit::sign::SET_SIGNATURE;
 use opskit::{Done, Emitter, Error, Exit, IoContext, Result};
 use opskit_s3::Store;
-use opskit_s3::sets::{RemoteSets, newest, remote_sets};
+use opskit_s3::sets::{RemoteSets, remote_sets};
 
 use crate::remote::{self, Signed, check_sums, download_small};
 
 #[derive(Debug, ClapArgs)]
 pub struct PullArgs {
     /// [s3://BUCKET[/PREFIX]] then the remote set's name, or `latest`:
-    /// the newest complete remote set.
+    /// the newest complete remote set whose signed manifest passes.
     #[arg(value_name = "[URL] SET", num_args = 1..=2, required = true)]
     pub operands: Vec<String>,
 
     /// With `latest`: the newest set of this kind (`dump`: what
     /// restore-system.sh restores; `base`: a base set for walarchive
     /// restore). The candidates' signed manifests are read newest first;
-    /// one whose signature fails stops the pull, it is never passed over
-    /// for an older set.
+    /// one that fails its checks (unsigned, a key not trusted, dated in
+    /// the future) is passed over with a warning naming it: anyone with
+    /// the bucket's keys can upload a manifest, and one that stopped the
+    /// pull would stop every recovery from the bucket.
     #[arg(long, value_enum, value_name = "KIND")]
     pub kind: Option<SetKind>,
 
@@ -86,10 +88,10 @@ pub fn pull(args: &crate::Args, p: &PullArgs, em: &mut Emitter) -> Result<Done<O
         .map(|s| opskit::backupset::sanitize_name(s, "db"));
     let series = series.as_deref();
     let (name, signed) = match (set, p.kind) {
-        ("latest", Some(kind)) => latest_of(&store, &sets, kind, series, &trust)?,
+        ("latest", kind) => latest_of(&store, &sets, kind, series, &trust)?,
         (_, Some(_)) => return Err(Error::usage("--kind goes with `latest`, not a set's name")),
         (want, None) => {
-            let name = pick(&sets, want, series, &store)?;
+            let name = named(&sets, want, &store)?;
             let signed = remote::load(&store, &name, &sets[&name], &trust)?;
             (name, signed)
         }
@@ -226,13 +228,17 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     durable::sync_file(&f, path)
 }
 
-/// The newest complete remote set of `kind`, its signature checked: the
-/// sets are read newest first (by time, then name, as `newest` orders
-/// them) until one's signed manifest is of that kind.
+/// The newest complete remote set (of `kind`, of `series`) whose manifest
+/// passes its checks: the sets are read newest first (by time, then name,
+/// as `opskit_s3::sets::newest` orders them). One that fails (unsigned, a key not trusted,
+/// dated in the future: anyone with the bucket's keys can upload a
+/// manifest) is passed over with a warning naming it, so a forged set
+/// never stands between the operator and the newest real one; a manifest
+/// that cannot be downloaded stops the pull.
 fn latest_of(
     store: &Store,
     sets: &RemoteSets,
-    kind: SetKind,
+    kind: Option<SetKind>,
     series: Option<&str>,
     trust: &opskit::sign::Trust,
 ) -> Result<(String, Signed)> {
@@ -241,22 +247,40 @@ fn latest_of(
         .filter(|(n, s)| s.complete && of_series(n, series))
         .collect();
     complete.sort_by(|(a, x), (b, y)| y.time.cmp(&x.time).then_with(|| b.cmp(a)));
+    let mut failed: Vec<String> = Vec::new();
     for (name, info) in complete {
-        let signed = remote::load(store, name, info, trust)?;
-        if signed.manifest.is_of(kind) {
+        let signed = match remote::fetch(store, name, info)?.check(store, name, trust) {
+            Ok(s) => s,
+            Err(e) => {
+                failed.push(e.msg);
+                continue;
+            }
+        };
+        if kind.is_none_or(|k| signed.manifest.is_of(k)) {
+            for why in &failed {
+                log::warn!("passed over a newer set: {why}");
+            }
             return Ok((name.clone(), signed));
         }
         log::debug!("{name} is not a {kind:?} set");
     }
-    Err(Error::failure(format!(
-        "no complete {} set{} under {}",
+    let what = format!(
+        "{}set{} under {}",
         match kind {
-            SetKind::Dump => "dump",
-            SetKind::Base => "base",
+            Some(SetKind::Dump) => "dump ",
+            Some(SetKind::Base) => "base ",
+            None => "",
         },
         series.map(|s| format!(" of {s}")).unwrap_or_default(),
         store.remote.url("")
-    )))
+    );
+    Err(match failed.first() {
+        None => Error::failure(format!("no complete {what}")),
+        Some(newest) => Error::check(format!(
+            "no complete {what} passed its checks ({} failed); the newest: {newest}",
+            failed.len()
+        )),
+    })
 }
 
 /// Whether the set `name` is of `series` (any, when None).
@@ -266,16 +290,8 @@ fn of_series(name: &str, series: Option<&str>) -> bool {
     })
 }
 
-/// The set `want` names: `latest` (of `series`) or a complete remote
-/// set's name.
-fn pick(sets: &RemoteSets, want: &str, series: Option<&str>, store: &Store) -> Result<String> {
-    if want == "latest" {
-        return newest(sets, |n, s| s.complete && of_series(n, series))
-            .map(|(n, _)| n.to_string())
-            .ok_or_else(|| {
-                Error::failure(format!("no complete set under {}", store.remote.url("")))
-            });
-    }
+/// The complete remote set named `want`.
+fn named(sets: &RemoteSets, want: &str, store: &Store) -> Result<String> {
     match sets.get(want) {
         Some(s) if s.complete => Ok(want.to_string()),
         Some(_) => Err(Error::failure(format!(

@@ -65,12 +65,17 @@ pub fn manifest(store: &Store, name: &str) -> Result<Manifest> {
     backupset::parse_manifest(&text, &store.remote.url(&format!("{name}/{MANIFEST}")))
 }
 
-/// Download set `name`'s manifest and signature (`info`, its listing,
-/// says whether it has one), check the signature with `trust` for this
-/// set's name, then parse the manifest and check it is this set's. A
-/// signature or manifest that fails is exit 1 naming the set; a download
-/// that fails is exit 2.
-pub fn load(store: &Store, name: &str, info: &RemoteInfo, trust: &Trust) -> Result<Signed> {
+/// A remote set's manifest and signature as downloaded, nothing in them
+/// believed yet ([`Fetched::check`]).
+#[derive(Debug)]
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub signature: Option<Vec<u8>>,
+}
+
+/// Download set `name`'s manifest and its signature (`info`, its listing,
+/// says whether it has one). A download that fails is exit 2.
+pub fn fetch(store: &Store, name: &str, info: &RemoteInfo) -> Result<Fetched> {
     let bytes = download_small(
         store,
         &store.remote.key(name, MANIFEST),
@@ -81,22 +86,47 @@ pub fn load(store: &Store, name: &str, info: &RemoteInfo, trust: &Trust) -> Resu
         .contains_key(SET_SIGNATURE)
         .then(|| download_small(store, &store.remote.key(name, SET_SIGNATURE), MAX_SIGNATURE))
         .transpose()?;
-    let text = signature.as_deref().map(String::from_utf8_lossy);
-    let at = store.remote.url(&format!("{name}/"));
-    let signed = backupset::check_signature_text(name, &bytes, text.as_deref(), trust)
-        .map_err(|e| e.context(&at))?;
-    let origin = store.remote.url(&format!("{name}/{MANIFEST}"));
-    let manifest = backupset::parse_manifest(&bytes, &origin)?;
-    backupset::check_set_name(Path::new(name), &manifest)?;
-    backupset::check_kind(name, &signed, &manifest).map_err(|e| e.context(&at))?;
-    let note = signed.note;
-    Ok(Signed {
-        manifest,
-        sha256: opskit::gz::sha256_hex(&bytes),
-        bytes,
-        signature,
-        note,
-    })
+    Ok(Fetched { bytes, signature })
+}
+
+impl Fetched {
+    /// Check the signature with `trust` for this set's name, then parse
+    /// the manifest and check it is this set's (its name, its kind, not
+    /// dated in the future). A failure is exit 1 naming the set.
+    pub fn check(&self, store: &Store, name: &str, trust: &Trust) -> Result<Signed> {
+        let Fetched { bytes, signature } = self;
+        let text = signature.as_deref().map(String::from_utf8_lossy);
+        let at = store.remote.url(&format!("{name}/"));
+        let signed = backupset::check_signature_text(name, bytes, text.as_deref(), trust)
+            .map_err(|e| e.context(&at))?;
+        let origin = store.remote.url(&format!("{name}/{MANIFEST}"));
+        let manifest = backupset::parse_manifest(bytes, &origin)?;
+        backupset::check_set_name(Path::new(name), &manifest)?;
+        backupset::check_kind(name, &signed, &manifest).map_err(|e| e.context(&at))?;
+        let note = signed.note;
+        Ok(Signed {
+            manifest,
+            sha256: opskit::gz::sha256_hex(bytes),
+            bytes: bytes.clone(),
+            signature: signature.clone(),
+            note,
+        })
+    }
+
+    /// The manifest parsed, its signature not checked: for decisions that
+    /// can only keep more (retention), never for what is restored.
+    pub fn unchecked(&self, store: &Store, name: &str) -> Result<Manifest> {
+        backupset::parse_manifest(
+            &self.bytes,
+            &store.remote.url(&format!("{name}/{MANIFEST}")),
+        )
+    }
+}
+
+/// [`fetch`] and [`Fetched::check`]: a download that fails is exit 2, a
+/// signature or manifest that fails exit 1 naming the set.
+pub fn load(store: &Store, name: &str, info: &RemoteInfo, trust: &Trust) -> Result<Signed> {
+    fetch(store, name, info)?.check(store, name, trust)
 }
 
 /// SHA256SUMS must be what the manifest says.

@@ -5,12 +5,15 @@
 //! interrupted prune leaves an incomplete set (removed by a later run),
 //! never a set that looks whole and is not.
 //!
-//! The WAL a set needs (from its start) is read from its manifest only
-//! when a trusted key signed it: a manifest forged or damaged in the
-//! bucket (a later start) would otherwise have the WAL a kept set needs
-//! deleted. One that fails is named; then no remote WAL is deleted, as for
-//! a manifest that cannot be read. The ancestors it names are kept either
-//! way: keeping more is safe.
+//! Only a manifest a trusted key signed, for this set's name and not
+//! dated in the future, makes a remote set a restore point: anyone with
+//! the bucket's keys can upload a `MANIFEST.json`, and sets of theirs that
+//! filled the policy's slots would have the real ones deleted. One that
+//! fails is a corrupt set: named, kept (deleted only with
+//! `--delete-corrupt`), never in a slot. The ancestors it names are kept
+//! with it (keeping more is safe), and while it is kept no remote WAL is
+//! deleted: its start cannot be believed. A manifest that cannot be
+//! downloaded stops the prune before anything is deleted.
 
 use std::time::Duration;
 
@@ -53,29 +56,39 @@ pub fn run(args: &crate::Args, p: &PruneArgs, em: &mut Emitter) -> Result<Done<O
     let now = Utc::now();
     let status_of = statuses(args)?;
     let (complete, mut incomplete): (Vec<_>, Vec<_>) = sets.iter().partition(|(_, s)| s.complete);
-    // Each complete set's manifest, read once: for its chain here, for
-    // the WAL the kept ones need below.
+    // Each complete set's manifest, downloaded once (one that cannot be
+    // downloaded stops the prune before anything is deleted: the set may
+    // be a kept set's parent) and checked: for its chain here, for the WAL
+    // the kept ones need below.
+    let mut fetched = Vec::with_capacity(complete.len());
+    for (name, info) in &complete {
+        let f = crate::remote::fetch(&store, name, info)
+            .map_err(|e| opskit::Error::new(e.exit, format!("{}; nothing was deleted", e.msg)))?;
+        fetched.push(f);
+    }
     let manifests: Vec<Result<Manifest>> = complete
         .iter()
-        .map(|(name, info)| {
-            crate::remote::load(&store, name, info, &trust).map(|signed| signed.manifest)
-        })
+        .zip(&fetched)
+        .map(|((name, _), f)| f.check(&store, name, &trust).map(|s| s.manifest))
         .collect();
     let entries: Vec<retention::Entry> = complete
         .iter()
         .zip(&manifests)
-        .map(|((name, s), m)| {
-            // A manifest whose signature fails (a key rotated out, a
-            // damaged signature) still names the ancestors it needs: kept
-            // with it, as keeping more is safe. Unreadable: a corrupt set,
-            // whose ancestors are decided on their own.
-            let needs = match m {
-                Ok(m) => opskit::chain::needs(m),
-                Err(_) => crate::remote::manifest(&store, name)
+        .zip(&fetched)
+        .map(|(((name, s), m), f)| match m {
+            Ok(m) => retention::Entry::set(name, s.time, status_of(name))
+                .needing(opskit::chain::needs(m)),
+            // A set whose manifest fails its checks (unsigned, a key not
+            // trusted, dated in the future, another set's) is no restore
+            // point: anyone with the bucket's keys can make one, and one
+            // that filled a slot would have the real sets deleted. Kept
+            // and named, as a damaged copy is; the ancestors it names are
+            // kept with it, as keeping more is safe.
+            Err(e) => retention::Entry::set(name, s.time, Status::Corrupt(e.msg.clone())).needing(
+                f.unchecked(&store, name)
                     .map(|m| opskit::chain::needs(&m))
                     .unwrap_or_default(),
-            };
-            retention::Entry::set(name, s.time, status_of(name)).needing(needs)
+            ),
         })
         .collect();
     let mut out = Outcome::new(&store, &sets, p.dry_run);

@@ -191,3 +191,103 @@ fn an_unsigned_set_is_pushed_with_a_warning_and_pulled_only_when_allowed() {
         );
     }
 }
+
+/// Someone with the bucket's keys uploads manifests of sets nobody made:
+/// two named as if made in 2099, one a copy of the newest real set's
+/// manifest and signature under a later name. They are no restore points:
+/// prune keeps them as corrupt without letting them fill a slot (they took
+/// the slots, and the real sets were deleted), `pull latest` passes them
+/// over with a warning (it stopped on the newest), and healthcheck counts
+/// the sets dated ahead apart and warns (the 2099 one was the newest, 0 s
+/// old, for ever).
+#[test]
+fn sets_forged_in_the_bucket_take_no_real_sets_place() {
+    let local = Local::new(0);
+    let sets: Vec<_> = (0..3).map(|_| local.set(false)).collect();
+    let bucket = server().bucket("forgedsets");
+    let url = format!("s3://{bucket}/app");
+    for s in &sets {
+        ok(&run(&mut offsite(&["push", &url, s.to_str().unwrap()])));
+    }
+    let newest = name_of(&sets[2]);
+    let (series, t) = opskit::backupset::parse_set_dir_name(&newest).unwrap();
+    let manifest = fs::read(sets[2].join("MANIFEST.json")).unwrap();
+    let signature = fs::read(sets[2].join("MANIFEST.json.minisig")).unwrap();
+    let later = opskit::backupset::set_dir_name(series, t + chrono::Duration::minutes(5));
+    let fakes = [
+        format!("{series}-20991231T000000Z"),
+        format!("{series}-20990101T000000Z"),
+        later.clone(),
+    ];
+    for fake in &fakes {
+        replace_remote(&local, &bucket, fake, "MANIFEST.json", &manifest);
+    }
+    replace_remote(&local, &bucket, &later, "MANIFEST.json.minisig", &signature);
+
+    let pr = run(offsite(&["prune", "--url", &url, "--keep-last", "2", "--root"]).arg(&local.root));
+    let recs = pr.events("prune");
+    let action = |n: &str| {
+        recs.iter()
+            .find(|r| r["name"] == n)
+            .unwrap_or_else(|| panic!("no record of {n}: {}", pr.stdout))["action"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for fake in &fakes {
+        assert_eq!(action(fake), "corrupt", "{fake}: {}", pr.stdout);
+    }
+    assert_eq!(action(&name_of(&sets[2])), "keep", "{}", pr.stdout);
+    assert_eq!(action(&name_of(&sets[1])), "keep", "{}", pr.stdout);
+    assert_eq!(action(&name_of(&sets[0])), "delete", "{}", pr.stdout);
+    let detail = |n: &str| recs.iter().find(|r| r["name"] == n).unwrap()["detail"].to_string();
+    assert!(
+        detail(&fakes[0]).contains("not signed"),
+        "{}",
+        detail(&fakes[0])
+    );
+    assert!(detail(&later).contains(&later), "{}", detail(&later));
+    assert!(remote_files(&bucket, &name_of(&sets[1])).contains(&"MANIFEST.json".to_string()));
+
+    // The newest real set is pulled; each forged one is named as passed over.
+    let dest = empty_root(&local, "dest");
+    let pull = run(offsite(&["pull", "latest", "--url", &url, "--dest"]).arg(&dest));
+    ok(&pull);
+    assert_eq!(files_of(&dest.join(&newest)), files_of(&sets[2]));
+    for fake in &fakes {
+        assert!(
+            pull.stderr.contains(fake.as_str()),
+            "{fake}: {}",
+            pull.stderr
+        );
+    }
+    // Nothing but forged sets of a series: refused, naming the newest's fault.
+    let pull = run(offsite(&[
+        "pull", "latest", "--url", &url, "--series", "nosuch", "--dest",
+    ])
+    .arg(&dest));
+    assert_eq!(pull.code, 2, "{}", pull.stderr);
+    replace_remote(
+        &local,
+        &bucket,
+        "nosuch-20990101T000000Z",
+        "MANIFEST.json",
+        &manifest,
+    );
+    let pull = run(offsite(&[
+        "pull", "latest", "--url", &url, "--series", "nosuch", "--dest",
+    ])
+    .arg(&dest));
+    refused(&pull, "nosuch-20990101T000000Z", "passed its checks");
+
+    let mut h = std::process::Command::new(bin("healthcheck"));
+    server().configure(&mut h);
+    let out = run(h.arg(format!("offsite:{url}")));
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let v = &out.events("check")[0]["values"];
+    // Without reading signatures every minute, a name within a day of now
+    // cannot be told from a real set's: `verified` (offsite verify's
+    // verdicts) is what proves the copies fresh.
+    assert_eq!(v["newest"], later.as_str(), "{v}");
+    assert_eq!(v["dated_ahead"], 3, "{v}");
+}

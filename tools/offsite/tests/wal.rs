@@ -165,7 +165,8 @@ fn push_wal_copies_the_archive_and_prune_keeps_what_base_sets_need() {
 }
 
 /// The kept set's manifest, forged in the bucket to start later: the WAL
-/// it needs is not deleted for it (it was), and the forgery is named.
+/// it needs is not deleted for it (it was), and the forgery is named: the
+/// set is corrupt (exit 1), no restore point.
 fn a_forged_start_costs_no_wal(
     url: &str,
     local: &Local,
@@ -181,7 +182,13 @@ fn a_forged_start_costs_no_wal(
     assert_ne!(forged.as_bytes(), &real[..]);
     server().put(bucket, &key, forged.as_bytes());
     let out = run(offsite(&["prune", "--url", url, "--keep-last", "1", "--root"]).arg(&local.root));
-    ok(&out);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let rec = out
+        .events("prune")
+        .into_iter()
+        .find(|r| r["name"] == name)
+        .unwrap();
+    assert_eq!(rec["action"], "corrupt", "{rec}");
     let remote = remote_wal(url);
     for n in names {
         assert!(remote.contains(&format!("{n}.sha256")), "{n}: {remote:?}");

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use opskit::backupset;
 use opskit::verdicts::VerdictLog;
 use opskit_s3::sets::{RemoteInfo, newest, remote_sets};
 use opskit_s3::{Options, Remote, Store};
@@ -30,10 +31,17 @@ pub fn offsite(c: &Check) -> Result<Observation, String> {
     )
     .map_err(|e| e.msg)?;
     let sets = remote_sets(&store).map_err(|e| e.msg)?;
-    let complete = sets.values().filter(|s| s.complete).count();
-    let newest_set = newest(&sets, |_, s| s.complete);
+    // A set named as if made more than a day from now is none opskit made
+    // (anyone with the bucket's keys can upload one): it would be the
+    // newest, 0 s old, for ever. Counted apart and never the newest.
+    let ahead = |s: &RemoteInfo| s.complete && backupset::dated_ahead(s.time);
+    let dated_ahead = sets.values().filter(|s| ahead(s)).count();
+    let complete = sets.values().filter(|s| s.complete).count() - dated_ahead;
+    let newest_set = newest(&sets, |_, s| s.complete && !ahead(s));
     let verdicts = remote_verdicts();
-    let verified = newest(&sets, |n, s| s.complete && verdicts.get(n) == Some(&true));
+    let verified = newest(&sets, |n, s| {
+        s.complete && !ahead(s) && verdicts.get(n) == Some(&true)
+    });
     let age = |t: DateTime<Utc>| ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0);
     let name = |s: Option<(&str, &RemoteInfo)>| s.map(|(n, _)| n.to_string());
     let age_of = |s: Option<(&str, &RemoteInfo)>| s.map(|(_, i)| age(i.time));
@@ -44,6 +52,7 @@ pub fn offsite(c: &Check) -> Result<Observation, String> {
     obs.set("age_s", age_of(newest_set));
     obs.set("verified", name(verified));
     obs.set("verified_age_s", age_of(verified));
+    obs.set("dated_ahead", dated_ahead);
     obs.summary = match newest_set {
         None => format!("no complete set in {}", store.remote.url("")),
         Some((n, i)) => format!(
@@ -52,6 +61,11 @@ pub fn offsite(c: &Check) -> Result<Observation, String> {
             age(i.time) / 3600.0
         ),
     };
+    if dated_ahead > 0 {
+        obs.summary.push_str(&format!(
+            "; {dated_ahead} dated more than a day ahead (not opskit's, or a clock is wrong)"
+        ));
+    }
     Ok(obs)
 }
 

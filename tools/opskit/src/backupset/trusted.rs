@@ -5,8 +5,6 @@
 use std::fs;
 use std::path::Path;
 
-use chrono::Utc;
-
 use super::{MANIFEST, Manifest, parse_manifest, parse_set_dir_name, read_manifest_bytes};
 use crate::{Error, Result};
 
@@ -100,7 +98,7 @@ pub fn check_set_name(set: &Path, m: &Manifest) -> Result<()> {
     let dir = dir_name(set);
     // A name dated in the future would be "the newest set" for ever.
     if let Some((_, t)) = parse_set_dir_name(&dir)
-        && t > Utc::now() + chrono::Duration::days(1)
+        && super::dated_ahead(t)
     {
         return Err(Error::check(format!(
             "{dir}: dated in the future ({t}): refused"
