@@ -534,3 +534,80 @@ fn files_are_unpacked_only_into_a_new_directory_nobody_else_can_change() {
     );
     assert!(!shared.join("app").exists());
 }
+
+/// A base set's tar replaced, where the set lies (a backup disk, a
+/// bucket), by a small zstd stream of a far larger tar: the manifest and
+/// its signature untouched, the file's size the manifest's. A restore
+/// stops at the content's size the manifest gives; it used to unpack all
+/// of it (here 4x, in production until the disk beside the data
+/// directory was full) and only then find the sha256 wrong.
+#[test]
+fn a_base_tar_replaced_by_a_bomb_is_stopped_at_the_manifests_size() {
+    let c = cluster();
+    let db = c.create_db();
+    let dir = tempfile::Builder::new()
+        .prefix("opskit-bomb-")
+        .tempdir_in(c.root())
+        .unwrap();
+    let root = dir.path().join("backups");
+    let out = run(command(bin("pgbackup"))
+        .arg("--dest")
+        .arg(&root)
+        .args(["--physical", "--db", &db.url])
+        .arg("--pg-bindir")
+        .arg(c.bindir()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let set = PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap());
+    let m = forge::manifest(&set);
+    let base = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "base.tar.zst")
+        .unwrap();
+    let (bytes, content) = (
+        base["bytes"].as_u64().unwrap(),
+        base["content_bytes"].as_u64().unwrap(),
+    );
+    // One file of 4x the content, in zeros, then a skippable frame to make
+    // the file the manifest's size.
+    let script = format!(
+        "import sys, tarfile\nclass Z:\n    def read(self, n): return bytes(n)\n\
+         t = tarfile.open(fileobj=sys.stdout.buffer, mode='w|')\n\
+         i = tarfile.TarInfo('base/1/bomb'); i.size = {}\nt.addfile(i, Z()); t.close()\n",
+        content * 4
+    );
+    let mut bomb = forge::pipe(
+        Command::new("bash").args(["-c", "python3 -c \"$1\" | zstd -q -c", "_", &script]),
+        b"",
+    );
+    assert!((bomb.len() as u64) + 8 <= bytes, "{} {bytes}", bomb.len());
+    let pad = bytes - bomb.len() as u64 - 8;
+    bomb.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+    bomb.extend_from_slice(&(pad as u32).to_le_bytes());
+    bomb.resize(bytes as usize, 0);
+    fs::write(set.join("base.tar.zst"), &bomb).unwrap();
+    c.give(dir.path());
+
+    let pgdata = dir.path().join("recovered");
+    let mut w = command(bin("walarchive"));
+    w.args(["restore", "--immediate", "--pgdata"])
+        .arg(&pgdata)
+        .arg("--set")
+        .arg(&set)
+        .arg("--root")
+        .arg(&root)
+        .arg("--pg-bindir")
+        .arg(c.bindir());
+    let out = run(c.as_server_user(&mut w));
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("base.tar.zst")
+            && out
+                .stderr
+                .contains(&format!("more than the {content} bytes")),
+        "{}",
+        out.stderr
+    );
+    assert!(!pgdata.exists(), "left behind");
+}

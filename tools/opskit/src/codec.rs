@@ -158,9 +158,85 @@ pub fn reader<'a>(codec: Option<Codec>, src: impl Read + 'a) -> io::Result<Box<d
     })
 }
 
+/// The decompressed content of a set file `f` ([`reader`]), refused past
+/// the size its manifest gives (`content_bytes`): a file replaced by a
+/// small bomb is stopped there, not after it has filled the disk it is
+/// unpacked to (its sha256 is known only at its end).
+pub fn content_reader<'a>(
+    f: &crate::backupset::FileEntry,
+    src: impl Read + 'a,
+) -> io::Result<Box<dyn Read + 'a>> {
+    let content = reader(f.compression, src)?;
+    Ok(match (f.compression, f.content_bytes) {
+        (Some(_), Some(max)) => Box::new(AtMost::new(content, max, "its content")),
+        _ => content,
+    })
+}
+
+/// A reader that fails once `inner` gives more than `max` bytes (it reads
+/// one byte past them to know). `what` names the stream in the error.
+pub struct AtMost<R> {
+    inner: R,
+    left: u64,
+    max: u64,
+    what: &'static str,
+}
+
+impl<R: Read> AtMost<R> {
+    pub fn new(inner: R, max: u64, what: &'static str) -> Self {
+        AtMost {
+            inner,
+            left: max,
+            max,
+            what,
+        }
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: Read> Read for AtMost<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(format!(
+                    "{} holds more than the {} bytes the manifest gives: damaged or replaced",
+                    self.what, self.max
+                ))),
+            };
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_most_reads_what_is_given_and_fails_past_it() {
+        let mut out = Vec::new();
+        AtMost::new(&b"12345"[..], 5, "it")
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"12345");
+        let e = AtMost::new(&b"123456"[..], 5, "it")
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("more than the 5 bytes"), "{e}");
+    }
 
     #[test]
     fn compress_values() {

@@ -109,13 +109,29 @@ impl Error {
 }
 
 /// The operator's wording of an I/O error on a path.
+/// The error's causes are named too, and the system's error among them is
+/// the one classified: a library that wraps a write's error in its own
+/// ("failed to unpack `base/1/16384`") hides a full disk otherwise.
 pub fn describe_io(what: &str, path: &Path, err: &io::Error) -> String {
     let p = path.display();
-    match err.raw_os_error() {
+    let mut os = err.raw_os_error();
+    let mut words = vec![strip_os_code(err)];
+    let mut cause = std::error::Error::source(err);
+    while let Some(e) = cause {
+        match e.downcast_ref::<io::Error>() {
+            Some(io) => {
+                os = os.or(io.raw_os_error());
+                words.push(strip_os_code(io));
+            }
+            None => words.push(e.to_string()),
+        }
+        cause = e.source();
+    }
+    match os {
         Some(libc::ENOSPC) => format!("no space left on {p} ({what})"),
         Some(libc::EDQUOT) => format!("disk quota exceeded on {p} ({what})"),
         Some(libc::EFBIG) => format!("file size limit exceeded on {p} ({what})"),
-        _ => format!("{what} {p}: {}", strip_os_code(err)),
+        _ => format!("{what} {p}: {}", words.join(": ")),
     }
 }
 
@@ -151,6 +167,31 @@ impl<T> IoContext<T> for io::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_wrapped_by_a_library_is_still_named() {
+        #[derive(Debug)]
+        struct Wrapped(io::Error);
+        impl fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("failed to unpack `base/1/16384`")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let full = io::Error::other(Wrapped(io::Error::from_raw_os_error(libc::ENOSPC)));
+        let msg = describe_io("unpacking into", Path::new("/var/lib/x"), &full);
+        assert_eq!(msg, "no space left on /var/lib/x (unpacking into)");
+        let other = io::Error::other(Wrapped(io::Error::other("its content holds more")));
+        let msg = describe_io("unpacking into", Path::new("/x"), &other);
+        assert_eq!(
+            msg,
+            "unpacking into /x: failed to unpack `base/1/16384`: its content holds more"
+        );
+    }
 
     #[test]
     fn codes_match_design() {

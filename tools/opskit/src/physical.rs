@@ -12,6 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::backupset::{FileEntry, Manifest};
+use crate::codec::AtMost;
 use crate::crypt::{Decrypting, Identities};
 use crate::gz::HashedReader;
 use crate::progress::Progress;
@@ -217,7 +218,7 @@ pub struct SetReader {
 
 enum Stream {
     Plain(HashedReader),
-    Sealed(Decrypting),
+    Sealed(AtMost<Decrypting>),
 }
 
 impl SetReader {
@@ -241,10 +242,16 @@ impl SetReader {
             )));
         }
         let progress = Progress::start(format!("reading {}", short(path)), Some(f.bytes));
-        let file = progress.reader(file);
+        // Never read past what the manifest gives, the file's bytes and its
+        // plaintext's: the sha256 that proves them is known only at the end.
+        let file = AtMost::new(progress.reader(file), f.bytes, "the file");
         let stream = match ids.filter(|_| f.encrypted()) {
             None => Stream::Plain(HashedReader::new(file)),
-            Some(ids) => Stream::Sealed(Decrypting::spawn(file, ids.clone())),
+            Some(ids) => Stream::Sealed(AtMost::new(
+                Decrypting::spawn(file, ids.clone()),
+                f.plaintext_bytes.unwrap_or(u64::MAX),
+                "its plaintext",
+            )),
         };
         Ok(SetReader { stream, progress })
     }
@@ -258,7 +265,7 @@ impl SetReader {
                 (sha, &f.sha256)
             }
             Stream::Sealed(d) => {
-                let done = d.finish();
+                let done = d.into_inner().finish();
                 let file = done.file.map_err(|e| e.to_string())?;
                 if file.sha256 != f.sha256 {
                     return Err(format!("sha256 {} is not the manifest's", file.sha256));
@@ -336,7 +343,7 @@ fn unpack_into(set: &Path, f: &FileEntry, ids: Option<&Identities>, dest: &Path)
     let what = set.join(&f.name);
     let mut src = SetReader::open(set, f, ids)?;
     let count = {
-        let content = crate::codec::reader(f.compression, &mut src).at("reading", &what)?;
+        let content = crate::codec::content_reader(f, &mut src).at("reading", &what)?;
         let done = crate::untar::unpack_with(content, dest, &what, crate::untar::Links::Refuse)?;
         if !done.skipped.is_empty() || !done.stripped.is_empty() {
             log::warn!("{}: {}", what.display(), done.describe());

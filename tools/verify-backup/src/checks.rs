@@ -228,7 +228,7 @@ pub fn structure(
     pg_restore: Option<&PgTool>,
 ) -> Vec<Check> {
     let name = f.name.as_str();
-    let mut content: Box<dyn Read + '_> = match opskit::codec::reader(f.compression, src) {
+    let mut content: Box<dyn Read + '_> = match opskit::codec::content_reader(f, src) {
         Ok(r) => r,
         Err(e) => {
             return vec![Check::fail(
@@ -404,7 +404,14 @@ fn base_walk(src: &mut dyn Read, name: &str, checks: &mut Vec<Check>) -> io::Res
             let path = e.path()?.to_string_lossy().into_owned();
             if path == BACKUP_MANIFEST {
                 let mut text = Vec::new();
-                e.read_to_end(&mut text)?;
+                (&mut e)
+                    .take(MAX_BACKUP_MANIFEST + 1)
+                    .read_to_end(&mut text)?;
+                if text.len() as u64 > MAX_BACKUP_MANIFEST {
+                    return Err(io::Error::other(format!(
+                        "{BACKUP_MANIFEST} is larger than {MAX_BACKUP_MANIFEST} bytes"
+                    )));
+                }
                 manifest = Some(text);
             } else {
                 let size = io::copy(&mut e, &mut io::sink())?;

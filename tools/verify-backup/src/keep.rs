@@ -160,7 +160,7 @@ fn unpack_one(
     let what = source.path();
     let mut src = source.open(ids)?;
     let done = {
-        let content = opskit::codec::reader(source.entry.compression, &mut src)
+        let content = opskit::codec::content_reader(source.entry, &mut src)
             .map_err(|e| format!("{}: {e}", what.display()))?;
         opskit::untar::unpack(content, dir, &what).map_err(|e| e.msg)?
     };

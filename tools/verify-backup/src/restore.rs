@@ -384,7 +384,7 @@ impl Target {
         let tail = StderrTail::start(guard.child(), tool);
         let mut stdin = guard.child().stdin.take().expect("piped");
         let broken = {
-            let src = opskit::codec::reader(source.entry.compression, &mut reader)
+            let src = opskit::codec::content_reader(source.entry, &mut reader)
                 .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))?;
             let buffered = |r| std::io::BufReader::with_capacity(256 * 1024, r);
             let mut src: Box<dyn Read> = match input {
@@ -430,7 +430,7 @@ impl Target {
         let mut reader = source.open(ids)?;
         let (pipeline, mut stdin) = crate::older::Pipeline::start(pg_restore, psql)?;
         let broken = {
-            let mut src = opskit::codec::reader(source.entry.compression, &mut reader)
+            let mut src = opskit::codec::content_reader(source.entry, &mut reader)
                 .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))?;
             self.pump(&mut src, &mut stdin, &path)?
         };

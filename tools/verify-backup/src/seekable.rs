@@ -169,7 +169,7 @@ pub(crate) fn copy(
     let mut reader = source.open(ids).map_err(CopyFailed::Set)?;
     let started = std::time::Instant::now();
     let scanned = {
-        let src = opskit::codec::reader(source.entry.compression, &mut reader)
+        let src = opskit::codec::content_reader(source.entry, &mut reader)
             .map_err(|e| format!("{}: cannot start decompressing: {e}", path.display()))
             .map_err(CopyFailed::Set)?;
         write_scanned(src, &out, interrupted, (&path, &copy_path))?
