@@ -30,7 +30,11 @@ pub fn remote_sets(store: &Store) -> Result<RemoteSets> {
     let (objects, _) = store.list(prefix, None)?;
     let mut out: RemoteSets = HashMap::new();
     for o in objects {
-        let Some((set, file)) = o.key[prefix.len()..].split_once('/') else {
+        let Some((set, file)) = o
+            .key
+            .strip_prefix(prefix.as_str())
+            .and_then(|k| k.split_once('/'))
+        else {
             continue;
         };
         let Some((_, time)) = backupset::parse_set_dir_name(set) else {

@@ -27,6 +27,9 @@ use opskit::{Error, Result};
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
 /// The object metadata that carries a file's sha256 (hex).
 const META_SHA256: &str = "x-amz-meta-sha256";
+/// The most objects one listing holds (about 100 bytes each in memory): a
+/// year of a busy server's WAL, and its sets, fit several times over.
+pub const MAX_LISTED: usize = 5_000_000;
 
 /// An object as a listing or a HEAD shows it.
 #[derive(Debug, Clone)]
@@ -270,8 +273,8 @@ impl Store {
         Ok((size, resp.into_body().into_reader()))
     }
 
-    /// Every object under `prefix` (all pages), and with a delimiter the
-    /// common prefixes.
+    /// Every object under `prefix` (all pages, at most [`MAX_LISTED`]),
+    /// and with a delimiter the common prefixes.
     pub fn list(
         &self,
         prefix: &str,
@@ -302,13 +305,39 @@ impl Store {
                 .map_err(|e| self.fail(prefix, "listing", e))?;
             let page: ListObjectsV2Response = ListObjectsV2::parse_response(&text)
                 .map_err(|e| self.fail(prefix, "listing", e))?;
-            objects.extend(page.contents.into_iter().map(|c| Object {
-                key: c.key,
-                size: c.size.unwrap_or(0),
-                sha256: None,
-            }));
-            prefixes.extend(page.common_prefixes.into_iter().map(|p| p.prefix));
+            // What a server answers is bounded: keys under the prefix only,
+            // at most MAX_LISTED in all, and a token that moves on.
+            objects.extend(
+                page.contents
+                    .into_iter()
+                    .filter(|c| c.key.starts_with(prefix))
+                    .map(|c| Object {
+                        key: c.key,
+                        size: c.size.unwrap_or(0),
+                        sha256: None,
+                    }),
+            );
+            prefixes.extend(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| p.prefix)
+                    .filter(|p| p.starts_with(prefix)),
+            );
+            if objects.len() + prefixes.len() > MAX_LISTED {
+                return Err(self.fail(
+                    prefix,
+                    "listing",
+                    format!("more than {MAX_LISTED} objects: not a backup prefix, or the server repeats itself"),
+                ));
+            }
             match page.next_continuation_token {
+                Some(t) if token.as_ref() == Some(&t) => {
+                    return Err(self.fail(
+                        prefix,
+                        "listing",
+                        "the server gave the same continuation token twice",
+                    ));
+                }
                 Some(t) => token = Some(t),
                 None => return Ok((objects, prefixes)),
             }
