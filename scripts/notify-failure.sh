@@ -35,4 +35,7 @@ tail_of_journal() {
 # The webhook URL (a token) goes through the environment, never argv.
 export OPSKIT_NOTIFY_URL
 tail_of_journal | "$(tool healthcheck)" -q --notify env:OPSKIT_NOTIFY_URL --announce-failure "$unit" >/dev/null
-log "told $(spec_redact "$OPSKIT_NOTIFY_URL") that $unit failed"
+# Its host only: a webhook's token is often its path (Slack's).
+notify_host=${OPSKIT_NOTIFY_URL#*://}
+notify_host=${notify_host%%[/?#]*}
+log "told ${OPSKIT_NOTIFY_URL%%://*}://${notify_host##*@} that $unit failed"

@@ -39,6 +39,8 @@ load_env
 password_to_env DATABASE_URL
 root=${OPSKIT_BACKUP_ROOT:?OPSKIT_BACKUP_ROOT is not set (the backup root)}
 server=${OPSKIT_RESTORE_TEST_URL:-${DATABASE_URL:?neither OPSKIT_RESTORE_TEST_URL nor DATABASE_URL is set}}
+# The restore test's own server is not offered production's password.
+[[ -n "${OPSKIT_RESTORE_TEST_URL:-}" ]] && unset PGPASSWORD
 password_to_env server OPSKIT_RESTORE_TEST_URL
 metrics_dir=${OPSKIT_METRICS_DIR:-/var/lib/prometheus/node-exporter}
 args=(--restore-into "$server" --record="$root/verified.ndjson")

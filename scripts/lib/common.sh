@@ -496,17 +496,25 @@ psql_at() {
 # command lines (psql -d, verify-backup --restore-into).
 # A keyword/value connection string (`host=db password=...`) is refused
 # (exit 64): the procedures cannot keep its password out of argv. NAME is
-# the setting the message names (default VAR).
+# the setting the message names (default VAR), and so is a URL of another
+# scheme; a driver in the scheme (postgresql+psycopg2://, an application's
+# DATABASE_URL) is dropped, as libpq knows none.
 password_to_env() {
     local var=$1 name=${2:-$1} url scheme rest before userinfo="" after query="" kept="" pair key q pw found=0
     url=${!var:-}
-    if [[ "$url" != postgres://* && "$url" != postgresql://* ]]; then
+    local pg='^postgres(ql)?(\+[A-Za-z0-9_.-]+)?://'
+    if [[ ! "$url" =~ $pg ]]; then
         # libpq: a string with '=' in it that is no URL is keyword/value.
         [[ "$url" != *://* && "$url" == *=* ]] \
             && die "$name is a keyword/value connection string: write it as a URL (postgresql://USER@HOST:PORT/DB, the password %-encoded as postgresql://USER:PASSWORD@... or in ~/.pgpass): the procedures cannot keep that form's password out of command lines" 64
+        [[ "$url" == *://* ]] \
+            && die "$name is not a PostgreSQL URL (it must start with postgresql://): nothing was run with it" 64
         return 0
     fi
+    # An application's driver (postgresql+psycopg2://) is the tools' and
+    # not libpq's: psql and pg_dump are given the plain scheme.
     scheme=${url%%://*}
+    scheme=${scheme%%+*}
     rest=${url#*://}
     # The user and password end at the last '@' before the first '/' (as
     # opskit's URL parser reads them: '?' and '#' in a password are its own).
@@ -548,10 +556,10 @@ password_to_env() {
     local left='[?&]password='
     [[ "$url" =~ $left ]] \
         && die "cannot take the password out of $name: write '@' as %40 and '/' as %2F in its user name, password and parameters" 64
-    ((found)) || return 0
-    export PGPASSWORD=$pw
     printf -v "$var" '%s' "$url"
     export "${var?}"
+    ((found)) || return 0
+    export PGPASSWORD=$pw
 }
 
 # _percent_decode VAR TEXT: TEXT with its %XX sequences decoded, in VAR.

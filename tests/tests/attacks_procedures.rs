@@ -64,6 +64,17 @@ const URLS: &[(&str, &str, Option<&str>)] = &[
         None,
     ),
     ("app", "app", None),
+    // An application's DATABASE_URL names its driver: libpq knows none.
+    (
+        "postgresql+psycopg2://u:Drv%40pw@h/db",
+        "postgresql://u@h/db",
+        Some("Drv@pw"),
+    ),
+    (
+        "postgres+asyncpg://u@h/db?password=Asy",
+        "postgres://u@h/db",
+        Some("Asy"),
+    ),
 ];
 
 #[test]
@@ -129,6 +140,15 @@ fn a_keyword_value_database_url_is_refused_in_one_line() {
         "{}",
         out.stderr
     );
+    // A URL of another scheme with a password: refused, not passed on.
+    let out = source(
+        d.path(),
+        &[("DATABASE_URL", "mysql://u:My%Secret@h/db")],
+        "password_to_env DATABASE_URL\necho still running",
+    );
+    refused(&out, "not a PostgreSQL URL");
+    assert!(!out.stderr.contains("Secret"), "{}", out.stderr);
+    assert!(!out.stdout.contains("still running"));
 }
 
 /// An '@' after the host leaves no way to tell the password from the host:
@@ -303,6 +323,57 @@ impl Metrics {
             "restore-test.sh",
             &[],
         )
+    }
+}
+
+/// The restore test's own server (OPSKIT_RESTORE_TEST_URL) is not offered
+/// production's password: it logs in with its own, or ~/.pgpass. (It was
+/// given production's PGPASSWORD every week.)
+#[test]
+fn the_restore_test_server_is_not_given_productions_password() {
+    let m = Metrics::new();
+    let seen = m.path("seen");
+    stub(
+        &m.path("bin"),
+        "verify-backup",
+        &format!(
+            "printf '%s\\n' \"${{PGPASSWORD-<unset>}}\" \"$@\" >{}\necho '{{\"event\":\"verify\",\"ok\":true,\"set\":\"app-20260101T000000Z\",\"restore_s\":1.5}}'",
+            seen.display()
+        ),
+    );
+    fs::create_dir(m.path("metrics")).unwrap();
+    for (test_url, want) in [
+        ("postgresql://t@127.0.0.1:2/scratch", "<unset>"),
+        ("postgresql://t:TestPw@127.0.0.1:2/scratch", "TestPw"),
+    ] {
+        env_file(
+            &m.path("opskit.env"),
+            &[
+                (
+                    "DATABASE_URL",
+                    "postgresql://u:ProdSecret@127.0.0.1:1/app".into(),
+                ),
+                ("OPSKIT_RESTORE_TEST_URL", test_url.to_string()),
+                (
+                    "OPSKIT_BACKUP_ROOT",
+                    m.path("backups").display().to_string(),
+                ),
+                ("OPSKIT_STATE_DIR", m.path("state").display().to_string()),
+                (
+                    "OPSKIT_METRICS_DIR",
+                    m.path("metrics").display().to_string(),
+                ),
+            ],
+        );
+        let out = m.restore_test();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let got = fs::read_to_string(&seen).unwrap();
+        assert_eq!(got.lines().next(), Some(want), "{test_url}: {got}");
+        assert!(
+            !got.contains("ProdSecret") && !got.contains("TestPw@"),
+            "{got}"
+        );
+        assert!(got.contains("postgresql://t@127.0.0.1:2/scratch"), "{got}");
     }
 }
 

@@ -292,7 +292,7 @@ fn the_failure_notifier_sends_the_unit_and_its_journal() {
     let env = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         env.path(),
-        format!("OPSKIT_NOTIFY_URL=http://127.0.0.1:{port}/hook\n"),
+        format!("OPSKIT_NOTIFY_URL=http://127.0.0.1:{port}/services/T0/B0/T0kenCanary77\n"),
     )
     .unwrap();
     let tools = bin("healthcheck");
@@ -310,6 +310,14 @@ fn the_failure_notifier_sends_the_unit_and_its_journal() {
         "{msg}"
     );
     assert_eq!(msg["source"], "opskit-healthcheck");
+    // The journal is told the host, not the webhook's token (its path).
+    assert!(
+        out.stderr
+            .contains(&format!("told http://127.0.0.1:{port} that")),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("T0kenCanary77"), "{}", out.stderr);
 }
 
 #[test]
