@@ -80,7 +80,12 @@ if [[ $(id -u) == 0 ]]; then
     fi
     log "running as $owner (PostgreSQL does not run as root)"
     export OPSKIT_ENV=/dev/null
-    exec runuser -u "$owner" -- "$0" "${ORIG_ARGS[@]}"
+    # On a terminal, a pseudo-terminal of its own: runuser -u keeps root's
+    # as the controlling terminal, into which a process of that user could
+    # push keystrokes (TIOCSTI) for root's shell to run afterwards.
+    pty=()
+    [[ -t 0 ]] && pty=(--pty)
+    exec runuser "${pty[@]}" -u "$owner" -- "$0" "${ORIG_ARGS[@]}"
 fi
 if ((swap)) && [[ "${OPSKIT_PRODUCTION:-0}" =~ ^(1|yes|true)$ && $yes_production != 1 ]]; then
     die "this env file marks this server as production: pass --yes-production to swap a recovered cluster in" 64

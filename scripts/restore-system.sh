@@ -122,9 +122,11 @@ if ((from_offsite)) && [[ -z "$set" ]] && ! { [[ -n "$root" ]] && newest_verifie
     as_owner=()
     owner=$(stat -L -c %U "$root")
     if [[ $EUID -eq 0 && $owner != root ]]; then
-        as_owner=(runuser -u "$owner" --)
+        # In a session of its own, without root's terminal (runuser -u
+        # keeps it as the controlling one, open to that user's TIOCSTI).
+        as_owner=(setsid --wait runuser -u "$owner" --)
     fi
-    pulled=$("${as_owner[@]}" "$(tool offsite)" pull latest --kind dump --series "$series" --dest "$root" | jq -r 'select(.event == "pull") | .path') \
+    pulled=$("${as_owner[@]}" "$(tool offsite)" pull latest --kind dump --series "$series" --dest "$root" </dev/null | jq -r 'select(.event == "pull") | .path') \
         || die "pulling from $OPSKIT_OFFSITE_URL failed; nothing was changed" 2
     [[ -n "$pulled" ]] || die "pulling from $OPSKIT_OFFSITE_URL gave no set; nothing was changed" 2
     verify_args=(--record)

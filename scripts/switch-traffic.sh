@@ -50,6 +50,9 @@ fi
 }
 
 dir=$(dirname "$file")
+# Written as root by name: nobody else may be able to plant a link in its
+# directory (cp -p to the .prev, the new file's chmod, the put back).
+_open_dir updir_fd "$dir" "the directory of OPSKIT_NGINX_UPSTREAM_FILE ($dir)" 0 755
 tmp=$(mktemp "$dir/.$(basename "$file").XXXXXX")
 cat >"$tmp" <<CONF
 # opskit-color: $color

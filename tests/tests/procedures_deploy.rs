@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -295,4 +296,26 @@ fn blue_green_switch_only_to_a_healthy_color() {
             .unwrap()
             .contains("opskit-color: green")
     );
+
+    // An upstream file in a directory others can write: refused before
+    // anything is written (root's `cp -p` of the file to its `.prev`
+    // went through a link planted there, onto any file).
+    p.set("OPSKIT_BLUE_UPSTREAM", &format!("127.0.0.1:{}", blue.port));
+    let shared = p.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = shared.join("upstream.conf");
+    std::fs::write(&planted, "# opskit-color: green\n").unwrap();
+    let victim = p.path("victim");
+    std::fs::write(&victim, "root's own file\n").unwrap();
+    std::os::unix::fs::symlink(&victim, shared.join("upstream.conf.prev")).unwrap();
+    p.set("OPSKIT_NGINX_UPSTREAM_FILE", planted.to_str().unwrap());
+    let out = run(p.script("switch-traffic.sh").arg("blue"));
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(out.stderr.contains("writable by"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "root's own file\n"
+    );
+    assert_eq!(live(&n), "green");
 }
