@@ -500,7 +500,8 @@ fn the_bucket_holds_chains_whole(chain: &[&Path]) {
 
 /// The newest set's signature broken in the bucket (a key rotated out
 /// does the same): offsite prune still keeps the ancestors its manifest
-/// names (it deleted them), and names it.
+/// names (it deleted them), and names it: corrupt, no restore point
+/// (exit 1).
 fn a_broken_signature_keeps_the_chain(whole: &str, chain: &[&Path]) {
     let s3 = opskit_testkit::s3::s3();
     let newest = name(chain[2]);
@@ -509,9 +510,11 @@ fn a_broken_signature_keeps_the_chain(whole: &str, chain: &[&Path]) {
     let signature = s3.get(bucket, &key);
     s3.put(bucket, &key, b"untrusted comment: not a signature\n");
     let out = offsite(&["prune", whole, "--keep-last", "1", "--min-keep", "1", "-n"]);
-    ok(&out, "offsite prune -n, a signature broken");
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     for r in out.events("prune") {
-        if chain.iter().any(|p| r["name"] == name(p).as_str()) {
+        if r["name"] == newest.as_str() {
+            assert_eq!(r["action"], "corrupt", "{r}\n{}", out.stderr);
+        } else if chain.iter().any(|p| r["name"] == name(p).as_str()) {
             assert_eq!(r["action"], "keep", "{r}\n{}", out.stderr);
         }
     }

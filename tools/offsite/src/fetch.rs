@@ -249,13 +249,17 @@ fn latest_of(
     complete.sort_by(|(a, x), (b, y)| y.time.cmp(&x.time).then_with(|| b.cmp(a)));
     let mut failed: Vec<String> = Vec::new();
     for (name, info) in complete {
-        let signed = match remote::fetch(store, name, info)?.check(store, name, trust) {
-            Ok(s) => s,
-            Err(e) => {
-                failed.push(e.msg);
-                continue;
-            }
-        };
+        // A download that fails stops the pull (the newest set may be
+        // whole); a set that fails its checks is passed over.
+        let signed =
+            match remote::fetch(store, name, info).and_then(|f| f.check(store, name, trust)) {
+                Ok(s) => s,
+                Err(e) if e.exit == opskit::Exit::CheckFailed => {
+                    failed.push(e.msg);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
         if kind.is_none_or(|k| signed.manifest.is_of(k)) {
             for why in &failed {
                 log::warn!("passed over a newer set: {why}");

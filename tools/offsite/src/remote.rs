@@ -74,8 +74,21 @@ pub struct Fetched {
 }
 
 /// Download set `name`'s manifest and its signature (`info`, its listing,
-/// says whether it has one). A download that fails is exit 2.
+/// says whether it has one and their sizes). One listed larger than any
+/// set's is exit 1 (not a set's: nothing is downloaded); a download that
+/// fails is exit 2.
 pub fn fetch(store: &Store, name: &str, info: &RemoteInfo) -> Result<Fetched> {
+    for (file, max) in [
+        (MANIFEST, backupset::MAX_MANIFEST),
+        (SET_SIGNATURE, MAX_SIGNATURE),
+    ] {
+        if let Some(&size) = info.sizes.get(file).filter(|&&s| s > max) {
+            return Err(Error::check(format!(
+                "{}: {size} bytes, larger than any set's {file}: not a set made by opskit",
+                store.remote.url(&format!("{name}/{file}"))
+            )));
+        }
+    }
     let bytes = download_small(
         store,
         &store.remote.key(name, MANIFEST),

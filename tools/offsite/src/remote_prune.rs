@@ -56,20 +56,30 @@ pub fn run(args: &crate::Args, p: &PruneArgs, em: &mut Emitter) -> Result<Done<O
     let now = Utc::now();
     let status_of = statuses(args)?;
     let (complete, mut incomplete): (Vec<_>, Vec<_>) = sets.iter().partition(|(_, s)| s.complete);
-    // Each complete set's manifest, downloaded once (one that cannot be
-    // downloaded stops the prune before anything is deleted: the set may
-    // be a kept set's parent) and checked: for its chain here, for the WAL
-    // the kept ones need below.
+    // Each complete set's manifest, downloaded once and checked: for its
+    // chain here, for the WAL the kept ones need below. One that cannot be
+    // downloaded stops the prune before anything is deleted (the set may
+    // be a kept set's parent); one listed larger than any set's is not a
+    // set's, and fails its checks as a forged one does.
     let mut fetched = Vec::with_capacity(complete.len());
     for (name, info) in &complete {
-        let f = crate::remote::fetch(&store, name, info)
-            .map_err(|e| opskit::Error::new(e.exit, format!("{}; nothing was deleted", e.msg)))?;
-        fetched.push(f);
+        match crate::remote::fetch(&store, name, info) {
+            Err(e) if e.exit == Exit::Failure => {
+                return Err(opskit::Error::new(
+                    e.exit,
+                    format!("{}; nothing was deleted", e.msg),
+                ));
+            }
+            got => fetched.push(got),
+        }
     }
     let manifests: Vec<Result<Manifest>> = complete
         .iter()
         .zip(&fetched)
-        .map(|((name, _), f)| f.check(&store, name, &trust).map(|s| s.manifest))
+        .map(|((name, _), f)| match f {
+            Ok(f) => f.check(&store, name, &trust).map(|s| s.manifest),
+            Err(e) => Err(e.clone()),
+        })
         .collect();
     let entries: Vec<retention::Entry> = complete
         .iter()
@@ -85,7 +95,9 @@ pub fn run(args: &crate::Args, p: &PruneArgs, em: &mut Emitter) -> Result<Done<O
             // and named, as a damaged copy is; the ancestors it names are
             // kept with it, as keeping more is safe.
             Err(e) => retention::Entry::set(name, s.time, Status::Corrupt(e.msg.clone())).needing(
-                f.unchecked(&store, name)
+                f.as_ref()
+                    .ok()
+                    .and_then(|f| f.unchecked(&store, name).ok())
                     .map(|m| opskit::chain::needs(&m))
                     .unwrap_or_default(),
             ),

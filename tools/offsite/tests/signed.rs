@@ -214,15 +214,26 @@ fn sets_forged_in_the_bucket_take_no_real_sets_place() {
     let manifest = fs::read(sets[2].join("MANIFEST.json")).unwrap();
     let signature = fs::read(sets[2].join("MANIFEST.json.minisig")).unwrap();
     let later = opskit::backupset::set_dir_name(series, t + chrono::Duration::minutes(5));
+    // And one whose signature is larger than any (a manifest or signature
+    // that cannot be downloaded stopped the prune and the pull).
+    let big = opskit::backupset::set_dir_name(series, t + chrono::Duration::minutes(2));
     let fakes = [
         format!("{series}-20991231T000000Z"),
         format!("{series}-20990101T000000Z"),
         later.clone(),
+        big.clone(),
     ];
     for fake in &fakes {
         replace_remote(&local, &bucket, fake, "MANIFEST.json", &manifest);
     }
     replace_remote(&local, &bucket, &later, "MANIFEST.json.minisig", &signature);
+    replace_remote(
+        &local,
+        &bucket,
+        &big,
+        "MANIFEST.json.minisig",
+        &vec![b'x'; 70 << 10],
+    );
 
     let pr = run(offsite(&["prune", "--url", &url, "--keep-last", "2", "--root"]).arg(&local.root));
     let recs = pr.events("prune");
@@ -247,6 +258,7 @@ fn sets_forged_in_the_bucket_take_no_real_sets_place() {
         detail(&fakes[0])
     );
     assert!(detail(&later).contains(&later), "{}", detail(&later));
+    assert!(detail(&big).contains("larger than"), "{}", detail(&big));
     assert!(remote_files(&bucket, &name_of(&sets[1])).contains(&"MANIFEST.json".to_string()));
 
     // The newest real set is pulled; each forged one is named as passed over.
@@ -290,4 +302,36 @@ fn sets_forged_in_the_bucket_take_no_real_sets_place() {
     // verdicts) is what proves the copies fresh.
     assert_eq!(v["newest"], later.as_str(), "{v}");
     assert_eq!(v["dated_ahead"], 3, "{v}");
+
+    // --delete-corrupt removes them, but for the newest of its series not
+    // dated ahead (a set dated 2099 was "the newest" and stayed for ever).
+    let pr = run(offsite(&[
+        "prune",
+        "--url",
+        &url,
+        "--keep-last",
+        "2",
+        "--delete-corrupt",
+        "--root",
+    ])
+    .arg(&local.root));
+    let recs = pr.events("prune");
+    let action = |n: &str| {
+        recs.iter()
+            .find(|r| r["name"] == n)
+            .unwrap_or_else(|| panic!("no record of {n}: {}", pr.stdout))["action"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for gone in [
+        &fakes[0],
+        &fakes[1],
+        &big,
+        &"nosuch-20990101T000000Z".to_string(),
+    ] {
+        assert_eq!(action(gone), "delete", "{gone}: {}", pr.stdout);
+    }
+    assert_eq!(action(&later), "corrupt", "{}", pr.stdout);
+    assert_eq!(action(&newest), "keep", "{}", pr.stdout);
 }

@@ -122,7 +122,7 @@ pub fn apply(entries: &[Entry], rules: &Rules, now: DateTime<Utc>) -> Vec<Decisi
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); entries.len()];
     for group in series(entries, &order) {
         policy_reasons(entries, &group, rules, now, &mut reasons);
-        safety_reasons(entries, &group, rules.min_keep, &mut reasons);
+        safety_reasons(entries, &group, rules.min_keep, now, &mut reasons);
     }
     needed_reasons(entries, &order, rules.delete_corrupt, &mut reasons);
     order
@@ -170,15 +170,19 @@ fn policy_reasons(
 }
 
 /// The rules no policy overrides, for one series, newest first: the newest
-/// set stays, whatever it is; the `min_keep` newest verified sets stay,
+/// set stays, whatever it is (but a set named for more than a day after
+/// `now` is no set's successor: anyone who can write a name could make one
+/// "the newest" for ever); the `min_keep` newest verified sets stay,
 /// unverified ones filling in when too few are verified.
 fn safety_reasons(
     entries: &[Entry],
     group: &[usize],
     min_keep: usize,
+    now: DateTime<Utc>,
     reasons: &mut [Vec<String>],
 ) {
-    if let Some(&newest) = group.first() {
+    let ahead = |i: usize| entries[i].time > now + chrono::Duration::days(1);
+    if let Some(&newest) = group.iter().find(|&&i| !ahead(i)) {
         reasons[newest].push("newest".into());
     }
     let mut held = 0;

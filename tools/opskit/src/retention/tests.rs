@@ -232,3 +232,30 @@ fn a_kept_set_keeps_its_chain() {
         assert_eq!(x.action, Action::Delete, "{e}: {x:?}");
     }
 }
+
+/// A set named for a year from now (anyone who can write a name can make
+/// one) is nobody's "newest": the newest set of the present is, and the
+/// far one, corrupt, goes with --delete-corrupt (it stayed for ever).
+#[test]
+fn a_set_dated_far_ahead_is_not_the_newest() {
+    let now = at(1_000_000);
+    let entries = vec![
+        Entry::set(
+            "app-ahead",
+            at(1_000_000 + 365 * 86400),
+            Status::Corrupt("not signed".into()),
+        ),
+        Entry::set("app-b", at(999_000), Status::Good),
+        Entry::set("app-a", at(998_000), Status::Good),
+    ];
+    let d = apply(&entries, &rules(last(1), 1, true), now);
+    let of = |n: &str| d.iter().find(|x| entries[x.index].name == n).unwrap();
+    assert_eq!(of("app-ahead").action, Action::Delete);
+    assert_eq!(of("app-b").action, Action::Keep);
+    assert!(
+        of("app-b").reasons.contains(&"newest".to_string()),
+        "{:?}",
+        of("app-b").reasons
+    );
+    assert_eq!(of("app-a").action, Action::Delete);
+}
