@@ -283,6 +283,8 @@ impl Store {
         let mut objects = Vec::new();
         let mut prefixes = Vec::new();
         let mut token: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
+        let mut listed = 0usize;
         loop {
             let mut action = ListObjectsV2::new(&self.bucket, Some(&self.creds));
             action.with_prefix(prefix);
@@ -305,8 +307,10 @@ impl Store {
                 .map_err(|e| self.fail(prefix, "listing", e))?;
             let page: ListObjectsV2Response = ListObjectsV2::parse_response(&text)
                 .map_err(|e| self.fail(prefix, "listing", e))?;
-            // What a server answers is bounded: keys under the prefix only,
-            // at most MAX_LISTED in all, and a token that moves on.
+            // What a server answers is bounded: at most MAX_LISTED entries
+            // in all (counted before any is dropped), keys under the prefix
+            // only, and never a token it gave before.
+            listed += page.contents.len() + page.common_prefixes.len() + 1;
             objects.extend(
                 page.contents
                     .into_iter()
@@ -323,7 +327,7 @@ impl Store {
                     .map(|p| p.prefix)
                     .filter(|p| p.starts_with(prefix)),
             );
-            if objects.len() + prefixes.len() > MAX_LISTED {
+            if listed > MAX_LISTED {
                 return Err(self.fail(
                     prefix,
                     "listing",
@@ -331,7 +335,7 @@ impl Store {
                 ));
             }
             match page.next_continuation_token {
-                Some(t) if token.as_ref() == Some(&t) => {
+                Some(t) if !seen.insert(t.clone()) => {
                     return Err(self.fail(
                         prefix,
                         "listing",
