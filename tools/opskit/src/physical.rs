@@ -20,6 +20,9 @@ use crate::{Error, IoContext, Result};
 
 /// The name of pg_basebackup's manifest inside the tar.
 pub const BACKUP_MANIFEST: &str = "backup_manifest";
+/// The largest `backup_manifest` read (about 200 bytes a file: millions of
+/// files fit).
+pub const MAX_BACKUP_MANIFEST: u64 = 1 << 30;
 
 /// `0/2000028` → the 64-bit position.
 pub fn parse_lsn(s: &str) -> Option<u64> {

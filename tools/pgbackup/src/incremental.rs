@@ -238,7 +238,11 @@ impl Parent {
     pub fn copy_manifest(&self, dest: &Path) -> Result<()> {
         let src = &self.manifest;
         let f = opskit::safefs::open_nofollow(src, std::fs::OpenOptions::new().read(true))?;
-        let mut h = opskit::gz::HashedReader::new(f);
+        let mut h = opskit::gz::HashedReader::new(opskit::codec::AtMost::new(
+            f,
+            opskit::physical::MAX_BACKUP_MANIFEST,
+            "the parent's backup_manifest",
+        ));
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

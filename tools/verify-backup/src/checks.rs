@@ -15,6 +15,7 @@ use opskit::backupset::{self, Codec, DumpFormat, FileEntry, FileKind, Manifest};
 use opskit::crypt::Identities;
 use opskit::gz::HashedReader;
 use opskit::pgtools::{ChildGuard, PgTool, StderrTail};
+use opskit::physical::MAX_BACKUP_MANIFEST;
 use opskit::progress::Progress;
 use opskit::safefs::FileId;
 
@@ -197,7 +198,9 @@ fn file_checks(
             return out;
         }
     }
-    let mut reader = HashedReader::new(file);
+    // No further than the manifest's size: a file still growing (or
+    // endless) is not read for ever.
+    let mut reader = HashedReader::new(opskit::codec::AtMost::new(file, f.bytes, "the file"));
     if depth >= Depth::Structural {
         out.extend(structure(&mut reader, f, m, pg_restore));
     }
@@ -388,10 +391,6 @@ fn kept_manifest(src: &mut dyn Read, name: &str, checks: &mut Vec<Check>) -> io:
     });
     Ok(())
 }
-
-/// The largest `backup_manifest` read (about 200 bytes a file: millions
-/// of files).
-const MAX_BACKUP_MANIFEST: u64 = 1 << 30;
 
 fn base_walk(src: &mut dyn Read, name: &str, checks: &mut Vec<Check>) -> io::Result<()> {
     use opskit::physical::{BACKUP_MANIFEST, PgBackupManifest};

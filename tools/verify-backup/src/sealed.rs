@@ -54,9 +54,14 @@ pub fn read(
     ids: &Identities,
 ) -> Vec<Check> {
     let name = Some(f.name.as_str());
-    let mut plain = Decrypting::spawn(file, ids.clone());
+    let file = opskit::codec::AtMost::new(file, f.bytes, "the file");
+    let mut plain = opskit::codec::AtMost::new(
+        Decrypting::spawn(file, ids.clone()),
+        f.plaintext_bytes.unwrap_or(u64::MAX),
+        "its plaintext",
+    );
     let mut out = checks::structure(&mut plain, f, m, pg_restore);
-    let done = plain.finish();
+    let done = plain.into_inner().finish();
     out.push(match done.plaintext {
         Ok(p) if Some(&p.sha256) == f.plaintext_sha256.as_ref()
             && f.plaintext_bytes.is_none_or(|b| b == p.bytes) =>
