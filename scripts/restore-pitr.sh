@@ -80,12 +80,9 @@ if [[ $(id -u) == 0 ]]; then
     fi
     log "running as $owner (PostgreSQL does not run as root)"
     export OPSKIT_ENV=/dev/null
-    # On a terminal, a pseudo-terminal of its own: runuser -u keeps root's
-    # as the controlling terminal, into which a process of that user could
-    # push keystrokes (TIOCSTI) for root's shell to run afterwards.
-    pty=()
-    [[ -t 0 ]] && pty=(--pty)
-    exec runuser "${pty[@]}" -u "$owner" -- "$0" "${ORIG_ARGS[@]}"
+    rc=0
+    as_user "$owner" "$0" "${ORIG_ARGS[@]}" || rc=$?
+    exit "$rc"
 fi
 if ((swap)) && [[ "${OPSKIT_PRODUCTION:-0}" =~ ^(1|yes|true)$ && $yes_production != 1 ]]; then
     die "this env file marks this server as production: pass --yes-production to swap a recovered cluster in" 64
@@ -120,7 +117,7 @@ psql_side() { PGOPTIONS=$side_options psql -X -q -A -t -h "$into" -p "$port" -U 
 # Why recovery stopped, from the server log; exits 2 (production untouched).
 recovery_failed() {
     log "the recovered cluster $1; its log ($into.log) ends:"
-    new_log | grep -E 'FATAL|PANIC|recovery|lower setting' | tail -n 5 >&2
+    new_log | grep -E 'FATAL|PANIC|recovery|lower setting|invalid value' | tail -n 5 >&2
     if new_log | grep -q 'recovery ended before configured recovery target was reached'; then
         rm -rf "$into"
         die "the archive ends before $target_desc: no transaction after that time is archived yet (wait for the next WAL file, or recover --to-latest); production was not touched" 2

@@ -122,9 +122,7 @@ if ((from_offsite)) && [[ -z "$set" ]] && ! { [[ -n "$root" ]] && newest_verifie
     as_owner=()
     owner=$(stat -L -c %U "$root")
     if [[ $EUID -eq 0 && $owner != root ]]; then
-        # In a session of its own, without root's terminal (runuser -u
-        # keeps it as the controlling one, open to that user's TIOCSTI).
-        as_owner=(setsid --wait runuser -u "$owner" --)
+        as_owner=(as_user "$owner")
     fi
     pulled=$("${as_owner[@]}" "$(tool offsite)" pull latest --kind dump --series "$series" --dest "$root" </dev/null | jq -r 'select(.event == "pull") | .path') \
         || die "pulling from $OPSKIT_OFFSITE_URL failed; nothing was changed" 2

@@ -320,6 +320,29 @@ _new_file() {
     printf -v "$2" '%s' "$__nf_path"
 }
 
+# as_user USER CMD...: CMD as USER, without root's terminal: runuser -u
+# alone keeps it as CMD's controlling terminal, into which a process of
+# that user could push keystrokes for root's shell to run (TIOCSTI). On a
+# terminal CMD gets a pseudo-terminal of its own (runuser --pty: stdout and
+# stderr both reach the terminal through it); else a session of its own,
+# stdin kept, and a signal that ends this script ends CMD too.
+as_user() {
+    local user=$1 pid rc=0
+    shift
+    if [[ -t 0 ]]; then
+        runuser --pty -u "$user" -- "$@"
+        return
+    fi
+    setsid --wait runuser -u "$user" -- "$@" <&0 &
+    pid=$!
+    # shellcheck disable=SC2064 # the pid is this call's
+    trap "kill -TERM -- -$pid 2>/dev/null" INT TERM HUP
+    wait "$pid" || rc=$?
+    while kill -0 "$pid" 2>/dev/null; do wait "$pid" || rc=$?; done
+    trap - INT TERM HUP
+    return "$rc"
+}
+
 # tool NAME: the path of an opskit tool: $OPSKIT_BIN/NAME, the checkout's
 # release build, or PATH.
 tool() {

@@ -151,6 +151,28 @@ fn a_keyword_value_database_url_is_refused_in_one_line() {
     assert!(!out.stdout.contains("still running"));
 }
 
+/// A command a procedure runs as another user (restore-pitr.sh as
+/// postgres, restore-system.sh's pull as the root's owner) is in a
+/// session of its own, away from root's terminal: `runuser -u` kept root's
+/// session, whose terminal that user's processes could push keystrokes
+/// into (TIOCSTI). Its exit status comes back.
+#[test]
+fn a_command_run_as_another_user_gets_a_session_of_its_own() {
+    if !is_root() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = source(
+        d.path(),
+        &[],
+        "cut -d' ' -f6 /proc/$$/stat\nas_user nobody bash -c 'cut -d\" \" -f6 /proc/$$/stat; exit 3' </dev/null || echo \"exit $?\"",
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}\n{}", out.stdout, out.stderr);
+    assert_ne!(lines[0], lines[1], "the same session: {}", out.stdout);
+    assert_eq!(lines[2], "exit 3");
+}
+
 /// An '@' after the host leaves no way to tell the password from the host:
 /// refused rather than put on a command line.
 #[test]
