@@ -22,6 +22,8 @@ command -v age >/dev/null 2>&1 || need_pkgs+=(age)
 command -v minisign >/dev/null 2>&1 || need_pkgs+=(minisign)
 # The secrets test reads every child's argv through strace.
 command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
+# A locale other than C for the tests (localedef de_DE.UTF-8 into a LOCPATH).
+[[ -f /usr/share/i18n/locales/de_DE ]] || need_pkgs+=(locales)
 # offsite's tests copy sets with rclone beside it.
 command -v rclone >/dev/null 2>&1 || need_pkgs+=(rclone)
 # walarchive and point-in-time recovery are benchmarked against

@@ -234,6 +234,7 @@ fn drill_delete_undone_by_recovering_to_a_time_then_swapped_in() {
     // run one at a time: each points its archive_command at its own root).
     a_killed_restore_test_leaves_no_cluster_and_the_next_run_removes_its_directory(&d);
     a_set_asking_for_huge_pages_and_more_memory_than_there_is_still_replays(&d);
+    a_set_asking_for_a_locale_still_recovers_and_is_understood(&d);
 }
 
 /// A second base set on the new timeline; prune keeps it alone and deletes
@@ -495,4 +496,67 @@ fn a_set_asking_for_huge_pages_and_more_memory_than_there_is_still_replays(d: &D
     };
     let out = run(&mut d.replay(&set, &d.dir.join("scratch-huge")));
     assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+}
+
+/// Puts a file's bytes back when dropped.
+struct PutBack(std::path::PathBuf, Vec<u8>);
+
+impl Drop for PutBack {
+    fn drop(&mut self) {
+        fs::write(&self.0, &self.1).unwrap();
+    }
+}
+
+/// A base set whose configuration names a locale for the server's
+/// messages (production's `lc_messages = 'de_DE.UTF-8'`): restored on a
+/// machine without that locale, the copy starts (it stopped at its start:
+/// "invalid value for parameter lc_messages", whatever the command line
+/// said); restored where the locale is (LOCPATH here), the copy still
+/// speaks English to restore-pitr.sh, which reads its messages (German
+/// ones hid "the archive ends before" behind a bare "recovery failed").
+fn a_set_asking_for_a_locale_still_recovers_and_is_understood(d: &Drill) {
+    let c = d.c;
+    let conf = c.data().join("postgresql.auto.conf");
+    let set = {
+        // Written, not applied (production has no such locale either).
+        let _back = PutBack(conf.clone(), fs::read(&conf).unwrap());
+        let mut f = fs::OpenOptions::new().append(true).open(&conf).unwrap();
+        std::io::Write::write_all(&mut f, b"lc_messages = 'de_DE.UTF-8'\n").unwrap();
+        d.take_base(c)
+    };
+    // A recovery starts from the newest verified set.
+    let out = run(d.tool("verify-backup").arg("--record").arg(&set));
+    assert!(out.code == 0, "{}\n{}", out.stdout, out.stderr);
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let locales = d.dir.join("locales");
+    fs::create_dir_all(&locales).unwrap();
+    let made = Command::new("localedef")
+        .args(["-i", "de_DE", "-f", "UTF-8"])
+        .arg(locales.join("de_DE.UTF-8"))
+        .status()
+        .is_ok_and(|s| s.success());
+    for locpath in [None, made.then_some(&locales)] {
+        let mut cmd = d.script("restore-system.sh");
+        cmd.args(["--to", &later, "--port", "5439", "--into"])
+            .arg(d.dir.join("localed"));
+        if let Some(dir) = locpath {
+            cmd.env("LOCPATH", dir);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 2, "{locpath:?}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("the archive ends before {later}")),
+            "{locpath:?}: {}\n{}",
+            out.stderr,
+            fs::read_to_string(d.dir.join("localed.log")).unwrap_or_default()
+        );
+        assert!(!d.dir.join("localed").exists());
+    }
+    assert!(
+        made,
+        "localedef could not make de_DE.UTF-8 (package locales)"
+    );
 }

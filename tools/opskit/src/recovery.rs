@@ -100,6 +100,10 @@ pub fn pg_ctl_options(settings: &[(String, String)]) -> String {
         .join(" ")
 }
 
+/// The locale settings a configuration file may hold, each checked against
+/// the machine's locales when the server starts.
+pub const LOCALE_SETTINGS: [&str; 4] = ["lc_messages", "lc_monetary", "lc_numeric", "lc_time"];
+
 /// Create `recovery.signal`, remove a `standby.signal` the set brought (a
 /// standby's backup: it would make the cluster a standby of production),
 /// write stand-ins of the configuration files a set may lack
@@ -117,6 +121,15 @@ pub fn write_recovery(data: &Path, superuser: &str, settings: &[(&str, String)])
     }
     crate::durable::write_file(&data.join("recovery.signal"), 0o600, b"")?;
     let mut conf = String::from("\n# written by opskit for recovery\n");
+    // The copy speaks English (restore-pitr.sh reads its messages) and
+    // needs no locale of production's machine: a later line makes the
+    // server skip an earlier one unchecked, so a set whose configuration
+    // names a locale this machine lacks (lc_messages = 'de_DE.UTF-8':
+    // "invalid value", FATAL at start, whatever the command line says)
+    // still starts.
+    for k in LOCALE_SETTINGS {
+        conf.push_str(&format!("{k} = 'C'\n"));
+    }
     for (k, v) in settings {
         conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
     }
