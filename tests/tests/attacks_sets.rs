@@ -281,6 +281,40 @@ fn files_archives_come_out_without_owners_setuid_bits_or_devices() {
     );
 }
 
+/// A base set of `db` in a new root (`backups`) of a directory named
+/// `prefix…` beside the cluster: (the directory, the root, the set).
+fn base_set(c: &Cluster, db: &TestDb, prefix: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(c.root())
+        .unwrap();
+    let root = dir.path().join("backups");
+    let out = run(command(bin("pgbackup"))
+        .arg("--dest")
+        .arg(&root)
+        .args(["--physical", "--db", &db.url])
+        .arg("--pg-bindir")
+        .arg(c.bindir()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let set = PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap());
+    (dir, root, set)
+}
+
+/// `walarchive restore --immediate` of `set` into `pgdata`, as the
+/// server's user.
+fn walarchive_restore(c: &Cluster, set: &Path, root: &Path, pgdata: &Path) -> Output {
+    let mut w = command(bin("walarchive"));
+    w.args(["restore", "--immediate", "--pgdata"])
+        .arg(pgdata)
+        .arg("--set")
+        .arg(set)
+        .arg("--root")
+        .arg(root)
+        .arg("--pg-bindir")
+        .arg(c.bindir());
+    run(c.as_server_user(&mut w))
+}
+
 /// Rewrite a base set's tar as an attacker would: settings that run
 /// commands and connect out appended to its `postgresql.auto.conf`, a
 /// `standby.signal`, and its `backup_manifest` made to agree (size and
@@ -335,19 +369,7 @@ fn a_base_sets_configuration_never_runs_commands_or_connects_out() {
         &db.name,
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 500) g",
     );
-    let dir = tempfile::Builder::new()
-        .prefix("opskit-attack-")
-        .tempdir_in(c.root())
-        .unwrap();
-    let root = dir.path().join("backups");
-    let out = run(command(bin("pgbackup"))
-        .arg("--dest")
-        .arg(&root)
-        .args(["--physical", "--db", &db.url])
-        .arg("--pg-bindir")
-        .arg(c.bindir()));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let set = PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap());
+    let (dir, root, set) = base_set(c, &db, "opskit-attack-");
     let pwned = PathBuf::from(format!("/tmp/opskit-pwned-{}", std::process::id()));
     let tar = decompress("zstd", &fs::read(set.join("base.tar.zst")).unwrap());
     put_file(
@@ -386,16 +408,7 @@ fn a_base_sets_configuration_never_runs_commands_or_connects_out() {
     );
 
     let pgdata = dir.path().join("recovered");
-    let mut w = command(bin("walarchive"));
-    w.args(["restore", "--immediate", "--pgdata"])
-        .arg(&pgdata)
-        .arg("--set")
-        .arg(&set)
-        .arg("--root")
-        .arg(&root)
-        .arg("--pg-bindir")
-        .arg(c.bindir());
-    let out = run(c.as_server_user(&mut w));
+    let out = walarchive_restore(c, &set, &root, &pgdata);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let rec = &out.events("recovery")[0];
     for k in [
@@ -545,19 +558,7 @@ fn files_are_unpacked_only_into_a_new_directory_nobody_else_can_change() {
 fn a_base_tar_replaced_by_a_bomb_is_stopped_at_the_manifests_size() {
     let c = cluster();
     let db = c.create_db();
-    let dir = tempfile::Builder::new()
-        .prefix("opskit-bomb-")
-        .tempdir_in(c.root())
-        .unwrap();
-    let root = dir.path().join("backups");
-    let out = run(command(bin("pgbackup"))
-        .arg("--dest")
-        .arg(&root)
-        .args(["--physical", "--db", &db.url])
-        .arg("--pg-bindir")
-        .arg(c.bindir()));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let set = PathBuf::from(out.events("backup")[0]["path"].as_str().unwrap());
+    let (dir, root, set) = base_set(c, &db, "opskit-bomb-");
     let m = forge::manifest(&set);
     let base = m["files"]
         .as_array()
@@ -590,16 +591,7 @@ fn a_base_tar_replaced_by_a_bomb_is_stopped_at_the_manifests_size() {
     c.give(dir.path());
 
     let pgdata = dir.path().join("recovered");
-    let mut w = command(bin("walarchive"));
-    w.args(["restore", "--immediate", "--pgdata"])
-        .arg(&pgdata)
-        .arg("--set")
-        .arg(&set)
-        .arg("--root")
-        .arg(&root)
-        .arg("--pg-bindir")
-        .arg(c.bindir());
-    let out = run(c.as_server_user(&mut w));
+    let out = walarchive_restore(c, &set, &root, &pgdata);
     assert_ne!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("base.tar.zst")

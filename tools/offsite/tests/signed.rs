@@ -192,6 +192,17 @@ fn an_unsigned_set_is_pushed_with_a_warning_and_pulled_only_when_allowed() {
     }
 }
 
+/// The action a prune run gave set `name`.
+fn action_of(pr: &Output, name: &str) -> String {
+    pr.events("prune")
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no record of {name}: {}", pr.stdout))["action"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Someone with the bucket's keys uploads manifests of sets nobody made:
 /// two named as if made in 2099, one a copy of the newest real set's
 /// manifest and signature under a later name. They are no restore points:
@@ -237,14 +248,7 @@ fn sets_forged_in_the_bucket_take_no_real_sets_place() {
 
     let pr = run(offsite(&["prune", "--url", &url, "--keep-last", "2", "--root"]).arg(&local.root));
     let recs = pr.events("prune");
-    let action = |n: &str| {
-        recs.iter()
-            .find(|r| r["name"] == n)
-            .unwrap_or_else(|| panic!("no record of {n}: {}", pr.stdout))["action"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let action = |n: &str| action_of(&pr, n);
     for fake in &fakes {
         assert_eq!(action(fake), "corrupt", "{fake}: {}", pr.stdout);
     }
@@ -315,15 +319,7 @@ fn sets_forged_in_the_bucket_take_no_real_sets_place() {
         "--root",
     ])
     .arg(&local.root));
-    let recs = pr.events("prune");
-    let action = |n: &str| {
-        recs.iter()
-            .find(|r| r["name"] == n)
-            .unwrap_or_else(|| panic!("no record of {n}: {}", pr.stdout))["action"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let action = |n: &str| action_of(&pr, n);
     for gone in [
         &fakes[0],
         &fakes[1],
