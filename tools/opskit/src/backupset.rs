@@ -358,11 +358,11 @@ pub fn parse_set_dir_name(dir: &str) -> Option<(&str, DateTime<Utc>)> {
 }
 
 /// Whether a set's time (from its name) is later than any clock we trust
-/// could have made it: more than a day ahead of now. Such a set would be
+/// could have made it: more than a day ahead of `now`. Such a set would be
 /// "the newest" for ever; a name is easy to forge, so it is never taken
 /// for a restore point.
-pub fn dated_ahead(t: DateTime<Utc>) -> bool {
-    t > Utc::now() + chrono::Duration::days(1)
+pub fn dated_ahead(t: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    t > now + chrono::Duration::days(1)
 }
 
 /// Whether a file name inside a set is safe to open: a plain name, no

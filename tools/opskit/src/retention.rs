@@ -181,7 +181,7 @@ fn safety_reasons(
     now: DateTime<Utc>,
     reasons: &mut [Vec<String>],
 ) {
-    let ahead = |i: usize| entries[i].time > now + chrono::Duration::days(1);
+    let ahead = |i: usize| crate::backupset::dated_ahead(entries[i].time, now);
     if let Some(&newest) = group.iter().find(|&&i| !ahead(i)) {
         reasons[newest].push("newest".into());
     }

@@ -34,7 +34,8 @@ pub fn offsite(c: &Check) -> Result<Observation, String> {
     // A set named as if made more than a day from now is none opskit made
     // (anyone with the bucket's keys can upload one): it would be the
     // newest, 0 s old, for ever. Counted apart and never the newest.
-    let ahead = |s: &RemoteInfo| s.complete && backupset::dated_ahead(s.time);
+    let now = Utc::now();
+    let ahead = |s: &RemoteInfo| s.complete && backupset::dated_ahead(s.time, now);
     let dated_ahead = sets.values().filter(|s| ahead(s)).count();
     let complete = sets.values().filter(|s| s.complete).count() - dated_ahead;
     let newest_set = newest(&sets, |_, s| s.complete && !ahead(s));
@@ -42,7 +43,7 @@ pub fn offsite(c: &Check) -> Result<Observation, String> {
     let verified = newest(&sets, |n, s| {
         s.complete && !ahead(s) && verdicts.get(n) == Some(&true)
     });
-    let age = |t: DateTime<Utc>| ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0);
+    let age = |t: DateTime<Utc>| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0);
     let name = |s: Option<(&str, &RemoteInfo)>| s.map(|(n, _)| n.to_string());
     let age_of = |s: Option<(&str, &RemoteInfo)>| s.map(|(_, i)| age(i.time));
     let mut obs = Observation::default();

@@ -98,7 +98,7 @@ pub fn check_set_name(set: &Path, m: &Manifest) -> Result<()> {
     let dir = dir_name(set);
     // A name dated in the future would be "the newest set" for ever.
     if let Some((_, t)) = parse_set_dir_name(&dir)
-        && super::dated_ahead(t)
+        && super::dated_ahead(t, chrono::Utc::now())
     {
         return Err(Error::check(format!(
             "{dir}: dated in the future ({t}): refused"
